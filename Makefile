@@ -1,0 +1,81 @@
+# Parley: one Makefile drives set-up, code generation, lint, tests, the demo and benchmarks.
+# Every target that needs Python depends on the virtualenv stamp, so a fresh clone needs no manual step.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.parley-installed
+GEN_DIR := libs/gen
+GEN_STAMP := $(GEN_DIR)/.stamp
+PROTOS := $(shell find protos -name '*.proto')
+# Source roots that make up the importable tree (see docs/layout.md).
+ROOTS := libs $(GEN_DIR) $(wildcard services/*)
+
+.PHONY: all setup gen lint fmt test test-fast demo bench bench-quick redis-server constraints clean
+
+all: test
+
+setup: $(STAMP) $(GEN_STAMP) redis-server
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "could not create a virtualenv: install python3-venv (apt-get install python3-venv)"; exit 1; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@# The monorepo's source roots go on the venv's path, the way an editable install would put them.
+	@$(PY) -c 'import pathlib, sys, sysconfig; \
+	  roots = [str(pathlib.Path(r).resolve()) for r in sys.argv[1:]]; \
+	  pathlib.Path(sysconfig.get_paths()["purelib"], "parley-roots.pth").write_text("\n".join(roots) + "\n")' $(ROOTS)
+	@touch $@
+
+# Generated protobuf/gRPC code lives only in libs/gen/ (git-ignored) and is never edited by hand.
+$(GEN_STAMP): $(STAMP) $(PROTOS)
+	rm -rf $(GEN_DIR) && mkdir -p $(GEN_DIR)
+	$(PY) -m grpc_tools.protoc -I protos \
+	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
+	  --python_out=$(GEN_DIR) --mypy_out=$(GEN_DIR) \
+	  --grpc_python_out=$(GEN_DIR) --mypy_grpc_out=$(GEN_DIR) \
+	  $(PROTOS)
+	@touch $@
+
+gen: $(GEN_STAMP)
+
+# Finds redis-server, or installs it with apt-get when running as root.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is not installed. Install it (Debian/Ubuntu: sudo apt-get install redis-server)"; \
+	    echo "or put a redis-server binary (Redis 7+) on PATH, then run make again."; exit 1; \
+	  fi; }
+
+lint: $(STAMP) $(GEN_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy libs/parley_* services/*/parley_* bench tests
+	cd protos && ../$(BIN)/buf lint
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: setup
+	$(BIN)/pytest
+
+demo: setup
+	$(PY) -m parley_sdk.demo
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+bench-quick: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+
+constraints: $(STAMP)
+	@{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) $(GEN_DIR) .mypy_cache .ruff_cache .pytest_cache .hypothesis
