@@ -1,0 +1,176 @@
+"""Keys: serialized forms, XEdDSA sign/verify, prekey generation and records."""
+
+from __future__ import annotations
+
+import pytest
+
+from parley_crypto import (
+    IdentityKeyPair,
+    InvalidKeyError,
+    InvalidStateError,
+    KemKeyPair,
+    KemPublicKey,
+    KeyPair,
+    KyberPreKeyRecord,
+    PreKeyRecord,
+    PublicKey,
+    SignedPreKeyRecord,
+    generate_kyber_prekey,
+    generate_prekeys,
+    generate_registration_id,
+    generate_signed_prekey,
+    sign,
+    verify_signature,
+)
+
+
+def test_public_key_serialized_form_is_type_byte_and_32_bytes() -> None:
+    pair = KeyPair.generate()
+    serialized = pair.public_key.serialize()
+    assert len(serialized) == 33
+    assert serialized[0] == 0x05
+    assert PublicKey.deserialize(serialized) == pair.public_key
+
+
+@pytest.mark.parametrize("data", [b"", b"\x05" + bytes(31), b"\x05" + bytes(33), b"\x06" + bytes(32)])
+def test_malformed_public_key_raises_invalid_key(data: bytes) -> None:
+    with pytest.raises(InvalidKeyError):
+        PublicKey.deserialize(data)
+
+
+def test_private_keys_are_clamped_like_libsignal() -> None:
+    private = KeyPair.generate().private_key
+    assert private[0] & 7 == 0
+    assert private[31] & 0x80 == 0
+    assert private[31] & 0x40
+
+
+def test_agreement_is_symmetric() -> None:
+    alice, bob = KeyPair.generate(), KeyPair.generate()
+    assert alice.agree(bob.public_key) == bob.agree(alice.public_key)
+
+
+def test_agreement_with_low_order_point_raises_invalid_key() -> None:
+    with pytest.raises(InvalidKeyError):
+        KeyPair.generate().agree(PublicKey(bytes(32)))
+
+
+def test_sign_and_verify_signed_prekey() -> None:
+    identity = IdentityKeyPair.generate()
+    record = generate_signed_prekey(identity, 7, timestamp=1_700_000_000_000)
+    message = record.key_pair.public_key.serialize()
+    assert verify_signature(identity.public_key.serialize(), message, record.signature)
+    other = IdentityKeyPair.generate()
+    assert not verify_signature(other.public_key.serialize(), message, record.signature)
+
+
+def test_every_flipped_signature_bit_fails() -> None:
+    pair = KeyPair.generate()
+    signature = sign(pair.private_key, b"message")
+    public = pair.public_key.serialize()
+    for index in range(len(signature)):
+        for bit in range(8):
+            tampered = bytearray(signature)
+            tampered[index] ^= 1 << bit
+            assert not verify_signature(public, b"message", bytes(tampered)), (index, bit)
+
+
+def test_flipped_message_byte_fails() -> None:
+    pair = KeyPair.generate()
+    message = b"a signed prekey"
+    signature = pair.sign(message)
+    for index in range(len(message)):
+        tampered = bytearray(message)
+        tampered[index] ^= 0x01
+        assert not pair.public_key.verify(bytes(tampered), signature)
+
+
+@pytest.mark.parametrize("signature", [b"", bytes(63), bytes(65), bytes(64)])
+def test_malformed_signature_is_false_not_an_error(signature: bytes) -> None:
+    assert not KeyPair.generate().public_key.verify(b"m", signature)
+
+
+def test_verify_signature_rejects_malformed_key() -> None:
+    with pytest.raises(InvalidKeyError):
+        verify_signature(b"\x05" + bytes(10), b"m", bytes(64))
+
+
+def test_sign_bit_in_signature_is_honoured() -> None:
+    # libsignal puts the Edwards sign bit of the signer in the signature's top bit; a signature whose bit does
+    # not match the key must fail, which shows verification reads it rather than ignoring it.
+    pair = KeyPair.generate()
+    signature = bytearray(pair.sign(b"m"))
+    assert signature[63] & 0x80 == 0
+    signature[63] |= 0x80
+    assert not pair.public_key.verify(b"m", bytes(signature))
+
+
+def test_registration_id_range() -> None:
+    ids = {generate_registration_id() for _ in range(200)}
+    assert min(ids) >= 1
+    assert max(ids) <= 16380
+
+
+def test_prekey_batch_ids_are_consecutive_and_wrap() -> None:
+    batch = generate_prekeys(1, 3)
+    assert [record.id for record in batch] == [1, 2, 3]
+    wrapped = generate_prekeys(0xFFFFFD, 3)
+    assert [record.id for record in wrapped] == [0xFFFFFD, 0xFFFFFE, 1]
+    assert len({record.key_pair.public_key for record in batch}) == 3
+
+
+def test_prekey_id_out_of_range_raises() -> None:
+    with pytest.raises(InvalidKeyError):
+        generate_signed_prekey(IdentityKeyPair.generate(), 0x1000000, timestamp=0)
+
+
+def test_kyber_prekey_serialized_form_and_signature() -> None:
+    identity = IdentityKeyPair.generate()
+    record = generate_kyber_prekey(identity, 3, timestamp=5)
+    serialized = record.key_pair.public_key.serialize()
+    assert serialized[0] == 0x08
+    assert len(serialized) == 1 + 1568
+    assert verify_signature(identity.public_key.serialize(), serialized, record.signature)
+    shared, ciphertext = KemPublicKey.deserialize(serialized).encapsulate()
+    assert ciphertext[0] == 0x08
+    assert record.key_pair.decapsulate(ciphertext) == shared
+
+
+@pytest.mark.parametrize("data", [b"", b"\x05" + bytes(1568), b"\x08" + bytes(100)])
+def test_malformed_kem_public_key_raises(data: bytes) -> None:
+    with pytest.raises(InvalidKeyError):
+        KemPublicKey.deserialize(data)
+
+
+def test_malformed_kem_ciphertext_raises() -> None:
+    with pytest.raises(InvalidKeyError):
+        KemKeyPair.generate().decapsulate(b"\x08" + bytes(10))
+
+
+def test_records_round_trip() -> None:
+    identity = IdentityKeyPair.generate()
+    assert IdentityKeyPair.deserialize(identity.serialize()).private_key == identity.private_key
+    prekey = generate_prekeys(5, 1)[0]
+    again = PreKeyRecord.deserialize(prekey.serialize())
+    assert (again.id, again.key_pair.private_key) == (5, prekey.key_pair.private_key)
+    signed = generate_signed_prekey(identity, 9, timestamp=123)
+    signed_again = SignedPreKeyRecord.deserialize(signed.serialize())
+    assert (signed_again.id, signed_again.timestamp, signed_again.signature) == (9, 123, signed.signature)
+    kyber = generate_kyber_prekey(identity, 4, timestamp=77)
+    kyber_again = KyberPreKeyRecord.deserialize(kyber.serialize())
+    assert kyber_again.key_pair.public_key == kyber.key_pair.public_key
+    assert (kyber_again.id, kyber_again.timestamp) == (4, 77)
+
+
+@pytest.mark.parametrize("cls", [PreKeyRecord, SignedPreKeyRecord, KyberPreKeyRecord])
+def test_malformed_records_raise_invalid_state(cls: type[PreKeyRecord]) -> None:
+    with pytest.raises(InvalidStateError):
+        cls.deserialize(b"\x0a\xff")
+
+
+def test_identity_pair_with_mismatched_public_key_raises() -> None:
+    identity = IdentityKeyPair.generate()
+    other = KeyPair.generate()
+    data = b"\x0a\x21" + other.public_key.serialize() + b"\x12\x20" + identity.private_key
+    with pytest.raises(InvalidKeyError):
+        IdentityKeyPair.deserialize(data)
