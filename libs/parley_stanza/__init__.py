@@ -1,11 +1,15 @@
 """parley_stanza: Parley's wire vocabulary, pure and free of I/O.
 
 - ``Address``: the one address format (``kind:identifier@provider[/device]``).
+- Stanzas (``Message``, ``Receipt``, ``ChatState``, ``ErrorStanza``, and the reserved ``GroupControl`` and
+  ``CallSignal``): typed, immutable, valid by construction; ``decode`` and ``encode`` convert them from and
+  to their canonical XML in the ``urn:parley:stanza:1`` namespace, parsing untrusted bytes safely.
 - ``Feature``: what a provider supports, the Python twin of ``parley.common.v1.Feature``.
 - Every error raised on bad input is a ``StanzaError``.
 """
 
 from parley_stanza._address import MAX_DEVICE_ID, Address, AddressKind
+from parley_stanza._codec import DEFAULT_LIMITS, Limits, decode, encode
 from parley_stanza._errors import (
     ForbiddenMarkupError,
     InvalidAddressError,
@@ -16,17 +20,57 @@ from parley_stanza._errors import (
     StanzaParseError,
 )
 from parley_stanza._features import Feature
+from parley_stanza._stanza import (
+    NAMESPACE,
+    CallAction,
+    CallSignal,
+    ChatState,
+    ChatStateKind,
+    ErrorCode,
+    ErrorStanza,
+    Franking,
+    GroupAction,
+    GroupControl,
+    Message,
+    MessageType,
+    Payload,
+    PayloadKind,
+    Receipt,
+    ReceiptType,
+    Stanza,
+)
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "MAX_DEVICE_ID",
+    "NAMESPACE",
     "Address",
     "AddressKind",
+    "CallAction",
+    "CallSignal",
+    "ChatState",
+    "ChatStateKind",
+    "ErrorCode",
+    "ErrorStanza",
     "Feature",
     "ForbiddenMarkupError",
+    "Franking",
+    "GroupAction",
+    "GroupControl",
     "InvalidAddressError",
     "InvalidContentError",
     "InvalidStanzaError",
     "LimitExceededError",
+    "Limits",
+    "Message",
+    "MessageType",
+    "Payload",
+    "PayloadKind",
+    "Receipt",
+    "ReceiptType",
+    "Stanza",
     "StanzaError",
     "StanzaParseError",
+    "decode",
+    "encode",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import phonenumbers
@@ -93,6 +93,8 @@ class Address:
     identifier: str
     provider: str
     device: int | None = None
+    # The canonical text, built once: the codec writes addresses into every stanza it encodes.
+    _text: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         kind = _to_kind(self.kind)
@@ -108,6 +110,8 @@ class Address:
             type(device) is not int or not 1 <= device <= MAX_DEVICE_ID  # bool is an int: refuse it
         ):
             raise InvalidAddressError(f"device id must be an int in 1..{MAX_DEVICE_ID}: {device!r}")
+        text = f"{kind.value}:{identifier}@{self.provider}"
+        object.__setattr__(self, "_text", text if device is None else f"{text}/{device}")
 
     @classmethod
     def parse(cls, text: str) -> Address:
@@ -161,9 +165,7 @@ class Address:
         return Address(self.kind, self.identifier, self.provider, device)
 
     def __str__(self) -> str:
-        if self.device is None:
-            return f"{self.kind.value}:{self.identifier}@{self.provider}"
-        return f"{self.kind.value}:{self.identifier}@{self.provider}/{self.device}"
+        return self._text
 
 
 # Stanzas name the same few addresses over and over; parsing is pure and Address immutable, so sharing

@@ -1,0 +1,520 @@
+"""The stanza codec: untrusted bytes to typed stanzas and back, safely and fast.
+
+Decoding defends in layers, cheapest first, so hostile input is refused before it costs memory:
+
+1. the size bound, checked on ``len(data)`` before anything is parsed;
+2. a byte scan that refuses every ``<!`` (DOCTYPE, hence entity declarations, billion laughs and XXE;
+   comments; CDATA) and every ``<?`` (processing instructions) except one leading XML declaration;
+3. libxml2 through lxml with DTD loading, entity resolution and network access off, the document encoding
+   forced to UTF-8 (so a UTF-16 document cannot slip markup past the byte scan) and its own hard depth
+   limit of 256, which stops a 10,000-deep nesting early;
+4. the configured bounds on depth, attributes, children and text, then a hand-written check of the
+   structure while the typed objects are built.
+
+Validating against the XSD is not on this path: it costs several times the parse itself, and the hand
+check accepts exactly the documents the schema accepts (the tests check both on the same inputs).
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lxml import etree
+
+from parley_stanza._address import Address
+from parley_stanza._errors import (
+    ForbiddenMarkupError,
+    InvalidAddressError,
+    InvalidStanzaError,
+    LimitExceededError,
+    StanzaParseError,
+)
+from parley_stanza._stanza import (
+    NAMESPACE,
+    CallAction,
+    CallSignal,
+    ChatState,
+    ChatStateKind,
+    ErrorCode,
+    ErrorStanza,
+    Franking,
+    GroupAction,
+    GroupControl,
+    Message,
+    MessageType,
+    Payload,
+    PayloadKind,
+    Receipt,
+    ReceiptType,
+    Stanza,
+)
+
+# libxml2's own nesting limit without XML_PARSE_HUGE; documents deeper than this never finish parsing.
+LIBXML2_MAX_DEPTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds a decoded document must stay within; exceeding one raises ``LimitExceededError``.
+
+    Attributes:
+        max_bytes: size of the encoded document.
+        max_depth: element nesting, the root element being depth 1 (valid stanzas need 2).
+        max_attributes: attributes on any one element.
+        max_children: child elements of the root (payloads, receipt ids, members).
+        max_text_length: characters in any one text node (a base64 ciphertext, an error text).
+    """
+
+    max_bytes: int = 256 * 1024
+    max_depth: int = 4
+    max_attributes: int = 16
+    max_children: int = 1024
+    max_text_length: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_attributes", "max_children", "max_text_length"):
+            if type(getattr(self, name)) is not int or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive int")
+        if type(self.max_depth) is not int or self.max_depth < 2:
+            raise ValueError("max_depth must be an int of at least 2: every stanza nests that deep")
+
+
+DEFAULT_LIMITS = Limits()
+
+_PARSER = etree.XMLParser(
+    encoding="utf-8",
+    resolve_entities=False,
+    load_dtd=False,
+    dtd_validation=False,
+    no_network=True,
+    huge_tree=False,
+    collect_ids=False,
+    remove_blank_text=False,
+)
+_XML_DECLARATION = re.compile(
+    rb"<\?xml[ \t\r\n]+version=([\"'])1\.0\1([ \t\r\n]+encoding=([\"'])(?i:utf-8)\3)?[ \t\r\n]*\?>"
+)
+
+_NS = "{" + NAMESPACE + "}"
+_MESSAGE = _NS + "message"
+_PAYLOAD = _NS + "payload"
+_FRANKING = _NS + "franking"
+_RECEIPT = _NS + "receipt"
+_REF = _NS + "ref"
+_CHATSTATE = _NS + "chatstate"
+_ERROR = _NS + "error"
+_GROUP_CONTROL = _NS + "group-control"
+_MEMBER = _NS + "member"
+_CALL = _NS + "call"
+
+_a2b = binascii.a2b_base64
+_b2a = binascii.b2a_base64
+
+
+def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Stanza:
+    """Parses and validates one stanza.
+
+    Args:
+        data: the encoded stanza, UTF-8 XML in the ``urn:parley:stanza:1`` namespace (bytes-like).
+        limits: the bounds to enforce; ``DEFAULT_LIMITS`` unless the caller needs other ones.
+
+    Returns:
+        The typed stanza.
+
+    Raises:
+        LimitExceededError: the document exceeds one of ``limits``.
+        ForbiddenMarkupError: the document has a DOCTYPE, entity declaration, processing instruction,
+            comment or CDATA section.
+        StanzaParseError: the bytes are not well-formed XML.
+        InvalidAddressError: an address attribute is invalid.
+        InvalidStanzaError: the XML is not a valid stanza.
+    """
+    if type(data) is not bytes:
+        data = bytes(data)  # bytearray or memoryview; a str is a caller's bug and raises TypeError
+    if len(data) > limits.max_bytes:
+        raise LimitExceededError("max_bytes", limits.max_bytes, len(data))
+    if b"<!" in data or b"<?" in data:
+        _refuse_markup(data)
+    try:
+        root = etree.fromstring(data, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        if "Excessive depth" in str(exc):
+            raise LimitExceededError("max_depth", limits.max_depth, LIBXML2_MAX_DEPTH + 1) from None
+        raise StanzaParseError(f"not well-formed XML: {str(exc)[:200]}") from None
+    decoder = _DECODERS.get(root.tag)
+    if decoder is None:
+        raise InvalidStanzaError(f"unknown stanza element {str(root.tag)[:80]!r}")
+    return decoder(root, limits)
+
+
+def _refuse_markup(data: bytes) -> None:
+    declaration = _XML_DECLARATION.match(data)
+    rest = data[declaration.end() :] if declaration else data
+    if b"<!" in rest:
+        raise ForbiddenMarkupError("DOCTYPE, comments and CDATA sections are not allowed in stanzas")
+    if b"<?" in rest:
+        raise ForbiddenMarkupError("processing instructions are not allowed in stanzas")
+
+
+def _check_root(root: Any, limits: Limits, attributes: int) -> int:
+    """Checks the root's attribute count and text, and returns its number of children."""
+    count = len(root.attrib)
+    if count > limits.max_attributes:
+        raise LimitExceededError("max_attributes", limits.max_attributes, count)
+    if count != attributes:
+        raise InvalidStanzaError(f"unknown attribute on <{_local(root)}>")
+    text = root.text
+    if text is not None and not text.isspace():
+        raise InvalidStanzaError(f"unexpected text in <{_local(root)}>")
+    children = len(root)
+    if children > limits.max_children:
+        raise LimitExceededError("max_children", limits.max_children, children)
+    return children
+
+
+def _check_leaf(child: Any, limits: Limits, attributes: int) -> None:
+    """Checks a child of the root: no children of its own, its attribute count, no text after it."""
+    if len(child):
+        _refuse_nesting(child, limits)
+    count = len(child.attrib)
+    if count > limits.max_attributes:
+        raise LimitExceededError("max_attributes", limits.max_attributes, count)
+    if count != attributes:
+        raise InvalidStanzaError(f"missing or unknown attribute on <{_local(child)}>")
+    tail = child.tail
+    if tail is not None and not tail.isspace():
+        raise InvalidStanzaError("unexpected text between elements")
+
+
+def _refuse_nesting(child: Any, limits: Limits) -> None:
+    # Only reached on invalid input, so the walk may be slow; it stops as soon as the bound is passed.
+    depth_of = {child: 2}
+    for element in child.iterdescendants():
+        depth = depth_of[element.getparent()] + 1
+        if depth > limits.max_depth:
+            raise LimitExceededError("max_depth", limits.max_depth, depth)
+        depth_of[element] = depth
+    raise InvalidStanzaError(f"<{_local(child)}> must not have child elements")
+
+
+def _local(element: Any) -> str:
+    return str(etree.QName(element).localname)[:40]
+
+
+def _required(value: str | None, what: str) -> str:
+    if value is None:
+        raise InvalidStanzaError(f"missing attribute {what!r}")
+    return value
+
+
+def _address(value: str | None, what: str) -> Address:
+    if value is None:
+        raise InvalidStanzaError(f"missing attribute {what!r}")
+    try:
+        return Address.parse(value)
+    except InvalidAddressError as exc:
+        raise InvalidAddressError(f"{what}: {exc}") from None
+
+
+def _ts(value: str | None) -> int:
+    # isdigit alone accepts non-ASCII digits that int() would also take; stanzas only use ASCII.
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 19:
+        raise InvalidStanzaError(f"ts must be decimal milliseconds: {str(value)[:24]!r}")
+    return int(value)
+
+
+def _enum(lookup: dict[str, Any], value: str | None, what: str) -> Any:
+    member = lookup.get(value) if value is not None else None
+    if member is None:
+        raise InvalidStanzaError(f"{what} must be one of {sorted(lookup)}: {str(value)[:24]!r}")
+    return member
+
+
+def _base64(text: str | None, limits: Limits, what: str) -> bytes:
+    if text is None:
+        raise InvalidStanzaError(f"empty {what}")
+    if len(text) > limits.max_text_length:
+        raise LimitExceededError("max_text_length", limits.max_text_length, len(text))
+    try:
+        return _a2b(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise InvalidStanzaError(f"{what} is not strict base64") from None
+
+
+_MESSAGE_TYPES = {m.value: m for m in MessageType}
+_PAYLOAD_KINDS = {m.value: m for m in PayloadKind}
+_RECEIPT_TYPES = {m.value: m for m in ReceiptType}
+_CHAT_STATES = {m.value: m for m in ChatStateKind}
+_ERROR_CODES = {m.value: m for m in ErrorCode}
+_GROUP_ACTIONS = {m.value: m for m in GroupAction}
+_CALL_ACTIONS = {m.value: m for m in CallAction}
+_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _payloads(children: Any, limits: Limits) -> tuple[Payload, ...]:
+    payloads = []
+    for child in children:
+        if child.tag != _PAYLOAD:
+            raise InvalidStanzaError(f"unexpected element <{_local(child)}> where <payload> belongs")
+        _check_leaf(child, limits, 2)
+        payloads.append(
+            Payload(
+                _address(child.get("device"), "device"),
+                _enum(_PAYLOAD_KINDS, child.get("kind"), "kind"),
+                _base64(child.text, limits, "payload"),
+            )
+        )
+    return tuple(payloads)
+
+
+def _decode_message(root: Any, limits: Limits) -> Message:
+    get = root.get
+    recipient = get("to")
+    group = get("group")
+    receipt = get("receipt")
+    attributes = 4 + (recipient is not None) + (group is not None) + (receipt is not None)
+    children = _check_root(root, limits, attributes)
+    if not children:
+        raise InvalidStanzaError("a message needs at least one payload")
+    franking = None
+    elements = iter(root)
+    first = root[0]
+    if first.tag == _FRANKING:
+        next(elements)
+        stamp = first.get("stamp")
+        _check_leaf(first, limits, 1 if stamp is None else 2)
+        if first.text is not None and not first.text.isspace():
+            raise InvalidStanzaError("unexpected text in <franking>")
+        franking = Franking(
+            _base64(first.get("commitment"), limits, "franking commitment"),
+            None if stamp is None else _base64(stamp, limits, "franking stamp"),
+        )
+    return Message(
+        _required(get("id"), "id"),
+        _address(get("from"), "from"),
+        None if recipient is None else _address(recipient, "to"),
+        _ts(get("ts")),
+        _enum(_MESSAGE_TYPES, get("type"), "type"),
+        _payloads(elements, limits),
+        group,
+        franking,
+        False if receipt is None else _enum(_BOOLEANS, receipt, "receipt"),
+    )
+
+
+def _decode_receipt(root: Any, limits: Limits) -> Receipt:
+    get = root.get
+    _check_root(root, limits, 5)
+    message_ids = []
+    for child in root:
+        if child.tag != _REF:
+            raise InvalidStanzaError(f"unexpected element <{_local(child)}> where <ref> belongs")
+        _check_leaf(child, limits, 1)
+        if child.text is not None and not child.text.isspace():
+            raise InvalidStanzaError("unexpected text in <ref>")
+        message_ids.append(_required(child.get("id"), "id"))
+    return Receipt(
+        _required(get("id"), "id"),
+        _address(get("from"), "from"),
+        _address(get("to"), "to"),
+        _ts(get("ts")),
+        _enum(_RECEIPT_TYPES, get("type"), "type"),
+        tuple(message_ids),
+    )
+
+
+def _decode_chatstate(root: Any, limits: Limits) -> ChatState:
+    get = root.get
+    recipient = get("to")
+    group = get("group")
+    if _check_root(root, limits, 4 + (recipient is not None) + (group is not None)):
+        raise InvalidStanzaError("<chatstate> has no child elements")
+    return ChatState(
+        _required(get("id"), "id"),
+        _address(get("from"), "from"),
+        None if recipient is None else _address(recipient, "to"),
+        _ts(get("ts")),
+        _enum(_CHAT_STATES, get("state"), "state"),
+        group,
+    )
+
+
+def _decode_error(root: Any, limits: Limits) -> ErrorStanza:
+    get = root.get
+    sender = get("from")
+    count = len(root.attrib)
+    if count > limits.max_attributes:
+        raise LimitExceededError("max_attributes", limits.max_attributes, count)
+    if count != 5 + (sender is not None):
+        raise InvalidStanzaError("unknown attribute on <error>")
+    if len(root):
+        raise InvalidStanzaError("<error> has text, not child elements")
+    text = root.text
+    if text is not None and len(text) > limits.max_text_length:
+        raise LimitExceededError("max_text_length", limits.max_text_length, len(text))
+    return ErrorStanza(
+        _required(get("id"), "id"),
+        _address(get("to"), "to"),
+        _ts(get("ts")),
+        _required(get("ref"), "ref"),
+        _enum(_ERROR_CODES, get("code"), "code"),
+        text or None,
+        None if sender is None else _address(sender, "from"),
+    )
+
+
+def _decode_group_control(root: Any, limits: Limits) -> GroupControl:
+    get = root.get
+    _check_root(root, limits, 5)
+    members = []
+    for child in root:
+        if child.tag != _MEMBER:
+            raise InvalidStanzaError(f"unexpected element <{_local(child)}> where <member> belongs")
+        _check_leaf(child, limits, 1)
+        if child.text is not None and not child.text.isspace():
+            raise InvalidStanzaError("unexpected text in <member>")
+        members.append(_address(child.get("address"), "address"))
+    return GroupControl(
+        _required(get("id"), "id"),
+        _address(get("from"), "from"),
+        _ts(get("ts")),
+        _required(get("group"), "group"),
+        _enum(_GROUP_ACTIONS, get("action"), "action"),
+        tuple(members),
+    )
+
+
+def _decode_call(root: Any, limits: Limits) -> CallSignal:
+    get = root.get
+    if not _check_root(root, limits, 6):
+        raise InvalidStanzaError("a call signal needs at least one payload")
+    return CallSignal(
+        _required(get("id"), "id"),
+        _address(get("from"), "from"),
+        _address(get("to"), "to"),
+        _ts(get("ts")),
+        _required(get("call-id"), "call-id"),
+        _enum(_CALL_ACTIONS, get("action"), "action"),
+        _payloads(root, limits),
+    )
+
+
+_DECODERS: dict[str, Callable[[Any, Limits], Stanza]] = {
+    _MESSAGE: _decode_message,
+    _RECEIPT: _decode_receipt,
+    _CHATSTATE: _decode_chatstate,
+    _ERROR: _decode_error,
+    _GROUP_CONTROL: _decode_group_control,
+    _CALL: _decode_call,
+}
+
+
+def encode(stanza: Stanza) -> bytes:
+    """Serializes a stanza to its canonical bytes.
+
+    The canonical form is UTF-8 without an XML declaration, the namespace declared once on the root, the
+    attributes in the order of docs/stanza.md, no whitespace between elements and standard padded base64.
+    Equal stanzas always encode to equal bytes.
+
+    Args:
+        stanza: any stanza; its constructor has already checked it, so encoding cannot fail.
+
+    Returns:
+        The canonical encoding.
+    """
+    return _ENCODERS[type(stanza)](stanza)
+
+
+def _b64(data: bytes) -> str:
+    return _b2a(data, newline=False).decode("ascii")
+
+
+def _encode_payloads(payloads: tuple[Payload, ...]) -> str:
+    return "".join(
+        f'<payload device="{p.device._text}" kind="{p.kind.value}">{_b64(p.ciphertext)}</payload>'
+        for p in payloads
+    )
+
+
+def _encode_message(message: Message) -> bytes:
+    head = f'<message xmlns="{NAMESPACE}" id="{message.id}" from="{message.sender._text}"'
+    if message.recipient is not None:
+        head += f' to="{message.recipient._text}"'
+    if message.group is not None:
+        head += f' group="{message.group}"'
+    head += f' ts="{message.ts}" type="{message.type.value}"'
+    if message.receipt_requested:
+        head += ' receipt="true"'
+    franking = message.franking
+    if franking is None:
+        head += ">"
+    elif franking.stamp is None:
+        head += f'><franking commitment="{_b64(franking.commitment)}"/>'
+    else:
+        head += f'><franking commitment="{_b64(franking.commitment)}" stamp="{_b64(franking.stamp)}"/>'
+    return (head + _encode_payloads(message.payloads) + "</message>").encode()
+
+
+def _encode_receipt(receipt: Receipt) -> bytes:
+    refs = "".join(f'<ref id="{message_id}"/>' for message_id in receipt.message_ids)
+    return (
+        f'<receipt xmlns="{NAMESPACE}" id="{receipt.id}" from="{receipt.sender._text}"'
+        f' to="{receipt.recipient._text}" ts="{receipt.ts}" type="{receipt.type.value}">{refs}</receipt>'
+    ).encode()
+
+
+def _encode_chatstate(state: ChatState) -> bytes:
+    target = f' to="{state.recipient._text}"' if state.recipient is not None else f' group="{state.group}"'
+    return (
+        f'<chatstate xmlns="{NAMESPACE}" id="{state.id}" from="{state.sender._text}"{target}'
+        f' ts="{state.ts}" state="{state.state.value}"/>'
+    ).encode()
+
+
+def _escape_text(text: str) -> str:
+    # A raw CR would come back as LF after parsing (XML line-end normalization), so it travels as &#13;.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+
+
+def _encode_error(error: ErrorStanza) -> bytes:
+    sender = f' from="{error.sender._text}"' if error.sender is not None else ""
+    head = (
+        f'<error xmlns="{NAMESPACE}" id="{error.id}"{sender} to="{error.recipient._text}" ts="{error.ts}"'
+        f' ref="{error.ref}" code="{error.code.value}"'
+    )
+    if error.text is None:
+        return (head + "/>").encode()
+    return f"{head}>{_escape_text(error.text)}</error>".encode()
+
+
+def _encode_group_control(control: GroupControl) -> bytes:
+    head = (
+        f'<group-control xmlns="{NAMESPACE}" id="{control.id}" from="{control.sender._text}"'
+        f' ts="{control.ts}" group="{control.group}" action="{control.action.value}"'
+    )
+    if not control.members:
+        return (head + "/>").encode()
+    members = "".join(f'<member address="{member._text}"/>' for member in control.members)
+    return f"{head}>{members}</group-control>".encode()
+
+
+def _encode_call(call: CallSignal) -> bytes:
+    return (
+        f'<call xmlns="{NAMESPACE}" id="{call.id}" from="{call.sender._text}" to="{call.recipient._text}"'
+        f' ts="{call.ts}" call-id="{call.call_id}" action="{call.action.value}">'
+        f"{_encode_payloads(call.payloads)}</call>"
+    ).encode()
+
+
+_ENCODERS: dict[type, Callable[[Any], bytes]] = {
+    Message: _encode_message,
+    Receipt: _encode_receipt,
+    ChatState: _encode_chatstate,
+    ErrorStanza: _encode_error,
+    GroupControl: _encode_group_control,
+    CallSignal: _encode_call,
+}
