@@ -1,0 +1,287 @@
+"""Who is calling: admin, one of Parley's services, a provider, or a provider acting for one of its users.
+
+Every RPC declares the :class:`Access` it accepts; :class:`Authenticator` turns the call's ``authorization``
+metadata into a :class:`Principal` or refuses it. User assertions are short-lived, one-time EdDSA JWTs signed by
+the provider's enlisted key (verified with PyJWT), naming the provider (``iss``), the subject (``sub``: the
+provider id itself, or a user address of that provider), optionally the device (``dev``), the audience
+(``aud``), ``iat``/``exp`` and a unique ``jti``. docs/auth.md is the integrator-facing description.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from parley.common.v1.common_pb2 import ErrorReason, Feature, ProviderStatus
+from parley_runtime.errors import permission_denied, unauthenticated
+from parley_stanza import Address, InvalidAddressError
+
+_ALGORITHM = "EdDSA"
+
+
+class Access(enum.Flag):
+    """Principals an RPC accepts; combine with ``|``."""
+
+    PUBLIC = 0
+    ADMIN = enum.auto()
+    INTERNAL = enum.auto()
+    PROVIDER = enum.auto()
+    USER = enum.auto()
+    DEVICE = enum.auto()
+    """A user assertion that names a registered device (``dev`` claim)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminPrincipal:
+    """The gatekeeper's operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePrincipal:
+    """Another Parley service."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPrincipal:
+    """A provider acting for itself (e.g. registering its webhook)."""
+
+    provider_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserPrincipal:
+    """A provider acting for one of its users, and possibly one device of that user."""
+
+    provider_id: str
+    user: Address
+    device_id: int | None
+
+    @property
+    def device(self) -> Address:
+        """The device's address.
+
+        Raises:
+            ParleyError: PERMISSION_DENIED when the assertion named no device.
+        """
+        if self.device_id is None:
+            raise permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, "this call needs a `dev` claim")
+        return self.user.with_device(self.device_id)
+
+
+Principal = AdminPrincipal | ServicePrincipal | ProviderPrincipal | UserPrincipal
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRecord:
+    """What authentication and routing need to know about a provider."""
+
+    provider_id: str
+    status: ProviderStatus.ValueType
+    signing_key: Ed25519PublicKey
+    features: frozenset[Feature.ValueType]
+    display_name: str = ""
+
+
+class ProviderDirectory(Protocol):
+    """A local, push-updated view of the enlisted providers (see :mod:`parley_runtime.providers`)."""
+
+    def get(self, provider_id: str) -> ProviderRecord | None:
+        """The provider, or None when not enlisted."""
+
+
+class ReplayGuard(Protocol):
+    """Remembers assertion ids until they expire, across all replicas."""
+
+    async def first_use(self, provider_id: str, jti: str, expires_at: float) -> bool:
+        """Records ``jti``; True the first time it is seen, False on any later use."""
+
+
+def check_provider_status(record: ProviderRecord) -> None:
+    """Raises PERMISSION_DENIED unless the provider is approved."""
+    if record.status == ProviderStatus.PROVIDER_STATUS_APPROVED:
+        return
+    reason, what = {
+        ProviderStatus.PROVIDER_STATUS_SUSPENDED: (ErrorReason.ERROR_REASON_PROVIDER_SUSPENDED, "suspended"),
+        ProviderStatus.PROVIDER_STATUS_REVOKED: (ErrorReason.ERROR_REASON_PROVIDER_REVOKED, "revoked"),
+    }.get(record.status, (ErrorReason.ERROR_REASON_PROVIDER_NOT_APPROVED, "not approved"))
+    raise permission_denied(reason, f"provider {record.provider_id} is {what}", provider_id=record.provider_id)
+
+
+class Authenticator:
+    """Verifies bearer credentials against an RPC's :class:`Access`.
+
+    Args:
+        providers: the provider directory.
+        replay_guard: one-time use of assertion ids.
+        audience: the ``aud`` assertions must name.
+        admin_token: the admin bearer token; empty disables admin access.
+        internal_token: the token Parley's services present to one another; empty disables it.
+        max_lifetime_s: the longest ``exp - iat`` accepted.
+        clock_skew_s: leeway for ``iat``/``exp``.
+    """
+
+    def __init__(
+        self,
+        providers: ProviderDirectory,
+        replay_guard: ReplayGuard,
+        *,
+        audience: str,
+        admin_token: str,
+        internal_token: str,
+        max_lifetime_s: int = 300,
+        clock_skew_s: int = 30,
+    ) -> None:
+        self._providers = providers
+        self._replay_guard = replay_guard
+        self._audience = audience
+        self._admin_token = admin_token.encode()
+        self._internal_token = internal_token.encode()
+        self._max_lifetime_s = max_lifetime_s
+        self._clock_skew_s = clock_skew_s
+
+    async def authenticate(self, metadata: Mapping[str, str], access: Access) -> Principal | None:
+        """Returns the caller's principal, or None for a PUBLIC call.
+
+        Args:
+            metadata: the call's invocation metadata (lower-case keys).
+            access: what the RPC accepts.
+
+        Raises:
+            ParleyError: UNAUTHENTICATED for missing, malformed, expired or replayed credentials;
+                PERMISSION_DENIED for a valid credential of the wrong kind or a provider not approved.
+        """
+        if access == Access.PUBLIC:
+            return None
+        header = metadata.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_MISSING, "missing `authorization: Bearer ...`")
+        if token.count(".") != 2:
+            return self._static_principal(token.encode(), access)
+        principal = await self._verify_assertion(token)
+        if isinstance(principal, ProviderPrincipal):
+            allowed = Access.PROVIDER in access
+        else:
+            allowed = Access.USER in access or (Access.DEVICE in access and principal.device_id is not None)
+        if not allowed:
+            needed = "an assertion naming a device" if Access.DEVICE in access else "another credential"
+            raise permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, f"this call needs {needed}")
+        return principal
+
+    def _static_principal(self, token: bytes, access: Access) -> Principal:
+        # Constant-time comparisons: the tokens are secrets.
+        if self._admin_token and hmac.compare_digest(token, self._admin_token):
+            if Access.ADMIN in access:
+                return AdminPrincipal()
+            raise permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, "admin token not accepted here")
+        if self._internal_token and hmac.compare_digest(token, self._internal_token):
+            if Access.INTERNAL in access:
+                return ServicePrincipal()
+            raise permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, "internal token not accepted here")
+        if Access.ADMIN in access:
+            raise permission_denied(ErrorReason.ERROR_REASON_ADMIN_REQUIRED, "this call needs the admin token")
+        if Access.INTERNAL in access and not access & (Access.USER | Access.DEVICE | Access.PROVIDER):
+            raise permission_denied(ErrorReason.ERROR_REASON_INTERNAL_ONLY, "this call is internal")
+        raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "bearer token is not a valid assertion")
+
+    async def _verify_assertion(self, token: str) -> ProviderPrincipal | UserPrincipal:
+        try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "malformed assertion") from None
+        issuer = unverified.get("iss")
+        record = self._providers.get(issuer) if isinstance(issuer, str) else None
+        if record is None:
+            raise unauthenticated(ErrorReason.ERROR_REASON_UNKNOWN_PROVIDER, "assertion issuer is not enlisted")
+        try:
+            claims = jwt.decode(
+                token,
+                record.signing_key,
+                algorithms=[_ALGORITHM],
+                audience=self._audience,
+                issuer=record.provider_id,
+                leeway=self._clock_skew_s,
+                options={"require": ["iss", "sub", "aud", "exp", "iat", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_EXPIRED, "assertion expired") from None
+        except jwt.PyJWTError as exc:
+            raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, f"assertion rejected: {exc}") from None
+        principal = self._principal_from_claims(record, claims)
+        if claims["exp"] - claims["iat"] > self._max_lifetime_s:
+            raise unauthenticated(
+                ErrorReason.ERROR_REASON_TOKEN_EXPIRED,
+                f"assertion lifetime exceeds {self._max_lifetime_s} s",
+            )
+        # Status after the signature: an unauthenticated caller learns nothing about a provider's status.
+        check_provider_status(record)
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
+            raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "jti must be 8..128 characters")
+        if not await self._replay_guard.first_use(record.provider_id, jti, float(claims["exp"])):
+            raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_REPLAYED, "assertion already used")
+        return principal
+
+    @staticmethod
+    def _principal_from_claims(
+        record: ProviderRecord, claims: Mapping[str, object]
+    ) -> ProviderPrincipal | UserPrincipal:
+        subject = claims["sub"]
+        if subject == record.provider_id:
+            return ProviderPrincipal(record.provider_id)
+        try:
+            address = Address.parse(str(subject))
+        except InvalidAddressError:
+            raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "sub is not an address") from None
+        if address.provider != record.provider_id:
+            raise permission_denied(ErrorReason.ERROR_REASON_WRONG_PROVIDER, "sub names a user of another provider")
+        device = claims.get("dev", address.device)
+        if device is not None and (type(device) is not int or device < 1):
+            raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "dev must be a positive integer")
+        return UserPrincipal(record.provider_id, address.user, device)
+
+
+def mint_assertion(
+    signing_key: Ed25519PrivateKey,
+    *,
+    provider_id: str,
+    subject: str,
+    device_id: int | None = None,
+    audience: str = "parley",
+    lifetime_s: int = 60,
+    now: float | None = None,
+) -> str:
+    """Creates a one-time user (or provider) assertion, as a provider's backend does for each call.
+
+    Args:
+        signing_key: the provider's Ed25519 private key (its public half is enlisted).
+        provider_id: the provider (``iss``).
+        subject: a user address of that provider, or the provider id for provider-level calls (``sub``).
+        device_id: the device acting (``dev``), once registered.
+        audience: the gatekeeper's audience (``aud``).
+        lifetime_s: seconds until ``exp``.
+        now: issue time (tests); defaults to the current time.
+
+    Returns:
+        The compact JWT.
+    """
+    issued = int(now if now is not None else time.time())
+    claims: dict[str, object] = {
+        "iss": provider_id,
+        "sub": subject,
+        "aud": audience,
+        "iat": issued,
+        "exp": issued + lifetime_s,
+        "jti": secrets.token_hex(16),
+    }
+    if device_id is not None:
+        claims["dev"] = device_id
+    return jwt.encode(claims, signing_key, algorithm=_ALGORITHM)

@@ -1,0 +1,85 @@
+"""Service configuration from environment variables, validated once at start.
+
+Each service declares a subclass of :class:`ServiceSettings` with its own fields; every field reads the
+environment variable ``PARLEY_<FIELD_NAME>``. :func:`load_settings` turns validation failures into a
+:class:`ConfigError` whose message names each bad variable, so a misconfigured pod fails at start with a line
+an operator can act on.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PARLEY_"
+
+
+class ConfigError(Exception):
+    """The environment does not hold a valid configuration; the message names the bad variables."""
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every Parley service shares."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address the gRPC server binds to (0.0.0.0 in containers).")
+    port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one (tests).")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://", description="Redis connection URL."
+    )
+    redis_max_connections: int = Field(64, ge=1, le=10_000, description="Connection pool size per process.")
+    admin_token: SecretStr = Field(SecretStr(""), description="Bearer token for admin RPCs; empty disables admin RPCs.")
+    internal_token: SecretStr = Field(
+        SecretStr(""), description="Bearer token Parley's services present to one another."
+    )
+    audience: str = Field("parley", min_length=1, description="Audience (`aud`) user assertions must name.")
+    assertion_max_lifetime_s: int = Field(
+        300, ge=10, le=3600, description="Longest lifetime (exp - iat) accepted for a user assertion."
+    )
+    clock_skew_s: int = Field(30, ge=0, le=300, description="Clock skew tolerated when checking assertions.")
+    shutdown_grace_s: float = Field(
+        10.0,
+        ge=0,
+        le=300,
+        description="On SIGTERM, how long in-flight calls may finish before being cancelled.",
+    )
+    max_inflight_calls: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Calls handled at once; beyond it RESOURCE_EXHAUSTED/OVERLOADED.",
+    )
+    max_message_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest gRPC message accepted."
+    )
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level of the JSON logs.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
+    """Reads ``cls`` from the environment (``overrides`` win), or raises a readable :class:`ConfigError`.
+
+    Args:
+        cls: the service's settings class.
+        overrides: values that take precedence over the environment (tests, embedding).
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        ConfigError: naming every variable with a bad value.
+    """
+    try:
+        return cls(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None

@@ -1,0 +1,237 @@
+"""Server interceptors for the concerns every RPC shares: error mapping with RPC metrics, request limits, auth.
+
+Each interceptor wraps the behaviour of the handler it intercepts, so its work runs in the same task as the
+handler (the authenticated principal travels in a context variable). Installed outermost first by
+:mod:`parley_runtime.server`: tracing (OpenTelemetry), :class:`ErrorMappingInterceptor`,
+:class:`LimitsInterceptor`, :class:`AuthInterceptor`.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextvars
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from opentelemetry import metrics
+from redis.exceptions import RedisError
+
+from parley.common.v1.common_pb2 import ErrorReason
+from parley_runtime.auth import Access, Authenticator, Principal
+from parley_runtime.errors import ERROR_DOMAIN, Code, ParleyError
+
+_log = logging.getLogger(__name__)
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("parley_principal", default=None)
+
+_PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+UnaryCall = Callable[[], Awaitable[Any]]
+
+
+def current_principal() -> Principal | None:
+    """The principal authenticated for the RPC running in this task (None for public RPCs)."""
+    return _principal.get()
+
+
+class _WrappingInterceptor(grpc.aio.ServerInterceptor, abc.ABC):  # type: ignore[misc]
+    """Wraps each handler's behaviour with :meth:`around_unary` or :meth:`around_stream`."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        if handler.response_streaming:
+            attr = "stream_stream" if handler.request_streaming else "unary_stream"
+            inner_stream = getattr(handler, attr)
+
+            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                async for item in self.around_stream(method, context, inner_stream(request, context)):
+                    yield item
+
+            return handler._replace(**{attr: stream_behavior})
+        attr = "stream_unary" if handler.request_streaming else "unary_unary"
+        inner_unary = getattr(handler, attr)
+
+        async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self.around_unary(method, context, lambda: inner_unary(request, context))
+
+        return handler._replace(**{attr: unary_behavior})
+
+    @abc.abstractmethod
+    async def around_unary(self, method: str, context: grpc.aio.ServicerContext, call: UnaryCall) -> Any:
+        """Runs ``call`` (the handler) for a unary-response RPC and returns its response."""
+
+    @abc.abstractmethod
+    def around_stream(
+        self, method: str, context: grpc.aio.ServicerContext, responses: AsyncIterator[Any]
+    ) -> AsyncIterator[Any]:
+        """Yields the handler's ``responses`` for a streaming-response RPC."""
+
+
+def _status_for(error: ParleyError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str | bytes], ...]]:
+    info = error_details_pb2.ErrorInfo(reason=error.reason_name, domain=ERROR_DOMAIN, metadata=error.metadata)
+    status = status_pb2.Status(code=int(error.code), message=error.message)
+    status.details.add().Pack(info)
+    converted = rpc_status.to_status(status)
+    return converted.code, converted.details, tuple(converted.trailing_metadata)
+
+
+def _classify(exc: Exception) -> ParleyError:
+    if isinstance(exc, ParleyError):
+        return exc
+    if isinstance(exc, RedisError):
+        _log.warning("redis unavailable: %s", exc)
+        return ParleyError(
+            Code.UNAVAILABLE, ErrorReason.ERROR_REASON_DEPENDENCY_UNAVAILABLE, "storage is unavailable; retry"
+        )
+    if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    ):
+        _log.warning("dependency unavailable: %s", exc.code())
+        return ParleyError(
+            Code.UNAVAILABLE,
+            ErrorReason.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
+            "a dependency is unavailable; retry",
+        )
+    _log.exception("unexpected error")
+    return ParleyError(Code.INTERNAL, ErrorReason.ERROR_REASON_INTERNAL, "internal error")
+
+
+class ErrorMappingInterceptor(_WrappingInterceptor):
+    """Turns exceptions into gRPC statuses with ``ErrorInfo`` and records per-RPC metrics.
+
+    ``ParleyError`` keeps its code and reason; Redis failures and unavailable dependencies become UNAVAILABLE /
+    DEPENDENCY_UNAVAILABLE; anything else is logged with its trace id and becomes INTERNAL (no details leak).
+    Metrics: ``rpc.server.duration`` (ms) and ``rpc.server.active_requests``, by service, method and code.
+    """
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self._duration = meter.create_histogram(
+            "rpc.server.duration", unit="ms", description="Duration of inbound RPCs"
+        )
+        self._active = meter.create_up_down_counter(
+            "rpc.server.active_requests", unit="{request}", description="RPCs in progress"
+        )
+
+    @staticmethod
+    def _attributes(method: str, code: grpc.StatusCode) -> dict[str, str | int]:
+        service, _, name = method.lstrip("/").rpartition("/")
+        return {
+            "rpc.system": "grpc",
+            "rpc.service": service,
+            "rpc.method": name,
+            "rpc.grpc.status_code": code.value[0],
+        }
+
+    async def around_unary(self, method: str, context: grpc.aio.ServicerContext, call: UnaryCall) -> Any:
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        self._active.add(1, {"rpc.method": method})
+        try:
+            return await call()
+        except grpc.aio.AbortError:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as exc:
+            code, details, trailers = _status_for(_classify(exc))
+            await context.abort(code, details, trailers)
+        finally:
+            self._active.add(-1, {"rpc.method": method})
+            self._duration.record((time.perf_counter() - start) * 1000, self._attributes(method, code))
+
+    async def around_stream(
+        self, method: str, context: grpc.aio.ServicerContext, responses: AsyncIterator[Any]
+    ) -> AsyncIterator[Any]:
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        self._active.add(1, {"rpc.method": method})
+        try:
+            async for item in responses:
+                yield item
+        except grpc.aio.AbortError:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as exc:
+            code, details, trailers = _status_for(_classify(exc))
+            await context.abort(code, details, trailers)
+        finally:
+            self._active.add(-1, {"rpc.method": method})
+            self._duration.record((time.perf_counter() - start) * 1000, self._attributes(method, code))
+
+
+class LimitsInterceptor(_WrappingInterceptor):
+    """Bounds the unary calls in flight; beyond the bound, RESOURCE_EXHAUSTED / OVERLOADED at once.
+
+    Refusing early keeps latency bounded under overload instead of queueing without limit. Streaming calls are
+    long-lived and bounded by the services that own them (per-connection and per-provider limits).
+    """
+
+    def __init__(self, max_inflight: int) -> None:
+        self._max_inflight = max_inflight
+        self._inflight = 0
+
+    async def around_unary(self, method: str, context: grpc.aio.ServicerContext, call: UnaryCall) -> Any:
+        if self._inflight >= self._max_inflight:
+            raise ParleyError(
+                Code.RESOURCE_EXHAUSTED,
+                ErrorReason.ERROR_REASON_OVERLOADED,
+                "server overloaded; retry with backoff",
+                limit=self._max_inflight,
+            )
+        self._inflight += 1
+        try:
+            return await call()
+        finally:
+            self._inflight -= 1
+
+    def around_stream(
+        self, method: str, context: grpc.aio.ServicerContext, responses: AsyncIterator[Any]
+    ) -> AsyncIterator[Any]:
+        return responses
+
+
+class AuthInterceptor(_WrappingInterceptor):
+    """Authenticates each call against the :class:`Access` its method declares; undeclared methods are refused.
+
+    Args:
+        authenticator: verifies credentials.
+        access: full method name (``/package.Service/Method``) -> accepted principals.
+    """
+
+    def __init__(self, authenticator: Authenticator, access: Mapping[str, Access]) -> None:
+        self._authenticator = authenticator
+        self._access = dict(access)
+
+    async def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        if method.startswith(_PUBLIC_PREFIXES):
+            _principal.set(None)
+            return
+        access = self._access.get(method)
+        if access is None:
+            raise ParleyError(Code.PERMISSION_DENIED, ErrorReason.ERROR_REASON_INTERNAL, "method has no policy")
+        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        _principal.set(await self._authenticator.authenticate(metadata, access))
+
+    async def around_unary(self, method: str, context: grpc.aio.ServicerContext, call: UnaryCall) -> Any:
+        await self._authenticate(method, context)
+        return await call()
+
+    async def around_stream(
+        self, method: str, context: grpc.aio.ServicerContext, responses: AsyncIterator[Any]
+    ) -> AsyncIterator[Any]:
+        await self._authenticate(method, context)
+        async for item in responses:
+            yield item

@@ -1,0 +1,120 @@
+"""Local, push-updated views of the enlisted providers, for authentication and routing in every service.
+
+Providers change rarely but a suspension must take effect everywhere within one second, and authentication runs
+on every call, so each process keeps the providers in memory and has changes pushed to it: identity replicas by
+Redis pub/sub (see the identity service), every other service by identity's ``WatchProviders`` stream
+(:class:`WatchedProviderDirectory`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+import grpc
+import grpc.aio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from parley.identity.v1 import identity_pb2, identity_pb2_grpc
+from parley.identity.v1.identity_pb2 import Provider
+from parley_runtime import redis_keys
+from parley_runtime.auth import ProviderRecord
+from parley_runtime.redis_client import Redis
+
+_log = logging.getLogger(__name__)
+
+
+def record_from_proto(provider: Provider) -> ProviderRecord:
+    """The authentication view of a ``parley.identity.v1.Provider``."""
+    return ProviderRecord(
+        provider_id=provider.provider_id,
+        status=provider.status,
+        signing_key=Ed25519PublicKey.from_public_bytes(provider.signing_public_key),
+        features=frozenset(provider.features),
+        display_name=provider.display_name,
+    )
+
+
+class ProviderCache:
+    """Providers by id, in memory; implements ``parley_runtime.auth.ProviderDirectory``."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, ProviderRecord] = {}
+
+    def get(self, provider_id: str) -> ProviderRecord | None:
+        """The provider, or None."""
+        return self._records.get(provider_id)
+
+    def all(self) -> list[ProviderRecord]:
+        """Every provider, ordered by id."""
+        return [self._records[key] for key in sorted(self._records)]
+
+    def replace_all(self, providers: Iterable[Provider]) -> None:
+        """Replaces the whole cache (a snapshot)."""
+        self._records = {p.provider_id: record_from_proto(p) for p in providers}
+
+    def put(self, provider: Provider) -> None:
+        """Inserts or replaces one provider."""
+        self._records[provider.provider_id] = record_from_proto(provider)
+
+
+class WatchedProviderDirectory(ProviderCache):
+    """A :class:`ProviderCache` kept current by identity's ``WatchProviders`` stream, reconnecting with backoff.
+
+    Args:
+        channel: channel to the identity service (carrying the internal token).
+    """
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        super().__init__()
+        self._stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Starts following the stream in the background."""
+        self._task = asyncio.create_task(self._follow(), name="watch-providers")
+
+    async def wait_ready(self) -> None:
+        """Waits for the first snapshot (callers bound the wait with ``asyncio.timeout``)."""
+        await self._ready.wait()
+
+    async def stop(self) -> None:
+        """Stops following."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                async for update in self._stub.WatchProviders(identity_pb2.WatchProvidersRequest()):
+                    if update.snapshot:
+                        self.replace_all(update.providers)
+                        self._ready.set()
+                    else:
+                        for provider in update.providers:
+                            self.put(provider)
+                    backoff = 0.05
+            except grpc.aio.AioRpcError as exc:
+                _log.warning("provider watch interrupted: %s; retrying in %.2f s", exc.code(), backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+
+class RedisReplayGuard:
+    """Marks used assertion ids in Redis until they expire; implements ``parley_runtime.auth.ReplayGuard``."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+
+    async def first_use(self, provider_id: str, jti: str, expires_at: float) -> bool:
+        """True when ``jti`` had not been used before (and records it until ``expires_at``)."""
+        # The key outlives the assertion by a minute so clock skew cannot reopen a window for replay.
+        expire_ms = int(expires_at * 1000) + 60_000
+        stored = await self._client.set(redis_keys.assertion_id(provider_id, jti), b"1", nx=True, pxat=expire_ms)
+        return bool(stored)

@@ -1,0 +1,115 @@
+"""Test helpers for Parley and for integrators' own tests: real Redis processes and free ports.
+
+Tests run against real ``redis-server`` processes on free loopback ports (never 6379), each in its own temporary
+directory, so they never touch a machine's own Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A ``redis-server`` process on a free port, optionally with append-only persistence.
+
+    Use as a context manager, or call :meth:`start` / :meth:`stop`; :meth:`restart` keeps the data directory,
+    so with ``appendonly=True`` data survives like a production restart.
+
+    Args:
+        appendonly: enable AOF persistence (fsync every write, for fault tests).
+        binary: the redis-server binary (found on PATH by default).
+    """
+
+    def __init__(self, *, appendonly: bool = False, binary: str | None = None) -> None:
+        found = binary or shutil.which("redis-server")
+        if found is None:
+            raise RuntimeError("redis-server not found on PATH; run `make setup` (it installs it)")
+        self._binary = found
+        self._appendonly = appendonly
+        self._dir = Path(tempfile.mkdtemp(prefix="parley-redis-"))
+        self.port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Starts the server and waits until it answers PING."""
+        args = [
+            self._binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self._dir),
+            "--save", "",
+            "--appendonly", "yes" if self._appendonly else "no",
+            "--appendfsync", "always",
+            "--protected-mode", "yes",
+        ]  # fmt: skip
+        # The arguments are built above from a resolved binary path and integers, not from outside input.
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    if self._process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stops the server (SIGKILL when ``kill``), keeping its data directory."""
+        if self._process is None:
+            return
+        if kill:
+            self._process.kill()
+        else:
+            self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def restart(self) -> None:
+        """Stops and starts again on the same port and data directory."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stops the server and removes its data directory."""
+        self.stop()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self._dir)
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
