@@ -12,11 +12,11 @@ PROTOS := $(shell find protos -name '*.proto')
 # Source roots that make up the importable tree (see docs/layout.md).
 ROOTS := libs $(GEN_DIR) $(wildcard services/*)
 
-.PHONY: all setup gen lint fmt test test-fast demo bench bench-quick redis-server constraints clean
+.PHONY: all setup gen interop-venv lint fmt test test-fast demo bench bench-quick redis-server constraints clean
 
 all: test
 
-setup: $(STAMP) $(GEN_STAMP) redis-server
+setup: $(STAMP) $(GEN_STAMP) redis-server interop-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -40,6 +40,19 @@ $(GEN_STAMP): $(STAMP) $(PROTOS)
 	@touch $@
 
 gen: $(GEN_STAMP)
+
+# python-axolotl, the independent Signal implementation tests/libs/crypto checks wire compatibility against,
+# needs protobuf 3.x, so it lives in its own git-ignored virtualenv that the tests drive as a subprocess.
+INTEROP_VENV := .venv-interop
+INTEROP_REQS := tests/libs/crypto/interop/requirements.txt
+INTEROP_STAMP := $(INTEROP_VENV)/.parley-installed
+
+$(INTEROP_STAMP): $(INTEROP_REQS)
+	@test -x $(INTEROP_VENV)/bin/python || $(PYTHON) -m venv $(INTEROP_VENV)
+	$(INTEROP_VENV)/bin/python -m pip install -q -r $(INTEROP_REQS)
+	@touch $@
+
+interop-venv: $(INTEROP_STAMP)
 
 # Finds redis-server, or installs it with apt-get when running as root.
 redis-server:
