@@ -5,6 +5,7 @@ Pure and free of I/O: keys, sessions and trust decisions live in stores the call
 docs/crypto.md describes the formats, state versions, exceptions and the franking scheme.
 """
 
+from parley_crypto._cipher import SessionCipher, process_prekey_bundle
 from parley_crypto._errors import (
     BadMacError,
     CounterTooFarError,
@@ -21,6 +22,7 @@ from parley_crypto._errors import (
     UnknownPreKeyError,
     UntrustedIdentityError,
 )
+from parley_crypto._kdf import hkdf_sha256
 from parley_crypto._keys import (
     IdentityKeyPair,
     KemKeyPair,
@@ -37,14 +39,40 @@ from parley_crypto._keys import (
     sign,
     verify_signature,
 )
+from parley_crypto._record import SessionRecord
+from parley_crypto._sender_keys import (
+    SenderKeyRecord,
+    create_sender_key_distribution_message,
+    group_decrypt,
+    group_encrypt,
+    process_sender_key_distribution_message,
+)
+from parley_crypto._stores import (
+    Direction,
+    IdentityKeyStore,
+    InMemoryProtocolStore,
+    KyberPreKeyStore,
+    PreKeyStore,
+    ProtocolAddress,
+    ProtocolStore,
+    SenderKeyStore,
+    SessionStore,
+    SignedPreKeyStore,
+)
+from parley_crypto._wire import CiphertextMessage, MessageType
+from parley_crypto._x3dh import PreKeyBundle
 
 __all__ = [
     "BadMacError",
+    "CiphertextMessage",
     "CounterTooFarError",
     "CryptoError",
+    "Direction",
     "DuplicateMessageError",
     "FrankingError",
     "IdentityKeyPair",
+    "IdentityKeyStore",
+    "InMemoryProtocolStore",
     "InvalidKeyError",
     "InvalidMessageError",
     "InvalidSignatureError",
@@ -54,17 +82,35 @@ __all__ = [
     "KemPublicKey",
     "KeyPair",
     "KyberPreKeyRecord",
+    "KyberPreKeyStore",
     "MediaIntegrityError",
+    "MessageType",
     "NoSessionError",
+    "PreKeyBundle",
     "PreKeyRecord",
+    "PreKeyStore",
+    "ProtocolAddress",
+    "ProtocolStore",
     "PublicKey",
+    "SenderKeyRecord",
+    "SenderKeyStore",
+    "SessionCipher",
+    "SessionRecord",
+    "SessionStore",
     "SignedPreKeyRecord",
+    "SignedPreKeyStore",
     "UnknownPreKeyError",
     "UntrustedIdentityError",
+    "create_sender_key_distribution_message",
     "generate_kyber_prekey",
     "generate_prekeys",
     "generate_registration_id",
     "generate_signed_prekey",
+    "group_decrypt",
+    "group_encrypt",
+    "hkdf_sha256",
+    "process_prekey_bundle",
+    "process_sender_key_distribution_message",
     "sign",
     "verify_signature",
 ]

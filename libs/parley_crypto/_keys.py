@@ -98,9 +98,7 @@ class PublicKey:
         sign_bit = signature[63] >> 7
         try:
             edwards = xeddsa.curve25519_pub_to_ed25519_pub(self.raw, bool(sign_bit))
-            Ed25519PublicKey.from_public_bytes(edwards).verify(
-                signature[:63] + bytes((signature[63] & 0x7F,)), message
-            )
+            Ed25519PublicKey.from_public_bytes(edwards).verify(signature[:63] + bytes((signature[63] & 0x7F,)), message)
         except (InvalidSignature, ValueError, xeddsa.XEdDSAException):
             return False
         return True
@@ -459,9 +457,7 @@ class KyberPreKeyRecord:
             raise InvalidStateError(f"malformed PQ prekey record: {exc}") from exc
 
 
-def generate_signed_prekey(
-    identity: IdentityKeyPair, prekey_id: int, *, timestamp: int
-) -> SignedPreKeyRecord:
+def generate_signed_prekey(identity: IdentityKeyPair, prekey_id: int, *, timestamp: int) -> SignedPreKeyRecord:
     """A fresh signed prekey: the identity key signs the serialized public key.
 
     Args:
@@ -490,9 +486,7 @@ def generate_prekeys(start_id: int, count: int) -> list[PreKeyRecord]:
     Returns:
         The records, in id order.
     """
-    return [
-        PreKeyRecord(((start_id + i - 1) % (MAX_PREKEY_ID - 1)) + 1, KeyPair.generate()) for i in range(count)
-    ]
+    return [PreKeyRecord(((start_id + i - 1) % (MAX_PREKEY_ID - 1)) + 1, KeyPair.generate()) for i in range(count)]
 
 
 def generate_kyber_prekey(identity: IdentityKeyPair, prekey_id: int, *, timestamp: int) -> KyberPreKeyRecord:

@@ -1,0 +1,225 @@
+"""The Double Ratchet on one session state, as libsignal runs it.
+
+Decryption computes everything it would change (new chains, skipped keys, the next root key) into locals, checks
+the MAC and the padding, and only then writes to the state, so a forged or corrupted message changes nothing.
+Bounds follow libsignal: 2000 skipped message keys kept per receiver chain, a jump of at most 25,000 messages,
+five receiver chains kept per session.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from parley_crypto import _protobuf as pb
+from parley_crypto._errors import (
+    BadMacError,
+    CounterTooFarError,
+    DuplicateMessageError,
+    InvalidVersionError,
+)
+from parley_crypto._kdf import aes_cbc_decrypt, aes_cbc_encrypt, chain_step, mac, message_keys, root_step
+from parley_crypto._keys import KeyPair, PublicKey
+from parley_crypto._wire import MAC_SIZE, SignalMessage, version_byte
+
+MAX_MESSAGE_KEYS = 2000
+MAX_FORWARD_JUMPS = 25_000
+MAX_RECEIVER_CHAINS = 5
+
+
+class ReceiverChain:
+    """One receiving chain: the remote ratchet key it belongs to, its chain key and skipped message keys.
+
+    ``skipped`` maps a counter to its message-key seed, oldest first (dicts keep insertion order).
+    """
+
+    __slots__ = ("chain_key", "index", "ratchet_key", "skipped")
+
+    def __init__(
+        self, ratchet_key: PublicKey, chain_key: bytes, index: int, skipped: dict[int, bytes] | None = None
+    ) -> None:
+        self.ratchet_key = ratchet_key
+        self.chain_key = chain_key
+        self.index = index
+        self.skipped: dict[int, bytes] = skipped if skipped is not None else {}
+
+
+@dataclass(slots=True)
+class PendingPreKey:
+    """What the initiator repeats in every message until the responder answers (libsignal's
+    "unacknowledged prekey message")."""
+
+    prekey_id: int | None
+    signed_prekey_id: int
+    base_key: PublicKey
+    kyber_prekey_id: int | None = None
+    kyber_ciphertext: bytes | None = None
+
+
+class SessionState:
+    """The state of one Double Ratchet session between two devices."""
+
+    __slots__ = (
+        "_mac_prefix_recv",
+        "_mac_prefix_send",
+        "_sender_header",
+        "alice_base_key",
+        "local_identity",
+        "local_registration_id",
+        "pending_prekey",
+        "previous_counter",
+        "receiver_chains",
+        "remote_identity",
+        "remote_registration_id",
+        "root_key",
+        "sender_chain_key",
+        "sender_index",
+        "sender_ratchet",
+        "version",
+    )
+
+    def __init__(
+        self,
+        *,
+        version: int,
+        local_identity: PublicKey,
+        remote_identity: PublicKey,
+        root_key: bytes,
+        sender_ratchet: KeyPair,
+        sender_chain_key: bytes,
+        alice_base_key: PublicKey,
+        sender_index: int = 0,
+        previous_counter: int = 0,
+        receiver_chains: list[ReceiverChain] | None = None,
+        pending_prekey: PendingPreKey | None = None,
+        local_registration_id: int = 0,
+        remote_registration_id: int = 0,
+    ) -> None:
+        self.version = version
+        self.local_identity = local_identity
+        self.remote_identity = remote_identity
+        self.root_key = root_key
+        self.sender_ratchet = sender_ratchet
+        self.sender_chain_key = sender_chain_key
+        self.sender_index = sender_index
+        self.previous_counter = previous_counter
+        self.receiver_chains: list[ReceiverChain] = receiver_chains if receiver_chains is not None else []
+        self.pending_prekey = pending_prekey
+        self.alice_base_key = alice_base_key
+        self.local_registration_id = local_registration_id
+        self.remote_registration_id = remote_registration_id
+        # Per-message constants, derived once: the MAC's identity prefix in each direction.
+        local, remote = local_identity.serialize(), remote_identity.serialize()
+        self._mac_prefix_send = local + remote
+        self._mac_prefix_recv = remote + local
+        self._sender_header = self._header_for(sender_ratchet)
+
+    def _header_for(self, ratchet: KeyPair) -> bytes:
+        return version_byte(self.version) + pb.field_bytes(1, ratchet.public_key.serialize())
+
+    def receiver_chain(self, ratchet_key: PublicKey) -> ReceiverChain | None:
+        """The receiving chain for a remote ratchet key, if this session has one."""
+        raw = ratchet_key.raw
+        for chain in self.receiver_chains:
+            if chain.ratchet_key.raw == raw:
+                return chain
+        return None
+
+    def add_receiver_chain(self, chain: ReceiverChain) -> None:
+        """Adds a receiving chain, dropping the oldest beyond libsignal's limit of five."""
+        self.receiver_chains.append(chain)
+        if len(self.receiver_chains) > MAX_RECEIVER_CHAINS:
+            del self.receiver_chains[0]
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        """Encrypts one message on the sending chain and advances it.
+
+        Returns:
+            The serialized ``SignalMessage``.
+        """
+        chain_key = self.sender_chain_key
+        seed, next_chain_key = chain_step(chain_key)
+        cipher_key, mac_key, iv = message_keys(seed)
+        ciphertext = aes_cbc_encrypt(cipher_key, iv, plaintext)
+        authenticated = b"".join(
+            (
+                self._sender_header,
+                pb.field_varint(2, self.sender_index),
+                pb.field_varint(3, self.previous_counter),
+                pb.field_bytes(4, ciphertext),
+            )
+        )
+        tag = mac(mac_key, self._mac_prefix_send + authenticated)[:MAC_SIZE]
+        self.sender_chain_key = next_chain_key
+        self.sender_index += 1
+        return authenticated + tag
+
+    def decrypt(self, message: SignalMessage) -> bytes:  # noqa: PLR0912, PLR0915 - one hot function, no call overhead
+        """Decrypts a ``SignalMessage``; the state changes only if it authenticates.
+
+        Raises:
+            InvalidVersionError: the message's version is not this session's.
+            DuplicateMessageError: the message key was already used.
+            CounterTooFarError: the counter jumps beyond the bounded skip window.
+            BadMacError: the MAC does not verify.
+            InvalidMessageError: the ciphertext is malformed under a valid MAC.
+        """
+        if message.version != self.version:
+            raise InvalidVersionError(f"message version {message.version} in a version {self.version} session")
+        counter = message.counter
+        chain = self.receiver_chain(message.ratchet_key)
+        new_sender: KeyPair | None = None
+        if chain is None:
+            if counter > MAX_FORWARD_JUMPS:
+                raise CounterTooFarError(f"counter {counter} on a new chain")
+            # A new remote ratchet key: two DH ratchet steps, kept in locals until the MAC verifies.
+            root_key, chain_key = root_step(self.root_key, self.sender_ratchet.agree(message.ratchet_key))
+            new_sender = KeyPair.generate()
+            next_root_key, next_sender_chain = root_step(root_key, new_sender.agree(message.ratchet_key))
+            index = 0
+        else:
+            chain_key, index = chain.chain_key, chain.index
+        skipped: list[tuple[int, bytes]] = []
+        if counter < index:
+            old_seed = chain.skipped.get(counter) if chain is not None else None
+            if old_seed is None:
+                raise DuplicateMessageError(f"message {counter} was already received")
+            seed = old_seed
+        else:
+            if counter - index > MAX_FORWARD_JUMPS:
+                raise CounterTooFarError(f"counter jumps {counter - index} messages ahead")
+            while index < counter:
+                skip_seed, chain_key = chain_step(chain_key)
+                skipped.append((index, skip_seed))
+                index += 1
+            seed, chain_key = chain_step(chain_key)
+            index += 1
+        cipher_key, mac_key, iv = message_keys(seed)
+        expected = mac(mac_key, self._mac_prefix_recv + message.authenticated)[:MAC_SIZE]
+        if not secrets.compare_digest(expected, message.mac):
+            raise BadMacError("bad MAC")
+        plaintext = aes_cbc_decrypt(cipher_key, iv, message.ciphertext)
+        # Authenticated: commit.
+        if chain is None:
+            chain = ReceiverChain(message.ratchet_key, chain_key, index)
+            self.add_receiver_chain(chain)
+            assert new_sender is not None  # set together with chain is None above
+            self.root_key = next_root_key
+            self.previous_counter = max(self.sender_index, 1) - 1
+            self.sender_ratchet = new_sender
+            self.sender_chain_key = next_sender_chain
+            self.sender_index = 0
+            self._sender_header = self._header_for(new_sender)
+        elif counter < chain.index:
+            del chain.skipped[counter]
+        else:
+            chain.chain_key = chain_key
+            chain.index = index
+        if skipped:
+            store = chain.skipped
+            for skipped_counter, skipped_seed in skipped[-MAX_MESSAGE_KEYS:]:
+                store[skipped_counter] = skipped_seed
+            while len(store) > MAX_MESSAGE_KEYS:
+                del store[next(iter(store))]
+        self.pending_prekey = None
+        return plaintext

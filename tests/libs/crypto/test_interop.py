@@ -1,0 +1,205 @@
+"""Wire compatibility with python-axolotl, an independent Signal Protocol implementation, in both directions.
+
+The peer runs in .venv-interop (built by ``make setup``) as a subprocess speaking JSON lines; see
+interop/axolotl_peer.py. python-axolotl speaks X3DH (message version 3), so these sessions are X3DH ones.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parley_crypto import (
+    CiphertextMessage,
+    IdentityKeyPair,
+    KeyPair,
+    MessageType,
+    PreKeyBundle,
+    ProtocolAddress,
+    PublicKey,
+    SessionCipher,
+    process_prekey_bundle,
+    verify_signature,
+)
+
+from .conftest import Device, make_device
+
+REPO = Path(__file__).resolve().parents[3]
+INTEROP_PYTHON = REPO / ".venv-interop" / "bin" / "python"
+PEER_SCRIPT = Path(__file__).resolve().parent / "interop" / "axolotl_peer.py"
+PEER_NAME = "axolotl"
+
+
+class AxolotlPeer:
+    """The JSON-lines client of one axolotl peer process."""
+
+    def __init__(self) -> None:
+        if not INTEROP_PYTHON.exists():
+            pytest.fail(f"{INTEROP_PYTHON} is missing: run `make setup` (or `make interop-venv`)")
+        self._process = subprocess.Popen(  # noqa: S603 - fixed interpreter and script from this repository
+            [str(INTEROP_PYTHON), str(PEER_SCRIPT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.address = ProtocolAddress(PEER_NAME, 1)
+
+    def call(self, op: str, **request: Any) -> dict[str, Any]:
+        """Sends one request and returns the answer."""
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        self._process.stdin.write(json.dumps({"op": op, **request}) + "\n")
+        self._process.stdin.flush()
+        line = self._process.stdout.readline()
+        assert line, "axolotl peer exited"
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def encrypt(self, plaintext: bytes, to: str = "parley") -> CiphertextMessage:
+        """The peer encrypts to our device."""
+        answer = self.call("encrypt", name=to, plaintext=plaintext.hex())
+        return CiphertextMessage(MessageType(answer["type"]), bytes.fromhex(answer["body"]))
+
+    def decrypt(self, message: CiphertextMessage, sender: str = "parley") -> bytes:
+        """The peer decrypts a message from our device; fails the test on its error."""
+        answer = self.call("decrypt", name=sender, type=int(message.type), body=message.body.hex())
+        assert "error" not in answer, answer
+        return bytes.fromhex(answer["plaintext"])
+
+    def close(self) -> None:
+        """Ends the process."""
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(timeout=10)
+
+
+@pytest.fixture
+def peer() -> Iterator[AxolotlPeer]:
+    """A fresh axolotl device."""
+    process = AxolotlPeer()
+    yield process
+    process.close()
+
+
+def _peer_bundle(peer: AxolotlPeer) -> PreKeyBundle:
+    answer = peer.call("init", spk_id=7, prekey_id=31337)
+    return PreKeyBundle(
+        registration_id=answer["registration_id"],
+        device_id=1,
+        identity_key=PublicKey.deserialize(bytes.fromhex(answer["identity_key"])),
+        signed_prekey_id=7,
+        signed_prekey=PublicKey.deserialize(bytes.fromhex(answer["signed_prekey"])),
+        signed_prekey_signature=bytes.fromhex(answer["signed_prekey_signature"]),
+        prekey_id=31337,
+        prekey=PublicKey.deserialize(bytes.fromhex(answer["prekey"])),
+    )
+
+
+def _give_peer_our_bundle(peer: AxolotlPeer, device: Device) -> None:
+    bundle = device.bundle(pq=False)
+    assert bundle.prekey is not None
+    peer.call(
+        "process_bundle",
+        name="parley",
+        registration_id=bundle.registration_id,
+        prekey_id=bundle.prekey_id,
+        prekey=bundle.prekey.serialize().hex(),
+        signed_prekey_id=bundle.signed_prekey_id,
+        signed_prekey=bundle.signed_prekey.serialize().hex(),
+        signed_prekey_signature=bundle.signed_prekey_signature.hex(),
+        identity_key=bundle.identity_key.serialize().hex(),
+    )
+
+
+def _conversation(ours: SessionCipher, peer: AxolotlPeer, *, rounds: int) -> None:
+    """Alternating bursts with out-of-order delivery on both sides: every burst is a new DH ratchet step."""
+    for round_number in range(rounds):
+        burst = [b"ours %d.%d" % (round_number, i) for i in range(3)]
+        sent = [ours.encrypt(text) for text in burst]
+        for index in (2, 0, 1):
+            assert peer.decrypt(sent[index]) == burst[index]
+        replies = [b"theirs %d.%d" % (round_number, i) for i in range(3)]
+        received = [peer.encrypt(text) for text in replies]
+        for index in (1, 2, 0):
+            assert ours.decrypt(received[index]) == replies[index]
+
+
+def test_axolotl_starts_session_and_we_continue_it(peer: AxolotlPeer) -> None:
+    device = make_device("parley")
+    _give_peer_our_bundle(peer, device)
+    ours = SessionCipher(device.store, peer.address)
+    first = [peer.encrypt(b"hello %d" % i) for i in range(3)]
+    assert all(message.type == MessageType.PREKEY for message in first)
+    # Out of order from the very first prekey message on.
+    assert ours.decrypt(first[2]) == b"hello 2"
+    assert ours.decrypt(first[0]) == b"hello 0"
+    assert ours.decrypt(first[1]) == b"hello 1"
+    assert 1 not in device.store.prekeys, "the used one-time prekey is removed"
+    _conversation(ours, peer, rounds=4)
+
+
+def test_we_start_session_and_axolotl_continues_it(peer: AxolotlPeer) -> None:
+    device = make_device("parley")
+    process_prekey_bundle(device.store, peer.address, _peer_bundle(peer))
+    ours = SessionCipher(device.store, peer.address)
+    first = [ours.encrypt(b"hi %d" % i) for i in range(3)]
+    assert all(message.type == MessageType.PREKEY for message in first)
+    assert first[0].body[0] >> 4 == 3
+    assert peer.decrypt(first[1]) == b"hi 1"
+    assert peer.decrypt(first[0]) == b"hi 0"
+    reply = peer.encrypt(b"welcome")
+    assert reply.type == MessageType.WHISPER
+    assert ours.decrypt(reply) == b"welcome"
+    # The late prekey message still decrypts on the peer after the session moved on.
+    assert peer.decrypt(first[2]) == b"hi 2"
+    assert ours.encrypt(b"acknowledged").type == MessageType.WHISPER
+    _conversation(ours, peer, rounds=4)
+
+
+def test_long_gap_of_skipped_messages_in_both_directions(peer: AxolotlPeer) -> None:
+    device = make_device("parley")
+    process_prekey_bundle(device.store, peer.address, _peer_bundle(peer))
+    ours = SessionCipher(device.store, peer.address)
+    assert peer.decrypt(ours.encrypt(b"start")) == b"start"
+    theirs = [peer.encrypt(b"t%d" % i) for i in range(40)]
+    assert ours.decrypt(theirs[39]) == b"t39"
+    assert ours.decrypt(theirs[3]) == b"t3"
+    mine = [ours.encrypt(b"m%d" % i) for i in range(40)]
+    assert peer.decrypt(mine[39]) == b"m39"
+    assert peer.decrypt(mine[0]) == b"m0"
+    assert ours.decrypt(theirs[0]) == b"t0"
+
+
+def test_axolotl_signatures_verify_here_and_ours_there(peer: AxolotlPeer) -> None:
+    identity = PublicKey.deserialize(bytes.fromhex(peer.call("init", spk_id=1, prekey_id=1)["identity_key"]))
+    for index in range(8):
+        message = b"prekey %d" % index
+        signature = bytes.fromhex(peer.call("sign", message=message.hex())["signature"])
+        assert verify_signature(identity.serialize(), message, signature)
+        assert not verify_signature(identity.serialize(), message + b"!", signature)
+    # Several of our keys, so both Edwards sign bits are exercised.
+    for _ in range(8):
+        pair = IdentityKeyPair.generate() if _ % 2 else KeyPair.generate()
+        signature = pair.sign(b"our prekey")
+        public = pair.public_key.serialize().hex()
+        assert peer.call("verify", public=public, message=b"our prekey".hex(), signature=signature.hex())["valid"]
+        assert not peer.call("verify", public=public, message=b"other".hex(), signature=signature.hex())["valid"]
+
+
+def test_axolotl_rejects_our_tampered_message(peer: AxolotlPeer) -> None:
+    device = make_device("parley")
+    process_prekey_bundle(device.store, peer.address, _peer_bundle(peer))
+    ours = SessionCipher(device.store, peer.address)
+    assert peer.decrypt(ours.encrypt(b"first")) == b"first"
+    assert ours.decrypt(peer.encrypt(b"ack")) == b"ack"
+    message = ours.encrypt(b"second")
+    tampered = bytearray(message.body)
+    tampered[-1] ^= 1
+    answer = peer.call("decrypt", name="parley", type=2, body=bytes(tampered).hex())
+    assert answer.get("error") == "InvalidMessageException"
+    assert peer.decrypt(message) == b"second"
