@@ -22,6 +22,8 @@ from parley_crypto._errors import (
     UnknownPreKeyError,
     UntrustedIdentityError,
 )
+from parley_crypto._fingerprint import Fingerprint
+from parley_crypto._franking import FrankingTag, frank, stamp_commitment, verify_commitment, verify_report
 from parley_crypto._kdf import hkdf_sha256
 from parley_crypto._keys import (
     IdentityKeyPair,
@@ -38,6 +40,13 @@ from parley_crypto._keys import (
     generate_signed_prekey,
     sign,
     verify_signature,
+)
+from parley_crypto._media import (
+    AttachmentEncryptor,
+    EncryptedAttachment,
+    decrypt_attachment,
+    decrypt_attachment_stream,
+    encrypt_attachment,
 )
 from parley_crypto._record import SessionRecord
 from parley_crypto._sender_keys import (
@@ -63,13 +72,17 @@ from parley_crypto._wire import CiphertextMessage, MessageType
 from parley_crypto._x3dh import PreKeyBundle
 
 __all__ = [
+    "AttachmentEncryptor",
     "BadMacError",
     "CiphertextMessage",
     "CounterTooFarError",
     "CryptoError",
     "Direction",
     "DuplicateMessageError",
+    "EncryptedAttachment",
+    "Fingerprint",
     "FrankingError",
+    "FrankingTag",
     "IdentityKeyPair",
     "IdentityKeyStore",
     "InMemoryProtocolStore",
@@ -102,6 +115,10 @@ __all__ = [
     "UnknownPreKeyError",
     "UntrustedIdentityError",
     "create_sender_key_distribution_message",
+    "decrypt_attachment",
+    "decrypt_attachment_stream",
+    "encrypt_attachment",
+    "frank",
     "generate_kyber_prekey",
     "generate_prekeys",
     "generate_registration_id",
@@ -112,5 +129,8 @@ __all__ = [
     "process_prekey_bundle",
     "process_sender_key_distribution_message",
     "sign",
+    "stamp_commitment",
+    "verify_commitment",
+    "verify_report",
     "verify_signature",
 ]
