@@ -12,22 +12,25 @@ PROTOS := $(shell find protos -name '*.proto')
 # Source roots that make up the importable tree (see docs/layout.md).
 ROOTS := libs $(GEN_DIR) $(wildcard services/*)
 
-.PHONY: all setup gen interop-venv lint fmt test test-fast demo bench bench-quick redis-server constraints clean
+.PHONY: all setup paths gen interop-venv lint fmt test test-fast demo bench bench-quick redis-server constraints clean
 
 all: test
 
-setup: $(STAMP) $(GEN_STAMP) redis-server interop-venv
+setup: $(STAMP) paths $(GEN_STAMP) redis-server interop-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "could not create a virtualenv: install python3-venv (apt-get install python3-venv)"; exit 1; }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
-	@# The monorepo's source roots go on the venv's path, the way an editable install would put them.
+	@touch $@
+
+# The monorepo's source roots go on the venv's path, the way an editable install would put them; rewritten on
+# every run because adding a service adds a root.
+paths: $(STAMP)
 	@$(PY) -c 'import pathlib, sys, sysconfig; \
 	  roots = [str(pathlib.Path(r).resolve()) for r in sys.argv[1:]]; \
 	  pathlib.Path(sysconfig.get_paths()["purelib"], "parley-roots.pth").write_text("\n".join(roots) + "\n")' $(ROOTS)
-	@touch $@
 
 # Generated protobuf/gRPC code lives only in libs/gen/ (git-ignored) and is never edited by hand.
 $(GEN_STAMP): $(STAMP) $(PROTOS)
@@ -65,7 +68,7 @@ redis-server:
 	    echo "or put a redis-server binary (Redis 7+) on PATH, then run make again."; exit 1; \
 	  fi; }
 
-lint: $(STAMP) $(GEN_STAMP)
+lint: $(STAMP) paths $(GEN_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy libs/parley_* services/*/parley_* bench tests

@@ -20,7 +20,8 @@ from typing import Protocol
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from parley.common.v1.common_pb2 import ErrorReason, Feature, ProviderStatus
+from parley.common.v1.common_pb2 import ErrorReason, Feature, IdentifierKind, ProviderStatus
+from parley_runtime.config import ServiceSettings
 from parley_runtime.errors import permission_denied, unauthenticated
 from parley_stanza import Address, InvalidAddressError
 
@@ -88,6 +89,7 @@ class ProviderRecord:
     signing_key: Ed25519PublicKey
     features: frozenset[Feature.ValueType]
     display_name: str = ""
+    identifier_kinds: frozenset[IdentifierKind.ValueType] = frozenset()
 
 
 class ProviderDirectory(Protocol):
@@ -146,6 +148,21 @@ class Authenticator:
         self._internal_token = internal_token.encode()
         self._max_lifetime_s = max_lifetime_s
         self._clock_skew_s = clock_skew_s
+
+    @classmethod
+    def from_settings(
+        cls, settings: ServiceSettings, providers: ProviderDirectory, replay_guard: ReplayGuard
+    ) -> Authenticator:
+        """An authenticator configured from the service's settings."""
+        return cls(
+            providers,
+            replay_guard,
+            audience=settings.audience,
+            admin_token=settings.admin_token.get_secret_value(),
+            internal_token=settings.internal_token.get_secret_value(),
+            max_lifetime_s=settings.assertion_max_lifetime_s,
+            clock_skew_s=settings.clock_skew_s,
+        )
 
     async def authenticate(self, metadata: Mapping[str, str], access: Access) -> Principal | None:
         """Returns the caller's principal, or None for a PUBLIC call.

@@ -34,6 +34,7 @@ def record_from_proto(provider: Provider) -> ProviderRecord:
         signing_key=Ed25519PublicKey.from_public_bytes(provider.signing_public_key),
         features=frozenset(provider.features),
         display_name=provider.display_name,
+        identifier_kinds=frozenset(provider.identifier_kinds),
     )
 
 

@@ -11,12 +11,16 @@ from __future__ import annotations
 # --- identity ---------------------------------------------------------------------------------------------
 
 
+# Providers are few (tens to hundreds) and change rarely: all of them share one slot, so that creating one can
+# update the index atomically in a script.
+
+
 def provider(provider_id: str) -> str:
-    """STRING: the serialized ``parley.identity.v1.Provider``."""
-    return f"provider:{{{provider_id}}}"
+    """HASH ``blob`` (serialized ``parley.identity.v1.Provider``) and ``version`` (optimistic concurrency)."""
+    return f"{{providers}}:{provider_id}"
 
 
-PROVIDER_INDEX = "providers:index"
+PROVIDER_INDEX = "{providers}:index"
 """SET of all enlisted provider ids."""
 
 PROVIDER_CHANGES_CHANNEL = "providers:changed"
@@ -34,7 +38,7 @@ def user_allowed_providers(address: str) -> str:
 
 
 def user_devices(address: str) -> str:
-    """HASH: device id -> serialized ``parley.identity.v1.Device``."""
+    """HASH: device id -> ``"<registration id>:<created at, Unix ms>"``."""
     return f"user:{{{address}}}:devices"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,9 +23,10 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from parley_runtime.auth import Access, Authenticator
-from parley_runtime.config import ServiceSettings
+from parley_runtime.config import ConfigError, ServiceSettings, SettingsT, load_settings
 from parley_runtime.interceptors import AuthInterceptor, ErrorMappingInterceptor, LimitsInterceptor
-from parley_runtime.telemetry import Telemetry
+from parley_runtime.logs import configure_logging
+from parley_runtime.telemetry import Telemetry, configure_telemetry
 
 _log = logging.getLogger(__name__)
 
@@ -121,6 +123,34 @@ class GrpcServer:
     async def wait_for_termination(self) -> None:
         """Returns when the server has stopped."""
         await self._server.wait_for_termination()
+
+
+def run_service(
+    name: str,
+    settings_class: type[SettingsT],
+    build: Callable[[SettingsT, Telemetry], Awaitable[GrpcServer]],
+) -> None:
+    """The ``main`` of every service: settings, logs, telemetry, then serve until SIGTERM.
+
+    A bad configuration exits with status 2 and a message naming each bad variable.
+
+    Args:
+        name: the service's short name (``identity``, ...).
+        settings_class: its settings.
+        build: wires the service and returns its (not yet started) server.
+    """
+    try:
+        settings = load_settings(settings_class)
+    except ConfigError as exc:
+        print(f"parley-{name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(name, settings.log_level)
+    telemetry = configure_telemetry(f"parley-{name}", metrics_port=settings.metrics_port)
+
+    async def main() -> None:
+        await serve_until_signalled(await build(settings, telemetry))
+
+    asyncio.run(main())
 
 
 async def serve_until_signalled(server: GrpcServer) -> None:

@@ -1,0 +1,1 @@
+"""The identity service: providers, users, devices, interop consent, discovery and provider authentication data."""

@@ -1,0 +1,17 @@
+-- Reads what reachability decisions need about one user, in one round trip.
+--
+-- KEYS[1]  the user's record (HASH), redis_keys.user()
+-- KEYS[2]  the user's allowed providers (SET), redis_keys.user_allowed_providers()
+-- KEYS[3]  the user's devices (HASH), redis_keys.user_devices()
+-- ARGV[1]  the asking provider id
+--
+-- Returns {exists (0|1), consent state, inbox mode, asking provider allowed (0|1), device id, device value, ...}.
+-- Every case runs the same commands, so the answer's timing does not tell absent users from present ones.
+local exists = redis.call('EXISTS', KEYS[1])
+local fields = redis.call('HMGET', KEYS[1], 'consent', 'inbox')
+local allowed = redis.call('SISMEMBER', KEYS[2], ARGV[1])
+local result = {exists, tonumber(fields[1]) or 0, tonumber(fields[2]) or 0, allowed}
+for _, item in ipairs(redis.call('HGETALL', KEYS[3])) do
+  table.insert(result, item)
+end
+return result

@@ -1,0 +1,221 @@
+"""gRPC face of the identity service: requests to handler calls, handler results to responses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc.aio
+
+from parley.common.v1.common_pb2 import ErrorReason, PageResponse, ProviderStatus
+from parley.identity.v1 import identity_pb2 as pb
+from parley.identity.v1 import identity_pb2_grpc
+from parley_identity.directory import IdentityProviderDirectory
+from parley_identity.handler import IdentityHandler, Resolution
+from parley_identity.model import ConsentRecord, DeviceRecord
+from parley_runtime.auth import Access, UserPrincipal
+from parley_runtime.errors import permission_denied
+from parley_runtime.interceptors import current_principal
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
+
+_ACCESS_BY_METHOD: dict[str, Access] = {
+    "EnlistProvider": Access.ADMIN,
+    "ApproveProvider": Access.ADMIN,
+    "SuspendProvider": Access.ADMIN,
+    "RevokeProvider": Access.ADMIN,
+    "UpdateProviderCredentials": Access.ADMIN,
+    "GetProvider": Access.ADMIN | Access.INTERNAL,
+    "ListProviders": Access.ADMIN,
+    "WatchProviders": Access.INTERNAL,
+    "ListAvailableProviders": Access.USER,
+    "RegisterUser": Access.USER,
+    "RegisterDevice": Access.USER,
+    "RemoveDevice": Access.USER,
+    "ListDevices": Access.USER,
+    "GetConsent": Access.USER,
+    "EnableThirdPartyChats": Access.USER,
+    "UpdateConsent": Access.USER,
+    "DisableThirdPartyChats": Access.USER,
+    "LookupAddress": Access.USER,
+    "ResolveRecipient": Access.INTERNAL,
+}
+ACCESS = {f"/{SERVICE_NAME}/{method}": access for method, access in _ACCESS_BY_METHOD.items()}
+"""Full method name -> accepted principals, for the auth interceptor."""
+
+
+def _user() -> UserPrincipal:
+    principal = current_principal()
+    if not isinstance(principal, UserPrincipal):
+        raise permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, "this call needs a user assertion")
+    return principal
+
+
+def _device_pb(device: DeviceRecord) -> pb.Device:
+    return pb.Device(
+        device_id=device.device_id, registration_id=device.registration_id, created_at_ms=device.created_at_ms
+    )
+
+
+def _consent_pb(consent: ConsentRecord) -> pb.Consent:
+    return pb.Consent(
+        state=consent.state,
+        allowed_providers=sorted(consent.allowed_providers),
+        inbox_mode=consent.inbox_mode,
+        updated_at_ms=consent.updated_at_ms,
+    )
+
+
+class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
+    """Implements ``parley.identity.v1.IdentityService``."""
+
+    def __init__(self, handler: IdentityHandler, directory: IdentityProviderDirectory) -> None:
+        self._handler = handler
+        self._directory = directory
+
+    async def EnlistProvider(
+        self, request: pb.EnlistProviderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EnlistProviderResponse:
+        provider = await self._handler.enlist_provider(
+            request.provider_id,
+            request.display_name,
+            request.signing_public_key,
+            request.mtls_client_cert_pem,
+            request.identifier_kinds,
+            request.features,
+        )
+        return pb.EnlistProviderResponse(provider=provider)
+
+    async def ApproveProvider(
+        self, request: pb.ApproveProviderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApproveProviderResponse:
+        provider = await self._handler.change_provider_status(
+            request.provider_id, ProviderStatus.PROVIDER_STATUS_APPROVED, request.reason
+        )
+        return pb.ApproveProviderResponse(provider=provider)
+
+    async def SuspendProvider(
+        self, request: pb.SuspendProviderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SuspendProviderResponse:
+        provider = await self._handler.change_provider_status(
+            request.provider_id, ProviderStatus.PROVIDER_STATUS_SUSPENDED, request.reason
+        )
+        return pb.SuspendProviderResponse(provider=provider)
+
+    async def RevokeProvider(
+        self, request: pb.RevokeProviderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RevokeProviderResponse:
+        provider = await self._handler.change_provider_status(
+            request.provider_id, ProviderStatus.PROVIDER_STATUS_REVOKED, request.reason
+        )
+        return pb.RevokeProviderResponse(provider=provider)
+
+    async def UpdateProviderCredentials(
+        self, request: pb.UpdateProviderCredentialsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateProviderCredentialsResponse:
+        provider = await self._handler.update_provider_credentials(
+            request.provider_id, request.signing_public_key, request.mtls_client_cert_pem
+        )
+        return pb.UpdateProviderCredentialsResponse(provider=provider)
+
+    async def GetProvider(
+        self, request: pb.GetProviderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetProviderResponse:
+        return pb.GetProviderResponse(provider=await self._handler.get_provider(request.provider_id))
+
+    async def ListProviders(
+        self, request: pb.ListProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListProvidersResponse:
+        providers, next_token = await self._handler.list_providers(request.page.page_size, request.page.page_token)
+        return pb.ListProvidersResponse(providers=providers, page=PageResponse(next_page_token=next_token))
+
+    async def WatchProviders(
+        self, request: pb.WatchProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchProvidersResponse]:
+        async for snapshot, providers in self._directory.watch():
+            yield pb.WatchProvidersResponse(providers=providers, snapshot=snapshot)
+
+    async def ListAvailableProviders(
+        self, request: pb.ListAvailableProvidersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAvailableProvidersResponse:
+        return pb.ListAvailableProvidersResponse(
+            providers=[
+                pb.ProviderSummary(
+                    provider_id=record.provider_id, display_name=record.display_name, features=sorted(record.features)
+                )
+                for record in self._handler.available_providers()
+            ]
+        )
+
+    async def RegisterUser(
+        self, request: pb.RegisterUserRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterUserResponse:
+        user = _user().user
+        consent = await self._handler.register_user(user)
+        return pb.RegisterUserResponse(address=str(user), consent=_consent_pb(consent))
+
+    async def RegisterDevice(
+        self, request: pb.RegisterDeviceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RegisterDeviceResponse:
+        user = _user().user
+        device = await self._handler.register_device(user, request.registration_id)
+        return pb.RegisterDeviceResponse(device=_device_pb(device), address=str(user.with_device(device.device_id)))
+
+    async def RemoveDevice(
+        self, request: pb.RemoveDeviceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveDeviceResponse:
+        await self._handler.remove_device(_user().user, request.device_id)
+        return pb.RemoveDeviceResponse()
+
+    async def ListDevices(
+        self, request: pb.ListDevicesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDevicesResponse:
+        devices = await self._handler.list_devices(_user().user)
+        return pb.ListDevicesResponse(devices=[_device_pb(device) for device in devices])
+
+    async def GetConsent(
+        self, request: pb.GetConsentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConsentResponse:
+        return pb.GetConsentResponse(consent=_consent_pb(await self._handler.get_consent(_user().user)))
+
+    async def EnableThirdPartyChats(
+        self, request: pb.EnableThirdPartyChatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EnableThirdPartyChatsResponse:
+        consent = await self._handler.enable_third_party_chats(
+            _user().user, request.allowed_providers, request.inbox_mode
+        )
+        return pb.EnableThirdPartyChatsResponse(consent=_consent_pb(consent))
+
+    async def UpdateConsent(
+        self, request: pb.UpdateConsentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateConsentResponse:
+        allowed = list(request.allowed_providers) if request.replace_allowed_providers else None
+        consent = await self._handler.update_consent(_user().user, allowed, request.inbox_mode)
+        return pb.UpdateConsentResponse(consent=_consent_pb(consent))
+
+    async def DisableThirdPartyChats(
+        self, request: pb.DisableThirdPartyChatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DisableThirdPartyChatsResponse:
+        consent = await self._handler.disable_third_party_chats(_user().user)
+        return pb.DisableThirdPartyChatsResponse(consent=_consent_pb(consent))
+
+    async def LookupAddress(
+        self, request: pb.LookupAddressRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LookupAddressResponse:
+        resolution = await self._handler.lookup(_user().user, request.address)
+        return pb.LookupAddressResponse(
+            address=str(resolution.recipient),
+            devices=[_device_pb(device) for device in resolution.devices],
+            features=sorted(resolution.features),
+        )
+
+    async def ResolveRecipient(
+        self, request: pb.ResolveRecipientRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResolveRecipientResponse:
+        resolution: Resolution = await self._handler.resolve_recipient(request.sender, request.recipient)
+        return pb.ResolveRecipientResponse(
+            reachability=resolution.reachability,
+            recipient=str(resolution.recipient),
+            devices=[_device_pb(device) for device in resolution.devices],
+            features=sorted(resolution.features),
+            inbox_mode=resolution.inbox_mode,
+        )

@@ -1,0 +1,62 @@
+"""Fixtures shared by every test: telemetry captured in memory, real Redis processes, a local cluster."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.cluster import Cluster
+
+from parley_runtime.telemetry import Telemetry, configure_telemetry
+from parley_runtime.testing import RedisServer
+
+_SPANS = InMemorySpanExporter()
+_METRICS = InMemoryMetricReader()
+
+
+@pytest.fixture(scope="session")
+def telemetry() -> Telemetry:
+    """The process's telemetry, exporting to memory (one set-up per process, as in production)."""
+    return configure_telemetry("parley-tests", span_exporters=[_SPANS], metric_readers=[_METRICS])
+
+
+@pytest.fixture
+def spans(telemetry: Telemetry) -> Iterator[InMemorySpanExporter]:
+    """Finished spans of the current test."""
+    _SPANS.clear()
+    yield _SPANS
+    _SPANS.clear()
+
+
+@pytest.fixture
+def metric_reader(telemetry: Telemetry) -> InMemoryMetricReader:
+    """Reads the process's metrics."""
+    return _METRICS
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free port, shared by one test module."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """The module's Redis, emptied before each test."""
+    import redis  # noqa: PLC0415 -- sync client only needed for the flush
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+async def cluster(redis_url: str, telemetry: Telemetry) -> AsyncIterator[Cluster]:
+    """An empty local cluster; tests start the services they need."""
+    local = Cluster(redis_url, telemetry)
+    yield local
+    await local.close()

@@ -1,0 +1,1 @@
+"""Shared test harness: real Redis processes and real gRPC services on free ports, in-process."""

@@ -1,0 +1,183 @@
+"""A local Parley cluster for tests: real services on free ports sharing one real Redis.
+
+Services run in the test's event loop (they are the same code ``python -m parley_<service>`` runs), so tests can
+stop, restart and inspect them; clients reach them over real gRPC on loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import grpc.aio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from parley.common.v1.common_pb2 import Feature, IdentifierKind
+from parley.identity.v1 import identity_pb2 as id_pb
+from parley.identity.v1 import identity_pb2_grpc
+from parley_identity.app import IdentitySettings, build_identity
+from parley_runtime.auth import mint_assertion
+from parley_runtime.config import load_settings
+from parley_runtime.server import GrpcServer
+from parley_runtime.telemetry import Telemetry
+
+ADMIN_TOKEN = "test-admin-token"
+INTERNAL_TOKEN = "test-internal-token"
+ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+INTERNAL = (("authorization", f"Bearer {INTERNAL_TOKEN}"),)
+
+ALL_FEATURES = [value for value in Feature.values() if value != Feature.FEATURE_UNSPECIFIED]
+ALL_KINDS = [
+    IdentifierKind.IDENTIFIER_KIND_PHONE,
+    IdentifierKind.IDENTIFIER_KIND_USERNAME,
+    IdentifierKind.IDENTIFIER_KIND_EMAIL,
+]
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    """The ``ErrorInfo.reason`` a failed call carried (fails the test if it carried none)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, f"no rich status on {error.code()}: {error.details()}"
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            assert info.domain == "parley.dev"
+            return info.reason
+    raise AssertionError("status carried no ErrorInfo")
+
+
+@dataclass
+class ProviderKeys:
+    """An enlisted provider's id and signing key; mints one-time assertions."""
+
+    provider_id: str
+    signing_key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+
+    @property
+    def public_key(self) -> bytes:
+        """Raw 32-byte public key."""
+        return self.signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def auth(self, subject: str, device_id: int | None = None, **kwargs: object) -> tuple[tuple[str, str], ...]:
+        """Call metadata with a fresh assertion for ``subject`` (and ``device_id``)."""
+        token = mint_assertion(
+            self.signing_key,
+            provider_id=self.provider_id,
+            subject=subject,
+            device_id=device_id,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        return (("authorization", f"Bearer {token}"),)
+
+
+class Cluster:
+    """Services of one test, on one Redis.
+
+    Args:
+        redis_url: the test's Redis.
+        telemetry: the process's telemetry.
+    """
+
+    def __init__(self, redis_url: str, telemetry: Telemetry) -> None:
+        self.redis_url = redis_url
+        self.telemetry = telemetry
+        self.servers: dict[str, GrpcServer] = {}
+        self._channels: list[grpc.aio.Channel] = []
+
+    def _common(self) -> dict[str, object]:
+        return {
+            "port": 0,
+            "redis_url": self.redis_url,
+            "admin_token": ADMIN_TOKEN,
+            "internal_token": INTERNAL_TOKEN,
+            "shutdown_grace_s": 1.0,
+        }
+
+    async def start_identity(self, **overrides: object) -> str:
+        """Starts an identity server; returns its target."""
+        settings = load_settings(IdentitySettings, **{**self._common(), **overrides})
+        server = await build_identity(settings, self.telemetry)
+        await server.start()
+        name = "identity" if "identity" not in self.servers else f"identity-{len(self.servers)}"
+        self.servers[name] = server
+        return f"127.0.0.1:{server.port}"
+
+    def target(self, name: str) -> str:
+        """``host:port`` of a started service."""
+        return f"127.0.0.1:{self.servers[name].port}"
+
+    def channel(self, name: str) -> grpc.aio.Channel:
+        """A plain client channel to a started service (callers pass their own credentials)."""
+        channel = grpc.aio.insecure_channel(self.target(name))
+        self._channels.append(channel)
+        return channel
+
+    def identity(self, name: str = "identity") -> identity_pb2_grpc.IdentityServiceStub:
+        """An identity client stub."""
+        return identity_pb2_grpc.IdentityServiceStub(self.channel(name))
+
+    async def enlist(
+        self,
+        provider_id: str,
+        *,
+        features: Sequence[int] = ALL_FEATURES,
+        kinds: Sequence[int] = ALL_KINDS,
+        approve: bool = True,
+    ) -> ProviderKeys:
+        """Enlists (and approves) a provider through the admin API."""
+        keys = ProviderKeys(provider_id)
+        identity = self.identity()
+        await identity.EnlistProvider(
+            id_pb.EnlistProviderRequest(
+                provider_id=provider_id,
+                display_name=provider_id.title(),
+                signing_public_key=keys.public_key,
+                identifier_kinds=kinds,
+                features=features,
+            ),
+            metadata=ADMIN,
+        )
+        if approve:
+            await identity.ApproveProvider(id_pb.ApproveProviderRequest(provider_id=provider_id), metadata=ADMIN)
+        return keys
+
+    async def register_user(
+        self,
+        keys: ProviderKeys,
+        user: str,
+        *,
+        devices: int = 1,
+        allow: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Registers ``user`` with ``devices`` devices; with ``allow``, enables consent for those providers.
+
+        Returns:
+            The device addresses.
+        """
+        identity = self.identity()
+        await identity.RegisterUser(id_pb.RegisterUserRequest(), metadata=keys.auth(user))
+        addresses = []
+        for index in range(devices):
+            response = await identity.RegisterDevice(
+                id_pb.RegisterDeviceRequest(registration_id=100 + index), metadata=keys.auth(user)
+            )
+            addresses.append(response.address)
+        if allow is not None:
+            await identity.EnableThirdPartyChats(
+                id_pb.EnableThirdPartyChatsRequest(allowed_providers=allow), metadata=keys.auth(user)
+            )
+        return addresses
+
+    async def close(self) -> None:
+        """Closes channels and stops every server."""
+        for channel in self._channels:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        for server in self.servers.values():
+            await server.stop(0)
+        self.servers.clear()
