@@ -121,7 +121,7 @@ _a2b = binascii.a2b_base64
 _b2a = binascii.b2a_base64
 
 
-def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Stanza:
+def decode(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Stanza:
     """Parses and validates one stanza.
 
     Args:
@@ -395,8 +395,8 @@ def _decode_message(root: Any, limits: Limits) -> Message:
 def _franking(element: Any, limits: Limits) -> Franking:
     stamp = element.get("stamp")
     _check_leaf(element, limits, 1 if stamp is None else 2)
-    if element.text is not None and not element.text.isspace():
-        raise InvalidStanzaError("unexpected text in <franking>")
+    if element.text is not None:
+        raise InvalidStanzaError("<franking> is empty")
     return Franking(
         _base64(element.get("commitment"), limits, "franking commitment"),
         None if stamp is None else _base64(stamp, limits, "franking stamp"),
@@ -411,8 +411,8 @@ def _decode_receipt(root: Any, limits: Limits) -> Receipt:
         if child.tag != _REF:
             raise InvalidStanzaError(f"unexpected element <{_local(child)}> where <ref> belongs")
         _check_leaf(child, limits, 1)
-        if child.text is not None and not child.text.isspace():
-            raise InvalidStanzaError("unexpected text in <ref>")
+        if child.text is not None:
+            raise InvalidStanzaError("<ref> is empty")
         message_ids.append(_required(child.get("id"), "id"))
     return Receipt(
         _required(get("id"), "id"),
@@ -428,8 +428,8 @@ def _decode_chatstate(root: Any, limits: Limits) -> ChatState:
     get = root.get
     recipient = get("to")
     group = get("group")
-    if _check_root(root, limits, 4 + (recipient is not None) + (group is not None)):
-        raise InvalidStanzaError("<chatstate> has no child elements")
+    if _check_root(root, limits, 4 + (recipient is not None) + (group is not None)) or root.text is not None:
+        raise InvalidStanzaError("<chatstate> is empty")
     return ChatState(
         _required(get("id"), "id"),
         _address(get("from"), "from"),
@@ -472,8 +472,8 @@ def _decode_group_control(root: Any, limits: Limits) -> GroupControl:
         if child.tag != _MEMBER:
             raise InvalidStanzaError(f"unexpected element <{_local(child)}> where <member> belongs")
         _check_leaf(child, limits, 1)
-        if child.text is not None and not child.text.isspace():
-            raise InvalidStanzaError("unexpected text in <member>")
+        if child.text is not None:
+            raise InvalidStanzaError("<member> is empty")
         members.append(_address(child.get("address"), "address"))
     return GroupControl(
         _required(get("id"), "id"),
