@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from parley_crypto._keys import (
     IdentityKeyPair,
@@ -25,9 +24,10 @@ if TYPE_CHECKING:
     from parley_crypto._sender_keys import SenderKeyRecord
 
 
-@dataclass(frozen=True, slots=True)
-class ProtocolAddress:
+class ProtocolAddress(NamedTuple):
     """One remote device: a user name (any stable identifier) and a device id.
+
+    A named tuple: stores key dicts by it on every message, and tuples hash in C.
 
     Attributes:
         name: the user's identifier, e.g. ``"phone:+15551234567@birdy"``.

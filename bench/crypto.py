@@ -1,0 +1,374 @@
+"""parley_crypto beside its floor: the bare ``cryptography`` calls each step cannot avoid.
+
+Figures (all rates, higher is better):
+- ``ratchet_one_direction``: encrypt + decrypt of a 100-byte message, same sender each time (symmetric steps).
+- ``ratchet_alternating``: the same with the direction flipping every message (a DH ratchet step each).
+- ``session_setup``: X3DH bundle processing + first prekey message encrypted and decrypted by the responder.
+- ``session_setup_pqxdh``: the same with an ML-KEM-1024 prekey.
+- ``sender_key_encrypt``: one signed group message.
+- ``media_encrypt`` / ``media_decrypt``: attachment MB/s (1 MiB).
+
+Each floor performs the same primitive operations through ``cryptography`` (HMAC, HKDF, AES-CBC with its
+PKCS7 padder, X25519, Ed25519, ML-KEM), with no protocol logic, serialization or state. ``cryptography`` has no
+XEdDSA, so the sender-key floor signs with plain Ed25519; our XEdDSA signature (libxeddsa, needed for libsignal
+compatibility) costs several times that, which ``extra`` of that figure records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.hmac import HMAC
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+# Run as a script (python bench/crypto.py): the repository root must be importable for bench.benchlib.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.benchlib import Figure, interleaved, parse_args, rate, write_results
+from parley_crypto import (
+    IdentityKeyPair,
+    InMemoryProtocolStore,
+    KeyPair,
+    PreKeyBundle,
+    ProtocolAddress,
+    SessionCipher,
+    create_sender_key_distribution_message,
+    decrypt_attachment,
+    encrypt_attachment,
+    generate_kyber_prekey,
+    generate_prekeys,
+    generate_signed_prekey,
+    group_encrypt,
+    process_prekey_bundle,
+)
+
+MESSAGE = os.urandom(100)
+MEDIA = os.urandom(1 << 20)
+
+SHA256 = hashes.SHA256()
+
+
+def mac(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256 through ``cryptography``."""
+    state = HMAC(key, SHA256)
+    state.update(data)
+    return state.finalize()
+
+
+def hkdf(ikm: bytes, salt: bytes | None, info: bytes, length: int) -> bytes:
+    """``cryptography``'s HKDF-SHA256."""
+    return HKDF(SHA256, length, salt, info).derive(ikm)
+
+
+def floor_message() -> Callable[[], None]:
+    """One message's primitives on both sides: chain steps, message-key HKDF, AES-CBC, MAC, and the inverse."""
+    chain = os.urandom(32)
+    prefix = os.urandom(66)
+
+    def derive() -> tuple[bytes, bytes, bytes]:
+        seed = mac(chain, b"\x01")
+        mac(chain, b"\x02")
+        keys = hkdf(seed, None, b"WhisperMessageKeys", 80)
+        return keys[:32], keys[32:64], keys[64:80]
+
+    def run() -> None:
+        cipher_key, mac_key, iv = derive()
+        padder = padding.PKCS7(128).padder()
+        padded = padder.update(MESSAGE) + padder.finalize()
+        encryptor = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).encryptor()
+        ciphertext = encryptor.update(padded) + encryptor.finalize()
+        tag = mac(mac_key, prefix + ciphertext)[:8]
+        cipher_key, mac_key, iv = derive()
+        assert mac(mac_key, prefix + ciphertext)[:8] == tag
+        decryptor = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).decryptor()
+        unpadder = padding.PKCS7(128).unpadder()
+        unpadder.update(decryptor.update(ciphertext) + decryptor.finalize())
+        unpadder.finalize()
+
+    return run
+
+
+def floor_dh_step() -> Callable[[], None]:
+    """The receiver's DH ratchet step: a new key pair, two agreements, two root-chain HKDFs."""
+    theirs = X25519PrivateKey.generate().public_key()
+    ours = X25519PrivateKey.generate()
+    root = os.urandom(32)
+
+    def kdf(ikm: bytes) -> bytes:
+        return hkdf(ikm, root, b"WhisperRatchet", 64)
+
+    def run() -> None:
+        kdf(ours.exchange(theirs))
+        fresh = X25519PrivateKey.generate()
+        fresh.public_key()
+        kdf(fresh.exchange(theirs))
+
+    return run
+
+
+def floor_setup(*, pq: bool) -> Callable[[], None]:
+    """X3DH/PQXDH primitives on both sides plus the first message and the responder's first DH step."""
+    signer = Ed25519PrivateKey.generate()
+    signed_public = os.urandom(33)
+    signature = signer.sign(signed_public)
+    verifier = signer.public_key()
+    bob_keys = [X25519PrivateKey.generate() for _ in range(4)]
+    bob_publics = [key.public_key() for key in bob_keys]
+    kem = MLKEM1024PrivateKey.generate()
+    kem_public = kem.public_key()
+    message = floor_message()
+    dh_step = floor_dh_step()
+
+    def derive(secret: bytes) -> bytes:
+        return hkdf(secret, None, b"WhisperText", 64)
+
+    def run() -> None:
+        verifier.verify(signature, signed_public)
+        if pq:
+            verifier.verify(signature, signed_public)
+        alice_identity = X25519PrivateKey.generate()
+        base = X25519PrivateKey.generate()
+        base_public = base.public_key()
+        secret = b"".join(
+            [alice_identity.exchange(bob_publics[1])] + [base.exchange(public) for public in bob_publics[:3]]
+        )
+        if pq:
+            shared, ciphertext = kem_public.encapsulate()
+            secret += shared
+        derive(secret)
+        sender = X25519PrivateKey.generate()
+        sender.public_key()
+        derive(sender.exchange(bob_publics[1]))
+        bob_secret = b"".join([key.exchange(base_public) for key in bob_keys])
+        if pq:
+            bob_secret += kem.decapsulate(ciphertext)
+        derive(bob_secret)
+        dh_step()
+        message()
+
+    return run
+
+
+def floor_sender_key() -> Callable[[], None]:
+    """A group message: chain step, HKDF, AES-CBC, Ed25519 signature."""
+    chain = os.urandom(32)
+    signer = Ed25519PrivateKey.generate()
+
+    def run() -> None:
+        seed = mac(chain, b"\x01")
+        mac(chain, b"\x02")
+        keys = hkdf(seed, None, b"WhisperGroup", 48)
+        padder = padding.PKCS7(128).padder()
+        padded = padder.update(MESSAGE) + padder.finalize()
+        encryptor = Cipher(algorithms.AES(keys[16:]), modes.CBC(keys[:16])).encryptor()
+        body = encryptor.update(padded) + encryptor.finalize()
+        signer.sign(body)
+
+    return run
+
+
+def floor_media(*, decrypt: bool) -> Callable[[], None]:
+    """AES-256-CBC, HMAC-SHA256 and SHA-256 over the whole attachment."""
+    key, iv, mac_key = os.urandom(32), os.urandom(16), os.urandom(32)
+
+    def run() -> None:
+        padder = padding.PKCS7(128).padder()
+        padded = padder.update(MEDIA) + padder.finalize()
+        if decrypt:
+            decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+            decryptor.update(padded)
+            decryptor.finalize()
+        else:
+            encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+            encryptor.update(padded)
+            encryptor.finalize()
+        hashlib.sha256(padded + mac(mac_key, iv + padded)).digest()
+
+    return run
+
+
+def make_device(name: str) -> tuple[ProtocolAddress, InMemoryProtocolStore]:
+    """A device with one signed prekey, one one-time prekey and one PQ prekey."""
+    identity = IdentityKeyPair.generate()
+    store = InMemoryProtocolStore(identity, 1)
+    store.add_signed_prekey(generate_signed_prekey(identity, 1, timestamp=0))
+    store.add_prekeys(generate_prekeys(1, 1))
+    store.add_kyber_prekey(generate_kyber_prekey(identity, 1, timestamp=0), last_resort=True)
+    return ProtocolAddress(name, 1), store
+
+
+def bundle_of(store: InMemoryProtocolStore, *, pq: bool) -> PreKeyBundle:
+    """The bundle of a device made by :func:`make_device`."""
+    signed, prekey, kyber = store.signed_prekeys[1], store.prekeys[1], store.kyber_prekeys[1]
+    return PreKeyBundle(
+        registration_id=1,
+        device_id=1,
+        identity_key=store.get_identity_key_pair().public_key,
+        signed_prekey_id=1,
+        signed_prekey=signed.key_pair.public_key,
+        signed_prekey_signature=signed.signature,
+        prekey_id=1,
+        prekey=prekey.key_pair.public_key,
+        kyber_prekey_id=1 if pq else None,
+        kyber_prekey=kyber.key_pair.public_key if pq else None,
+        kyber_prekey_signature=kyber.signature if pq else None,
+    )
+
+
+def established() -> tuple[SessionCipher, SessionCipher]:
+    """Two ciphers past the prekey phase."""
+    alice_address, alice = make_device("alice")
+    bob_address, bob = make_device("bob")
+    process_prekey_bundle(alice, bob_address, bundle_of(bob, pq=False))
+    to_bob, to_alice = SessionCipher(alice, bob_address), SessionCipher(bob, alice_address)
+    to_alice.decrypt(to_bob.encrypt(b"hi"))
+    to_bob.decrypt(to_alice.encrypt(b"ok"))
+    return to_bob, to_alice
+
+
+def ours_one_direction() -> Callable[[], None]:
+    """Alice sends, Bob receives, every time."""
+    to_bob, to_alice = established()
+
+    def run() -> None:
+        to_alice.decrypt(to_bob.encrypt(MESSAGE))
+
+    return run
+
+
+def ours_alternating() -> Callable[[], None]:
+    """One message each way: each decryption takes a DH ratchet step."""
+    to_bob, to_alice = established()
+
+    def run() -> None:
+        to_alice.decrypt(to_bob.encrypt(MESSAGE))
+        to_bob.decrypt(to_alice.encrypt(MESSAGE))
+
+    return run
+
+
+def ours_setup(*, pq: bool) -> Callable[[], None]:
+    """A fresh initiator processes Bob's bundle and sends; Bob sets up the session and decrypts."""
+    bob_address, bob = make_device("bob")
+    bundle = bundle_of(bob, pq=pq)
+    one_time = bob.prekeys[1]
+    alice_address, alice = make_device("alice")
+
+    def run() -> None:
+        alice.sessions.clear()
+        bob.sessions.clear()
+        bob.prekeys[1] = one_time
+        process_prekey_bundle(alice, bob_address, bundle)
+        SessionCipher(bob, alice_address).decrypt(SessionCipher(alice, bob_address).encrypt(MESSAGE))
+
+    return run
+
+
+def ours_sender_key() -> Callable[[], None]:
+    """One group message from our sender chain."""
+    address, store = make_device("alice")
+    group = uuid.uuid4()
+    create_sender_key_distribution_message(store, address, group)
+
+    def run() -> None:
+        group_encrypt(store, address, group, MESSAGE)
+
+    return run
+
+
+def ours_media(*, decrypt: bool) -> Callable[[], None]:
+    """Encrypt (or verify and decrypt) a 1 MiB attachment."""
+    attachment = encrypt_attachment(MEDIA)
+
+    def run() -> None:
+        if decrypt:
+            decrypt_attachment(attachment.blob, attachment.media_key, attachment.digest)
+        else:
+            encrypt_attachment(MEDIA)
+
+    return run
+
+
+def main() -> None:
+    """Runs every figure and writes bench/results/crypto.json."""
+    args = parse_args(__doc__ or "")
+    seconds = 0.4 if args.quick else 2.0
+    rounds = 3 if args.quick else 5
+    figures: dict[str, Figure] = {}
+
+    def measure(
+        name: str,
+        unit: str,
+        ours: Callable[[], None],
+        floor: Callable[[], None],
+        *,
+        target: float | None,
+        batch: float = 1,
+        extra: dict[str, float | int | str] | None = None,
+    ) -> None:
+        ours_rate, floor_rate = interleaved(ours, floor, seconds=seconds, rounds=rounds)
+        figures[name] = Figure(
+            unit, round(ours_rate * batch, 1), round(floor_rate * batch, 1), target, extra=extra or {}
+        )
+        print(f"{name}: ours {ours_rate * batch:,.1f} floor {floor_rate * batch:,.1f} {unit}", flush=True)
+
+    def alternating_floor() -> Callable[[], None]:
+        message, step = floor_message(), floor_dh_step()
+
+        def run() -> None:
+            message()
+            step()
+            message()
+            step()
+
+        return run
+
+    measure("ratchet_one_direction", "round trips/s", ours_one_direction(), floor_message(), target=0.6)
+    measure("ratchet_alternating", "message pairs/s", ours_alternating(), alternating_floor(), target=0.6)
+    measure("session_setup", "setups/s", ours_setup(pq=False), floor_setup(pq=False), target=0.5)
+    measure("session_setup_pqxdh", "setups/s", ours_setup(pq=True), floor_setup(pq=True), target=0.5)
+    signing = KeyPair.generate()
+    ed25519 = Ed25519PrivateKey.generate()
+    measure(
+        "sender_key_encrypt",
+        "messages/s",
+        ours_sender_key(),
+        floor_sender_key(),
+        target=None,
+        extra={
+            "xeddsa_signs_per_s": round(rate(lambda: signing.sign(MESSAGE), seconds=seconds, repeats=2), 1),
+            "ed25519_signs_per_s": round(rate(lambda: ed25519.sign(MESSAGE), seconds=seconds, repeats=2), 1),
+        },
+    )
+    megabytes = len(MEDIA) / 1e6
+    measure(
+        "media_encrypt",
+        "MB/s",
+        ours_media(decrypt=False),
+        floor_media(decrypt=False),
+        target=None,
+        batch=megabytes,
+    )
+    measure(
+        "media_decrypt",
+        "MB/s",
+        ours_media(decrypt=True),
+        floor_media(decrypt=True),
+        target=None,
+        batch=megabytes,
+    )
+    write_results("crypto", figures, quick=args.quick, out=args.out)
+
+
+if __name__ == "__main__":
+    main()
