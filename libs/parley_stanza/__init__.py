@@ -4,12 +4,30 @@
 - Stanzas (``Message``, ``Receipt``, ``ChatState``, ``ErrorStanza``, and the reserved ``GroupControl`` and
   ``CallSignal``): typed, immutable, valid by construction; ``decode`` and ``encode`` convert them from and
   to their canonical XML in the ``urn:parley:stanza:1`` namespace, parsing untrusted bytes safely.
+- Content (``parley.content.v1.Content``, the plaintext inside each ciphertext): ``encode_content`` and
+  ``decode_content`` check, serialize and pad it; ``downgrade`` fits it to a provider's ``Feature`` set.
 - ``Feature``: what a provider supports, the Python twin of ``parley.common.v1.Feature``.
 - Every error raised on bad input is a ``StanzaError``.
 """
 
 from parley_stanza._address import MAX_DEVICE_ID, Address, AddressKind
 from parley_stanza._codec import DEFAULT_LIMITS, Limits, decode, encode
+from parley_stanza._content import (
+    PADDING_BLOCK,
+    check_content,
+    decode_content,
+    encode_content,
+    pad,
+    unpad,
+)
+from parley_stanza._downgrade import (
+    CORRECTION_PREFIX,
+    Adaptation,
+    Adapted,
+    Refused,
+    downgrade,
+    required_features,
+)
 from parley_stanza._errors import (
     ForbiddenMarkupError,
     InvalidAddressError,
@@ -41,9 +59,13 @@ from parley_stanza._stanza import (
 )
 
 __all__ = [
+    "CORRECTION_PREFIX",
     "DEFAULT_LIMITS",
     "MAX_DEVICE_ID",
     "NAMESPACE",
+    "PADDING_BLOCK",
+    "Adaptation",
+    "Adapted",
     "Address",
     "AddressKind",
     "CallAction",
@@ -68,9 +90,17 @@ __all__ = [
     "PayloadKind",
     "Receipt",
     "ReceiptType",
+    "Refused",
     "Stanza",
     "StanzaError",
     "StanzaParseError",
+    "check_content",
     "decode",
+    "decode_content",
+    "downgrade",
     "encode",
+    "encode_content",
+    "pad",
+    "required_features",
+    "unpad",
 ]
