@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from parley.common.v1.common_pb2 import ErrorReason, Feature, IdentifierKind, ProviderStatus
 from parley_runtime.config import ServiceSettings
-from parley_runtime.errors import permission_denied, unauthenticated
+from parley_runtime.errors import ParleyError, permission_denied, unauthenticated
 from parley_stanza import Address, InvalidAddressError
 
 _ALGORITHM = "EdDSA"
@@ -117,6 +117,20 @@ def check_provider_status(record: ProviderRecord) -> None:
     raise permission_denied(reason, f"provider {record.provider_id} is {what}", provider_id=record.provider_id)
 
 
+def _assertion_not_accepted(access: Access) -> ParleyError:
+    """The refusal of a valid assertion by an RPC that needs another credential.
+
+    Admin and internal RPCs say what they need (ADMIN_REQUIRED, INTERNAL_ONLY), as they do for an unknown bearer
+    token; TOKEN_INVALID is kept for calls that need another kind of assertion.
+    """
+    if Access.ADMIN in access:
+        return permission_denied(ErrorReason.ERROR_REASON_ADMIN_REQUIRED, "this call needs the admin token")
+    if Access.INTERNAL in access and not access & (Access.USER | Access.DEVICE | Access.PROVIDER):
+        return permission_denied(ErrorReason.ERROR_REASON_INTERNAL_ONLY, "this call is internal")
+    needed = "an assertion naming a device" if Access.DEVICE in access else "another credential"
+    return permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, f"this call needs {needed}")
+
+
 class Authenticator:
     """Verifies bearer credentials against an RPC's :class:`Access`.
 
@@ -189,8 +203,7 @@ class Authenticator:
         else:
             allowed = Access.USER in access or (Access.DEVICE in access and principal.device_id is not None)
         if not allowed:
-            needed = "an assertion naming a device" if Access.DEVICE in access else "another credential"
-            raise permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, f"this call needs {needed}")
+            raise _assertion_not_accepted(access)
         return principal
 
     def _static_principal(self, token: bytes, access: Access) -> Principal:
