@@ -12,10 +12,9 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from parley_runtime.telemetry import Telemetry
 
 
-class _InternalTokenInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-):
+class _TokenMixin:
+    """Adds ``authorization: Bearer <token>`` to calls that carry no credentials of their own."""
+
     def __init__(self, token: str) -> None:
         self._metadata = ("authorization", f"Bearer {token}")
 
@@ -25,15 +24,34 @@ class _InternalTokenInterceptor(
             metadata.add(*self._metadata)
         return details._replace(metadata=metadata)
 
+
+# grpc.aio files each interceptor under the first call shape it implements, so every shape needs its own class.
+class _UnaryUnaryToken(_TokenMixin, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(
         self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
     ) -> Any:
         return await continuation(self._with_token(client_call_details), request)
 
+
+class _UnaryStreamToken(_TokenMixin, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(
         self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request: Any
     ) -> Any:
         return await continuation(self._with_token(client_call_details), request)
+
+
+class _StreamUnaryToken(_TokenMixin, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._with_token(client_call_details), request_iterator)
+
+
+class _StreamStreamToken(_TokenMixin, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Awaitable[Any]], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._with_token(client_call_details), request_iterator)
 
 
 def internal_channel(target: str, *, internal_token: str, telemetry: Telemetry) -> grpc.aio.Channel:
@@ -46,7 +64,10 @@ def internal_channel(target: str, *, internal_token: str, telemetry: Telemetry) 
     """
     interceptors: list[Any] = [
         *aio_client_interceptors(tracer_provider=telemetry.tracer_provider),  # type: ignore[no-untyped-call]
-        _InternalTokenInterceptor(internal_token),
+        *(
+            kind(internal_token)
+            for kind in (_UnaryUnaryToken, _UnaryStreamToken, _StreamUnaryToken, _StreamStreamToken)
+        ),
     ]
     return grpc.aio.insecure_channel(
         target,

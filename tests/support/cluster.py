@@ -20,7 +20,9 @@ from grpc_status import rpc_status
 from parley.common.v1.common_pb2 import Feature, IdentifierKind
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1 import identity_pb2_grpc
+from parley.keydir.v1 import keydir_pb2_grpc
 from parley_identity.app import IdentitySettings, build_identity
+from parley_keydir.app import KeyDirectorySettings, build_keydir
 from parley_runtime.auth import mint_assertion
 from parley_runtime.config import load_settings
 from parley_runtime.server import GrpcServer
@@ -106,6 +108,21 @@ class Cluster:
         name = "identity" if "identity" not in self.servers else f"identity-{len(self.servers)}"
         self.servers[name] = server
         return f"127.0.0.1:{server.port}"
+
+    async def start_keydir(self, **overrides: object) -> str:
+        """Starts a key directory wired to the first identity server; returns its target."""
+        settings = load_settings(
+            KeyDirectorySettings,
+            **{**self._common(), "identity_target": self.target("identity"), **overrides},
+        )
+        server = await build_keydir(settings, self.telemetry)
+        await server.start()
+        self.servers["keydir"] = server
+        return f"127.0.0.1:{server.port}"
+
+    def keydir(self) -> keydir_pb2_grpc.KeyDirectoryServiceStub:
+        """A key-directory client stub."""
+        return keydir_pb2_grpc.KeyDirectoryServiceStub(self.channel("keydir"))
 
     def target(self, name: str) -> str:
         """``host:port`` of a started service."""

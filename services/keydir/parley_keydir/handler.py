@@ -1,0 +1,313 @@
+"""Key-directory rules: what a device may publish, and who may claim which bundle. No gRPC here.
+
+Keys are checked completely (formats, XEdDSA signatures against the device's identity key, batch bounds) before
+anything is written, so a refused call changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from opentelemetry import metrics
+
+from parley.common.v1.common_pb2 import ErrorReason
+from parley.events.v1.events_pb2 import Event, IdentityKeyChanged, PreKeysLow
+from parley.identity.v1.identity_pb2 import Reachability
+from parley_crypto import InvalidKeyError, KemPublicKey, PublicKey, verify_signature
+from parley_keydir.model import Bundle, OneTimeKey, PublishResult, SignedKey
+from parley_keydir.store import (
+    IDENTITY_WITHOUT_SIGNED_PREKEY,
+    INCOMPLETE_FIRST_PUBLICATION,
+    STALE_IDENTITY,
+    TOO_MANY_ONE_TIME_PREKEYS,
+    KeyStore,
+    PublishRefusedError,
+)
+from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found
+from parley_runtime.events import EventPublisher
+from parley_runtime.ratelimit import Limit, RateLimiter
+from parley_stanza import Address, InvalidAddressError
+
+_MAX_PREKEY_ID = 0xFFFFFF  # libsignal's prekey ids are 24-bit
+_MAX_REGISTRATION_ID = 16380
+_SIGNATURE_SIZE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientView:
+    """What identity says about a recipient, as the key directory needs it."""
+
+    reachability: Reachability.ValueType
+    device_ids: tuple[int, ...]
+
+
+class RecipientResolver(Protocol):
+    """Asks identity whether ``sender`` may reach ``recipient`` (see ``identity_client``)."""
+
+    async def resolve(self, sender: Address, recipient: Address) -> RecipientView:
+        """Reachability and the recipient's registered device ids."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDirectoryLimits:
+    """Configurable bounds."""
+
+    max_one_time_prekeys_per_call: int = 100
+    max_one_time_prekeys: int = 1000
+    low_watermark: int = 10
+    fetch: Limit = field(default_factory=lambda: Limit("keyfetch", capacity=100, per_second=1.0))
+    max_requesters: int = 1000
+    requester_ttl_ms: int = 30 * 24 * 3600 * 1000
+
+
+class KeyDirectoryHandler:
+    """The key directory's domain logic.
+
+    Args:
+        store: key storage.
+        recipients: identity's view of recipients.
+        events: publisher for the ``keys`` event stream.
+        limiter: rate limiter for bundle fetches.
+        limits: configurable bounds.
+        meter: for the claim counters.
+        clock: seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        recipients: RecipientResolver,
+        events: EventPublisher,
+        limiter: RateLimiter,
+        limits: KeyDirectoryLimits,
+        meter: metrics.Meter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._recipients = recipients
+        self._events = events
+        self._limiter = limiter
+        self._limits = limits
+        self._clock = clock
+        self._claimed = meter.create_counter(
+            "keydir.one_time_prekeys.claimed", unit="{bundle}", description="Bundles handed out"
+        )
+
+    @property
+    def limits(self) -> KeyDirectoryLimits:
+        """The configured bounds."""
+        return self._limits
+
+    # --- publication ------------------------------------------------------------------------------------------
+
+    async def publish_keys(
+        self,
+        device: Address,
+        *,
+        registration_id: int | None,
+        identity_key: bytes | None,
+        signed_prekey: SignedKey | None,
+        pq_prekey: SignedKey | None,
+        one_time_prekeys: Sequence[OneTimeKey],
+    ) -> PublishResult:
+        """Publishes any subset of a device's keys (the first publication needs identity + signed prekey).
+
+        Raises:
+            ParleyError: INVALID_ARGUMENT (MISSING_FIELD, INVALID_FIELD, MALFORMED_KEY, BAD_SIGNATURE,
+                BATCH_TOO_LARGE); NOT_FOUND / DEVICE_NOT_FOUND for a device identity does not know;
+                RESOURCE_EXHAUSTED / TOO_LARGE when the device would hold too many one-time prekeys.
+        """
+        if registration_id is not None and not 1 <= registration_id <= _MAX_REGISTRATION_ID:
+            raise invalid_field("registration_id", f"must be in 1..{_MAX_REGISTRATION_ID}")
+        if identity_key is not None:
+            _check_curve_key(identity_key, "identity_key")
+        self._check_one_time_prekeys(one_time_prekeys)
+        await self._check_registered(device)
+        assert device.device is not None
+        user = str(device.user)
+        # Signatures are checked against the key that will be current: the new one, else the stored one. The
+        # store refuses if the stored key changes between this read and the write.
+        stored_identity = await self._store.identity_key(user, device.device)
+        if not stored_identity:
+            for name, value in (
+                ("identity_key", identity_key),
+                ("registration_id", registration_id),
+                ("signed_prekey", signed_prekey),
+            ):
+                if value is None:
+                    raise missing_field(name)
+        verifying_key = identity_key or stored_identity
+        if signed_prekey is not None:
+            _check_signed_key(signed_prekey, verifying_key, "signed_prekey", kem=False)
+        if pq_prekey is not None:
+            _check_signed_key(pq_prekey, verifying_key, "pq_prekey", kem=True)
+        try:
+            result = await self._store.publish(
+                user,
+                device.device,
+                verified_identity_key=identity_key or b"",
+                read_identity_key=stored_identity,
+                registration_id=registration_id,
+                signed_prekey=signed_prekey,
+                pq_prekey=pq_prekey,
+                one_time_prekeys=one_time_prekeys,
+                max_one_time_prekeys=self._limits.max_one_time_prekeys,
+                now_ms=int(self._clock() * 1000),
+            )
+        except PublishRefusedError as refused:
+            raise self._publish_error(refused.code) from None
+        if result.identity_key_changed:
+            requesters = await self._store.recent_requesters(user, 100)
+            await self._events.publish(
+                Event(identity_key_changed=IdentityKeyChanged(address=str(device), recent_requesters=requesters))
+            )
+        return result
+
+    def _publish_error(self, code: int) -> ParleyError:
+        if code == TOO_MANY_ONE_TIME_PREKEYS:
+            return ParleyError(
+                Code.RESOURCE_EXHAUSTED,
+                ErrorReason.ERROR_REASON_TOO_LARGE,
+                f"a device may hold at most {self._limits.max_one_time_prekeys} one-time prekeys",
+                limit=self._limits.max_one_time_prekeys,
+            )
+        if code == IDENTITY_WITHOUT_SIGNED_PREKEY:
+            return invalid_field("signed_prekey", "a new identity key needs a new signed prekey")
+        if code == INCOMPLETE_FIRST_PUBLICATION:
+            return missing_field("identity_key")
+        if code == STALE_IDENTITY:
+            return ParleyError(
+                Code.UNAVAILABLE,
+                ErrorReason.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
+                "the identity key changed concurrently; retry",
+            )
+        return ParleyError(Code.INTERNAL, ErrorReason.ERROR_REASON_INTERNAL, f"unexpected store outcome {code}")
+
+    def _check_one_time_prekeys(self, keys: Sequence[OneTimeKey]) -> None:
+        limit = self._limits.max_one_time_prekeys_per_call
+        if len(keys) > limit:
+            raise ParleyError(
+                Code.INVALID_ARGUMENT,
+                ErrorReason.ERROR_REASON_BATCH_TOO_LARGE,
+                f"at most {limit} one-time prekeys per call",
+                limit=limit,
+            )
+        seen: set[int] = set()
+        for key in keys:
+            if not 0 <= key.key_id <= _MAX_PREKEY_ID or key.key_id in seen:
+                raise invalid_field("one_time_prekeys", f"key id {key.key_id} is out of range or repeated")
+            seen.add(key.key_id)
+            _check_curve_key(key.public_key, "one_time_prekeys")
+
+    async def _check_registered(self, device: Address) -> None:
+        view = await self._recipients.resolve(device, device.user)
+        if device.device not in view.device_ids:
+            raise not_found(ErrorReason.ERROR_REASON_DEVICE_NOT_FOUND, f"device {device} is not registered")
+
+    async def count(self, device: Address) -> tuple[int, bool]:
+        """Unclaimed one-time prekeys and whether a PQ prekey is published."""
+        assert device.device is not None
+        return await self._store.count(str(device.user), device.device)
+
+    # --- hand-out ---------------------------------------------------------------------------------------------
+
+    async def fetch_bundles(self, requester: Address, address: str) -> list[Bundle]:
+        """Claims bundles for every device (or one device) of ``address``.
+
+        Raises:
+            ParleyError: INVALID_ARGUMENT / INVALID_ADDRESS; RESOURCE_EXHAUSTED / RATE_LIMITED;
+                NOT_FOUND / USER_NOT_FOUND (unreachable: the same answer for every reason);
+                FAILED_PRECONDITION / READ_ONLY_CHAT; NOT_FOUND / DEVICE_NOT_FOUND; NOT_FOUND / KEYS_NOT_FOUND.
+        """
+        if not address:
+            raise missing_field("address")
+        try:
+            target = Address.parse(address)
+        except InvalidAddressError as exc:
+            raise ParleyError(
+                Code.INVALID_ARGUMENT, ErrorReason.ERROR_REASON_INVALID_ADDRESS, f"address: {exc}", field="address"
+            ) from None
+        await self._limiter.take(str(requester.user), self._limits.fetch)
+        view = await self._recipients.resolve(requester, target.user)
+        if view.reachability == Reachability.REACHABILITY_READ_ONLY:
+            raise ParleyError(
+                Code.FAILED_PRECONDITION, ErrorReason.ERROR_REASON_READ_ONLY_CHAT, "this chat is read-only"
+            )
+        if view.reachability != Reachability.REACHABILITY_REACHABLE:
+            raise not_found(ErrorReason.ERROR_REASON_USER_NOT_FOUND, "this user cannot be found")
+        devices = list(view.device_ids)
+        if target.device is not None:
+            if target.device not in devices:
+                raise not_found(ErrorReason.ERROR_REASON_DEVICE_NOT_FOUND, f"no device {target.device}")
+            devices = [target.device]
+        elif target.user == requester.user:
+            # A sender fetching its own user's bundles wants its other devices, never itself.
+            devices = [d for d in devices if d != requester.device]
+        bundles = await self._store.claim(
+            str(target.user),
+            devices,
+            str(requester.user),
+            now_ms=int(self._clock() * 1000),
+            max_requesters=self._limits.max_requesters,
+            requester_ttl_ms=self._limits.requester_ttl_ms,
+        )
+        if not bundles:
+            raise not_found(ErrorReason.ERROR_REASON_KEYS_NOT_FOUND, "no device of this user has published keys")
+        await self._signal_low(target.user, bundles)
+        return bundles
+
+    async def _signal_low(self, user: Address, bundles: Sequence[Bundle]) -> None:
+        watermark = self._limits.low_watermark
+        for bundle in bundles:
+            exhausted = bundle.one_time_prekey is None
+            self._claimed.add(1, {"exhausted": exhausted})
+            left = bundle.remaining_one_time_prekeys
+            # Once when the count crosses the watermark, and again when the last one is taken.
+            crossed = not exhausted and (left == watermark - 1 or left == 0)
+            if crossed:
+                await self._events.publish(
+                    Event(
+                        prekeys_low=PreKeysLow(
+                            address=str(user.with_device(bundle.device_id)), remaining=left, low_watermark=watermark
+                        )
+                    )
+                )
+
+
+def _check_curve_key(key: bytes, field_name: str) -> None:
+    try:
+        PublicKey.deserialize(key)
+    except InvalidKeyError:
+        raise ParleyError(
+            Code.INVALID_ARGUMENT,
+            ErrorReason.ERROR_REASON_MALFORMED_KEY,
+            f"{field_name}: not a serialized Curve25519 public key (0x05 + 32 bytes)",
+            field=field_name,
+        ) from None
+
+
+def _check_signed_key(key: SignedKey, identity_key: bytes, field_name: str, *, kem: bool) -> None:
+    if not 0 <= key.key_id <= _MAX_PREKEY_ID:
+        raise invalid_field(field_name, "key id out of range")
+    try:
+        if kem:
+            KemPublicKey.deserialize(key.public_key)
+        else:
+            PublicKey.deserialize(key.public_key)
+    except InvalidKeyError:
+        raise ParleyError(
+            Code.INVALID_ARGUMENT,
+            ErrorReason.ERROR_REASON_MALFORMED_KEY,
+            f"{field_name}: malformed public key",
+            field=field_name,
+        ) from None
+    if len(key.signature) != _SIGNATURE_SIZE or not verify_signature(identity_key, key.public_key, key.signature):
+        raise ParleyError(
+            Code.INVALID_ARGUMENT,
+            ErrorReason.ERROR_REASON_BAD_SIGNATURE,
+            f"{field_name}: signature does not verify with the identity key",
+            field=field_name,
+        )

@@ -1,0 +1,128 @@
+"""gRPC face of the key directory: requests to handler calls, handler results to responses."""
+
+from __future__ import annotations
+
+import grpc.aio
+
+from parley.common.v1.common_pb2 import ErrorReason
+from parley.keydir.v1 import keydir_pb2 as pb
+from parley.keydir.v1 import keydir_pb2_grpc
+from parley_keydir.handler import KeyDirectoryHandler
+from parley_keydir.model import Bundle, OneTimeKey, SignedKey
+from parley_runtime.auth import Access, UserPrincipal
+from parley_runtime.errors import missing_field, permission_denied
+from parley_runtime.interceptors import current_principal
+from parley_stanza import Address
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["KeyDirectoryService"].full_name
+
+ACCESS = {
+    f"/{SERVICE_NAME}/{method}": Access.DEVICE
+    for method in ("PublishKeys", "RotateSignedPreKey", "UploadOneTimePreKeys", "GetPreKeyCount", "FetchPreKeyBundles")
+}
+"""Every key-directory RPC acts for one device."""
+
+
+def _device() -> Address:
+    principal = current_principal()
+    if not isinstance(principal, UserPrincipal):
+        raise permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, "this call needs a device assertion")
+    return principal.device
+
+
+def _signed(message: pb.SignedPreKey | pb.KemSignedPreKey) -> SignedKey:
+    return SignedKey(message.key_id, message.public_key, message.signature)
+
+
+def _one_time(keys: list[pb.OneTimePreKey]) -> list[OneTimeKey]:
+    return [OneTimeKey(key.key_id, key.public_key) for key in keys]
+
+
+def _bundle_pb(user: Address, bundle: Bundle) -> pb.PreKeyBundle:
+    message = pb.PreKeyBundle(
+        address=str(user.with_device(bundle.device_id)),
+        device_id=bundle.device_id,
+        registration_id=bundle.registration_id,
+        identity_key=bundle.identity_key,
+        signed_prekey=pb.SignedPreKey(
+            key_id=bundle.signed_prekey.key_id,
+            public_key=bundle.signed_prekey.public_key,
+            signature=bundle.signed_prekey.signature,
+        ),
+        one_time_prekey_exhausted=bundle.one_time_prekey is None,
+    )
+    if bundle.one_time_prekey is not None:
+        message.one_time_prekey.key_id = bundle.one_time_prekey.key_id
+        message.one_time_prekey.public_key = bundle.one_time_prekey.public_key
+    if bundle.pq_prekey is not None:
+        message.pq_prekey.key_id = bundle.pq_prekey.key_id
+        message.pq_prekey.public_key = bundle.pq_prekey.public_key
+        message.pq_prekey.signature = bundle.pq_prekey.signature
+    return message
+
+
+class KeyDirectoryServicer(keydir_pb2_grpc.KeyDirectoryServiceServicer):
+    """Implements ``parley.keydir.v1.KeyDirectoryService``."""
+
+    def __init__(self, handler: KeyDirectoryHandler) -> None:
+        self._handler = handler
+
+    async def PublishKeys(
+        self, request: pb.PublishKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PublishKeysResponse:
+        result = await self._handler.publish_keys(
+            _device(),
+            registration_id=request.registration_id or None,
+            identity_key=request.identity_key or None,
+            signed_prekey=_signed(request.signed_prekey) if request.HasField("signed_prekey") else None,
+            pq_prekey=_signed(request.pq_prekey) if request.HasField("pq_prekey") else None,
+            one_time_prekeys=_one_time(list(request.one_time_prekeys)),
+        )
+        return pb.PublishKeysResponse(
+            one_time_prekey_count=result.one_time_prekey_count, identity_key_changed=result.identity_key_changed
+        )
+
+    async def RotateSignedPreKey(
+        self, request: pb.RotateSignedPreKeyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RotateSignedPreKeyResponse:
+        if not request.HasField("signed_prekey"):
+            raise missing_field("signed_prekey")
+        await self._handler.publish_keys(
+            _device(),
+            registration_id=None,
+            identity_key=None,
+            signed_prekey=_signed(request.signed_prekey),
+            pq_prekey=None,
+            one_time_prekeys=[],
+        )
+        return pb.RotateSignedPreKeyResponse()
+
+    async def UploadOneTimePreKeys(
+        self, request: pb.UploadOneTimePreKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UploadOneTimePreKeysResponse:
+        if not request.one_time_prekeys:
+            raise missing_field("one_time_prekeys")
+        result = await self._handler.publish_keys(
+            _device(),
+            registration_id=None,
+            identity_key=None,
+            signed_prekey=None,
+            pq_prekey=None,
+            one_time_prekeys=_one_time(list(request.one_time_prekeys)),
+        )
+        return pb.UploadOneTimePreKeysResponse(one_time_prekey_count=result.one_time_prekey_count)
+
+    async def GetPreKeyCount(
+        self, request: pb.GetPreKeyCountRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPreKeyCountResponse:
+        count, has_pq = await self._handler.count(_device())
+        return pb.GetPreKeyCountResponse(
+            one_time_prekey_count=count, has_pq_prekey=has_pq, low_watermark=self._handler.limits.low_watermark
+        )
+
+    async def FetchPreKeyBundles(
+        self, request: pb.FetchPreKeyBundlesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FetchPreKeyBundlesResponse:
+        bundles = await self._handler.fetch_bundles(_device(), request.address)
+        user = Address.parse(request.address).user
+        return pb.FetchPreKeyBundlesResponse(bundles=[_bundle_pb(user, bundle) for bundle in bundles])

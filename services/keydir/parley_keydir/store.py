@@ -1,0 +1,177 @@
+"""Key-directory state: the :class:`KeyStore` protocol and its Redis implementation.
+
+All of a user's keys share the user's ``{address}`` slot; publication and claims are the Lua scripts in
+``lua/`` (their headers document KEYS and ARGV).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from parley_keydir.model import Bundle, OneTimeKey, PublishResult, SignedKey
+from parley_runtime import redis_keys
+from parley_runtime.redis_client import Redis, load_script
+
+STALE_IDENTITY = -1
+"""``publish`` outcome: the identity key changed since it was read."""
+INCOMPLETE_FIRST_PUBLICATION = -2
+"""``publish`` outcome: the first publication lacks the identity key, registration id or signed prekey."""
+IDENTITY_WITHOUT_SIGNED_PREKEY = -3
+"""``publish`` outcome: a new identity key came without a new signed prekey."""
+TOO_MANY_ONE_TIME_PREKEYS = -4
+"""``publish`` outcome: the one-time prekeys would exceed the maximum."""
+
+_FIELDS_PER_DEVICE = 11
+
+
+class PublishRefusedError(Exception):
+    """The store refused a publication; ``code`` is one of the module's outcome constants."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"publication refused ({code})")
+        self.code = code
+
+
+class KeyStore(Protocol):
+    """Storage of device keys."""
+
+    async def identity_key(self, address: str, device_id: int) -> bytes:
+        """The device's stored identity key, or b"" when it has published none."""
+
+    async def publish(
+        self,
+        address: str,
+        device_id: int,
+        *,
+        verified_identity_key: bytes,
+        read_identity_key: bytes,
+        registration_id: int | None,
+        signed_prekey: SignedKey | None,
+        pq_prekey: SignedKey | None,
+        one_time_prekeys: Sequence[OneTimeKey],
+        max_one_time_prekeys: int,
+        now_ms: int,
+    ) -> PublishResult:
+        """Stores keys atomically.
+
+        Raises:
+            PublishRefusedError: with one of the outcome constants; nothing was written.
+        """
+
+    async def count(self, address: str, device_id: int) -> tuple[int, bool]:
+        """Unclaimed one-time prekeys and whether a PQ prekey is published."""
+
+    async def claim(
+        self,
+        address: str,
+        device_ids: Sequence[int],
+        requester: str,
+        *,
+        now_ms: int,
+        max_requesters: int,
+        requester_ttl_ms: int,
+    ) -> list[Bundle]:
+        """Claims one bundle per device that has keys, in ``device_ids`` order."""
+
+    async def recent_requesters(self, address: str, limit: int) -> list[str]:
+        """Users who recently fetched ``address``'s keys, newest first."""
+
+
+class RedisKeyStore:
+    """:class:`KeyStore` on Redis."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._publish = load_script(client, "parley_keydir", "publish_keys")
+        self._claim = load_script(client, "parley_keydir", "claim_bundles")
+
+    async def identity_key(self, address: str, device_id: int) -> bytes:
+        key: Any = await self._client.hget(redis_keys.device_keys(address, device_id), "ik")
+        return key or b""
+
+    async def publish(
+        self,
+        address: str,
+        device_id: int,
+        *,
+        verified_identity_key: bytes,
+        read_identity_key: bytes,
+        registration_id: int | None,
+        signed_prekey: SignedKey | None,
+        pq_prekey: SignedKey | None,
+        one_time_prekeys: Sequence[OneTimeKey],
+        max_one_time_prekeys: int,
+        now_ms: int,
+    ) -> PublishResult:
+        spk = (signed_prekey.key_id, signed_prekey.public_key, signed_prekey.signature) if signed_prekey else ("",) * 3
+        pq = (pq_prekey.key_id, pq_prekey.public_key, pq_prekey.signature) if pq_prekey else ("",) * 3
+        result: list[Any] = await self._publish(
+            keys=[
+                redis_keys.device_keys(address, device_id),
+                redis_keys.device_one_time_prekeys(address, device_id),
+                redis_keys.user_key_devices(address),
+            ],
+            args=[
+                device_id,
+                verified_identity_key,
+                read_identity_key,
+                "" if registration_id is None else registration_id,
+                *spk,
+                *pq,
+                max_one_time_prekeys,
+                now_ms,
+                *(key.pack() for key in one_time_prekeys),
+            ],
+        )
+        if int(result[0]) != 0:
+            raise PublishRefusedError(int(result[0]))
+        return PublishResult(one_time_prekey_count=int(result[2]), identity_key_changed=bool(result[1]))
+
+    async def count(self, address: str, device_id: int) -> tuple[int, bool]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.llen(redis_keys.device_one_time_prekeys(address, device_id))
+            pipe.hexists(redis_keys.device_keys(address, device_id), "pq")
+            count, has_pq = await pipe.execute()
+        return int(count), bool(has_pq)
+
+    async def claim(
+        self,
+        address: str,
+        device_ids: Sequence[int],
+        requester: str,
+        *,
+        now_ms: int,
+        max_requesters: int,
+        requester_ttl_ms: int,
+    ) -> list[Bundle]:
+        keys = [redis_keys.user_key_requesters(address)]
+        for device_id in device_ids:
+            keys += [
+                redis_keys.device_keys(address, device_id),
+                redis_keys.device_one_time_prekeys(address, device_id),
+            ]
+        raw: list[Any] = await self._claim(keys=keys, args=[requester, now_ms, max_requesters, requester_ttl_ms])
+        bundles = []
+        for index, device_id in enumerate(device_ids):
+            found, reg, ik, spk_id, spk, spk_sig, pq_id, pq, pq_sig, otpk, left = raw[
+                index * _FIELDS_PER_DEVICE : (index + 1) * _FIELDS_PER_DEVICE
+            ]
+            if not int(found):
+                continue
+            bundles.append(
+                Bundle(
+                    device_id=device_id,
+                    registration_id=int(reg),
+                    identity_key=ik,
+                    signed_prekey=SignedKey(int(spk_id), spk, spk_sig),
+                    one_time_prekey=OneTimeKey.unpack(otpk) if otpk else None,
+                    pq_prekey=SignedKey(int(pq_id), pq, pq_sig) if pq else None,
+                    remaining_one_time_prekeys=int(left),
+                )
+            )
+        return bundles
+
+    async def recent_requesters(self, address: str, limit: int) -> list[str]:
+        members: list[Any] = await self._client.zrevrange(redis_keys.user_key_requesters(address), 0, limit - 1)
+        return [member.decode() for member in members]
