@@ -174,3 +174,38 @@ def test_identity_pair_with_mismatched_public_key_raises() -> None:
     data = b"\x0a\x21" + other.public_key.serialize() + b"\x12\x20" + identity.private_key
     with pytest.raises(InvalidKeyError):
         IdentityKeyPair.deserialize(data)
+
+
+# Known answers from libsignal's own test suite (Curve25519Test), as python-axolotl carries them.
+LIBSIGNAL_ALICE_PRIVATE = "c806439dc9d2c476ffed8f2580c0888d58ab406bf7ae3698879021b96bb4bf59"
+LIBSIGNAL_ALICE_PUBLIC = "051bb75966f2e93a3691dfff942bb2a466a1c08b8d78ca3f4d6df8b8bfa2e4ee28"
+LIBSIGNAL_BOB_PRIVATE = "b03b34c33a1c44f225b662d2bf4859b8135411fa7b0386d45fb75dc5b91b4466"
+LIBSIGNAL_BOB_PUBLIC = "05653614993d2b15ee9e5fd3d86ce719ef4ec1daae1886a87b3f5fa9565a27a22f"
+LIBSIGNAL_SHARED = "325f239328941ced6e673b86ba41017448e99b649a9c3806c1dd7ca4c477e629"
+LIBSIGNAL_IDENTITY_PUBLIC = "05ab7e717d4a163b7d9a1d8071dfe9dcf8cdcd1cea3339b6356be84d887e322c64"
+LIBSIGNAL_EPHEMERAL_PUBLIC = "05edce9d9c415ca78cb7252e72c2c4a554d3eb29485a0e1d503118d1a82d99fb4a"
+LIBSIGNAL_SIGNATURE = (
+    "5de88ca9a89b4a115da79109c67c9c7464a3e4180274f1cb8c63c2984e286dfbede82deb9dcd9fae0bfbb821569b3d90"
+    "01bd8130cd11d486cef047bd60b86e88"
+)
+
+
+def test_libsignal_agreement_vector() -> None:
+    alice = KeyPair(bytes.fromhex(LIBSIGNAL_ALICE_PRIVATE))
+    bob = KeyPair(bytes.fromhex(LIBSIGNAL_BOB_PRIVATE))
+    assert alice.public_key.serialize().hex() == LIBSIGNAL_ALICE_PUBLIC
+    assert bob.public_key.serialize().hex() == LIBSIGNAL_BOB_PUBLIC
+    assert alice.agree(bob.public_key).hex() == LIBSIGNAL_SHARED
+    assert bob.agree(alice.public_key).hex() == LIBSIGNAL_SHARED
+
+
+def test_libsignal_xeddsa_signature_vector() -> None:
+    # This signature carries the signer's Edwards sign bit in its top bit (last byte 0x88).
+    identity = bytes.fromhex(LIBSIGNAL_IDENTITY_PUBLIC)
+    signed = bytes.fromhex(LIBSIGNAL_EPHEMERAL_PUBLIC)
+    signature = bytes.fromhex(LIBSIGNAL_SIGNATURE)
+    assert verify_signature(identity, signed, signature)
+    for index in range(len(signature)):
+        tampered = bytearray(signature)
+        tampered[index] ^= 0xFF
+        assert not verify_signature(identity, signed, bytes(tampered))
