@@ -43,7 +43,7 @@ ALL_KINDS = [
 
 def error_reason(error: grpc.aio.AioRpcError) -> str:
     """The ``ErrorInfo.reason`` a failed call carried (fails the test if it carried none)."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, f"no rich status on {error.code()}: {error.details()}"
     for detail in status.details:
         info = error_details_pb2.ErrorInfo()
@@ -72,7 +72,7 @@ class ProviderKeys:
             provider_id=self.provider_id,
             subject=subject,
             device_id=device_id,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
         return (("authorization", f"Bearer {token}"),)
 
