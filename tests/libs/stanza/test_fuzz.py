@@ -1,0 +1,104 @@
+"""Fuzzing the stanza codec: mutated real stanzas produce a typed error or a stanza every view agrees on."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lxml import etree  # type: ignore[import-untyped]  # lxml ships no stubs
+
+from parley_stanza import StanzaError, decode, encode
+
+HERE = Path(__file__).resolve().parent
+GOLDEN = sorted((HERE / "golden").glob("*.xml"))
+SCHEMA = etree.XMLSchema(etree.parse(str(HERE.parents[2] / "protos/stanza/v1/stanza.xsd")))
+
+# Fragments that reach the parser's and the decoder's corner cases far sooner than random bytes do.
+_TOKENS = [
+    b"<!DOCTYPE x [<!ENTITY a 'b'>]>",
+    b"<!-- c -->",
+    b"<![CDATA[x]]>",
+    b"<?pi x?>",
+    b"&lt;",
+    b"&amp;",
+    b"&a;",
+    b"&#0;",
+    b"&#x41;",
+    b"<a>",
+    b"</a>",
+    b"<payload>",
+    b"</payload>",
+    b'<payload device="username:x@birdy/9" kind="message">AAAA</payload>',
+    b'<ref id="m"/>',
+    b'<member address="username:x@birdy"/>',
+    b'<franking commitment="AAAA"/>',
+    b' group="g"',
+    b' to="username:x@birdy"',
+    b' xmlns:p="urn:parley:stanza:1"',
+    b'"',
+    b"'",
+    b"=",
+    b"/",
+    b"@",
+    b"\x00",
+    b"\xff",
+    b"\xc3\xa9",
+    b" ",
+    b"\n",
+    b"9999999999999999999",
+]
+
+
+@st.composite
+def _mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(GOLDEN)).read_bytes())
+    for _ in range(draw(st.integers(1, 4))):
+        position = draw(st.integers(0, len(data)))
+        operation = draw(st.sampled_from(["flip", "delete", "insert", "token", "duplicate"]))
+        if operation == "flip" and position < len(data):
+            data[position] ^= 1 << draw(st.integers(0, 7))
+        elif operation == "delete":
+            del data[position : position + draw(st.integers(1, 16))]
+        elif operation == "insert":
+            data[position:position] = draw(st.binary(min_size=1, max_size=8))
+        elif operation == "token":
+            data[position:position] = draw(st.sampled_from(_TOKENS))
+        else:
+            end = min(len(data), position + draw(st.integers(1, 80)))
+            data[position:position] = data[position:end]
+    return bytes(data)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutated())
+def test_mutated_stanzas_give_typed_errors_or_agreeing_stanzas(data: bytes) -> None:
+    try:
+        stanza = decode(data)
+    except StanzaError:
+        return
+    assert dataclasses.replace(stanza) == stanza  # the decoder's fast path checks what the constructor checks
+    canonical = encode(stanza)
+    assert decode(canonical) == stanza
+    assert SCHEMA.validate(etree.fromstring(canonical)), SCHEMA.error_log
+
+
+@pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris is not installed")
+def test_atheris_session_finds_no_crash(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    shutil.copytree(HERE / "golden", corpus)
+    result = subprocess.run(  # noqa: S603  # our own interpreter and harness, fixed arguments
+        [sys.executable, str(HERE / "fuzz_codec.py"), str(corpus), "-atheris_runs=30000", "-seed=1"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=tmp_path,  # crash files land here, not in the source tree
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
