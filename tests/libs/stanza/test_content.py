@@ -29,7 +29,7 @@ def _media(**fields: object) -> content_pb2.Media:
         "height": 768,
     }
     defaults.update(fields)
-    return content_pb2.Media(**defaults)  # type: ignore[arg-type]  # keyword fields of the generated class
+    return content_pb2.Media(**defaults)
 
 
 _media_strategy = st.builds(

@@ -37,7 +37,7 @@ def _media(kind: content_pb2.MediaKind.ValueType) -> content_pb2.Content:
 
 
 def _text(body: str, **fields: object) -> content_pb2.Content:
-    return content_pb2.Content(text=content_pb2.Text(body=body), **fields)  # type: ignore[arg-type]  # generated kwargs
+    return content_pb2.Content(text=content_pb2.Text(body=body), **fields)
 
 
 # One content per feature: what a provider needs that feature (and, for replies and groups, text) to show.
