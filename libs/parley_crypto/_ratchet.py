@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from parley_crypto import _protobuf as pb
 from parley_crypto._errors import (
     BadMacError,
     CounterTooFarError,
@@ -20,7 +19,7 @@ from parley_crypto._errors import (
 )
 from parley_crypto._kdf import aes_cbc_decrypt, aes_cbc_encrypt, chain_step, mac, message_keys, root_step
 from parley_crypto._keys import KeyPair, PublicKey
-from parley_crypto._wire import MAC_SIZE, SignalMessage, version_byte
+from parley_crypto._wire import MAC_SIZE, SignalMessage, encode_signal_message, version_byte
 
 MAX_MESSAGE_KEYS = 2000
 MAX_FORWARD_JUMPS = 25_000
@@ -62,7 +61,8 @@ class SessionState:
     __slots__ = (
         "_mac_prefix_recv",
         "_mac_prefix_send",
-        "_sender_header",
+        "_sender_key_bytes",
+        "_version_prefix",
         "alice_base_key",
         "local_identity",
         "local_registration_id",
@@ -112,10 +112,8 @@ class SessionState:
         local, remote = local_identity.serialize(), remote_identity.serialize()
         self._mac_prefix_send = local + remote
         self._mac_prefix_recv = remote + local
-        self._sender_header = self._header_for(sender_ratchet)
-
-    def _header_for(self, ratchet: KeyPair) -> bytes:
-        return version_byte(self.version) + pb.field_bytes(1, ratchet.public_key.serialize())
+        self._version_prefix = version_byte(version)
+        self._sender_key_bytes = sender_ratchet.public_key.serialize()
 
     def receiver_chain(self, ratchet_key: PublicKey) -> ReceiverChain | None:
         """The receiving chain for a remote ratchet key, if this session has one."""
@@ -141,13 +139,8 @@ class SessionState:
         seed, next_chain_key = chain_step(chain_key)
         cipher_key, mac_key, iv = message_keys(seed)
         ciphertext = aes_cbc_encrypt(cipher_key, iv, plaintext)
-        authenticated = b"".join(
-            (
-                self._sender_header,
-                pb.field_varint(2, self.sender_index),
-                pb.field_varint(3, self.previous_counter),
-                pb.field_bytes(4, ciphertext),
-            )
+        authenticated = encode_signal_message(
+            self._version_prefix, self._sender_key_bytes, self.sender_index, self.previous_counter, ciphertext
         )
         tag = mac(mac_key, self._mac_prefix_send + authenticated)[:MAC_SIZE]
         self.sender_chain_key = next_chain_key
@@ -209,7 +202,7 @@ class SessionState:
             self.sender_ratchet = new_sender
             self.sender_chain_key = next_sender_chain
             self.sender_index = 0
-            self._sender_header = self._header_for(new_sender)
+            self._sender_key_bytes = new_sender.public_key.serialize()
         elif counter < chain.index:
             del chain.skipped[counter]
         else:

@@ -1,10 +1,9 @@
 """Sender keys for groups, as libsignal does them: one encryption per group message, not one per member.
 
 Each sender device owns a chain per group (``distribution_id``): a chain id, an iteration, a chain key and a
-Curve25519 signing key. It hands ``SenderKeyDistributionMessage`` (version byte + protobuf: 1 distribution
-uuid, 2 chain id, 3 iteration, 4 chain key, 5 signing public key) to each member over pairwise sessions, then
-sends ``SenderKeyMessage`` (version byte + protobuf: 1 distribution uuid, 2 chain id, 3 iteration,
-4 ciphertext, followed by a 64-byte XEdDSA signature over everything before it) to the whole group.
+Curve25519 signing key. It hands a ``SenderKeyDistributionMessage`` (version byte + protobuf) to each member
+over pairwise sessions, then sends each ``SenderKeyMessage`` (version byte + protobuf + a 64-byte XEdDSA
+signature over everything before it) to the whole group; protos/parley/signal/v1/wire.proto has both.
 Message keys: seed = HMAC(chain key, 0x01), next chain key = HMAC(chain key, 0x02); HKDF(seed, "WhisperGroup",
 48) gives the IV (16 bytes) then the AES-256-CBC key (32 bytes).
 """
@@ -15,6 +14,9 @@ import secrets
 import uuid
 from collections.abc import Callable
 
+from google.protobuf.message import DecodeError
+
+from parley.signal.v1 import wire_pb2
 from parley_crypto import _protobuf as pb
 from parley_crypto._errors import (
     CounterTooFarError,
@@ -177,14 +179,15 @@ def create_sender_key_distribution_message(
         record = SenderKeyRecord([state])
         store.store_sender_key(sender, distribution_id, record)
     state = record.states[-1]
-    return SENDER_KEY_VERSION_BYTE + b"".join(
-        (
-            pb.field_bytes(1, distribution_id.bytes),
-            pb.field_varint(2, state.chain_id),
-            pb.field_varint(3, state.iteration),
-            pb.field_bytes(4, state.chain_key),
-            pb.field_bytes(5, state.signing_public.serialize()),
-        )
+    return (
+        SENDER_KEY_VERSION_BYTE
+        + wire_pb2.SenderKeyDistributionMessage(
+            distribution_uuid=distribution_id.bytes,
+            chain_id=state.chain_id,
+            iteration=state.iteration,
+            chain_key=state.chain_key,
+            signing_key=state.signing_public.serialize(),
+        ).SerializeToString()
     )
 
 
@@ -203,17 +206,16 @@ def process_sender_key_distribution_message(store: SenderKeyStore, sender: Proto
     if not message:
         raise InvalidMessageError("empty sender key distribution message")
     check_version(message[0])
+    body = wire_pb2.SenderKeyDistributionMessage()
     try:
-        fields = pb.decode(message[1:])
-        distribution_id = uuid.UUID(bytes=pb.get_bytes(fields, 1))
-        chain_key = pb.get_bytes(fields, 4)
-        state = SenderKeyState(
-            pb.get_int(fields, 2),
-            pb.get_int(fields, 3),
-            chain_key,
-            PublicKey.deserialize(pb.get_bytes(fields, 5)),
-        )
-    except (pb.DecodeError, InvalidKeyError, ValueError) as exc:
+        body.ParseFromString(message[1:])
+        for name in ("distribution_uuid", "chain_id", "iteration", "chain_key", "signing_key"):
+            if not body.HasField(name):
+                raise InvalidMessageError(f"sender key distribution message lacks {name}")
+        distribution_id = uuid.UUID(bytes=body.distribution_uuid)
+        chain_key = body.chain_key
+        state = SenderKeyState(body.chain_id, body.iteration, chain_key, PublicKey.deserialize(body.signing_key))
+    except (DecodeError, InvalidKeyError, ValueError) as exc:
         raise InvalidMessageError(f"malformed sender key distribution message: {exc}") from exc
     if len(chain_key) != 32:
         raise InvalidMessageError("sender chain key must be 32 bytes")
@@ -248,13 +250,14 @@ def group_encrypt(
         raise NoSessionError(f"no sender key of ours for group {distribution_id}")
     seed, next_chain_key = chain_step(state.chain_key)
     cipher_key, iv = _message_key(seed)
-    body = SENDER_KEY_VERSION_BYTE + b"".join(
-        (
-            pb.field_bytes(1, distribution_id.bytes),
-            pb.field_varint(2, state.chain_id),
-            pb.field_varint(3, state.iteration),
-            pb.field_bytes(4, aes_cbc_encrypt(cipher_key, iv, plaintext)),
-        )
+    body = (
+        SENDER_KEY_VERSION_BYTE
+        + wire_pb2.SenderKeyMessage(
+            distribution_uuid=distribution_id.bytes,
+            chain_id=state.chain_id,
+            iteration=state.iteration,
+            ciphertext=aes_cbc_encrypt(cipher_key, iv, plaintext),
+        ).SerializeToString()
     )
     signed = body + state.signing_key.sign(body)
     state.chain_key = next_chain_key
@@ -286,14 +289,16 @@ def group_decrypt(store: SenderKeyStore, sender: ProtocolAddress, message: bytes
         raise InvalidMessageError("sender key message too short")
     check_version(message[0])
     body, signature = message[:-SIGNATURE_SIZE], message[-SIGNATURE_SIZE:]
+    parsed = wire_pb2.SenderKeyMessage()
     try:
-        fields = pb.decode(body[1:])
-        distribution_id = uuid.UUID(bytes=pb.get_bytes(fields, 1))
-        chain_id = pb.get_int(fields, 2)
-        iteration = pb.get_int(fields, 3)
-        ciphertext = pb.get_bytes(fields, 4)
-    except (pb.DecodeError, ValueError) as exc:
+        parsed.ParseFromString(body[1:])
+        for name in ("distribution_uuid", "chain_id", "iteration", "ciphertext"):
+            if not parsed.HasField(name):
+                raise InvalidMessageError(f"sender key message lacks {name}")
+        distribution_id = uuid.UUID(bytes=parsed.distribution_uuid)
+    except (DecodeError, ValueError) as exc:
         raise InvalidMessageError(f"malformed sender key message: {exc}") from exc
+    chain_id, iteration, ciphertext = parsed.chain_id, parsed.iteration, parsed.ciphertext
     record = store.load_sender_key(sender, distribution_id)
     state = record.state_for(chain_id) if record is not None else None
     if record is None or state is None:
