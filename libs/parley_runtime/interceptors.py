@@ -176,7 +176,8 @@ class LimitsInterceptor(_WrappingInterceptor):
     """Bounds the unary calls in flight; beyond the bound, RESOURCE_EXHAUSTED / OVERLOADED at once.
 
     Refusing early keeps latency bounded under overload instead of queueing without limit. Streaming calls are
-    long-lived and bounded by the services that own them (per-connection and per-provider limits).
+    long-lived and bounded by the services that own them (per-connection and per-provider limits). Health checks
+    and reflection are never refused: an overloaded replica must not fail its probes and be restarted for it.
     """
 
     def __init__(self, max_inflight: int) -> None:
@@ -184,6 +185,8 @@ class LimitsInterceptor(_WrappingInterceptor):
         self._inflight = 0
 
     async def around_unary(self, method: str, context: grpc.aio.ServicerContext, call: UnaryCall) -> Any:
+        if method.startswith(_PUBLIC_PREFIXES):
+            return await call()
         if self._inflight >= self._max_inflight:
             raise ParleyError(
                 Code.RESOURCE_EXHAUSTED,
