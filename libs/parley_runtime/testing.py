@@ -1,4 +1,4 @@
-"""Test helpers for Parley and for integrators' own tests: real Redis processes and free ports.
+"""Test helpers for Parley and for integrators' own tests: real Redis and service processes, free ports.
 
 Tests run against real ``redis-server`` processes on free loopback ports (never 6379), each in its own temporary
 directory, so they never touch a machine's own Redis.
@@ -7,9 +7,11 @@ directory, so they never touch a machine's own Redis.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -113,3 +115,74 @@ class RedisServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class ServiceProcess:
+    """A Parley service run as its own process (``python -m <module>``), as in production.
+
+    Args:
+        module: e.g. ``"parley_identity"``.
+        env: ``PARLEY_*`` settings; ``PARLEY_PORT`` is set to a free port unless given.
+        log_path: where the process's stderr goes (JSON logs); a temporary file by default.
+    """
+
+    def __init__(self, module: str, env: dict[str, str], *, log_path: Path | None = None) -> None:
+        self.module = module
+        self.port = int(env.get("PARLEY_PORT") or free_port())
+        self._env = {**os.environ, **env, "PARLEY_PORT": str(self.port)}
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix=f"parley-{module}-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        """``127.0.0.1:<port>``."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Starts the process and waits until its gRPC health check says SERVING.
+
+        Raises:
+            RuntimeError: the process exited or did not become healthy in time (its log is in the message).
+        """
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 -- runs this interpreter on a module name we chose
+                [sys.executable, "-m", self.module], env=self._env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            if _health_serving(self.target):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.module} did not become healthy:\n{self.log_path.read_text()[-4000:]}")
+
+    def stop(self, *, kill: bool = False, timeout: float = 15.0) -> int | None:
+        """Sends SIGTERM (SIGKILL when ``kill``) and returns the exit status."""
+        if self.process is None:
+            return None
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            status = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            status = self.process.wait()
+        self.process = None
+        return status
+
+
+def _health_serving(target: str) -> bool:
+    # Imported here so that users of RedisServer alone need no grpc import.
+    import grpc  # noqa: PLC0415
+    from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+        except grpc.RpcError:
+            return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
