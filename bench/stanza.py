@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.benchlib import Figure, interleaved, parse_args, rate, write_results
 from parley_stanza import Message, decode, encode
-from parley_stanza._address import _parse_cached
+from parley_stanza._address import _normalize_phone, address_cache
 from parley_stanza._codec import _PARSER
 from parley_stanza.testing import sample_message
 
@@ -60,7 +60,8 @@ def main() -> None:
             return bytes(etree.tostring(tree))
 
         def cold_decode(data: bytes = data) -> object:
-            _parse_cached.cache_clear()
+            address_cache.clear()
+            _normalize_phone.cache_clear()
             return decode(data)
 
         def xsd_parse(data: bytes = data) -> object:

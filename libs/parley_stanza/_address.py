@@ -168,10 +168,25 @@ class Address:
         return self._text
 
 
-# Stanzas name the same few addresses over and over; parsing is pure and Address immutable, so sharing
-# one parsed instance per text is safe and takes address checks off the codec's hot path.
-@functools.lru_cache(maxsize=16384)
+# Stanzas name the same few addresses over and over; parsing is pure and Address immutable, so sharing one
+# parsed instance per text is safe and takes address checks off the codec's hot path. A plain dict (emptied
+# when full) rather than functools.lru_cache, because the codec looks it up inline: a dict.get is about half
+# the cost of a call through the lru_cache wrapper.
+ADDRESS_CACHE_SIZE = 16384
+address_cache: dict[str, Address] = {}
+
+
 def _parse_cached(text: str) -> Address:
+    address = address_cache.get(text) if type(text) is str else None
+    if address is None:
+        address = _parse(text)
+        if len(address_cache) >= ADDRESS_CACHE_SIZE:
+            address_cache.clear()
+        address_cache[text] = address
+    return address
+
+
+def _parse(text: str) -> Address:
     if not isinstance(text, str):
         raise InvalidAddressError("an address must be a string")
     kind_text, colon, rest = text.partition(":")
