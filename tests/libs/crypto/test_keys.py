@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import xeddsa
 
 from parley_crypto import (
     IdentityKeyPair,
@@ -209,3 +210,12 @@ def test_libsignal_xeddsa_signature_vector() -> None:
         tampered = bytearray(signature)
         tampered[index] ^= 0xFF
         assert not verify_signature(identity, signed, bytes(tampered))
+
+
+def test_our_signatures_verify_under_libxeddsa() -> None:
+    # An independent XEdDSA verifier (libxeddsa's Ed25519 check on the sign-0 Edwards key).
+    for _ in range(32):
+        pair = KeyPair.generate()
+        signature = pair.sign(b"message")
+        edwards = xeddsa.curve25519_pub_to_ed25519_pub(pair.public_key.raw, False)
+        assert xeddsa.ed25519_verify(signature, edwards, b"message")
