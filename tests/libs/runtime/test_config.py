@@ -1,0 +1,73 @@
+"""Configuration from ``PARLEY_*`` variables: values parsed, and every bad variable named in the error."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from parley_identity.app import IdentitySettings
+from parley_runtime.config import ConfigError, ServiceSettings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The developer's own PARLEY_* variables must not leak into what the tests read.
+    for name in list(os.environ):
+        if name.startswith("PARLEY_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings(ServiceSettings)
+    assert (defaults.port, defaults.shutdown_grace_s, defaults.audience) == (0, 10.0, "parley")
+    monkeypatch.setenv("PARLEY_PORT", "7000")
+    monkeypatch.setenv("PARLEY_ADMIN_TOKEN", "s3cret")
+    monkeypatch.setenv("PARLEY_SHUTDOWN_GRACE_S", "2.5")
+    settings = load_settings(ServiceSettings)
+    assert (settings.port, settings.shutdown_grace_s) == (7000, 2.5)
+    assert settings.admin_token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLEY_PORT", "7000")
+    assert load_settings(ServiceSettings, port=0).port == 0
+
+
+def test_identity_has_its_own_defaults() -> None:
+    settings = load_settings(IdentitySettings)
+    assert (settings.port, settings.max_devices_per_user, settings.lookup_burst) == (7101, 6, 60)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PARLEY_PORT", "not-a-port"),
+        ("PARLEY_PORT", "70000"),
+        ("PARLEY_REDIS_URL", "http://127.0.0.1:6379"),
+        ("PARLEY_LOG_LEVEL", "LOUD"),
+        ("PARLEY_SHUTDOWN_GRACE_S", "-1"),
+        ("PARLEY_MAX_INFLIGHT_CALLS", "0"),
+        ("PARLEY_ASSERTION_MAX_LIFETIME_S", "86400"),
+    ],
+)
+def test_a_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as error:
+        load_settings(ServiceSettings)
+    message = str(error.value)
+    assert f"{variable}:" in message
+    assert repr(value) in message
+    assert message.count("PARLEY_") == 1
+
+
+def test_every_bad_variable_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLEY_PORT", "-5")
+    monkeypatch.setenv("PARLEY_MAX_DEVICES_PER_USER", "0")
+    monkeypatch.setenv("PARLEY_LOOKUP_PER_SECOND", "0")
+    monkeypatch.setenv("PARLEY_LOG_LEVEL", "INFO")
+    with pytest.raises(ConfigError) as error:
+        load_settings(IdentitySettings)
+    named = {line.split(":")[0].strip() for line in str(error.value).splitlines()[1:]}
+    assert named == {"PARLEY_PORT", "PARLEY_MAX_DEVICES_PER_USER", "PARLEY_LOOKUP_PER_SECOND"}
