@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from support.cluster import Cluster, ProviderKeys, error_reason
+from support.cluster import ADMIN, Cluster, ProviderKeys, error_reason
 from support.keys import DeviceKeys
 
 from parley.events.v1.events_pb2 import Event
+from parley.identity.v1 import identity_pb2 as pb_identity
 from parley.keydir.v1 import keydir_pb2 as pb
 from parley_crypto import verify_signature
 
@@ -324,3 +326,23 @@ async def test_one_trace_spans_keydir_identity_and_redis(cluster: Cluster, spans
     parents = {by_id[s.parent.span_id].name for s in redis_spans if s.parent and s.parent.span_id in by_id}
     assert any("ResolveRecipient" in name for name in parents)
     assert any("FetchPreKeyBundles" in name for name in parents)
+
+
+async def test_kill_switch_reaches_the_key_directory_within_a_second(cluster: Cluster) -> None:
+    gatekeeper, birdy = await _setup(cluster)
+    keydir = cluster.keydir()
+    await keydir.PublishKeys(DeviceKeys().publish_request(3), metadata=gatekeeper.auth(BOB, 1))
+    await cluster.identity().SuspendProvider(pb_identity.SuspendProviderRequest(provider_id="birdy"), metadata=ADMIN)
+    deadline = time.monotonic() + 1.0
+    refused: grpc.aio.AioRpcError | None = None
+    while refused is None and time.monotonic() < deadline:
+        try:
+            await keydir.GetPreKeyCount(pb.GetPreKeyCountRequest(), metadata=birdy.auth(ALICE, 1))
+            await asyncio.sleep(0.01)
+        except grpc.aio.AioRpcError as error:
+            refused = error
+    assert refused is not None, "the key directory still served a suspended provider after one second"
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_reason(refused) == "PROVIDER_SUSPENDED"
+    # The other provider is unaffected.
+    assert await _count(cluster, gatekeeper, BOB, 1) == 3
