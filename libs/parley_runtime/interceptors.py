@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextvars
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -57,7 +58,8 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor, abc.ABC):  # type: ignore
             inner_stream = getattr(handler, attr)
 
             async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async for item in self.around_stream(method, context, inner_stream(request, context)):
+                responses = _as_async_iterator(inner_stream(request, context))
+                async for item in self.around_stream(method, context, responses):
                     yield item
 
             return handler._replace(**{attr: stream_behavior})
@@ -78,6 +80,16 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor, abc.ABC):  # type: ignore
         self, method: str, context: grpc.aio.ServicerContext, responses: AsyncIterator[Any]
     ) -> AsyncIterator[Any]:
         """Yields the handler's ``responses`` for a streaming-response RPC."""
+
+
+async def _as_async_iterator(result: Any) -> AsyncIterator[Any]:
+    """Streaming handlers are async generators, or coroutines that write with ``context.write`` (e.g. health
+    Watch); both become an async iterator of responses."""
+    if inspect.isawaitable(result):
+        await result
+        return
+    async for item in result:
+        yield item
 
 
 def _status_for(error: ParleyError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str | bytes], ...]]:
