@@ -91,6 +91,8 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
+# One parser for the process: lxml documents sharing a parser between threads as harmless (each thread gets its
+# own libxml2 context), and building one per call would cost more than parsing a typical stanza.
 _PARSER = etree.XMLParser(
     encoding="utf-8",
     resolve_entities=False,
