@@ -145,9 +145,11 @@ class InMemoryProtocolStore:
     """
 
     def __init__(self, identity: IdentityKeyPair, registration_id: int) -> None:
-        """Args:
-        identity: our identity key pair.
-        registration_id: our registration id.
+        """Creates empty stores for one device.
+
+        Args:
+            identity: our identity key pair.
+            registration_id: our registration id.
         """
         self._identity = identity
         self._registration_id = registration_id
