@@ -122,11 +122,16 @@ def _verify(chunks: Iterable[bytes], iv: bytes, mac_key: bytes, digest: bytes) -
     total = 0
     for chunk in chunks:
         sha.update(chunk)
-        data = tail + chunk
-        # Hold back the last 32 bytes: they may be the MAC.
-        mac.update(data[:-MAC_SIZE])
-        tail = data[-MAC_SIZE:]
         total += len(chunk)
+        if len(chunk) >= MAC_SIZE:
+            # Hold back the last 32 bytes: they may be the MAC.
+            mac.update(tail)
+            mac.update(memoryview(chunk)[:-MAC_SIZE])
+            tail = chunk[-MAC_SIZE:]
+        else:
+            data = tail + chunk
+            mac.update(data[:-MAC_SIZE])
+            tail = data[-MAC_SIZE:]
     if total < MAC_SIZE + _BLOCK or (total - MAC_SIZE) % _BLOCK:
         raise MediaIntegrityError("attachment blob has an impossible length")
     if not hmac.compare_digest(sha.digest(), digest):
@@ -142,7 +147,19 @@ def decrypt_attachment(blob: bytes, media_key: bytes, digest: bytes) -> bytes:
         MediaIntegrityError: wrong digest, bad MAC, bad length or bad padding.
         InvalidKeyError: ``media_key`` is not 32 bytes.
     """
-    return b"".join(decrypt_attachment_stream(lambda: (blob,), media_key, digest))
+    iv, cipher_key, mac_key = _expand(media_key)
+    # One pass per check over views of the blob: no copy of a large attachment before it verified.
+    _verify((blob,), iv, mac_key, digest)
+    decryptor = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).decryptor()
+    padded = decryptor.update(memoryview(blob)[:-MAC_SIZE]) + decryptor.finalize()
+    return _unpad(padded)
+
+
+def _unpad(padded: bytes) -> bytes:
+    pad = padded[-1] if padded else 0
+    if not 1 <= pad <= _BLOCK or padded[-pad:] != bytes((pad,)) * pad:
+        raise MediaIntegrityError("bad attachment padding")
+    return padded[:-pad]
 
 
 def decrypt_attachment_stream(
@@ -190,8 +207,4 @@ def _decrypt_verified(chunks: Iterable[bytes], iv: bytes, cipher_key: bytes, mac
             held = plaintext
     if not hmac.compare_digest(mac.digest(), tail):
         raise MediaIntegrityError("attachment changed between verification and decryption")
-    last = held + decryptor.finalize()
-    pad = last[-1] if last else 0
-    if not 1 <= pad <= _BLOCK or last[-pad:] != bytes((pad,)) * pad:
-        raise MediaIntegrityError("bad attachment padding")
-    yield last[:-pad]
+    yield _unpad(held + decryptor.finalize())
