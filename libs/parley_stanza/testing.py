@@ -6,7 +6,9 @@ hash of their device), so they can back golden files.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from typing import TypeVar
 
 from parley_stanza._address import Address
 from parley_stanza._stanza import (
@@ -27,6 +29,8 @@ from parley_stanza._stanza import (
     ReceiptType,
     Stanza,
 )
+
+_T = TypeVar("_T")
 
 ALICE = Address.parse("username:alice@birdy")
 BOB = Address.parse("phone:+4915112345678@gatekeeper")
@@ -165,3 +169,26 @@ def sample_stanzas() -> dict[str, Stanza]:
             payloads=(Payload.of(bob_phone, PayloadKind.MESSAGE, fake_ciphertext(bob_phone, 96)),),
         ),
     }
+
+
+def rebuild(value: _T) -> _T:
+    """Rebuilds a stanza (or any value inside one) through its constructors, all the way down.
+
+    The decoder builds objects without running their constructors; a test that rebuilds what it decoded and
+    compares proves the decoder checked everything the constructors check.
+
+    Args:
+        value: a stanza, a part of one, or a tuple of them.
+
+    Returns:
+        An equal value, built by the constructors.
+
+    Raises:
+        StanzaError: a constructor refuses a value the decoder let through.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {field.name: rebuild(getattr(value, field.name)) for field in dataclasses.fields(value) if field.init}
+        return type(value)(**fields)
+    if isinstance(value, tuple):
+        return type(value)(rebuild(item) for item in value)
+    return value

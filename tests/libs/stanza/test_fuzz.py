@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import shutil
 import subprocess
@@ -14,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree  # type: ignore[import-untyped]  # lxml ships no stubs
 
-from parley_stanza import StanzaError, decode, encode
+from parley_stanza import InvalidStanzaError, Payload, StanzaError, decode, encode
+from parley_stanza.testing import rebuild, sample_message
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = sorted((HERE / "golden").glob("*.xml"))
@@ -83,7 +83,7 @@ def test_mutated_stanzas_give_typed_errors_or_agreeing_stanzas(data: bytes) -> N
         stanza = decode(data)
     except StanzaError:
         return
-    assert dataclasses.replace(stanza) == stanza  # the decoder's fast path checks what the constructor checks
+    assert rebuild(stanza) == stanza  # the decoder's fast path checks what the constructors check
     canonical = encode(stanza)
     assert decode(canonical) == stanza
     assert SCHEMA.validate(etree.fromstring(canonical)), SCHEMA.error_log
@@ -102,3 +102,13 @@ def test_atheris_session_finds_no_crash(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_rebuild_catches_an_object_the_constructors_refuse() -> None:
+    payload = sample_message(1).payloads[0]
+    forged = object.__new__(Payload)
+    for name, value in (("device", payload.device), ("kind", payload.kind), ("ciphertext_b64", "not base64!")):
+        object.__setattr__(forged, name, value)
+    assert rebuild(payload) == payload
+    with pytest.raises(InvalidStanzaError):
+        rebuild(forged)
