@@ -21,7 +21,7 @@ from parley_runtime.errors import ERROR_DOMAIN, Code, ParleyError, reason_name, 
 
 
 def _error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, "no grpc-status-details-bin trailer"
     assert status.code == error.code().value[0]
     assert status.message == error.details()
@@ -74,7 +74,7 @@ async def test_unexpected_error_becomes_internal_without_details(
     # The operator gets the detail in the log, the caller does not.
     logged = [record for record in caplog.records if record.exc_info]
     assert logged
-    assert "secret internal detail" in str(logged[0].exc_info[1])  # type: ignore[index]
+    assert "secret internal detail" in str(logged[0].exc_info[1])
 
 
 async def test_streaming_error_after_a_message_is_mapped(start_probe: ProbeFactory) -> None:
@@ -99,8 +99,8 @@ def _rpc_counts(metric_reader: InMemoryMetricReader) -> dict[tuple[str, int], in
                 for point in metric.data.data_points:
                     attributes = dict(point.attributes or {})
                     if attributes["rpc.service"] == PROBE_SERVICE:
-                        key = (str(attributes["rpc.method"]), int(attributes["rpc.grpc.status_code"]))  # type: ignore[arg-type]
-                        counts[key] = point.count  # type: ignore[union-attr]
+                        key = (str(attributes["rpc.method"]), int(attributes["rpc.grpc.status_code"]))
+                        counts[key] = point.count
     return counts
 
 

@@ -14,7 +14,6 @@ import sys
 import time
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.probe import PROBE_SERVICE, ProbeFactory
 
@@ -121,11 +120,3 @@ async def test_stop_lets_in_flight_calls_finish_and_refuses_new_ones(start_probe
     probe.release.set()
     assert await in_flight == b"done"
     await asyncio.wait_for(stopping, 10)
-
-
-@pytest.mark.parametrize("port", ["-1", "65536"])
-def test_run_service_refuses_ports_out_of_range(port: str) -> None:
-    process = _start_identity(_service_environment(PARLEY_PORT=port))
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 2
-    assert "PARLEY_PORT:" in stderr

@@ -28,7 +28,7 @@ def _redis_operation_counts(metric_reader: InMemoryMetricReader) -> dict[str, in
                     assert metric.unit == "s"
                     for point in metric.data.data_points:
                         name = str((point.attributes or {})["db.operation.name"])
-                        counts[name] = point.count  # type: ignore[union-attr]
+                        counts[name] = point.count
     return counts
 
 

@@ -5,6 +5,8 @@ Every refused change must leave the stored consent exactly as it was and emit no
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import grpc
 import pytest
 import redis.asyncio as aioredis
@@ -49,7 +51,7 @@ async def _consent(cluster: Cluster, keys: ProviderKeys) -> pb.Consent:
 
 
 async def _enable(cluster: Cluster, keys: ProviderKeys, allowed: list[str], inbox: int = 0) -> pb.Consent:
-    request = pb.EnableThirdPartyChatsRequest(allowed_providers=allowed, inbox_mode=inbox)  # type: ignore[arg-type]
+    request = pb.EnableThirdPartyChatsRequest(allowed_providers=allowed, inbox_mode=inbox)
     return (await cluster.identity().EnableThirdPartyChats(request, metadata=keys.auth(USER))).consent
 
 
@@ -66,7 +68,7 @@ async def test_update_or_disable_while_off_is_refused(
     identity = cluster.identity()
     before = await _consent(cluster, gatekeeper)
     # Built lazily: a grpc.aio call starts as soon as it is created.
-    calls = [
+    calls: list[Callable[[], Awaitable[object]]] = [
         lambda: identity.UpdateConsent(pb.UpdateConsentRequest(inbox_mode=MERGED), metadata=gatekeeper.auth(USER)),
         lambda: identity.UpdateConsent(
             pb.UpdateConsentRequest(allowed_providers=["birdy"], replace_allowed_providers=True),
