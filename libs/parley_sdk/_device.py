@@ -1,0 +1,258 @@
+"""One device of one user: its Signal-protocol state, its keys in the directory, and end-to-end encryption."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from parley.content.v1 import content_pb2
+from parley.identity.v1 import identity_pb2 as id_pb
+from parley.keydir.v1 import keydir_pb2 as kd_pb
+from parley_crypto import (
+    CiphertextMessage,
+    IdentityKeyPair,
+    InMemoryProtocolStore,
+    KemPublicKey,
+    MessageType,
+    PreKeyBundle,
+    ProtocolAddress,
+    PublicKey,
+    SessionCipher,
+    generate_kyber_prekey,
+    generate_prekeys,
+    generate_registration_id,
+    generate_signed_prekey,
+    process_prekey_bundle,
+)
+from parley_sdk._provider import ProviderBackend
+from parley_stanza import Address, Message, Payload, PayloadKind, decode_content, encode_content
+from parley_stanza import MessageType as StanzaType
+
+_KIND_BY_TYPE = {MessageType.PREKEY: PayloadKind.PREKEY, MessageType.WHISPER: PayloadKind.MESSAGE}
+_TYPE_BY_KIND = {kind: message_type for message_type, kind in _KIND_BY_TYPE.items()}
+
+
+class NotForThisDeviceError(Exception):
+    """The message carries no payload for this device."""
+
+
+@dataclass(frozen=True)
+class Decrypted:
+    """A message as this device read it."""
+
+    message: Message
+    content: content_pb2.Content
+    first_contact: bool
+    """True when the payload was a prekey message (the sender started a new session)."""
+
+
+class DeviceClient:
+    """A registered device: keys, sessions, encryption to every device of a recipient and of its own user.
+
+    Create one with :meth:`register`. State lives in memory (``store``); a real client persists it with a store
+    implementing ``parley_crypto.ProtocolStore``.
+
+    Args:
+        backend: the provider backend acting for this device.
+        device: the device's address.
+        store: its Signal-protocol state.
+    """
+
+    def __init__(self, backend: ProviderBackend, device: Address, store: InMemoryProtocolStore) -> None:
+        if device.device is None:
+            raise ValueError("a DeviceClient needs a device address")
+        self.backend = backend
+        self.address = device
+        self.device_id = device.device
+        self.store = store
+        self._next_prekey_id = 1
+        self.sent = 0
+        self.decrypted = 0
+
+    @classmethod
+    async def register(cls, backend: ProviderBackend, user: Address, *, new_user: bool) -> DeviceClient:
+        """Registers a new device (and first the user when ``new_user``) and creates its identity key.
+
+        Raises:
+            grpc.aio.AioRpcError: refused by identity (see docs/errors.md).
+        """
+        if new_user:
+            await backend.identity.RegisterUser(id_pb.RegisterUserRequest(), metadata=backend.credentials(str(user)))
+        registration_id = generate_registration_id()
+        response = await backend.identity.RegisterDevice(
+            id_pb.RegisterDeviceRequest(registration_id=registration_id), metadata=backend.credentials(str(user))
+        )
+        store = InMemoryProtocolStore(IdentityKeyPair.generate(), registration_id)
+        return cls(backend, Address.parse(response.address), store)
+
+    def _credentials(self) -> tuple[tuple[str, str], ...]:
+        return self.backend.credentials(str(self.address.user), self.device_id)
+
+    @property
+    def user(self) -> Address:
+        """The device's user."""
+        return self.address.user
+
+    @property
+    def identity_key(self) -> PublicKey:
+        """The device's identity public key."""
+        return self.store.get_identity_key_pair().public_key
+
+    async def publish_keys(self, one_time_prekeys: int = 100, *, post_quantum: bool = True) -> int:
+        """Publishes identity key, signed prekey, optionally a PQ last-resort prekey, and one-time prekeys.
+
+        Returns:
+            The one-time prekeys the directory now holds for this device.
+        """
+        identity = self.store.get_identity_key_pair()
+        now_ms = int(time.time() * 1000)
+        signed = generate_signed_prekey(identity, 1, timestamp=now_ms)
+        self.store.signed_prekeys[signed.id] = signed
+        request = kd_pb.PublishKeysRequest(
+            registration_id=self.store.get_local_registration_id(),
+            identity_key=identity.public_key.serialize(),
+            signed_prekey=kd_pb.SignedPreKey(
+                key_id=signed.id, public_key=signed.key_pair.public_key.serialize(), signature=signed.signature
+            ),
+            one_time_prekeys=self._new_one_time_prekeys(one_time_prekeys),
+        )
+        if post_quantum:
+            kyber = generate_kyber_prekey(identity, 1, timestamp=now_ms)
+            self.store.kyber_prekeys[kyber.id] = kyber
+            self.store.last_resort_kyber_ids.add(kyber.id)
+            request.pq_prekey.CopyFrom(
+                kd_pb.KemSignedPreKey(
+                    key_id=kyber.id, public_key=kyber.key_pair.public_key.serialize(), signature=kyber.signature
+                )
+            )
+        response: kd_pb.PublishKeysResponse = await self.backend.keydir.PublishKeys(
+            request, metadata=self._credentials()
+        )
+        return response.one_time_prekey_count
+
+    async def refill_prekeys(self, target: int = 100) -> int:
+        """Tops the directory's one-time prekeys up to ``target`` when below its low-watermark.
+
+        Returns:
+            The count after the call.
+        """
+        count: kd_pb.GetPreKeyCountResponse = await self.backend.keydir.GetPreKeyCount(
+            kd_pb.GetPreKeyCountRequest(), metadata=self._credentials()
+        )
+        if count.one_time_prekey_count >= count.low_watermark:
+            return count.one_time_prekey_count
+        missing = min(target - count.one_time_prekey_count, 100)
+        response: kd_pb.UploadOneTimePreKeysResponse = await self.backend.keydir.UploadOneTimePreKeys(
+            kd_pb.UploadOneTimePreKeysRequest(one_time_prekeys=self._new_one_time_prekeys(missing)),
+            metadata=self._credentials(),
+        )
+        return response.one_time_prekey_count
+
+    def _new_one_time_prekeys(self, count: int) -> list[kd_pb.OneTimePreKey]:
+        records = generate_prekeys(self._next_prekey_id, count)
+        self._next_prekey_id += count
+        for record in records:
+            self.store.prekeys[record.id] = record
+        return [kd_pb.OneTimePreKey(key_id=r.id, public_key=r.key_pair.public_key.serialize()) for r in records]
+
+    async def enable_third_party_chats(self, allowed_providers: Sequence[str], *, merged_inbox: bool = False) -> None:
+        """Opts the user in to chats from ``allowed_providers``."""
+        mode = id_pb.INBOX_MODE_MERGED if merged_inbox else id_pb.INBOX_MODE_SEPARATE
+        await self.backend.identity.EnableThirdPartyChats(
+            id_pb.EnableThirdPartyChatsRequest(allowed_providers=allowed_providers, inbox_mode=mode),
+            metadata=self.backend.credentials(str(self.user)),
+        )
+
+    async def lookup(self, address: str) -> id_pb.LookupAddressResponse:
+        """Looks a user up (NOT_FOUND / USER_NOT_FOUND when unreachable, for every reason alike)."""
+        response: id_pb.LookupAddressResponse = await self.backend.identity.LookupAddress(
+            id_pb.LookupAddressRequest(address=address), metadata=self.backend.credentials(str(self.user))
+        )
+        return response
+
+    async def _devices_of(self, user: Address) -> list[Address]:
+        if user == self.user:
+            response = await self.backend.identity.ListDevices(
+                id_pb.ListDevicesRequest(), metadata=self.backend.credentials(str(user))
+            )
+            ids = [d.device_id for d in response.devices if d.device_id != self.device_id]
+        else:
+            ids = [d.device_id for d in (await self.lookup(str(user))).devices]
+        return [user.with_device(device_id) for device_id in ids]
+
+    async def _ensure_session(self, device: Address) -> None:
+        assert device.device is not None
+        remote = ProtocolAddress(str(device.user), device.device)
+        if self.store.load_session(remote) is not None:
+            return
+        response = await self.backend.keydir.FetchPreKeyBundles(
+            kd_pb.FetchPreKeyBundlesRequest(address=str(device)), metadata=self._credentials()
+        )
+        process_prekey_bundle(self.store, remote, bundle_from_proto(response.bundles[0]))
+
+    async def encrypt(
+        self, recipient: Address, content: content_pb2.Content, *, message_id: str | None = None
+    ) -> Message:
+        """Encrypts ``content`` for every device of ``recipient`` and every other device of this user.
+
+        Sessions are started on first contact from freshly claimed prekey bundles (PQXDH when the bundle carries
+        an ML-KEM prekey).
+
+        Returns:
+            The message stanza, ready for ``parley_stanza.encode`` and the relay.
+        """
+        plaintext = encode_content(content)
+        payloads = []
+        for device in [*await self._devices_of(recipient.user), *await self._devices_of(self.user)]:
+            await self._ensure_session(device)
+            assert device.device is not None
+            ciphertext = SessionCipher(self.store, ProtocolAddress(str(device.user), device.device)).encrypt(plaintext)
+            payloads.append(Payload.of(device, _KIND_BY_TYPE[ciphertext.type], ciphertext.body))
+        self.sent += 1
+        return Message(
+            id=message_id or secrets.token_hex(8),
+            sender=self.address,
+            recipient=recipient.user,
+            ts=int(time.time() * 1000),
+            type=StanzaType.CHAT,
+            payloads=tuple(payloads),
+            receipt_requested=True,
+        )
+
+    def decrypt(self, message: Message) -> Decrypted:
+        """Decrypts this device's payload of ``message``.
+
+        Raises:
+            NotForThisDeviceError: the message has no payload for this device.
+            parley_crypto.CryptoError: the payload does not decrypt (nothing in the store changed).
+        """
+        payload = next((p for p in message.payloads if p.device == self.address), None)
+        if payload is None:
+            raise NotForThisDeviceError(f"{message.id} has no payload for {self.address}")
+        sender = message.sender
+        assert sender.device is not None
+        cipher = SessionCipher(self.store, ProtocolAddress(str(sender.user), sender.device))
+        plaintext = cipher.decrypt(CiphertextMessage(_TYPE_BY_KIND[payload.kind], payload.ciphertext))
+        self.decrypted += 1
+        return Decrypted(message, decode_content(plaintext), payload.kind is PayloadKind.PREKEY)
+
+
+def bundle_from_proto(bundle: kd_pb.PreKeyBundle) -> PreKeyBundle:
+    """The crypto library's bundle from the key directory's message."""
+    has_one_time = bundle.HasField("one_time_prekey")
+    has_pq = bundle.HasField("pq_prekey")
+    return PreKeyBundle(
+        registration_id=bundle.registration_id,
+        device_id=bundle.device_id,
+        identity_key=PublicKey.deserialize(bundle.identity_key),
+        signed_prekey_id=bundle.signed_prekey.key_id,
+        signed_prekey=PublicKey.deserialize(bundle.signed_prekey.public_key),
+        signed_prekey_signature=bundle.signed_prekey.signature,
+        prekey_id=bundle.one_time_prekey.key_id if has_one_time else None,
+        prekey=PublicKey.deserialize(bundle.one_time_prekey.public_key) if has_one_time else None,
+        kyber_prekey_id=bundle.pq_prekey.key_id if has_pq else None,
+        kyber_prekey=KemPublicKey.deserialize(bundle.pq_prekey.public_key) if has_pq else None,
+        kyber_prekey_signature=bundle.pq_prekey.signature if has_pq else None,
+    )

@@ -1,0 +1,70 @@
+"""The provider side of an integration: the backend that holds the provider's signing key and acts for its users."""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from parley.identity.v1 import identity_pb2_grpc
+from parley.keydir.v1 import keydir_pb2_grpc
+from parley_runtime.auth import mint_assertion
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+class ProviderBackend:
+    """A provider's connection to the gatekeeper's Parley deployment.
+
+    Every call it makes carries a fresh one-time assertion signed with the provider's enlisted Ed25519 key
+    (see docs/auth.md), so the key never leaves the provider's backend.
+
+    Args:
+        provider_id: the provider's enlisted id.
+        signing_key: the provider's Ed25519 private key.
+        identity_target: ``host:port`` of the identity service.
+        keydir_target: ``host:port`` of the key directory.
+        audience: the gatekeeper's audience (``PARLEY_AUDIENCE`` of the services).
+        assertion_lifetime_s: lifetime of each assertion.
+    """
+
+    def __init__(
+        self,
+        provider_id: str,
+        signing_key: Ed25519PrivateKey,
+        *,
+        identity_target: str,
+        keydir_target: str,
+        audience: str = "parley",
+        assertion_lifetime_s: int = 60,
+    ) -> None:
+        self.provider_id = provider_id
+        self._signing_key = signing_key
+        self._audience = audience
+        self._lifetime_s = assertion_lifetime_s
+        self._channels = [grpc.aio.insecure_channel(identity_target), grpc.aio.insecure_channel(keydir_target)]
+        self.identity = identity_pb2_grpc.IdentityServiceStub(self._channels[0])
+        self.keydir = keydir_pb2_grpc.KeyDirectoryServiceStub(self._channels[1])
+
+    @property
+    def public_key(self) -> bytes:
+        """The raw 32-byte public key the gatekeeper enlists."""
+        return self._signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def credentials(self, subject: str, device_id: int | None = None) -> Metadata:
+        """Call metadata acting for ``subject`` (a user address, or the provider id) and optionally a device."""
+        token = mint_assertion(
+            self._signing_key,
+            provider_id=self.provider_id,
+            subject=subject,
+            device_id=device_id,
+            audience=self._audience,
+            lifetime_s=self._lifetime_s,
+        )
+        return (("authorization", f"Bearer {token}"),)
+
+    async def close(self) -> None:
+        """Closes the channels."""
+        for channel in self._channels:
+            await channel.close()
