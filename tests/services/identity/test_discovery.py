@@ -82,7 +82,8 @@ def _redis_commands(spans: InMemorySpanExporter) -> list[str]:
     return [
         str((span.attributes or {}).get("db.statement"))
         for span in finished
-        if span.kind is SpanKind.CLIENT and (span.attributes or {}).get("db.system") == "redis"
+        # Root spans are background work (the provider directory's refreshes), not part of any lookup.
+        if span.kind is SpanKind.CLIENT and (span.attributes or {}).get("db.system") == "redis" and span.parent
     ]
 
 
