@@ -37,8 +37,8 @@ $(GEN_STAMP): $(STAMP) $(PROTOS)
 	rm -rf $(GEN_DIR) && mkdir -p $(GEN_DIR)
 	$(PY) -m grpc_tools.protoc -I protos \
 	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
-	  --python_out=$(GEN_DIR) --mypy_out=$(GEN_DIR) \
-	  --grpc_python_out=$(GEN_DIR) --mypy_grpc_out=$(GEN_DIR) \
+	  --python_out=$(GEN_DIR) --mypy_out=quiet:$(GEN_DIR) \
+	  --grpc_python_out=$(GEN_DIR) --mypy_grpc_out=quiet:$(GEN_DIR) \
 	  $(PROTOS)
 	@touch $@
 

@@ -36,7 +36,7 @@ def _enlist_request(provider_id: str = "birdy", **overrides: object) -> pb.Enlis
         "features": [Feature.FEATURE_TEXT, Feature.FEATURE_REACTIONS],
     }
     fields.update(overrides)
-    return pb.EnlistProviderRequest(**fields)  # type: ignore[arg-type]
+    return pb.EnlistProviderRequest(**fields)
 
 
 async def test_enlist_needs_the_admin_token(cluster: Cluster) -> None:
