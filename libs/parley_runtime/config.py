@@ -8,12 +8,16 @@ an operator can act on.
 
 from __future__ import annotations
 
+import re
 from typing import TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "PARLEY_"
+
+# The message echoes each bad value, which goes to logs: a URL's password (redis://:secret@host) must not.
+_URL_CREDENTIALS = re.compile(r"(//)[^/@\s]*@")
 
 
 class ConfigError(Exception):
@@ -81,5 +85,6 @@ def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
         problems = []
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
-            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']} (got {error.get('input')!r})")
+            got = _URL_CREDENTIALS.sub(r"\1***@", repr(error.get("input")))
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']} (got {got})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None

@@ -71,3 +71,14 @@ def test_every_bad_variable_is_named_at_once(monkeypatch: pytest.MonkeyPatch) ->
         load_settings(IdentitySettings)
     named = {line.split(":")[0].strip() for line in str(error.value).splitlines()[1:]}
     assert named == {"PARLEY_PORT", "PARLEY_MAX_DEVICES_PER_USER", "PARLEY_LOOKUP_PER_SECOND"}
+
+
+@pytest.mark.parametrize("url", ["http://:hunter2@redis:6379/0", "redis//admin:hunter2@redis:6379/0"])
+def test_a_bad_url_is_named_without_its_password(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("PARLEY_REDIS_URL", url)
+    with pytest.raises(ConfigError) as error:
+        load_settings(ServiceSettings)
+    message = str(error.value)
+    assert "PARLEY_REDIS_URL:" in message
+    assert "hunter2" not in message
+    assert "@redis:6379/0" in message
