@@ -10,8 +10,8 @@ Figures (all rates, higher is better):
 
 Each floor performs the same primitive operations through ``cryptography`` (HMAC, HKDF, AES-CBC with its
 PKCS7 padder, X25519, Ed25519, ML-KEM), with no protocol logic, serialization or state. ``cryptography`` has no
-XEdDSA, so the sender-key floor signs with plain Ed25519; our XEdDSA signature (libxeddsa, needed for libsignal
-compatibility) costs several times that, which ``extra`` of that figure records.
+XEdDSA, so the sender-key floor signs with plain Ed25519; ours signs with XEdDSA (libsignal's scheme) on
+libsodium's group operations, and ``extra`` of that figure records both signing rates alone.
 """
 
 from __future__ import annotations
