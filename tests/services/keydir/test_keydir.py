@@ -346,3 +346,40 @@ async def test_kill_switch_reaches_the_key_directory_within_a_second(cluster: Cl
     assert error_reason(refused) == "PROVIDER_SUSPENDED"
     # The other provider is unaffected.
     assert await _count(cluster, gatekeeper, BOB, 1) == 3
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [("", "MISSING_FIELD"), ("bob", "INVALID_ADDRESS"), ("username:bob@Bad_Provider", "INVALID_ADDRESS")],
+)
+async def test_fetch_refuses_bad_addresses(cluster: Cluster, address: str, reason: str) -> None:
+    gatekeeper, birdy = await _setup(cluster)
+    await cluster.keydir().PublishKeys(DeviceKeys().publish_request(1), metadata=gatekeeper.auth(BOB, 1))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await cluster.keydir().FetchPreKeyBundles(
+            pb.FetchPreKeyBundlesRequest(address=address), metadata=birdy.auth(ALICE, 1)
+        )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(error.value) == reason
+    assert await _count(cluster, gatekeeper, BOB, 1) == 1
+
+
+async def test_rotation_without_a_key_is_refused(cluster: Cluster) -> None:
+    gatekeeper, _ = await _setup(cluster)
+    await cluster.keydir().PublishKeys(DeviceKeys().publish_request(1), metadata=gatekeeper.auth(BOB, 1))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await cluster.keydir().RotateSignedPreKey(pb.RotateSignedPreKeyRequest(), metadata=gatekeeper.auth(BOB, 1))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(error.value) == "MISSING_FIELD"
+
+
+async def test_fetching_a_device_the_user_does_not_have(cluster: Cluster) -> None:
+    gatekeeper, birdy = await _setup(cluster)
+    await cluster.keydir().PublishKeys(DeviceKeys().publish_request(1), metadata=gatekeeper.auth(BOB, 1))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await cluster.keydir().FetchPreKeyBundles(
+            pb.FetchPreKeyBundlesRequest(address=f"{BOB}/7"), metadata=birdy.auth(ALICE, 1)
+        )
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_reason(error.value) == "DEVICE_NOT_FOUND"
+    assert await _count(cluster, gatekeeper, BOB, 1) == 1
