@@ -9,6 +9,7 @@ from __future__ import annotations
 from parley_crypto._errors import (
     CryptoError,
     DuplicateMessageError,
+    InvalidKeyError,
     InvalidMessageError,
     NoSessionError,
     UnknownPreKeyError,
@@ -173,18 +174,21 @@ class SessionCipher:
             kyber = store.load_kyber_prekey(message.kyber_prekey_id)
             if kyber is None:
                 raise UnknownPreKeyError(f"unknown PQ prekey {message.kyber_prekey_id}")
-        state = respond(
-            store.get_identity_key_pair(),
-            signed_prekey=signed.key_pair,
-            one_time_prekey=one_time.key_pair if one_time else None,
-            kyber_prekey=kyber.key_pair if kyber else None,
-            kyber_ciphertext=message.kyber_ciphertext,
-            their_identity=message.identity_key,
-            their_base_key=message.base_key,
-            version=message.version,
-            local_registration_id=store.get_local_registration_id(),
-            remote_registration_id=message.registration_id,
-        )
+        try:
+            state = respond(
+                store.get_identity_key_pair(),
+                signed_prekey=signed.key_pair,
+                one_time_prekey=one_time.key_pair if one_time else None,
+                kyber_prekey=kyber.key_pair if kyber else None,
+                kyber_ciphertext=message.kyber_ciphertext,
+                their_identity=message.identity_key,
+                their_base_key=message.base_key,
+                version=message.version,
+                local_registration_id=store.get_local_registration_id(),
+                remote_registration_id=message.registration_id,
+            )
+        except InvalidKeyError as exc:
+            raise InvalidMessageError(f"prekey message carries a low-order key: {exc}") from exc
         plaintext = state.decrypt(message.message)
         record = record or SessionRecord()
         record.promote(state)

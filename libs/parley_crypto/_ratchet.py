@@ -15,6 +15,8 @@ from parley_crypto._errors import (
     BadMacError,
     CounterTooFarError,
     DuplicateMessageError,
+    InvalidKeyError,
+    InvalidMessageError,
     InvalidVersionError,
 )
 from parley_crypto._kdf import aes_cbc_decrypt, aes_cbc_encrypt, chain_step, mac, message_keys, root_step
@@ -155,7 +157,7 @@ class SessionState:
             DuplicateMessageError: the message key was already used.
             CounterTooFarError: the counter jumps beyond the bounded skip window.
             BadMacError: the MAC does not verify.
-            InvalidMessageError: the ciphertext is malformed under a valid MAC.
+            InvalidMessageError: a low-order ratchet key, or a ciphertext malformed under a valid MAC.
         """
         if message.version != self.version:
             raise InvalidVersionError(f"message version {message.version} in a version {self.version} session")
@@ -166,9 +168,12 @@ class SessionState:
             if counter > MAX_FORWARD_JUMPS:
                 raise CounterTooFarError(f"counter {counter} on a new chain")
             # A new remote ratchet key: two DH ratchet steps, kept in locals until the MAC verifies.
-            root_key, chain_key = root_step(self.root_key, self.sender_ratchet.agree(message.ratchet_key))
-            new_sender = KeyPair.generate()
-            next_root_key, next_sender_chain = root_step(root_key, new_sender.agree(message.ratchet_key))
+            try:
+                root_key, chain_key = root_step(self.root_key, self.sender_ratchet.agree(message.ratchet_key))
+                new_sender = KeyPair.generate()
+                next_root_key, next_sender_chain = root_step(root_key, new_sender.agree(message.ratchet_key))
+            except InvalidKeyError as exc:
+                raise InvalidMessageError("ratchet key is a low-order point") from exc
             index = 0
         else:
             chain_key, index = chain.chain_key, chain.index

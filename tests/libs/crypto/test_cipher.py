@@ -313,3 +313,19 @@ def test_serialized_session_continues_the_conversation() -> None:
     assert to_bob.decrypt(pending[0]) == b"p0"
     assert to_alice.decrypt(to_bob.encrypt(b"after restore")) == b"after restore"
     assert to_bob.decrypt(pending[1]) == b"p1"
+
+
+def test_low_order_keys_in_messages_are_invalid_messages() -> None:
+    to_bob, to_alice, _, bob = pair(pq=False)
+    message = to_bob.encrypt(b"x")
+    parsed = PreKeySignalMessage.parse(message.body)
+    zero_key = b"\x05" + bytes(32)
+    before = snapshot(bob)
+    with pytest.raises(InvalidMessageError):
+        to_alice.decrypt(
+            CiphertextMessage(MessageType.PREKEY, message.body.replace(parsed.base_key.serialize(), zero_key))
+        )
+    inner = parsed.message_bytes.replace(parsed.message.ratchet_key.serialize(), zero_key)
+    with pytest.raises(InvalidMessageError):
+        to_alice.decrypt(CiphertextMessage(MessageType.PREKEY, message.body.replace(parsed.message_bytes, inner)))
+    assert snapshot(bob) == before
