@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from parley.signal.v1 import wire_pb2
 from parley_crypto import (
     CiphertextMessage,
     IdentityKeyPair,
@@ -23,9 +25,15 @@ from parley_crypto import (
     ProtocolAddress,
     PublicKey,
     SessionCipher,
+    create_sender_key_distribution_message,
+    group_encrypt,
     process_prekey_bundle,
+    process_sender_key_distribution_message,
     verify_signature,
 )
+from parley_crypto import _protobuf as pb
+from parley_crypto._kdf import aes_cbc_decrypt
+from parley_crypto._sender_keys import _message_key, _message_seed
 
 from .conftest import Device, make_device
 
@@ -203,3 +211,84 @@ def test_axolotl_rejects_our_tampered_message(peer: AxolotlPeer) -> None:
     answer = peer.call("decrypt", name="parley", type=2, body=bytes(tampered).hex())
     assert answer.get("error") == "InvalidMessageException"
     assert peer.decrypt(message) == b"second"
+
+
+# Sender keys. python-axolotl writes the first, legacy layout of the sender-key messages (fields: 1 key id,
+# 2 iteration, 3 chain key or ciphertext, 4 signing key), which libsignal later replaced by the layout we
+# speak (a distribution uuid first, then chain id, iteration, ...). The key schedule, the AES-CBC ciphertext
+# and the XEdDSA signature are unchanged between the two, and that is what these tests prove in both
+# directions: the envelopes are translated here, the ciphertexts and chain state are each side's own.
+GROUP = uuid.UUID("0badc0de-0000-4000-8000-000000000001")
+
+
+def _legacy_distribution_to_ours(legacy: bytes) -> bytes:
+    fields = pb.decode(legacy[1:])
+    return (
+        b"\x33"
+        + wire_pb2.SenderKeyDistributionMessage(
+            distribution_uuid=GROUP.bytes,
+            chain_id=pb.get_int(fields, 1),
+            iteration=pb.get_int(fields, 2),
+            chain_key=pb.get_bytes(fields, 3),
+            signing_key=pb.get_bytes(fields, 4),
+        ).SerializeToString()
+    )
+
+
+def _our_distribution_to_legacy(ours: bytes) -> bytes:
+    message = wire_pb2.SenderKeyDistributionMessage()
+    message.ParseFromString(ours[1:])
+    return b"\x33" + b"".join(
+        (
+            pb.field_varint(1, message.chain_id),
+            pb.field_varint(2, message.iteration),
+            pb.field_bytes(3, message.chain_key),
+            pb.field_bytes(4, message.signing_key),
+        )
+    )
+
+
+def test_axolotl_sender_key_messages_open_with_our_key_schedule(peer: AxolotlPeer) -> None:
+    store = make_device("parley").store
+    sender = ProtocolAddress(PEER_NAME, 1)
+    legacy_distribution = bytes.fromhex(peer.call("group_create", group="g")["distribution"])
+    process_sender_key_distribution_message(store, sender, _legacy_distribution_to_ours(legacy_distribution))
+    texts = [b"group %d" % i for i in range(4)]
+    messages = [bytes.fromhex(peer.call("group_encrypt", group="g", plaintext=t.hex())["body"]) for t in texts]
+    record = store.load_sender_key(sender, GROUP)
+    assert record is not None
+    state = record.states[-1]
+    for index in (3, 0, 2, 1):
+        message = messages[index]
+        assert state.signing_public.verify(message[:-64], message[-64:]), "axolotl's XEdDSA verifies here"
+        fields = pb.decode(message[1:-64])
+        seed, commit = _message_seed(state, pb.get_int(fields, 2))
+        cipher_key, iv = _message_key(seed)
+        assert aes_cbc_decrypt(cipher_key, iv, pb.get_bytes(fields, 3)) == texts[index]
+        commit()
+
+
+def test_our_sender_key_messages_open_in_axolotl(peer: AxolotlPeer) -> None:
+    store = make_device("parley").store
+    us = ProtocolAddress("parley", 1)
+    distribution = create_sender_key_distribution_message(store, us, GROUP)
+    peer.call("group_process", group="g", sender="parley", distribution=_our_distribution_to_legacy(distribution).hex())
+    record = store.load_sender_key(us, GROUP)
+    assert record is not None
+    signing_key = record.states[-1].signing_key
+    assert signing_key is not None
+    texts = [b"to the group %d" % i for i in range(4)]
+    legacy_messages = []
+    for text in texts:
+        ours = wire_pb2.SenderKeyMessage()
+        ours.ParseFromString(group_encrypt(store, us, GROUP, text)[1:-64])
+        body = b"\x33" + b"".join(
+            (pb.field_varint(1, ours.chain_id), pb.field_varint(2, ours.iteration), pb.field_bytes(3, ours.ciphertext))
+        )
+        legacy_messages.append(body + signing_key.sign(body))
+    for index in (2, 0, 3, 1):
+        answer = peer.call("group_decrypt", group="g", sender="parley", body=legacy_messages[index].hex())
+        assert answer == {"plaintext": texts[index].hex()}
+    tampered = bytearray(legacy_messages[0])
+    tampered[-1] ^= 1
+    assert "error" in peer.call("group_decrypt", group="g", sender="parley", body=bytes(tampered).hex())
