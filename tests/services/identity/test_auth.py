@@ -6,6 +6,7 @@ the refusals run against RegisterUser, and the user must not exist afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -250,3 +251,25 @@ async def test_every_rpc_refuses_the_credentials_its_policy_does_not_accept(
             if got != (code, reason):
                 mismatches.append(f"{method} with {name}: {got}, expected {(code, reason)}")
     assert mismatches == []
+
+
+async def test_an_assertion_sent_many_times_at_once_is_accepted_once(cluster: Cluster, providers: Providers) -> None:
+    await cluster.register_user(providers.birdy, USER, devices=0)
+    identity = cluster.identity()
+    token = mint_assertion(providers.birdy.signing_key, provider_id="birdy", subject=USER)
+    results = await asyncio.gather(
+        *(
+            identity.RegisterDevice(pb.RegisterDeviceRequest(registration_id=10 + i), metadata=_bearer(token))
+            for i in range(5)
+        ),
+        return_exceptions=True,
+    )
+    accepted = [r for r in results if isinstance(r, pb.RegisterDeviceResponse)]
+    replayed = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(accepted) == 1
+    assert {(error.code(), error_reason(error)) for error in replayed} == {
+        (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REPLAYED")
+    }
+    assert len(replayed) == 4
+    devices = await identity.ListDevices(pb.ListDevicesRequest(), metadata=providers.birdy.auth(USER))
+    assert len(devices.devices) == 1

@@ -5,6 +5,8 @@ Identity runs with ``max_devices_per_user=2`` so the bound is reached quickly.
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2
@@ -173,3 +175,21 @@ async def test_device_ids_are_never_reused(cluster: Cluster, gatekeeper: Provide
     await identity.RemoveDevice(pb.RemoveDeviceRequest(device_id=1), metadata=gatekeeper.auth(PHONE))
     assert (await _register_device(cluster, gatekeeper, PHONE, 22)).device_id == 4
     assert await _devices(cluster, gatekeeper, PHONE) == [(3, 21), (4, 22)]
+
+
+async def test_concurrent_registrations_respect_the_bound(cluster: Cluster, gatekeeper: ProviderKeys) -> None:
+    await cluster.register_user(gatekeeper, PHONE, devices=0)
+    identity = cluster.identity()
+    results = await asyncio.gather(
+        *(
+            identity.RegisterDevice(pb.RegisterDeviceRequest(registration_id=50 + i), metadata=gatekeeper.auth(PHONE))
+            for i in range(10)
+        ),
+        return_exceptions=True,
+    )
+    registered = sorted(r.device.device_id for r in results if isinstance(r, pb.RegisterDeviceResponse))
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert registered == [1, 2]
+    assert len(refused) == 8
+    assert {error_reason(error) for error in refused} == {"TOO_MANY_DEVICES"}
+    assert [device_id for device_id, _ in await _devices(cluster, gatekeeper, PHONE)] == [1, 2]
