@@ -177,7 +177,7 @@ def _check_root(root: Any, limits: Limits, attributes: int) -> int:
     if count > limits.max_attributes:
         raise LimitExceededError("max_attributes", limits.max_attributes, count)
     if count != attributes:
-        raise InvalidStanzaError(f"unknown attribute on <{_local(root)}>")
+        raise InvalidStanzaError(f"missing or unknown attribute on <{_local(root)}>")
     text = root.text
     if text is not None and not text.isspace():
         raise InvalidStanzaError(f"unexpected text in <{_local(root)}>")
