@@ -7,6 +7,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from parley_crypto import (
     CounterTooFarError,
@@ -124,3 +126,24 @@ def test_record_round_trip_and_golden_v1() -> None:
     group = uuid.UUID(golden["group"])
     store.store_sender_key(SENDER, group, SenderKeyRecord.deserialize(bytes.fromhex(golden["record"])))
     assert group_decrypt(store, SENDER, bytes.fromhex(golden["message"])) == golden["plaintext"].encode()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    order=st.permutations(range(8)), duplicates=st.lists(st.integers(0, 7), max_size=4), drop=st.sets(st.integers(0, 7))
+)
+def test_any_delivery_order_with_drops_and_duplicates(order: list[int], duplicates: list[int], drop: set[int]) -> None:
+    sender, (receiver,) = _group(1)
+    messages = [group_encrypt(sender, SENDER, GROUP, b"m%d" % i) for i in range(8)]
+    delivered: set[int] = set()
+    for index in order:
+        if index in drop:
+            continue
+        assert group_decrypt(receiver, SENDER, messages[index]) == b"m%d" % index
+        delivered.add(index)
+    for index in duplicates:
+        if index in delivered:
+            before = _snapshot(receiver)
+            with pytest.raises(DuplicateMessageError):
+                group_decrypt(receiver, SENDER, messages[index])
+            assert _snapshot(receiver) == before
