@@ -16,7 +16,6 @@ from parley_crypto._errors import InvalidMessageError
 
 # One hash-algorithm instance for every call: building it anew costs more than a HMAC update.
 _SHA256 = hashes.SHA256()
-HASH_SIZE = 32
 _MESSAGE_KEY_SEED = b"\x01"
 _CHAIN_KEY_SEED = b"\x02"
 _MESSAGE_KEYS_INFO = b"WhisperMessageKeys"

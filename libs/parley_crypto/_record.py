@@ -55,13 +55,6 @@ class SessionRecord:
                 return state
         return None
 
-    def archive_current(self) -> None:
-        """Archives the current session so the next send starts a new one (after a bundle refresh)."""
-        if self.current is not None:
-            self.previous.insert(0, self.current)
-            del self.previous[ARCHIVED_STATES_MAX:]
-            self.current = None
-
     def serialize(self) -> bytes:
         """The versioned serialized form (see the module docstring)."""
         parts = [bytes((FORMAT_VERSION,))]
