@@ -1,8 +1,10 @@
 """The content message: the protobuf plaintext inside each Signal ciphertext, padded to hide its length.
 
 ``encode_content`` checks, serializes deterministically and pads; ``decode_content`` reverses it and refuses
-anything malformed with ``InvalidContentError``. The padding is Signal's: a 0x80 byte, then zeros up to the
-next multiple of 160 bytes, so a ciphertext reveals the length of its content only in 160-byte steps.
+anything malformed with ``InvalidContentError``. The padding is Signal's (PushTransportDetails): a 0x80 byte,
+then zeros up to one byte short of the next multiple of 160 bytes. The byte short is for the cipher: AES-CBC
+with PKCS7 then adds exactly one byte, so every ciphertext body is a whole number of 160-byte blocks and
+reveals the length of its content only in those steps.
 """
 
 from __future__ import annotations
@@ -27,27 +29,27 @@ MEDIA_DIGEST_BYTES = 32  # SHA-256
 
 
 def pad(plaintext: bytes) -> bytes:
-    """Pads ``plaintext`` with 0x80 and zeros to the next multiple of ``PADDING_BLOCK`` bytes.
+    """Pads ``plaintext`` with 0x80 and zeros to one byte short of a multiple of ``PADDING_BLOCK`` bytes.
 
     Args:
         plaintext: any bytes, possibly empty.
 
     Returns:
-        The padded bytes; always at least one byte longer than ``plaintext``.
+        The padded bytes, ``PADDING_BLOCK * k - 1`` long for the smallest k that fits the terminator.
     """
-    length = (len(plaintext) // PADDING_BLOCK + 1) * PADDING_BLOCK
-    return plaintext + b"\x80" + bytes(length - len(plaintext) - 1)
+    blocks = (len(plaintext) + 2 + PADDING_BLOCK - 1) // PADDING_BLOCK  # room for 0x80 and the cipher's byte
+    return plaintext + b"\x80" + bytes(blocks * PADDING_BLOCK - 1 - len(plaintext) - 1)
 
 
 def unpad(padded: bytes) -> bytes:
     """Removes the padding ``pad`` added.
 
+    Like Signal, any length is accepted (clients with another block size interoperate); the padding itself
+    must be well-formed.
+
     Raises:
-        InvalidContentError: the length is not a positive multiple of ``PADDING_BLOCK`` or the padding is not
-            0x80 followed by zeros.
+        InvalidContentError: the bytes do not end in 0x80 followed by zeros.
     """
-    if not padded or len(padded) % PADDING_BLOCK:
-        raise InvalidContentError(f"padded content must be a multiple of {PADDING_BLOCK} bytes")
     stripped = padded.rstrip(b"\x00")
     if not stripped or stripped[-1] != _TERMINATOR:
         raise InvalidContentError("padding does not end in 0x80 followed by zeros")

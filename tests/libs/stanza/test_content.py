@@ -102,7 +102,7 @@ def _contents(draw: st.DrawFn) -> content_pb2.Content:
 @given(_contents())
 def test_content_round_trip(content: content_pb2.Content) -> None:
     padded = encode_content(content)
-    assert len(padded) % PADDING_BLOCK == 0
+    assert (len(padded) + 1) % PADDING_BLOCK == 0
     assert decode_content(padded) == content
     assert encode_content(decode_content(padded)) == padded
 
@@ -110,24 +110,30 @@ def test_content_round_trip(content: content_pb2.Content) -> None:
 @given(st.binary(max_size=1000))
 def test_pad_unpad(data: bytes) -> None:
     padded = pad(data)
-    assert len(padded) % PADDING_BLOCK == 0
+    assert (len(padded) + 1) % PADDING_BLOCK == 0
     assert len(padded) > len(data)
     assert unpad(padded) == data
 
 
-def test_padding_hides_length_in_blocks() -> None:
-    assert len(pad(b"")) == len(pad(b"x" * (PADDING_BLOCK - 1))) == PADDING_BLOCK
-    assert len(pad(b"x" * PADDING_BLOCK)) == 2 * PADDING_BLOCK
+def test_padding_matches_signals_lengths() -> None:
+    # Signal's PushTransportDetails test: 0..158 bytes pad to 159, 159..318 to 319.
+    assert {len(pad(bytes(n))) for n in range(159)} == {159}
+    assert {len(pad(bytes(n))) for n in range(159, 319)} == {319}
+    assert pad(b"hi") == b"hi\x80" + bytes(156)
+
+
+def test_unpad_accepts_other_block_sizes() -> None:
+    assert unpad(b"hi\x80" + bytes(76)) == b"hi"  # Signal's newer 80-byte blocks
+    assert unpad(b"\x80") == b""
 
 
 @pytest.mark.parametrize(
     "padded",
     [
         b"",
-        b"\x80",  # not a whole block
         bytes(PADDING_BLOCK),  # no terminator
         b"x" * PADDING_BLOCK,
-        b"x\x80\x01" + bytes(PADDING_BLOCK - 3),  # non-zero after the terminator
+        b"x\x80\x01" + bytes(PADDING_BLOCK - 4),  # non-zero after the terminator
     ],
 )
 def test_unpad_rejects_bad_padding(padded: bytes) -> None:
