@@ -219,3 +219,10 @@ def test_our_signatures_verify_under_libxeddsa() -> None:
         signature = pair.sign(b"message")
         edwards = xeddsa.curve25519_pub_to_ed25519_pub(pair.public_key.raw, False)
         assert xeddsa.ed25519_verify(signature, edwards, b"message")
+
+
+def test_unclamped_private_bytes_sign_for_their_public_key() -> None:
+    raw = bytes(range(200, 232))  # low bits set and top bit set: not clamped
+    pair = KeyPair(raw)
+    assert pair.public_key.verify(b"m", pair.sign(b"m"))
+    assert verify_signature(pair.public_key.serialize(), b"m", sign(raw, b"m"))
