@@ -274,6 +274,8 @@ class Authenticator:
         if address.provider != record.provider_id:
             raise permission_denied(ErrorReason.ERROR_REASON_WRONG_PROVIDER, "sub names a user of another provider")
         device = claims.get("dev", address.device)
+        if address.device is not None and device != address.device:
+            raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "dev and the device in sub disagree")
         if device is not None and (type(device) is not int or device < 1):
             raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "dev must be a positive integer")
         return UserPrincipal(record.provider_id, address.user, device)

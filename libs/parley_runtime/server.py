@@ -148,7 +148,14 @@ def run_service(
     telemetry = configure_telemetry(f"parley-{name}", metrics_port=settings.metrics_port)
 
     async def main() -> None:
-        await serve_until_signalled(await build(settings, telemetry))
+        try:
+            server = await build(settings, telemetry)
+        except Exception:
+            # Redis or a peer service unreachable at start: one JSON line saying so, then a non-zero exit
+            # so the orchestrator restarts us with backoff.
+            _log.exception("startup failed", extra={"service": name})
+            raise SystemExit(1) from None
+        await serve_until_signalled(server)
 
     asyncio.run(main())
 

@@ -52,6 +52,20 @@ def test_bad_configuration_exits_with_status_2_naming_the_variable() -> None:
     assert "Traceback" not in stderr
 
 
+def test_unreachable_redis_at_start_exits_1_with_one_json_line() -> None:
+    process = _start_identity(
+        _service_environment(PARLEY_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", PARLEY_PORT=str(free_port()))
+    )
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    entry = json.loads(lines[0])
+    assert entry["level"] == "ERROR"
+    assert entry["msg"] == "startup failed"
+    assert "ConnectionError" in entry["exc"]
+
+
 def _wait_serving(target: str, process: subprocess.Popen[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(target) as channel:
