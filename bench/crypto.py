@@ -335,8 +335,13 @@ def main() -> None:
 
     measure("ratchet_one_direction", "round trips/s", ours_one_direction(), floor_message(), target=0.6)
     measure("ratchet_alternating", "message pairs/s", ours_alternating(), alternating_floor(), target=0.6)
-    measure("session_setup", "setups/s", ours_setup(pq=False), floor_setup(pq=False), target=0.5)
-    measure("session_setup_pqxdh", "setups/s", ours_setup(pq=True), floor_setup(pq=True), target=0.5)
+    # The floor checks the prekey signature with cryptography's Ed25519 verification; ours uses libxeddsa's,
+    # which measured faster, so ours can beat this floor.
+    setup_note: dict[str, float | int | str] = {
+        "note": "floor verifies with cryptography Ed25519; ours with libxeddsa (faster)"
+    }
+    measure("session_setup", "setups/s", ours_setup(pq=False), floor_setup(pq=False), target=0.5, extra=setup_note)
+    measure("session_setup_pqxdh", "setups/s", ours_setup(pq=True), floor_setup(pq=True), target=0.5, extra=setup_note)
     signing = KeyPair.generate()
     ed25519 = Ed25519PrivateKey.generate()
     measure(

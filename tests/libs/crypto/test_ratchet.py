@@ -54,7 +54,7 @@ OPERATIONS = st.lists(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(operations=OPERATIONS, pq=st.booleans())
 # Always run the smallest case of a replayed skipped message key, the one a random search finds least often.
 @example(
