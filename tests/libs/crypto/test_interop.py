@@ -34,6 +34,7 @@ from parley_crypto import (
 from parley_crypto import _protobuf as pb
 from parley_crypto._kdf import aes_cbc_decrypt
 from parley_crypto._sender_keys import _message_key, _message_seed
+from parley_crypto._wire import SignalMessage
 
 from .conftest import Device, make_device
 
@@ -292,3 +293,34 @@ def test_our_sender_key_messages_open_in_axolotl(peer: AxolotlPeer) -> None:
     tampered = bytearray(legacy_messages[0])
     tampered[-1] ^= 1
     assert "error" in peer.call("group_decrypt", group="g", sender="parley", body=bytes(tampered).hex())
+
+
+def test_late_messages_of_an_older_chain_after_a_ratchet_step_both_ways(peer: AxolotlPeer) -> None:
+    device = make_device("parley")
+    process_prekey_bundle(device.store, peer.address, _peer_bundle(peer))
+    ours = SessionCipher(device.store, peer.address)
+    assert peer.decrypt(ours.encrypt(b"start")) == b"start"
+    assert ours.decrypt(peer.encrypt(b"ack")) == b"ack"
+    # Theirs: an old chain's messages arrive after the next chain's.
+    old = [peer.encrypt(b"old %d" % i) for i in range(2)]
+    assert peer.decrypt(ours.encrypt(b"makes them ratchet")) == b"makes them ratchet"
+    new = [peer.encrypt(b"new %d" % i) for i in range(2)]
+    assert _ratchet_key(old[0]) != _ratchet_key(new[0])
+    assert ours.decrypt(new[1]) == b"new 1"
+    assert ours.decrypt(old[1]) == b"old 1"
+    assert ours.decrypt(new[0]) == b"new 0"
+    assert ours.decrypt(old[0]) == b"old 0"
+    # Ours: the same the other way round.
+    mine_old = [ours.encrypt(b"mine old %d" % i) for i in range(3)]
+    assert peer.decrypt(mine_old[2]) == b"mine old 2"
+    assert ours.decrypt(peer.encrypt(b"makes us ratchet")) == b"makes us ratchet"
+    mine_new = [ours.encrypt(b"mine new %d" % i) for i in range(2)]
+    assert _ratchet_key(mine_old[0]) != _ratchet_key(mine_new[0])
+    assert peer.decrypt(mine_new[0]) == b"mine new 0"
+    assert peer.decrypt(mine_old[1]) == b"mine old 1"
+    assert peer.decrypt(mine_old[0]) == b"mine old 0"
+    assert peer.decrypt(mine_new[1]) == b"mine new 1"
+
+
+def _ratchet_key(message: CiphertextMessage) -> bytes:
+    return SignalMessage.parse(message.body).ratchet_key.raw
