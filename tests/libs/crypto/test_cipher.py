@@ -329,3 +329,22 @@ def test_low_order_keys_in_messages_are_invalid_messages() -> None:
     with pytest.raises(InvalidMessageError):
         to_alice.decrypt(CiphertextMessage(MessageType.PREKEY, message.body.replace(parsed.message_bytes, inner)))
     assert snapshot(bob) == before
+
+
+def test_simultaneous_initiation_converges() -> None:
+    alice, bob = make_device("alice"), make_device("bob")
+    process_prekey_bundle(alice.store, bob.address, bob.bundle())
+    process_prekey_bundle(bob.store, alice.address, alice.bundle())
+    to_bob, to_alice = SessionCipher(alice.store, bob.address), SessionCipher(bob.store, alice.address)
+    from_alice, from_bob = to_bob.encrypt(b"hi bob"), to_alice.encrypt(b"hi alice")
+    assert from_alice.type == from_bob.type == MessageType.PREKEY
+    assert to_alice.decrypt(from_alice) == b"hi bob"
+    assert to_bob.decrypt(from_bob) == b"hi alice"
+    # Each side now sends on the session the other started; the archived one still receives.
+    for round_number in range(3):
+        assert to_alice.decrypt(to_bob.encrypt(b"a%d" % round_number)) == b"a%d" % round_number
+        assert to_bob.decrypt(to_alice.encrypt(b"b%d" % round_number)) == b"b%d" % round_number
+    alice_record, bob_record = alice.store.sessions[bob.address], bob.store.sessions[alice.address]
+    assert alice_record.current is not None
+    assert bob_record.current is not None
+    assert alice_record.current.alice_base_key == bob_record.current.alice_base_key, "both use one session"
