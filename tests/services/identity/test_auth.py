@@ -120,6 +120,12 @@ _REFUSALS: dict[str, tuple[Callable[[Providers], Metadata], grpc.StatusCode, str
         "TOKEN_INVALID",
         USER,
     ),
+    "dev disagrees with the device in sub": (
+        lambda p: p.birdy.auth(f"{USER}/2", device_id=3),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "TOKEN_INVALID",
+        USER,
+    ),
     "unknown issuer": (
         lambda p: ProviderKeys("nobody").auth("username:ann@nobody"),
         grpc.StatusCode.UNAUTHENTICATED,
