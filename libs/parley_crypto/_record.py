@@ -128,9 +128,16 @@ def _write_state(state: SessionState) -> bytes:
     return b"".join(parts)
 
 
+def _key32(value: bytes) -> bytes:
+    # Root, chain and message-key material is always 32 bytes; anything else is a corrupted record.
+    if len(value) != 32:
+        raise pb.DecodeError(f"key material of {len(value)} bytes")
+    return value
+
+
 def _read_chain_key(data: bytes) -> tuple[int, bytes]:
     fields = pb.decode(data)
-    return pb.get_int(fields, 1), pb.get_bytes(fields, 2)
+    return pb.get_int(fields, 1), _key32(pb.get_bytes(fields, 2))
 
 
 def _read_state(data: bytes) -> SessionState:
@@ -145,7 +152,7 @@ def _read_state(data: bytes) -> SessionState:
         skipped = {}
         for raw_key in pb.get_repeated_bytes(chain_fields, 4):
             key_fields = pb.decode(raw_key)
-            skipped[pb.get_int(key_fields, 1)] = pb.get_bytes(key_fields, 5)
+            skipped[pb.get_int(key_fields, 1)] = _key32(pb.get_bytes(key_fields, 5))
         chains.append(ReceiverChain(PublicKey.deserialize(pb.get_bytes(chain_fields, 1)), chain_key, index, skipped))
     pending = None
     if 9 in fields:
@@ -159,11 +166,14 @@ def _read_state(data: bytes) -> SessionState:
             kyber_fields = pb.decode(pb.get_bytes(fields, 15))
             pending.kyber_prekey_id = pb.get_int(kyber_fields, 1)
             pending.kyber_ciphertext = pb.get_bytes(kyber_fields, 2)
+    version = pb.get_int(fields, 1)
+    if version not in (3, 4):
+        raise pb.DecodeError(f"session version {version}")
     return SessionState(
-        version=pb.get_int(fields, 1),
+        version=version,
         local_identity=PublicKey.deserialize(pb.get_bytes(fields, 2)),
         remote_identity=PublicKey.deserialize(pb.get_bytes(fields, 3)),
-        root_key=pb.get_bytes(fields, 4),
+        root_key=_key32(pb.get_bytes(fields, 4)),
         sender_ratchet=KeyPair(pb.get_bytes(sender, 2), sender_public),
         sender_chain_key=sender_chain_key,
         sender_index=sender_index,

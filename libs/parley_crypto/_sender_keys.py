@@ -135,6 +135,8 @@ def _read_v1(data: bytes) -> SenderKeyRecord:
         for raw_key in pb.get_repeated_bytes(fields, 4):
             key_fields = pb.decode(raw_key)
             skipped[pb.get_int(key_fields, 1)] = pb.get_bytes(key_fields, 2)
+        if len(pb.get_bytes(chain, 2)) != 32 or any(len(seed) != 32 for seed in skipped.values()):
+            raise pb.DecodeError("sender key material must be 32 bytes")
         states.append(
             SenderKeyState(
                 pb.get_int(fields, 1),

@@ -73,3 +73,12 @@ def test_archive_is_bounded() -> None:
     for _ in range(50):
         record.promote(state)
     assert len(record.previous) == 40
+
+
+def test_corrupted_key_material_is_invalid_state() -> None:
+    raw = bytes.fromhex(GOLDEN["x3dh"]["record"])
+    record = SessionRecord.deserialize(raw)
+    assert record.current is not None
+    root_key = record.current.root_key
+    with pytest.raises(InvalidStateError):
+        SessionRecord.deserialize(raw.replace(b"\x22\x20" + root_key, b"\x22\x1f" + root_key[:31]))
