@@ -2,7 +2,7 @@
 
 Serialized forms (libsignal's):
 - Curve25519 public key: type byte ``0x05`` followed by the 32-byte Montgomery u-coordinate.
-- KEM public key and ciphertext: type byte ``0x08`` followed by the ML-KEM-1024 bytes.
+- KEM public key and ciphertext: type byte ``0x0A`` followed by the ML-KEM-1024 bytes.
 - XEdDSA signature: 64 bytes, Ed25519 form. Ours follow the XEdDSA spec (signing key's Edwards sign bit forced
   to 0); older libsignal code puts that sign bit in the top bit of the last byte instead, which
   :func:`verify_signature` honours so signatures from either verify.
@@ -23,7 +23,7 @@ from parley_crypto import _protobuf as pb
 from parley_crypto._errors import InvalidKeyError, InvalidStateError
 
 DJB_KEY_TYPE = 0x05
-KYBER_1024_KEY_TYPE = 0x08
+MLKEM_1024_KEY_TYPE = 0x0A
 CURVE25519_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 MLKEM1024_PUBLIC_KEY_SIZE = 1568
@@ -283,27 +283,27 @@ class KemPublicKey:
 
     @classmethod
     def deserialize(cls, data: bytes) -> KemPublicKey:
-        """Parses the serialized form (``0x08`` + 1568 bytes).
+        """Parses the serialized form (``0x0A`` + 1568 bytes).
 
         Raises:
             InvalidKeyError: wrong length, type byte or key.
         """
-        if not data or data[0] != KYBER_1024_KEY_TYPE:
+        if not data or data[0] != MLKEM_1024_KEY_TYPE:
             raise InvalidKeyError("unknown KEM public key type")
         return cls(data[1:])
 
     def serialize(self) -> bytes:
-        """The serialized form: ``0x08`` + 1568 bytes."""
-        return bytes((KYBER_1024_KEY_TYPE,)) + self.raw
+        """The serialized form: ``0x0A`` + 1568 bytes."""
+        return bytes((MLKEM_1024_KEY_TYPE,)) + self.raw
 
     def encapsulate(self) -> tuple[bytes, bytes]:
         """Encapsulates a fresh shared secret to this key.
 
         Returns:
-            ``(shared_secret, serialized_ciphertext)``; the ciphertext carries the ``0x08`` type byte.
+            ``(shared_secret, serialized_ciphertext)``; the ciphertext carries the ``0x0A`` type byte.
         """
         shared, ciphertext = self._key.encapsulate()
-        return shared, bytes((KYBER_1024_KEY_TYPE,)) + ciphertext
+        return shared, bytes((MLKEM_1024_KEY_TYPE,)) + ciphertext
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, KemPublicKey) and self.raw == other.raw
@@ -335,14 +335,14 @@ class KemKeyPair:
         return cls(secrets.token_bytes(MLKEM1024_SEED_SIZE))
 
     def decapsulate(self, serialized_ciphertext: bytes) -> bytes:
-        """Recovers the shared secret from a serialized ciphertext (``0x08`` + 1568 bytes).
+        """Recovers the shared secret from a serialized ciphertext (``0x0A`` + 1568 bytes).
 
         Raises:
             InvalidKeyError: wrong type byte or length.
         """
         if (
             len(serialized_ciphertext) != MLKEM1024_CIPHERTEXT_SIZE + 1
-            or serialized_ciphertext[0] != KYBER_1024_KEY_TYPE
+            or serialized_ciphertext[0] != MLKEM_1024_KEY_TYPE
         ):
             raise InvalidKeyError("malformed ML-KEM-1024 ciphertext")
         return self._private.decapsulate(serialized_ciphertext[1:])
@@ -447,7 +447,7 @@ class KyberPreKeyRecord:
         id: the PQ prekey id (24-bit).
         timestamp: creation time in milliseconds since the epoch.
         key_pair: the ML-KEM-1024 key pair.
-        signature: XEdDSA signature by the identity key over the serialized KEM public key (``0x08`` + key).
+        signature: XEdDSA signature by the identity key over the serialized KEM public key (``0x0A`` + key).
     """
 
     id: int
@@ -456,11 +456,11 @@ class KyberPreKeyRecord:
     signature: bytes
 
     def serialize(self) -> bytes:
-        """libsignal's ``KyberPreKeyRecordStructure`` layout; the private key field holds ``0x08`` + seed."""
+        """libsignal's ``KyberPreKeyRecordStructure`` layout; the private key field holds ``0x0A`` + seed."""
         return (
             pb.field_varint(1, self.id)
             + pb.field_bytes(2, self.key_pair.public_key.serialize())
-            + pb.field_bytes(3, bytes((KYBER_1024_KEY_TYPE,)) + self.key_pair.seed)
+            + pb.field_bytes(3, bytes((MLKEM_1024_KEY_TYPE,)) + self.key_pair.seed)
             + pb.field_bytes(4, self.signature)
             + pb.field_fixed64(5, self.timestamp)
         )
@@ -475,7 +475,7 @@ class KyberPreKeyRecord:
         try:
             fields = pb.decode(data)
             private = pb.get_bytes(fields, 3)
-            if not private or private[0] != KYBER_1024_KEY_TYPE:
+            if not private or private[0] != MLKEM_1024_KEY_TYPE:
                 raise InvalidKeyError("unknown KEM private key type")
             pair = KemKeyPair(private[1:])
             if pair.public_key != KemPublicKey.deserialize(pb.get_bytes(fields, 2)):
@@ -518,7 +518,7 @@ def generate_prekeys(start_id: int, count: int) -> list[PreKeyRecord]:
 
 
 def generate_kyber_prekey(identity: IdentityKeyPair, prekey_id: int, *, timestamp: int) -> KyberPreKeyRecord:
-    """A fresh ML-KEM-1024 prekey signed by the identity key (over ``0x08`` + public key).
+    """A fresh ML-KEM-1024 prekey signed by the identity key (over ``0x0A`` + public key).
 
     Args:
         identity: the device's identity key pair.

@@ -129,15 +129,15 @@ def test_kyber_prekey_serialized_form_and_signature() -> None:
     identity = IdentityKeyPair.generate()
     record = generate_kyber_prekey(identity, 3, timestamp=5)
     serialized = record.key_pair.public_key.serialize()
-    assert serialized[0] == 0x08
+    assert serialized[0] == 0x0A
     assert len(serialized) == 1 + 1568
     assert verify_signature(identity.public_key.serialize(), serialized, record.signature)
     shared, ciphertext = KemPublicKey.deserialize(serialized).encapsulate()
-    assert ciphertext[0] == 0x08
+    assert ciphertext[0] == 0x0A
     assert record.key_pair.decapsulate(ciphertext) == shared
 
 
-@pytest.mark.parametrize("data", [b"", b"\x05" + bytes(1568), b"\x08" + bytes(100)])
+@pytest.mark.parametrize("data", [b"", b"\x05" + bytes(1568), b"\x08" + bytes(1568), b"\x0a" + bytes(100)])
 def test_malformed_kem_public_key_raises(data: bytes) -> None:
     with pytest.raises(InvalidKeyError):
         KemPublicKey.deserialize(data)
@@ -145,7 +145,7 @@ def test_malformed_kem_public_key_raises(data: bytes) -> None:
 
 def test_malformed_kem_ciphertext_raises() -> None:
     with pytest.raises(InvalidKeyError):
-        KemKeyPair.generate().decapsulate(b"\x08" + bytes(10))
+        KemKeyPair.generate().decapsulate(b"\x0a" + bytes(10))
 
 
 def test_records_round_trip() -> None:
