@@ -213,7 +213,8 @@ def _refuse_nesting(child: Any, limits: Limits) -> None:
 
 
 def _local(element: Any) -> str:
-    return str(etree.QName(element).localname)[:40]
+    # Not etree.QName: it raises ValueError on the tag libxml2 leaves for an undeclared prefix ("p:name").
+    return str(element.tag).rpartition("}")[2][:40]
 
 
 def _required(value: str | None, what: str) -> str:

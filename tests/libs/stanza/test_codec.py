@@ -256,6 +256,8 @@ _INVALID: list[tuple[str, bytes, type[StanzaError], bool]] = [
         True,
     ),
     ("unknown child", _message("<payload", "<body/><payload"), InvalidStanzaError, True),
+    ("undeclared prefix on a child", _message("<payload", "<x:payload/><payload"), StanzaParseError, False),
+    ("undeclared prefix on the root", _MESSAGE.replace("<message", "<x:message").encode(), StanzaParseError, False),
     (
         "franking after payload",
         _message("</message>", '<franking commitment="AAAA"/></message>'),
