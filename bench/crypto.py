@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
+from benchlib import Figure, interleaved, parse_args, rate, write_results
 from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey
@@ -31,10 +30,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.hmac import HMAC
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-# Run as a script (python bench/crypto.py): the repository root must be importable for bench.benchlib.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.benchlib import Figure, interleaved, parse_args, rate, write_results
 from parley_crypto import (
     IdentityKeyPair,
     InMemoryProtocolStore,
