@@ -55,6 +55,10 @@ def _normalize_phone(identifier: str) -> str:
 def _normalize_identifier(kind: AddressKind, identifier: str) -> str:
     if kind is AddressKind.PHONE:
         return _normalize_phone(identifier)
+    # ASCII first: str.lower() maps some non-ASCII letters into ASCII (the Kelvin sign to "k"), and a second
+    # spelling of a name is not something to accept silently.
+    if not identifier.isascii():
+        raise InvalidAddressError(f"{kind.value} identifiers are ASCII: {identifier[:64]!r}")
     lowered = identifier.lower()
     if kind is AddressKind.USERNAME:
         if not _USERNAME.fullmatch(lowered):

@@ -61,6 +61,8 @@ def test_for_user_normalizes() -> None:
         "username:bob",
         "username:bo b@birdy",
         "username:" + "b" * 65 + "@birdy",
+        "username:\u212aate@birdy",  # the Kelvin sign lower-cases to "k"
+        "email:b\u00f6b@example.com@birdy",
         "username:bob@birdy/0",
         "username:bob@birdy/01",
         "username:bob@birdy/-1",
