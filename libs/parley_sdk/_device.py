@@ -44,8 +44,8 @@ class Decrypted:
 
     message: Message
     content: content_pb2.Content
-    first_contact: bool
-    """True when the payload was a prekey message (the sender started a new session)."""
+    prekey_message: bool
+    """True for a prekey message: the sender's session is new or not yet answered by this device."""
 
 
 class DeviceClient:

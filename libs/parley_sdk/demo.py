@@ -72,7 +72,7 @@ def _deliver(data: bytes, devices: list[DeviceClient]) -> None:
     assert isinstance(message, Message)
     for device in devices:
         seen = device.decrypt(message)
-        first = " [new session: PQXDH prekey message]" if seen.first_contact else ""
+        first = " [prekey message: session not yet answered]" if seen.prekey_message else ""
         _say(f"{device.address} decrypted: {_describe(seen.content)}{first}")
 
 

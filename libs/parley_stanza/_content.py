@@ -24,7 +24,7 @@ MAX_TEXT_BYTES = 16 * 1024
 MAX_THUMBNAIL_BYTES = 8 * 1024
 MAX_EMOJI_CHARS = 16
 MAX_SNIPPET_CHARS = 512
-MEDIA_KEY_BYTES = 64  # AES-256 key followed by the HMAC-SHA256 key, as Signal's attachment keys are
+MEDIA_KEY_BYTES = 32  # the random key parley_crypto expands with HKDF into AES-256, HMAC-SHA256 and IV
 MEDIA_DIGEST_BYTES = 32  # SHA-256
 
 

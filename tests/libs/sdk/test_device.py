@@ -84,7 +84,7 @@ async def test_first_contact_uses_prekey_messages_then_ratchet_messages(cluster:
     await ben.publish_keys(1)
     first = await ben.encrypt(ana.user, _text("one"))
     assert [p.kind for p in first.payloads] == [PayloadKind.PREKEY]
-    assert ana.decrypt(first).first_contact
+    assert ana.decrypt(first).prekey_message
     answer = await ana.encrypt(ben.user, _text("two"))
     assert [p.kind for p in answer.payloads] == [PayloadKind.MESSAGE]
     assert ben.decrypt(answer).content.text.body == "two"

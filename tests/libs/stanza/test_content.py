@@ -21,7 +21,7 @@ def _media(**fields: object) -> content_pb2.Media:
     defaults: dict[str, object] = {
         "kind": content_pb2.MEDIA_KIND_IMAGE,
         "pointer": "https://media.gatekeeper.example/v1/att/7f3a",
-        "key": bytes(range(64)),
+        "key": bytes(range(32)),
         "digest": bytes(32),
         "size": 48213,
         "mime_type": "image/jpeg",

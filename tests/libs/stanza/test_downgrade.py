@@ -27,7 +27,7 @@ def _media(kind: content_pb2.MediaKind.ValueType) -> content_pb2.Content:
         media=content_pb2.Media(
             kind=kind,
             pointer="https://media.gatekeeper.example/v1/att/7f3a",
-            key=bytes(64),
+            key=bytes(32),
             digest=bytes(32),
             size=1000,
             mime_type="application/octet-stream",
