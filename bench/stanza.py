@@ -16,15 +16,11 @@ address normalized again by phonenumbers).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from benchlib import Figure, interleaved, parse_args, rate, write_results
 from lxml import etree  # type: ignore[import-untyped]  # lxml ships no stubs
 
-# Run as a script (python bench/stanza.py): the repository root must be importable for bench.benchlib.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.benchlib import Figure, interleaved, parse_args, rate, write_results
 from parley_stanza import Message, decode, encode
 from parley_stanza._address import _normalize_phone, address_cache
 from parley_stanza._codec import _PARSER
