@@ -7,7 +7,7 @@ stop, restart and inspect them; clients reach them over real gRPC on loopback.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -24,7 +24,7 @@ from parley.keydir.v1 import keydir_pb2_grpc
 from parley_identity.app import IdentitySettings, build_identity
 from parley_keydir.app import KeyDirectorySettings, build_keydir
 from parley_runtime.auth import mint_assertion
-from parley_runtime.config import load_settings
+from parley_runtime.config import SettingsT, load_settings
 from parley_runtime.server import GrpcServer
 from parley_runtime.telemetry import Telemetry
 
@@ -100,25 +100,38 @@ class Cluster:
             "shutdown_grace_s": 1.0,
         }
 
-    async def start_identity(self, **overrides: object) -> str:
-        """Starts an identity server; returns its target."""
-        settings = load_settings(IdentitySettings, **{**self._common(), **overrides})
-        server = await build_identity(settings, self.telemetry)
+    async def start(
+        self,
+        name: str,
+        settings_class: type[SettingsT],
+        build: Callable[[SettingsT, Telemetry], Awaitable[GrpcServer]],
+        **overrides: object,
+    ) -> str:
+        """Starts any service from its settings class and ``build`` function, registered under ``name``.
+
+        Settings get the cluster's Redis, tokens, port 0 and ``identity_target`` (when the class has it and
+        identity runs), then ``overrides``.
+
+        Returns:
+            The service's ``host:port``.
+        """
+        common = self._common()
+        if "identity_target" in settings_class.model_fields and "identity" in self.servers:
+            common["identity_target"] = self.target("identity")
+        settings = load_settings(settings_class, **{**common, **overrides})
+        server = await build(settings, self.telemetry)
         await server.start()
-        name = "identity" if "identity" not in self.servers else f"identity-{len(self.servers)}"
         self.servers[name] = server
         return f"127.0.0.1:{server.port}"
 
+    async def start_identity(self, **overrides: object) -> str:
+        """Starts an identity server (the first is "identity", later ones "identity-<n>"); returns its target."""
+        name = "identity" if "identity" not in self.servers else f"identity-{len(self.servers)}"
+        return await self.start(name, IdentitySettings, build_identity, **overrides)
+
     async def start_keydir(self, **overrides: object) -> str:
         """Starts a key directory wired to the first identity server; returns its target."""
-        settings = load_settings(
-            KeyDirectorySettings,
-            **{**self._common(), "identity_target": self.target("identity"), **overrides},
-        )
-        server = await build_keydir(settings, self.telemetry)
-        await server.start()
-        self.servers["keydir"] = server
-        return f"127.0.0.1:{server.port}"
+        return await self.start("keydir", KeyDirectorySettings, build_keydir, **overrides)
 
     def keydir(self) -> keydir_pb2_grpc.KeyDirectoryServiceStub:
         """A key-directory client stub."""
