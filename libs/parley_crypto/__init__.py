@@ -23,7 +23,14 @@ from parley_crypto._errors import (
     UntrustedIdentityError,
 )
 from parley_crypto._fingerprint import Fingerprint
-from parley_crypto._franking import FrankingTag, frank, stamp_commitment, verify_commitment, verify_report
+from parley_crypto._franking import (
+    FrankingTag,
+    frank,
+    franking_context,
+    stamp_commitment,
+    verify_commitment,
+    verify_report,
+)
 from parley_crypto._kdf import hkdf_sha256
 from parley_crypto._keys import (
     IdentityKeyPair,
@@ -119,6 +126,7 @@ __all__ = [
     "decrypt_attachment_stream",
     "encrypt_attachment",
     "frank",
+    "franking_context",
     "generate_kyber_prekey",
     "generate_prekeys",
     "generate_registration_id",

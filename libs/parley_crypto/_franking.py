@@ -53,6 +53,26 @@ def verify_commitment(plaintext: bytes, franking_key: bytes, commitment: bytes) 
         raise FrankingError("commitment does not match the plaintext")
 
 
+def franking_context(sender: str, recipient: str, timestamp_ms: int) -> bytes:
+    """The delivery context the relay stamps: sender device, recipient user and acceptance time.
+
+    Each text is length-prefixed so that no two (sender, recipient) pairs encode alike.
+
+    Args:
+        sender: the sending device's canonical address.
+        recipient: the recipient user's canonical address.
+        timestamp_ms: the relay's acceptance time, Unix milliseconds.
+    """
+    sender_bytes, recipient_bytes = sender.encode(), recipient.encode()
+    return (
+        len(sender_bytes).to_bytes(2, "big")
+        + sender_bytes
+        + len(recipient_bytes).to_bytes(2, "big")
+        + recipient_bytes
+        + timestamp_ms.to_bytes(8, "big")
+    )
+
+
 def stamp_commitment(relay_key: bytes, commitment: bytes, context: bytes) -> bytes:
     """The relay's stamp binding a commitment to its delivery context.
 

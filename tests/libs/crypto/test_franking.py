@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from parley_crypto import FrankingError, frank, stamp_commitment, verify_commitment, verify_report
+from parley_crypto import FrankingError, frank, franking_context, stamp_commitment, verify_commitment, verify_report
 
 RELAY_KEY = os.urandom(32)
 CONTEXT = b"sender=alice@birdy;recipient=bob@gk;ts=1700000000"
@@ -55,3 +55,9 @@ def test_wrong_lengths_are_rejected() -> None:
         verify_commitment(b"x", b"short", bytes(32))
     with pytest.raises(FrankingError):
         stamp_commitment(b"short relay key", bytes(32), CONTEXT)
+
+
+def test_franking_context_separates_fields_unambiguously() -> None:
+    assert franking_context("a/1", "bc", 5) != franking_context("a/1b", "c", 5)
+    assert franking_context("a/1", "b", 5) != franking_context("a/1", "b", 6)
+    assert franking_context("a/1", "b", 5)[-8:] == (5).to_bytes(8, "big")
