@@ -65,6 +65,44 @@ def user_key_requesters(address: str) -> str:
     return f"keys:{{{address}}}:requesters"
 
 
+# --- relay -------------------------------------------------------------------------------------------------
+
+
+def mailbox(address: str, device_id: int) -> str:
+    """STREAM: stanzas waiting for one device, in acceptance order; entry ids are delivery ids; trimmed by age."""
+    return f"mbox:{{{address}}}:{device_id}"
+
+
+def mailbox_channel(address: str, device_id: int) -> str:
+    """Pub/sub channel: a hint that the device's mailbox grew, or an ephemeral stanza (typing) for it."""
+    return f"mbox:{{{address}}}:{device_id}:hint"
+
+
+def accepted(address: str, sender: str, message_id: str) -> str:
+    """STRING with TTL (the mailbox retention): ``sender``'s message ``message_id`` was stored for ``address``."""
+    return f"seen:{{{address}}}:{sender}:{message_id}"
+
+
+def presence(address: str, device_id: int) -> str:
+    """STRING with a short TTL refreshed while the device holds a stream: the relay replica serving it."""
+    return f"presence:{{{address}}}:{device_id}"
+
+
+def media(media_id: str) -> str:
+    """HASH ``size``, ``sha256``, ``provider``, ``complete``: an uploaded blob's metadata; TTL = media retention."""
+    return f"media:{{{media_id}}}"
+
+
+def media_data(media_id: str) -> str:
+    """STRING: an uploaded blob's bytes (encrypted by the sender); TTL = media retention."""
+    return f"media:{{{media_id}}}:data"
+
+
+def media_quota(provider_id: str) -> str:
+    """STRING with a daily TTL: bytes of media a provider uploaded today."""
+    return f"mediaquota:{{{provider_id}}}"
+
+
 # --- shared -------------------------------------------------------------------------------------------------
 
 
@@ -81,3 +119,47 @@ def rate_limit(subject: str, bucket: str) -> str:
 def event_stream(domain: str) -> str:
     """STREAM: events a service emits (``identity``, ``keys``, ``relay``, ``moderation``); capped in length."""
     return f"events:{{{domain}}}"
+
+
+# --- notification -------------------------------------------------------------------------------------------
+
+
+def webhook(provider_id: str) -> str:
+    """HASH ``url``, ``secret``, ``registered_at_ms``: a provider's webhook and the secret that signs deliveries."""
+    return f"webhook:{{{provider_id}}}"
+
+
+def push_targets(address: str) -> str:
+    """HASH: device id -> the push token the user's provider registered for that device."""
+    return f"push:{{{address}}}"
+
+
+# The delivery queue is one slot, so that taking an event in (de-duplication, coalescing, queueing, notices)
+# is one atomic script. Notification traffic is one webhook call per event and provider, far below one slot's
+# capacity; the growth path is a slot per provider.
+NOTIFY_DUE = "notify:{queue}:due"
+"""ZSET: delivery id -> Unix ms when it is due (first attempt, retry, or lease expiry of an attempt in flight)."""
+
+NOTIFY_DEPTH = "notify:{queue}:depth"
+"""HASH: provider id -> deliveries queued for it (scheduled or in flight)."""
+
+NOTIFY_DEAD_LETTERS = "notify:{queue}:dead"
+"""STREAM: dead-lettered deliveries, with everything needed to redrive them."""
+
+NOTIFY_NOTICES = "notify:{queue}:notices"
+"""STREAM: notices for users (``user`` empty for every user), tailed by each replica for ``WatchNotices``."""
+
+
+def notify_delivery(delivery_id: str) -> str:
+    """HASH: one queued delivery (``provider``, ``type``, ``data``, ``occurred_at_ms``, ``attempts``, ...)."""
+    return f"notify:{{queue}}:d:{delivery_id}"
+
+
+def notify_seen(event_id: str) -> str:
+    """STRING with TTL: the event was taken in (consumers get events at least once)."""
+    return f"notify:{{queue}}:seen:{event_id}"
+
+
+def notify_wake(device: str) -> str:
+    """HASH with TTL ``until``, ``trailing``, ``trailing_due``: the coalescing window of one device's wake-ups."""
+    return f"notify:{{queue}}:wake:{device}"

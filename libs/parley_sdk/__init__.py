@@ -5,10 +5,23 @@
 - ``DeviceClient``: one device of one user: registration, key publication and refill, sessions, and end-to-end
   encryption of content messages into stanzas (and back).
 
-The relay client (send, connect, acknowledge, media) joins with the relay service.
+- ``RelayConnection`` / ``Incoming``: a device's relay stream (deliveries, acknowledgements, pipelined sends).
+- ``error_reason``: the machine-readable reason of a refused call.
 """
 
 from parley_sdk._device import Decrypted, DeviceClient, NotForThisDeviceError, bundle_from_proto
+from parley_sdk._errors import error_reason
 from parley_sdk._provider import Metadata, ProviderBackend
+from parley_sdk._relay import Incoming, RelayConnection
 
-__all__ = ["Decrypted", "DeviceClient", "Metadata", "NotForThisDeviceError", "ProviderBackend", "bundle_from_proto"]
+__all__ = [
+    "Decrypted",
+    "DeviceClient",
+    "Incoming",
+    "Metadata",
+    "NotForThisDeviceError",
+    "ProviderBackend",
+    "RelayConnection",
+    "bundle_from_proto",
+    "error_reason",
+]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from parley.content.v1 import content_pb2
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.keydir.v1 import keydir_pb2 as kd_pb
+from parley.relay.v1 import relay_pb2, relay_pb2_grpc
 from parley_crypto import (
     CiphertextMessage,
     IdentityKeyPair,
@@ -27,7 +28,8 @@ from parley_crypto import (
     process_prekey_bundle,
 )
 from parley_sdk._provider import ProviderBackend
-from parley_stanza import Address, Message, Payload, PayloadKind, decode_content, encode_content
+from parley_sdk._relay import RelayConnection
+from parley_stanza import Address, Message, Payload, PayloadKind, Stanza, decode_content, encode, encode_content
 from parley_stanza import MessageType as StanzaType
 
 _KIND_BY_TYPE = {MessageType.PREKEY: PayloadKind.PREKEY, MessageType.WHISPER: PayloadKind.MESSAGE}
@@ -220,6 +222,26 @@ class DeviceClient:
             payloads=tuple(payloads),
             receipt_requested=True,
         )
+
+    def _relay(self) -> relay_pb2_grpc.RelayServiceStub:
+        if self.backend.relay is None:
+            raise RuntimeError("the provider backend was created without a relay_target")
+        return self.backend.relay
+
+    async def send(self, stanza: Stanza) -> relay_pb2.SendResponse:
+        """Sends one stanza through the relay (unary ``Send``).
+
+        Raises:
+            grpc.aio.AioRpcError: refused; ``parley_sdk.error_reason`` reads the machine-readable reason.
+        """
+        response: relay_pb2.SendResponse = await self._relay().Send(
+            relay_pb2.SendRequest(stanza=encode(stanza)), metadata=self._credentials()
+        )
+        return response
+
+    def connect(self) -> RelayConnection:
+        """The device's relay stream (``async with device.connect() as connection: ...``)."""
+        return RelayConnection(self._relay(), self._credentials())
 
     def decrypt(self, message: Message) -> Decrypted:
         """Decrypts this device's payload of ``message``.

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from parley.identity.v1 import identity_pb2_grpc
 from parley.keydir.v1 import keydir_pb2_grpc
+from parley.relay.v1 import relay_pb2_grpc
 from parley_runtime.auth import mint_assertion
 
 Metadata = tuple[tuple[str, str], ...]
@@ -25,6 +26,7 @@ class ProviderBackend:
         signing_key: the provider's Ed25519 private key.
         identity_target: ``host:port`` of the identity service.
         keydir_target: ``host:port`` of the key directory.
+        relay_target: ``host:port`` of the relay, when the backend sends and receives messages.
         audience: the gatekeeper's audience (``PARLEY_AUDIENCE`` of the services).
         assertion_lifetime_s: lifetime of each assertion.
     """
@@ -36,6 +38,7 @@ class ProviderBackend:
         *,
         identity_target: str,
         keydir_target: str,
+        relay_target: str | None = None,
         audience: str = "parley",
         assertion_lifetime_s: int = 60,
     ) -> None:
@@ -46,6 +49,10 @@ class ProviderBackend:
         self._channels = [grpc.aio.insecure_channel(identity_target), grpc.aio.insecure_channel(keydir_target)]
         self.identity = identity_pb2_grpc.IdentityServiceStub(self._channels[0])
         self.keydir = keydir_pb2_grpc.KeyDirectoryServiceStub(self._channels[1])
+        self.relay: relay_pb2_grpc.RelayServiceStub | None = None
+        if relay_target is not None:
+            self._channels.append(grpc.aio.insecure_channel(relay_target))
+            self.relay = relay_pb2_grpc.RelayServiceStub(self._channels[-1])
 
     @property
     def public_key(self) -> bytes:

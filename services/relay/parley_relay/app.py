@@ -1,0 +1,125 @@
+"""Wiring of the relay: settings -> Redis, identity and moderation channels -> store, hub -> handler -> server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import socket
+
+from pydantic import Field, field_validator
+
+from parley.common.v1.common_pb2 import ProviderStatus
+from parley.relay.v1 import relay_pb2_grpc
+from parley_relay.connection import StreamSettings
+from parley_relay.handler import RelayHandler, RelayLimits, SendPolicy
+from parley_relay.hub import MailboxHub
+from parley_relay.identity_client import CachingRecipientResolver
+from parley_relay.media import MediaHandler, MediaLimits
+from parley_relay.moderation_client import ModerationPolicy, NoModeration
+from parley_relay.servicer import ACCESS, SERVICE_NAME, RelayServicer
+from parley_relay.store import RedisMailboxStore
+from parley_runtime.auth import Authenticator
+from parley_runtime.clients import internal_channel
+from parley_runtime.config import ServiceSettings
+from parley_runtime.events import EventPublisher
+from parley_runtime.providers import RedisReplayGuard, WatchedProviderDirectory
+from parley_runtime.redis_client import connect
+from parley_runtime.server import GrpcServer, ServiceDefinition
+from parley_runtime.telemetry import Telemetry
+from parley_stanza import Limits
+
+
+class RelaySettings(ServiceSettings):
+    """Relay settings (``PARLEY_*`` environment variables; see the service README)."""
+
+    port: int = Field(7100, ge=0, le=65535, description="gRPC port.")
+    identity_target: str = Field("127.0.0.1:7101", min_length=1, description="Identity service host:port.")
+    moderation_target: str = Field("", description="Moderation service host:port; empty: no moderation checks.")
+    franking_key: str = Field("", description="Base64 of the >= 32-byte key stamping franking commitments.")
+    max_stanza_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest stanza.")
+    retention_s: int = Field(30 * 86_400, ge=60, le=365 * 86_400, description="How long undelivered stanzas wait.")
+    recipient_cache_s: float = Field(1.0, ge=0, le=60, description="Reuse of identity's recipient answers.")
+    stream_window: int = Field(256, ge=1, le=100_000, description="Unacknowledged deliveries per stream.")
+    stream_poll_s: float = Field(2.0, gt=0, le=60, description="Mailbox re-read interval of idle streams.")
+    max_media_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024, description="Largest blob.")
+    media_retention_s: int = Field(30 * 86_400, ge=60, le=365 * 86_400, description="How long blobs live.")
+    media_daily_quota_bytes: int = Field(10 * 1024**3, ge=1024, description="Bytes a provider may upload per day.")
+    replica: str = Field(default_factory=socket.gethostname, min_length=1, description="This replica's name.")
+    startup_timeout_s: float = Field(30.0, gt=0, le=600, description="Wait for identity's provider list at start.")
+
+    @field_validator("franking_key")
+    @classmethod
+    def _franking_key_is_base64(cls, value: str) -> str:
+        if value:
+            try:
+                key = base64.b64decode(value, validate=True)
+            except binascii.Error:
+                raise ValueError("must be base64") from None
+            if len(key) < 32:
+                raise ValueError("must decode to at least 32 bytes")
+        return value
+
+
+async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServer:
+    """Creates the relay server (not started); waits for identity's provider snapshot first."""
+    client = connect(settings.redis_url, max_connections=settings.redis_max_connections)
+    token = settings.internal_token.get_secret_value()
+    identity = internal_channel(settings.identity_target, internal_token=token, telemetry=telemetry)
+    channels = [identity]
+    providers = WatchedProviderDirectory(identity)
+    providers.start()
+    async with asyncio.timeout(settings.startup_timeout_s):
+        await providers.wait_ready()
+    policy: SendPolicy = NoModeration()
+    if settings.moderation_target:
+        moderation = internal_channel(settings.moderation_target, internal_token=token, telemetry=telemetry)
+        channels.append(moderation)
+        policy = ModerationPolicy(moderation)
+    store = RedisMailboxStore(client)
+    hub = MailboxHub(client)
+    await hub.start()
+    handler = RelayHandler(
+        store,
+        CachingRecipientResolver(identity, ttl_s=settings.recipient_cache_s),
+        policy,
+        EventPublisher(client, "relay"),
+        franking_key=base64.b64decode(settings.franking_key) if settings.franking_key else b"",
+        limits=RelayLimits(
+            stanza=Limits(max_bytes=settings.max_stanza_bytes), retention_ms=settings.retention_s * 1000
+        ),
+        meter=telemetry.meter("parley.relay"),
+    )
+
+    def approved(provider_id: str) -> bool:
+        record = providers.get(provider_id)
+        return record is not None and record.status == ProviderStatus.PROVIDER_STATUS_APPROVED
+
+    servicer = RelayServicer(
+        handler,
+        hub,
+        MediaHandler(
+            client,
+            MediaLimits(
+                max_bytes=settings.max_media_bytes,
+                retention_s=settings.media_retention_s,
+                daily_quota_bytes=settings.media_daily_quota_bytes,
+            ),
+        ),
+        StreamSettings(window=settings.stream_window, poll_interval_s=settings.stream_poll_s, replica=settings.replica),
+        approved,
+    )
+
+    async def close_channels() -> None:
+        for channel in channels:
+            await channel.close()
+
+    definition = ServiceDefinition(
+        name="relay",
+        service_names=[SERVICE_NAME],
+        register=lambda server: relay_pb2_grpc.add_RelayServiceServicer_to_server(servicer, server),
+        access=ACCESS,
+        on_stop=[hub.stop, providers.stop, close_channels, client.aclose],
+    )
+    authenticator = Authenticator.from_settings(settings, providers, RedisReplayGuard(client))
+    return GrpcServer(settings, definition, authenticator, telemetry)

@@ -1,0 +1,334 @@
+"""Relay rules: what may be sent, to which devices it goes, and what an acknowledgement does. No gRPC here.
+
+A stanza is checked completely (safe parsing, sender = authenticated device, recipient reachable, moderation,
+exact device list) before anything is stored, so a refused stanza changes nothing. Accepted stanzas are stored
+once per target device (the recipient's devices and the sender's other devices) by one atomic script per user.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from opentelemetry import metrics
+
+from parley.common.v1.common_pb2 import ErrorReason
+from parley.events.v1.events_pb2 import Event, MessageWaiting
+from parley.identity.v1.identity_pb2 import Reachability
+from parley_crypto import franking_context, stamp_commitment
+from parley_relay.store import MailboxStore, StoredStanza
+from parley_runtime.errors import Code, ParleyError, invalid_field, not_found
+from parley_runtime.events import EventPublisher
+from parley_stanza import (
+    Address,
+    ChatState,
+    Franking,
+    LimitExceededError,
+    Limits,
+    Message,
+    MessageType,
+    Receipt,
+    ReceiptType,
+    StanzaError,
+    decode,
+    encode,
+)
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SendDecision:
+    """Moderation's decision on one send."""
+
+    deliver: bool = True
+
+
+class SendPolicy(Protocol):
+    """Moderation: may ``sender`` send to ``recipient`` now? (see ``moderation_client``)."""
+
+    async def check(self, sender: Address, recipient: Address, fan_out: int) -> SendDecision:
+        """The decision; raises ``ParleyError`` when the send is refused (rate limited, suspended, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """What identity says about a recipient user, as the relay needs it."""
+
+    reachability: Reachability.ValueType
+    device_ids: tuple[int, ...]
+
+
+class RecipientResolver(Protocol):
+    """Identity's view of recipients (see ``identity_client``)."""
+
+    async def resolve(self, sender: Address, recipient: Address) -> Recipient:
+        """Reachability of ``recipient`` for ``sender`` and the recipient's device ids."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The outcome of an accepted stanza."""
+
+    message_id: str
+    ts: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RelayLimits:
+    """Configurable bounds of the relay rules."""
+
+    stanza: Limits = field(default_factory=Limits)
+    retention_ms: int = 30 * 24 * 3600 * 1000
+
+
+class RelayHandler:
+    """The relay's domain logic.
+
+    Args:
+        store: mailboxes.
+        recipients: identity's view of recipients.
+        policy: moderation.
+        events: publisher for the ``relay`` event stream (``message_waiting``).
+        franking_key: the relay's secret stamping key (shared with moderation), or b"" to not stamp.
+        limits: configurable bounds.
+        meter: for relay counters.
+        clock: seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        store: MailboxStore,
+        recipients: RecipientResolver,
+        policy: SendPolicy,
+        events: EventPublisher,
+        *,
+        franking_key: bytes,
+        limits: RelayLimits,
+        meter: metrics.Meter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._recipients = recipients
+        self._policy = policy
+        self._events = events
+        self._franking_key = franking_key
+        self._limits = limits
+        self._clock = clock
+        self._accepted = meter.create_counter("relay.stanzas.accepted", unit="{stanza}", description="Accepted")
+        self._refused = meter.create_counter("relay.stanzas.refused", unit="{stanza}", description="Refused")
+        self._stored = meter.create_counter("relay.copies.stored", unit="{copy}", description="Mailbox copies")
+
+    @property
+    def store(self) -> MailboxStore:
+        """The mailbox store (streams read and acknowledge through it)."""
+        return self._store
+
+    # --- sending -----------------------------------------------------------------------------------------------
+
+    async def send(self, device: Address, data: bytes) -> Accepted:
+        """Accepts one stanza from ``device``.
+
+        Raises:
+            ParleyError: INVALID_ARGUMENT / MALFORMED_STANZA or TOO_LARGE; PERMISSION_DENIED / SPOOFED_SENDER;
+                NOT_FOUND / USER_NOT_FOUND; FAILED_PRECONDITION / READ_ONLY_CHAT or STALE_DEVICES; whatever
+                moderation refuses with.
+        """
+        try:
+            result = await self._send(device, data)
+        except ParleyError as error:
+            self._refused.add(1, {"reason": error.reason_name})
+            raise
+        self._accepted.add(1, {"duplicate": result.duplicate})
+        return result
+
+    async def _send(self, device: Address, data: bytes) -> Accepted:
+        stanza = self._decode(data)
+        if stanza.sender != device:
+            raise ParleyError(
+                Code.PERMISSION_DENIED,
+                ErrorReason.ERROR_REASON_SPOOFED_SENDER,
+                f"the stanza's sender {stanza.sender} is not the authenticated device {device}",
+            )
+        if isinstance(stanza, Message):
+            return await self._send_message(device, stanza, data)
+        if isinstance(stanza, Receipt):
+            return await self._send_receipt(device, stanza, data)
+        if isinstance(stanza, ChatState):
+            return await self._send_chat_state(device, stanza, data)
+        raise invalid_field("stanza", f"{type(stanza).__name__} stanzas are not accepted from clients")
+
+    def _decode(self, data: bytes) -> Message | Receipt | ChatState:
+        try:
+            stanza = decode(data, self._limits.stanza)
+        except LimitExceededError as exc:
+            raise ParleyError(
+                Code.INVALID_ARGUMENT, ErrorReason.ERROR_REASON_TOO_LARGE, f"stanza: {exc}", limit=exc.limit
+            ) from None
+        except StanzaError as exc:
+            raise ParleyError(
+                Code.INVALID_ARGUMENT, ErrorReason.ERROR_REASON_MALFORMED_STANZA, f"stanza: {exc}"
+            ) from None
+        if not isinstance(stanza, Message | Receipt | ChatState):
+            raise invalid_field("stanza", f"{type(stanza).__name__} stanzas are not accepted from clients")
+        return stanza
+
+    async def _reach(self, sender: Address, recipient: Address) -> tuple[int, ...]:
+        """The recipient's device ids, or the refusal identity's verdict calls for."""
+        verdict = await self._recipients.resolve(sender, recipient)
+        if verdict.reachability == Reachability.REACHABILITY_REACHABLE:
+            return verdict.device_ids
+        if verdict.reachability == Reachability.REACHABILITY_READ_ONLY:
+            raise ParleyError(
+                Code.FAILED_PRECONDITION,
+                ErrorReason.ERROR_REASON_READ_ONLY_CHAT,
+                "the recipient turned third-party chats off; this chat is read-only",
+            )
+        raise not_found(ErrorReason.ERROR_REASON_USER_NOT_FOUND, "this user cannot be found")
+
+    async def _own_other_devices(self, device: Address) -> tuple[int, ...]:
+        own = await self._recipients.resolve(device, device.user)
+        return tuple(d for d in own.device_ids if d != device.device)
+
+    async def _send_message(self, device: Address, message: Message, data: bytes) -> Accepted:
+        if message.type is not MessageType.CHAT or message.recipient is None:
+            raise invalid_field("type", "only chat messages are relayed so far (groups come with sender keys)")
+        recipient = message.recipient
+        recipient_devices = await self._reach(device, recipient)
+        own_devices = await self._own_other_devices(device) if recipient != device.user else ()
+        if recipient == device.user:
+            recipient_devices = tuple(d for d in recipient_devices if d != device.device)
+        _check_devices(message, recipient, recipient_devices, device.user, own_devices)
+        decision = await self._policy.check(device, recipient, len(recipient_devices) + len(own_devices))
+        ts = int(self._clock() * 1000)
+        forwarded = self._stamp(message, recipient, ts) or data
+        first = await self._store_for(
+            recipient, recipient_devices if decision.deliver else (), forwarded, message, ts, device
+        )
+        own = await self._store_for(device.user, own_devices, forwarded, message, ts, device)
+        accepted = first if first is not None else own
+        if accepted is None:  # no device to deliver to at all: an empty fan-out is still an acceptance
+            return Accepted(message.id, ts, False)
+        return Accepted(message.id, accepted.ts, accepted.duplicate)
+
+    def _stamp(self, message: Message, recipient: Address, ts: int) -> bytes | None:
+        """The stanza with the relay's franking stamp added, when it carries a commitment."""
+        if message.franking is None or not self._franking_key:
+            return None
+        context = franking_context(str(message.sender), str(recipient), ts)
+        stamp = stamp_commitment(self._franking_key, message.franking.commitment, context)
+        stamped = Message(
+            id=message.id,
+            sender=message.sender,
+            recipient=message.recipient,
+            ts=message.ts,
+            type=message.type,
+            payloads=message.payloads,
+            group=message.group,
+            franking=Franking(message.franking.commitment, stamp),
+            receipt_requested=message.receipt_requested,
+        )
+        return encode(stamped)
+
+    async def _store_for(
+        self,
+        user: Address,
+        device_ids: Sequence[int],
+        data: bytes,
+        stanza: Message | Receipt,
+        ts: int,
+        sender: Address,
+    ) -> Accepted | None:
+        if not device_ids:
+            return None
+        result = await self._store.store(
+            str(user),
+            device_ids,
+            stanza=data,
+            ts=ts,
+            message_id=stanza.id,
+            sender=str(sender),
+            receipt_requested=isinstance(stanza, Message) and stanza.receipt_requested,
+            retention_ms=self._limits.retention_ms,
+        )
+        if not result.duplicate:
+            self._stored.add(len(device_ids))
+            for device_id, pending in result.offline:
+                await self._events.publish(
+                    Event(message_waiting=MessageWaiting(address=str(user.with_device(device_id)), pending=pending))
+                )
+        return Accepted(stanza.id, result.ts, result.duplicate)
+
+    async def _send_receipt(self, device: Address, receipt: Receipt, data: bytes) -> Accepted:
+        recipient_devices = await self._reach(device, receipt.recipient)
+        own_devices = await self._own_other_devices(device)
+        ts = int(self._clock() * 1000)
+        first = await self._store_for(receipt.recipient, recipient_devices, data, receipt, ts, device)
+        await self._store_for(device.user, own_devices, data, receipt, ts, device)
+        return Accepted(receipt.id, first.ts if first else ts, first.duplicate if first else False)
+
+    async def _send_chat_state(self, device: Address, state: ChatState, data: bytes) -> Accepted:
+        if state.recipient is None:
+            raise invalid_field("group", "group typing indicators come with groups")
+        recipient_devices = await self._reach(device, state.recipient)
+        # Typing is never stored: only streams open right now see it.
+        await self._store.publish_ephemeral(str(state.recipient), recipient_devices, data)
+        return Accepted(state.id, int(self._clock() * 1000), False)
+
+    # --- acknowledgements ---------------------------------------------------------------------------------------
+
+    async def acknowledge(self, device: Address, delivered: Iterable[StoredStanza]) -> None:
+        """Drops acknowledged copies and sends delivery receipts for messages that asked for them.
+
+        Args:
+            device: the acknowledging device.
+            delivered: the acknowledged entries as they were delivered on this stream.
+        """
+        entries = list(delivered)
+        assert device.device is not None
+        await self._store.acknowledge(str(device.user), device.device, [e.delivery_id for e in entries])
+        wanted: dict[str, list[str]] = {}
+        for entry in entries:
+            if entry.receipt_requested:
+                wanted.setdefault(entry.sender, []).append(entry.message_id)
+        for sender_text, message_ids in wanted.items():
+            sender = Address.parse(sender_text)
+            receipt = Receipt(
+                id=f"dr{secrets.token_hex(8)}",
+                sender=device,
+                recipient=sender.user,
+                ts=int(self._clock() * 1000),
+                type=ReceiptType.DELIVERY,
+                message_ids=tuple(dict.fromkeys(message_ids)),
+            )
+            try:
+                await self._send_receipt(device, receipt, encode(receipt))
+            except ParleyError as error:
+                # The sender became unreachable meanwhile (blocked, opted out): the receipt is dropped.
+                _log.info("delivery receipt dropped: %s", error.reason_name)
+
+
+def _check_devices(
+    message: Message,
+    recipient: Address,
+    recipient_devices: Sequence[int],
+    sender: Address,
+    own_devices: Sequence[int],
+) -> None:
+    """Refuses a message whose payloads are not exactly one per current target device (as Signal-Server does)."""
+    expected = {recipient.with_device(d) for d in recipient_devices} | {sender.with_device(d) for d in own_devices}
+    given = {payload.device for payload in message.payloads}
+    missing, stale = expected - given, given - expected
+    if missing or stale:
+        raise ParleyError(
+            Code.FAILED_PRECONDITION,
+            ErrorReason.ERROR_REASON_STALE_DEVICES,
+            "the message's device payloads do not match the current devices; fetch keys and retry",
+            missing_devices=",".join(sorted(map(str, missing))),
+            stale_devices=",".join(sorted(map(str, stale))),
+        )

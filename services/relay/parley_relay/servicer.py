@@ -1,0 +1,102 @@
+"""gRPC face of the relay: Send, Connect streams and the media proxy."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import grpc.aio
+
+from parley.common.v1.common_pb2 import ErrorReason
+from parley.relay.v1 import relay_pb2 as pb
+from parley.relay.v1 import relay_pb2_grpc
+from parley_relay.connection import DeviceStream, StreamSettings
+from parley_relay.handler import RelayHandler
+from parley_relay.hub import MailboxHub
+from parley_relay.media import MediaHandler
+from parley_runtime.auth import Access, UserPrincipal
+from parley_runtime.errors import invalid_field, permission_denied
+from parley_runtime.interceptors import current_principal
+from parley_stanza import Address
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RelayService"].full_name
+
+ACCESS = {f"/{SERVICE_NAME}/{method}": Access.DEVICE for method in ("Send", "Connect", "UploadMedia", "DownloadMedia")}
+"""Every relay RPC acts for one device."""
+
+
+def _principal() -> UserPrincipal:
+    principal = current_principal()
+    if not isinstance(principal, UserPrincipal) or principal.device_id is None:
+        raise permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, "this call needs a device assertion")
+    return principal
+
+
+class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
+    """Implements ``parley.relay.v1.RelayService``.
+
+    Args:
+        handler: relay rules.
+        hub: this replica's mailbox hints.
+        media: the media proxy.
+        streams: bounds and timings of device streams.
+        provider_approved: whether a provider may still use open streams (the kill switch).
+    """
+
+    def __init__(
+        self,
+        handler: RelayHandler,
+        hub: MailboxHub,
+        media: MediaHandler,
+        streams: StreamSettings,
+        provider_approved: Callable[[str], bool],
+    ) -> None:
+        self._handler = handler
+        self._hub = hub
+        self._media = media
+        self._streams = streams
+        self._provider_approved = provider_approved
+
+    async def Send(self, request: pb.SendRequest, context: grpc.aio.ServicerContext) -> pb.SendResponse:
+        accepted = await self._handler.send(_principal().device, request.stanza)
+        return pb.SendResponse(
+            message_id=accepted.message_id, server_timestamp_ms=accepted.ts, duplicate=accepted.duplicate
+        )
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[pb.ConnectRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ConnectResponse]:
+        principal = _principal()
+        device: Address = principal.device
+        stream = DeviceStream(
+            self._handler,
+            self._hub,
+            device,
+            self._streams,
+            allowed=lambda: self._provider_approved(principal.provider_id),
+        )
+        async for frame in stream.run(request_iterator):
+            yield frame
+
+    async def UploadMedia(
+        self, request_iterator: AsyncIterator[pb.UploadMediaRequest], context: grpc.aio.ServicerContext
+    ) -> pb.UploadMediaResponse:
+        principal = _principal()
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise invalid_field("header", "the first message of an upload is its header")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for request in request_iterator:
+                if request.WhichOneof("part") != "chunk":
+                    raise invalid_field("header", "only the first message is a header")
+                yield request.chunk
+
+        uploaded = await self._media.upload(principal.provider_id, first.header.size, first.header.sha256, chunks())
+        return pb.UploadMediaResponse(media_id=uploaded.media_id, expires_at_ms=uploaded.expires_at_ms)
+
+    async def DownloadMedia(
+        self, request: pb.DownloadMediaRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DownloadMediaResponse]:
+        _principal()
+        async for offset, chunk, total in self._media.download(request.media_id, request.offset, request.length):
+            yield pb.DownloadMediaResponse(offset=offset, chunk=chunk, total_size=total)

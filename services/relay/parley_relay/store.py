@@ -1,0 +1,156 @@
+"""Relay state: durable per-device mailboxes (Redis streams), acceptance markers, presence, mailbox hints.
+
+Every copy of a stanza for one user is written by one atomic script (``lua/store_stanza.lua``) together with the
+marker that makes a resend store nothing, so a relay dying at any point loses nothing and duplicates nothing.
+A device's mailbox entry stays until that device acknowledges it or the retention passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from parley_runtime import redis_keys
+from parley_runtime.redis_client import Redis, load_script
+
+EPHEMERAL_PREFIX = b"e"
+"""A mailbox-channel message starting with this byte carries an ephemeral stanza (typing) after it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStanza:
+    """One mailbox entry.
+
+    Attributes:
+        delivery_id: the stream entry id; what the device acknowledges.
+        stanza: the stanza bytes.
+        ts: acceptance time, Unix ms.
+        message_id: the stanza's id.
+        sender: the sending device's address.
+        receipt_requested: whether the sender asked for receipts.
+    """
+
+    delivery_id: str
+    stanza: bytes
+    ts: int
+    message_id: str
+    sender: str
+    receipt_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """Outcome of storing one stanza for one user's devices."""
+
+    duplicate: bool
+    ts: int
+    offline: tuple[tuple[int, int], ...] = ()
+    """(device id, mailbox length) of the target devices without a live stream."""
+
+
+class MailboxStore(Protocol):
+    """Storage of the relay."""
+
+    async def store(
+        self,
+        user: str,
+        device_ids: Sequence[int],
+        *,
+        stanza: bytes,
+        ts: int,
+        message_id: str,
+        sender: str,
+        receipt_requested: bool,
+        retention_ms: int,
+    ) -> StoreResult:
+        """Stores ``stanza`` once for the given devices of ``user`` (idempotent per sender and id)."""
+
+    async def read(self, user: str, device_id: int, after: str, count: int) -> list[StoredStanza]:
+        """Up to ``count`` entries after delivery id ``after`` ("0-0" for the start), oldest first."""
+
+    async def acknowledge(self, user: str, device_id: int, delivery_ids: Sequence[str]) -> int:
+        """Drops acknowledged entries; returns how many existed."""
+
+    async def publish_ephemeral(self, user: str, device_ids: Sequence[int], stanza: bytes) -> None:
+        """Hands a stanza that is never stored (typing) to whichever replica streams to each device."""
+
+    async def mark_present(self, user: str, device_id: int, replica: str, ttl_ms: int) -> None:
+        """Records that ``replica`` holds a stream to the device, for ``ttl_ms``."""
+
+    async def mark_absent(self, user: str, device_id: int, replica: str) -> None:
+        """Clears the device's presence if ``replica`` still holds it."""
+
+    async def pending(self, user: str, device_id: int) -> int:
+        """Entries waiting in the device's mailbox."""
+
+
+class RedisMailboxStore:
+    """:class:`MailboxStore` on Redis streams."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._store = load_script(client, "parley_relay", "store_stanza")
+
+    async def store(
+        self,
+        user: str,
+        device_ids: Sequence[int],
+        *,
+        stanza: bytes,
+        ts: int,
+        message_id: str,
+        sender: str,
+        receipt_requested: bool,
+        retention_ms: int,
+    ) -> StoreResult:
+        keys = [redis_keys.accepted(user, sender, message_id)]
+        keys += [redis_keys.mailbox(user, device) for device in device_ids]
+        keys += [redis_keys.presence(user, device) for device in device_ids]
+        channels = [redis_keys.mailbox_channel(user, device) for device in device_ids]
+        result: list[Any] = await self._store(
+            keys=keys,
+            args=[stanza, ts, message_id, sender, "1" if receipt_requested else "0", retention_ms, *channels],
+        )
+        if not int(result[0]):
+            return StoreResult(duplicate=True, ts=int(result[1]))
+        offline = tuple((device_ids[int(result[i]) - 1], int(result[i + 1])) for i in range(2, len(result), 2))
+        return StoreResult(duplicate=False, ts=int(result[1]), offline=offline)
+
+    async def read(self, user: str, device_id: int, after: str, count: int) -> list[StoredStanza]:
+        start = "-" if after == "0-0" else f"({after}"
+        entries: Any = await self._client.xrange(redis_keys.mailbox(user, device_id), start, "+", count)
+        return [
+            StoredStanza(
+                delivery_id=entry_id.decode(),
+                stanza=fields[b"s"],
+                ts=int(fields[b"t"]),
+                message_id=fields[b"m"].decode(),
+                sender=fields[b"f"].decode(),
+                receipt_requested=fields[b"r"] == b"1",
+            )
+            for entry_id, fields in entries
+        ]
+
+    async def acknowledge(self, user: str, device_id: int, delivery_ids: Sequence[str]) -> int:
+        if not delivery_ids:
+            return 0
+        return int(await self._client.xdel(redis_keys.mailbox(user, device_id), *delivery_ids))
+
+    async def publish_ephemeral(self, user: str, device_ids: Sequence[int], stanza: bytes) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for device in device_ids:
+                pipe.publish(redis_keys.mailbox_channel(user, device), EPHEMERAL_PREFIX + stanza)
+            await pipe.execute()
+
+    async def mark_present(self, user: str, device_id: int, replica: str, ttl_ms: int) -> None:
+        await self._client.set(redis_keys.presence(user, device_id), replica, px=ttl_ms)
+
+    async def mark_absent(self, user: str, device_id: int, replica: str) -> None:
+        key = redis_keys.presence(user, device_id)
+        # Only our own mark: the device may already stream from another replica.
+        if await self._client.get(key) == replica.encode():
+            await self._client.delete(key)
+
+    async def pending(self, user: str, device_id: int) -> int:
+        return int(await self._client.xlen(redis_keys.mailbox(user, device_id)))
