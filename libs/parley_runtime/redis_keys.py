@@ -103,6 +103,63 @@ def media_quota(provider_id: str) -> str:
     return f"mediaquota:{{{provider_id}}}"
 
 
+# --- moderation -------------------------------------------------------------------------------------------
+
+
+def blocks(address: str) -> str:
+    """ZSET (all scores 0, ordered by member): the user addresses this user blocked."""
+    return f"mod:{{{address}}}:blocks"
+
+
+def contacts(address: str) -> str:
+    """ZSET: users who sent to this user, scored by the last send (Unix ms); bounded, with TTL."""
+    return f"mod:{{{address}}}:contacts"
+
+
+def sender_restriction(address: str) -> str:
+    """STRING with TTL: the user may not send until it expires; the value says why."""
+    return f"mod:{{{address}}}:restricted"
+
+
+def verified_reporters(address: str) -> str:
+    """ZSET: users whose reports against this user verified, scored by report time (Unix ms); TTL'd."""
+    return f"mod:{{{address}}}:reporters"
+
+
+def provider_quota(provider_id: str) -> str:
+    """HASH ``window`` (index of the current quota window), ``used`` (device copies sent in it); TTL'd."""
+    return f"mod:{{{provider_id}}}:quota"
+
+
+def provider_breaker(provider_id: str) -> str:
+    """HASH ``since``, ``failures``, ``open_until`` (Unix ms): a provider's circuit breaker; TTL'd."""
+    return f"mod:{{{provider_id}}}:breaker"
+
+
+# Reports are few next to messages and reviewed as one queue: they share the `{reports}` slot, so that storing
+# one with its indexes and audit trail is one script.
+
+
+def report(report_id: str) -> str:
+    """HASH: one report (``reporter``, ``sender``, ``message_id``, ``verified``, ``category``, ``outcome``, ...)."""
+    return f"mod:{{reports}}:{report_id}"
+
+
+def report_audit(report_id: str) -> str:
+    """LIST: a report's audit entries, oldest first (JSON ``at_ms``, ``actor``, ``action``)."""
+    return f"mod:{{reports}}:{report_id}:audit"
+
+
+REPORT_INDEX = "mod:{reports}:all"
+"""ZSET (all scores 0): every report id; ids sort by creation time."""
+
+OPEN_REPORT_INDEX = "mod:{reports}:open"
+"""ZSET (all scores 0): ids of reports awaiting review."""
+
+REPORT_IDS = "mod:{reports}:ids"
+"""HASH: ``reporter`` NUL ``sender`` NUL ``message id`` -> report id, so a repeated report finds the first one."""
+
+
 # --- shared -------------------------------------------------------------------------------------------------
 
 
