@@ -141,7 +141,7 @@ def provider_breaker(provider_id: str) -> str:
 
 
 def report(report_id: str) -> str:
-    """HASH: one report (``reporter``, ``sender``, ``message_id``, ``verified``, ``category``, ``outcome``, ...)."""
+    """HASH: one report (``reporter``, ``sender``, ``message_id``, ``verified``, ``outcome``, ...); no TTL (audit)."""
     return f"mod:{{reports}}:{report_id}"
 
 
@@ -151,13 +151,10 @@ def report_audit(report_id: str) -> str:
 
 
 REPORT_INDEX = "mod:{reports}:all"
-"""ZSET (all scores 0): every report id; ids sort by creation time."""
+"""ZSET (all scores 0): every report as ``<created at, Unix ms, 13 digits>:<report id>``, so members sort by time."""
 
 OPEN_REPORT_INDEX = "mod:{reports}:open"
-"""ZSET (all scores 0): ids of reports awaiting review."""
-
-REPORT_IDS = "mod:{reports}:ids"
-"""HASH: ``reporter`` NUL ``sender`` NUL ``message id`` -> report id, so a repeated report finds the first one."""
+"""ZSET (all scores 0): reports awaiting review, members as in :data:`REPORT_INDEX`."""
 
 
 # --- shared -------------------------------------------------------------------------------------------------
