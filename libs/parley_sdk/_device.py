@@ -7,6 +7,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import grpc.aio
+
 from parley.content.v1 import content_pb2
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.keydir.v1 import keydir_pb2 as kd_pb
@@ -27,6 +29,7 @@ from parley_crypto import (
     generate_signed_prekey,
     process_prekey_bundle,
 )
+from parley_sdk._errors import error_reason
 from parley_sdk._provider import ProviderBackend
 from parley_sdk._relay import RelayConnection
 from parley_stanza import Address, Message, Payload, PayloadKind, Stanza, decode_content, encode, encode_content
@@ -70,6 +73,8 @@ class DeviceClient:
         self.device_id = device.device
         self.store = store
         self._next_prekey_id = 1
+        # Device lists of the users this device talks to; refreshed when the relay answers STALE_DEVICES.
+        self._devices: dict[Address, list[Address]] = {}
         self.sent = 0
         self.decrypted = 0
 
@@ -175,6 +180,9 @@ class DeviceClient:
         return response
 
     async def _devices_of(self, user: Address) -> list[Address]:
+        cached = self._devices.get(user)
+        if cached is not None:
+            return cached
         if user == self.user:
             response = await self.backend.identity.ListDevices(
                 id_pb.ListDevicesRequest(), metadata=self.backend.credentials(str(user))
@@ -182,7 +190,14 @@ class DeviceClient:
             ids = [d.device_id for d in response.devices if d.device_id != self.device_id]
         else:
             ids = [d.device_id for d in (await self.lookup(str(user))).devices]
-        return [user.with_device(device_id) for device_id in ids]
+        devices = [user.with_device(device_id) for device_id in ids]
+        self._devices[user] = devices
+        return devices
+
+    def forget_devices(self, *users: Address) -> None:
+        """Drops cached device lists, e.g. after the relay answered STALE_DEVICES."""
+        for user in users:
+            self._devices.pop(user.user, None)
 
     async def _ensure_session(self, device: Address) -> None:
         assert device.device is not None
@@ -238,6 +253,25 @@ class DeviceClient:
             relay_pb2.SendRequest(stanza=encode(stanza)), metadata=self._credentials()
         )
         return response
+
+    async def send_content(
+        self, recipient: Address, content: content_pb2.Content, *, message_id: str | None = None
+    ) -> relay_pb2.SendResponse:
+        """Encrypts ``content`` for ``recipient`` and sends it; refreshes device lists once on STALE_DEVICES.
+
+        Raises:
+            grpc.aio.AioRpcError: the relay refused the message (see ``error_reason``).
+        """
+        message_id = message_id or secrets.token_hex(8)
+        for attempt in range(2):
+            message = await self.encrypt(recipient, content, message_id=message_id)
+            try:
+                return await self.send(message)
+            except grpc.aio.AioRpcError as error:
+                if attempt or error_reason(error)[0] != "STALE_DEVICES":
+                    raise
+                self.forget_devices(recipient, self.user)
+        raise AssertionError("unreachable")  # pragma: no cover -- the loop returns or raises
 
     def connect(self) -> RelayConnection:
         """The device's relay stream (``async with device.connect() as connection: ...``)."""

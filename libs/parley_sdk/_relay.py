@@ -67,11 +67,20 @@ class RelayConnection:
     ) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        """Ends the stream (unacknowledged deliveries stay queued at the relay)."""
+    async def close(self, grace: float = 5.0) -> None:
+        """Ends the stream (unacknowledged deliveries stay queued at the relay).
+
+        Half-closes first and waits up to ``grace`` seconds for the relay to end the stream, so that the
+        acknowledgements already written are processed rather than cut off.
+        """
         if self._call is not None:
             with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 await self._call.done_writing()
+        if self._reader is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(grace):
+                    await asyncio.shield(self._reader)
+        if self._call is not None:
             self._call.cancel()
         if self._reader is not None:
             self._reader.cancel()
