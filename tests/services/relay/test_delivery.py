@@ -58,7 +58,7 @@ async def test_two_providers_three_users_every_message_exactly_once(cluster: Clu
         await world[sender].send_content(recipient, text(body))
 
     inbox: dict[str, list[str]] = defaultdict(list)
-    for name, device in world.devices.items():
+    for device in world.devices.values():
         async with device.connect() as connection:
             await _drain(device, connection, len(expected[str(device.address)]), inbox)
             await connection.drained.wait()
@@ -128,7 +128,7 @@ async def test_offline_device_catches_up_and_unacked_stanzas_come_back(cluster: 
             await second.ack(incoming.delivery_id)
         await second.drained.wait()
     assert [i.delivery_id for i in again] == [s.delivery_id for s in seen[2:]]
-    bodies = [laptop.decrypt(i.stanza).content.text.body for i in seen[:2] + again]  # type: ignore[arg-type]
+    bodies = [laptop.decrypt(i.stanza).content.text.body for i in seen[:2] + again]
     assert bodies == [f"while away {i}" for i in range(5)]
     await world.close()
 
