@@ -120,7 +120,7 @@ async def test_offline_device_catches_up_and_unacked_stanzas_come_back(cluster: 
         await first.ack(seen[0].delivery_id, seen[1].delivery_id)
         await asyncio.sleep(0.2)
     async with laptop.connect() as second:
-        again = []
+        again: list[Incoming] = []
         while len(again) < 3:
             async with asyncio.timeout(10):
                 incoming = await second.receive()
