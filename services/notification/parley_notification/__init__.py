@@ -1,0 +1,1 @@
+"""Notification: signed webhooks to providers (retried, coalesced, dead-lettered) and notices to users."""

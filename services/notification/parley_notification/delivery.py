@@ -1,0 +1,248 @@
+"""The delivery worker: claims due deliveries, posts them signed, and retries, ends or dead-letters each.
+
+Every replica runs one. Deliveries are leased (``claim_due.lua``), so replicas share the queue and a replica
+that dies mid-attempt loses nothing: the lease runs out and another attempts the delivery again under the same
+idempotency key. Retries back off exponentially with jitter; the schedule is the ``{queue}`` sorted set in
+Redis, so it survives restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from opentelemetry import metrics
+from redis.exceptions import RedisError
+
+from parley.common.v1.common_pb2 import ProviderStatus
+from parley_notification import signature
+from parley_notification.model import Delivery
+from parley_notification.routing import Providers
+from parley_notification.store import NotificationStore
+from parley_notification.webhook_client import AttemptResult, Outcome, WebhookClient
+
+_log = logging.getLogger(__name__)
+
+_PROVIDER = "parley.provider"
+_DEPTH_REFRESH_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """How deliveries are attempted.
+
+    Attributes:
+        max_attempts: attempts before a delivery is dead-lettered.
+        backoff_base_ms: the delay before the second attempt; each later one doubles it.
+        backoff_max_ms: the longest delay between attempts.
+        lease_ms: how long an attempt holds its delivery; longer than the HTTP timeout.
+        concurrency: attempts in flight at once in this replica.
+        poll_interval_ms: the longest idle wait between looks at the schedule.
+        dead_letter_maxlen: approximate cap of the dead-letter stream.
+    """
+
+    max_attempts: int = 8
+    backoff_base_ms: int = 1000
+    backoff_max_ms: int = 600_000
+    lease_ms: int = 30_000
+    concurrency: int = 64
+    poll_interval_ms: int = 200
+    dead_letter_maxlen: int = 100_000
+
+    def backoff_ms(self, attempt: int, rand: float) -> int:
+        """The delay after failed attempt ``attempt`` (from 1): exponential, with "equal" jitter.
+
+        Half the exponential delay is fixed and half random, so retries of many deliveries that failed together
+        spread out while each still waits at least half its step.
+
+        Args:
+            attempt: the attempt that failed.
+            rand: a uniform random number in [0, 1).
+        """
+        step = min(self.backoff_max_ms, self.backoff_base_ms * 2 ** min(attempt - 1, 40))
+        return int(step / 2 + rand * step / 2)
+
+
+def body_of(delivery: Delivery) -> bytes:
+    """The JSON body posted for a delivery: the same bytes on every attempt."""
+    document = {
+        "id": delivery.delivery_id,
+        "type": delivery.type,
+        "occurred_at_ms": delivery.occurred_at_ms,
+        "coalesced": delivery.coalesced,
+        "data": json.loads(delivery.data),
+    }
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+class DeliveryWorker:
+    """Attempts due deliveries until stopped.
+
+    Args:
+        store: the queue.
+        client: the HTTP client.
+        providers: the provider directory (suspended or revoked providers are not called).
+        policy: attempts, backoff, lease, concurrency.
+        meter: for the delivery metrics.
+        clock: seconds since the epoch.
+        rand: uniform random numbers in [0, 1) for the backoff jitter.
+    """
+
+    def __init__(
+        self,
+        store: NotificationStore,
+        client: WebhookClient,
+        providers: Providers,
+        policy: DeliveryPolicy,
+        meter: metrics.Meter,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._providers = providers
+        self._policy = policy
+        self._clock = clock
+        self._rand = rand
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._depth: dict[str, int] = {}
+        self._depth_at = 0.0
+        self._delivered = meter.create_counter(
+            "notification.delivered", unit="{delivery}", description="Deliveries a provider accepted"
+        )
+        self._retries = meter.create_counter(
+            "notification.retries", unit="{attempt}", description="Failed attempts scheduled for a retry"
+        )
+        self._dead_letters = meter.create_counter(
+            "notification.dead_letters", unit="{delivery}", description="Deliveries given up on"
+        )
+        self._duration = meter.create_histogram(
+            "notification.attempt.duration", unit="ms", description="Duration of one webhook call"
+        )
+        self._latency = meter.create_histogram(
+            "notification.delivery.latency", unit="ms", description="From the event to the provider's acceptance"
+        )
+        meter.create_observable_gauge(
+            "notification.queue.depth",
+            callbacks=[self._observe_depth],
+            unit="{delivery}",
+            description="Deliveries queued (scheduled or in flight) per provider",
+        )
+
+    def start(self) -> None:
+        """Starts attempting deliveries in the background."""
+        self._task = asyncio.create_task(self._run(), name="deliveries")
+
+    def wake(self) -> None:
+        """Says that deliveries were queued, so the worker looks at once instead of at its next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stops claiming and cancels attempts in flight (their leases run out; another replica retries)."""
+        tasks = [*self._inflight, *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._task = None
+
+    def _observe_depth(self, _options: metrics.CallbackOptions) -> list[metrics.Observation]:
+        return [metrics.Observation(count, {_PROVIDER: provider}) for provider, count in self._depth.items()]
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                await self._step()
+                backoff = 0.05
+            except RedisError as exc:
+                _log.warning("delivery queue unavailable: %s; retrying in %.2f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _step(self) -> None:
+        if self._clock() - self._depth_at >= _DEPTH_REFRESH_S:
+            self._depth = await self._store.queue_depth()
+            self._depth_at = self._clock()
+        free = self._policy.concurrency - len(self._inflight)
+        if free <= 0:
+            await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+            return
+        self._wake.clear()
+        now_ms = int(self._clock() * 1000)
+        claimed = await self._store.claim_due(now_ms, self._policy.lease_ms, free)
+        for delivery in claimed:
+            task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.delivery_id}")
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+        if len(claimed) == free:
+            return
+        next_due = await self._store.next_due_ms()
+        wait_ms = self._policy.poll_interval_ms
+        if next_due is not None:
+            wait_ms = max(0, min(wait_ms, next_due - int(self._clock() * 1000)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait_ms / 1000)
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        try:
+            result = await self._post(delivery)
+            await self._record(delivery, result)
+        except RedisError as exc:
+            # The lease runs out and the delivery is attempted again; nothing is lost.
+            _log.warning("delivery %s not recorded: %s", delivery.delivery_id, exc)
+
+    async def _post(self, delivery: Delivery) -> AttemptResult:
+        record = self._providers.get(delivery.provider_id)
+        if record is None or record.status != ProviderStatus.PROVIDER_STATUS_APPROVED:
+            return AttemptResult(Outcome.RETRY, error="provider not approved")
+        webhook = await self._store.webhook(delivery.provider_id)
+        if webhook is None:
+            return AttemptResult(Outcome.RETRY, error="no webhook registered")
+        body = body_of(delivery)
+        timestamp = int(self._clock())
+        headers = {
+            "Content-Type": "application/json",
+            signature.TIMESTAMP_HEADER: str(timestamp),
+            signature.SIGNATURE_HEADER: signature.sign(webhook.secret, timestamp, body),
+            signature.IDEMPOTENCY_HEADER: delivery.delivery_id,
+            signature.EVENT_TYPE_HEADER: delivery.type,
+            signature.ATTEMPT_HEADER: str(delivery.attempt),
+        }
+        start = time.perf_counter()
+        result = await self._client.post(webhook.url, body, headers)
+        self._duration.record(
+            (time.perf_counter() - start) * 1000,
+            {_PROVIDER: delivery.provider_id, "outcome": result.outcome.value},
+        )
+        return result
+
+    async def _record(self, delivery: Delivery, result: AttemptResult) -> None:
+        attributes = {_PROVIDER: delivery.provider_id}
+        now = self._clock()
+        if result.outcome is Outcome.DELIVERED:
+            if await self._store.finish(delivery.delivery_id):
+                self._delivered.add(1, attributes)
+                self._latency.record(max(0.0, now * 1000 - delivery.occurred_at_ms), attributes)
+            return
+        if result.outcome is Outcome.RETRY and delivery.attempt < self._policy.max_attempts:
+            due_ms = int(now * 1000) + self._policy.backoff_ms(delivery.attempt, self._rand())
+            if await self._store.retry(delivery.delivery_id, delivery.attempt, due_ms, result.error):
+                self._retries.add(1, attributes)
+            return
+        entry = await self._store.dead_letter(delivery, result.error, int(now * 1000), self._policy.dead_letter_maxlen)
+        if entry:
+            self._dead_letters.add(1, attributes)
+            _log.warning(
+                "delivery dead-lettered",
+                extra={"provider": delivery.provider_id, "delivery": delivery.delivery_id, "error": result.error},
+            )

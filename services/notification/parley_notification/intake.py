@@ -1,0 +1,173 @@
+"""Event intake: reads the event streams through a consumer group and queues what each event asks for.
+
+Every replica is one consumer of the group ``notification`` on each ``events:{<domain>}`` stream, so replicas
+share the events. An entry is acknowledged only after its deliveries and notices are queued in Redis (one atomic,
+idempotent script); a replica that dies before that leaves the entry pending, and any replica claims it again
+(XAUTOCLAIM) once it has been idle for ``reclaim_idle_ms``. Taking an event in twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+from opentelemetry import metrics, propagate, trace
+from redis.exceptions import RedisError
+
+from parley.events.v1.events_pb2 import Event
+from parley_notification.routing import Router
+from parley_notification.store import MERGED, NotificationStore, StreamEntry
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class IntakePolicy:
+    """How events are read.
+
+    Attributes:
+        streams: the stream keys to consume.
+        group: the consumer group all replicas share.
+        consumer: this replica's consumer name (unique per process).
+        read_count: entries per read.
+        block_ms: how long a read waits for new entries.
+        reclaim_idle_ms: how long an entry stays pending before another consumer may claim it.
+        reclaim_interval_ms: how often this replica looks for such entries.
+        seen_ttl_ms: how long a taken-in event id is remembered.
+        coalesce_window_ms: the window in which one device's wake-ups are coalesced.
+        notices_maxlen: approximate cap of the notices stream.
+    """
+
+    streams: Sequence[str]
+    group: str
+    consumer: str
+    read_count: int = 100
+    block_ms: int = 1000
+    reclaim_idle_ms: int = 30_000
+    reclaim_interval_ms: int = 5_000
+    seen_ttl_ms: int = 86_400_000
+    coalesce_window_ms: int = 2_000
+    notices_maxlen: int = 100_000
+
+
+class EventIntake:
+    """Consumes the event streams until stopped.
+
+    Args:
+        store: the queue and the streams.
+        router: events to deliveries and notices.
+        policy: streams, group and timings.
+        meter: for the intake metrics.
+        tracer: continues each event's trace.
+        on_queued: called after an event queued deliveries (wakes the local delivery worker).
+        clock: seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        store: NotificationStore,
+        router: Router,
+        policy: IntakePolicy,
+        meter: metrics.Meter,
+        tracer: trace.Tracer,
+        on_queued: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._router = router
+        self._policy = policy
+        self._tracer = tracer
+        self._on_queued = on_queued
+        self._clock = clock
+        self._tasks: list[asyncio.Task[None]] = []
+        self._events = meter.create_counter(
+            "notification.events", unit="{event}", description="Events taken in, by type and outcome"
+        )
+        self._coalesced = meter.create_counter(
+            "notification.coalesced", unit="{event}", description="Wake-ups merged into a pending one"
+        )
+
+    def start(self) -> None:
+        """Starts one reader per stream."""
+        self._tasks = [
+            asyncio.create_task(self._consume(stream), name=f"intake-{stream}") for stream in self._policy.streams
+        ]
+
+    async def stop(self) -> None:
+        """Stops reading; entries read but not yet acknowledged stay pending for another consumer."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def _consume(self, stream: str) -> None:
+        policy = self._policy
+        backoff = 0.05
+        next_reclaim = 0.0
+        while True:
+            try:
+                await self._store.ensure_group(stream, policy.group)
+                while True:
+                    if self._clock() >= next_reclaim:
+                        next_reclaim = self._clock() + policy.reclaim_interval_ms / 1000
+                        stale = await self._store.reclaim(
+                            stream, policy.group, policy.consumer, policy.reclaim_idle_ms, policy.read_count
+                        )
+                        await self._take_in(stream, stale)
+                    entries = await self._store.read_group(
+                        stream, policy.group, policy.consumer, policy.read_count, policy.block_ms
+                    )
+                    await self._take_in(stream, entries)
+                    backoff = 0.05
+            except RedisError as exc:
+                _log.warning("event stream %s unavailable: %s; retrying in %.2f s", stream, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _take_in(self, stream: str, entries: Sequence[StreamEntry]) -> None:
+        for entry_id, fields in entries:
+            outcome = await self._take_one(fields)
+            # Acknowledged only now: everything the event asks for is in Redis (or it can never be delivered).
+            await self._store.ack(stream, self._policy.group, entry_id)
+            self._events.add(1, {"type": fields.get(b"type", b"").decode(errors="replace"), "outcome": outcome})
+
+    async def _take_one(self, fields: dict[bytes, bytes]) -> str:
+        try:
+            event = Event.FromString(fields[b"event"])
+        except (KeyError, DecodeError):
+            _log.warning("unreadable event entry dropped")
+            return "unreadable"
+        context = propagate.extract({"traceparent": event.traceparent}) if event.traceparent else None
+        with self._tracer.start_as_current_span("notification take event", context=context) as span:
+            span.set_attribute("parley.event.type", event.WhichOneof("payload") or "")
+            try:
+                if not event.event_id:
+                    raise ValueError("no event_id")
+                routed = await self._router.route(event)
+            except ValueError as exc:
+                _log.warning("event %s cannot be routed: %s", event.event_id, exc)
+                return "unroutable"
+            outcomes = await self._store.take_event(
+                event.event_id,
+                routed.deliveries,
+                routed.notices,
+                now_ms=int(self._clock() * 1000),
+                seen_ttl_ms=self._policy.seen_ttl_ms,
+                coalesce_window_ms=self._policy.coalesce_window_ms,
+                notices_maxlen=self._policy.notices_maxlen,
+            )
+        if outcomes is None:
+            return "duplicate"
+        merged = sum(1 for outcome in outcomes if outcome == MERGED)
+        if merged:
+            self._coalesced.add(merged)
+        if routed.deliveries:
+            self._on_queued()
+        return "queued" if routed.deliveries or routed.notices else "ignored"

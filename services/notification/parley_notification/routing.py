@@ -1,0 +1,218 @@
+"""Which provider's webhook and which user's clients hear of an event, and what they are told. No I/O of its own.
+
+Each event becomes at most one delivery per provider and notices for the users concerned. Payloads carry
+addresses, provider ids, push tokens and counts: never message content, and never names (a provider's display
+name included), so a webhook leaks nothing a provider does not already hold.
+
+| event | webhook deliveries | notices |
+|---|---|---|
+| ``message_waiting`` | the device's provider, with its push token; coalesced per device | — |
+| ``prekeys_low`` | the device's provider, with its push token | the device's user |
+| ``identity_key_changed`` | each provider of a recent requester, with its own requesters | each requester |
+| ``provider_available`` | every other approved provider | every user |
+| ``provider_status_changed`` | every other approved provider | — |
+| ``report_resolved`` | the reporter's provider | the reporter |
+| ``consent_changed`` | — (telling other providers would reveal whom a user allows) | — |
+
+Only approved providers with a registered webhook receive deliveries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from parley.common.v1.common_pb2 import Feature, ProviderStatus
+from parley.events.v1.events_pb2 import Event
+from parley.notification.v1.notification_pb2 import NoticeKind
+from parley_notification.model import NewDelivery, Notice
+from parley_runtime.auth import ProviderRecord
+from parley_stanza import Address
+
+
+class Providers(Protocol):
+    """The provider directory as routing needs it (``parley_runtime.providers.ProviderCache``)."""
+
+    def get(self, provider_id: str) -> ProviderRecord | None:
+        """The provider, or None."""
+
+    def all(self) -> list[ProviderRecord]:
+        """Every provider, ordered by id."""
+
+
+class RoutingLookups(Protocol):
+    """The state routing reads (``store.NotificationStore`` implements it)."""
+
+    async def providers_with_webhooks(self, provider_ids: Sequence[str]) -> list[str]:
+        """The given providers that registered a webhook."""
+
+    async def push_token(self, user: str, device_id: int) -> str:
+        """The device's push token, or ""."""
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """What one event turns into."""
+
+    deliveries: list[NewDelivery]
+    notices: list[Notice]
+
+
+def delivery_id(event_id: str, provider_id: str) -> str:
+    """The idempotency key of an event's delivery to one provider: stable, so re-reading the event repeats it."""
+    return hashlib.sha256(f"{event_id}:{provider_id}".encode()).hexdigest()[:32]
+
+
+def _json(data: Mapping[str, object]) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def _notice(user: str, kind: NoticeKind.ValueType, subject: str, at_ms: int) -> Notice:
+    return Notice(user=user, kind=NoticeKind.Name(kind), subject=subject, at_ms=at_ms)
+
+
+class Router:
+    """Routes events to deliveries and notices.
+
+    Args:
+        providers: the provider directory (who is approved).
+        lookups: webhooks and push tokens.
+    """
+
+    def __init__(self, providers: Providers, lookups: RoutingLookups) -> None:
+        self._providers = providers
+        self._lookups = lookups
+
+    async def route(self, event: Event) -> Routed:
+        """The deliveries and notices ``event`` asks for (empty for events nobody is told of).
+
+        Raises:
+            ValueError: the event names a malformed address (such an event can never be delivered).
+        """
+        kind = event.WhichOneof("payload")
+        at = event.occurred_at_ms
+        if kind == "message_waiting":
+            waiting = event.message_waiting
+            device = _device(waiting.address)
+            data = {"address": str(device), "pending": waiting.pending}
+            data.update(await self._push_token(device))
+            deliveries = await self._to(event, [device.provider], "message_waiting", data, coalesce=str(device))
+            return Routed(deliveries, [])
+        if kind == "prekeys_low":
+            low = event.prekeys_low
+            device = _device(low.address)
+            data = {"address": str(device), "remaining": low.remaining, "low_watermark": low.low_watermark}
+            data.update(await self._push_token(device))
+            notice = _notice(str(device.user), NoticeKind.NOTICE_KIND_PREKEYS_LOW, str(device), at)
+            return Routed(await self._to(event, [device.provider], kind, data), [notice])
+        if kind == "identity_key_changed":
+            return await self._identity_key_changed(event)
+        if kind in ("provider_available", "provider_status_changed"):
+            return await self._provider_news(event)
+        if kind == "report_resolved":
+            report = event.report_resolved
+            reporter = Address.parse(report.reporter).user
+            data = {"report_id": report.report_id, "reporter": str(reporter), "outcome": report.outcome}
+            notice = _notice(str(reporter), NoticeKind.NOTICE_KIND_REPORT_RESOLVED, report.report_id, at)
+            return Routed(await self._to(event, [reporter.provider], kind, data), [notice])
+        return Routed([], [])
+
+    async def _identity_key_changed(self, event: Event) -> Routed:
+        changed = event.identity_key_changed
+        device = _device(changed.address)
+        by_provider: dict[str, list[str]] = {}
+        notices = []
+        for text in changed.recent_requesters:
+            requester = Address.parse(text).user
+            by_provider.setdefault(requester.provider, []).append(str(requester))
+            notices.append(
+                _notice(str(requester), NoticeKind.NOTICE_KIND_IDENTITY_KEY_CHANGED, str(device), event.occurred_at_ms)
+            )
+        deliveries = []
+        for provider_id in await self._reachable(sorted(by_provider)):
+            data = {"address": str(device), "requesters": by_provider[provider_id]}
+            deliveries += self._deliveries(event, [provider_id], "identity_key_changed", data)
+        return Routed(deliveries, notices)
+
+    async def _provider_news(self, event: Event) -> Routed:
+        kind = event.WhichOneof("payload")
+        assert kind is not None
+        notices = []
+        data: dict[str, object]
+        if kind == "provider_available":
+            subject = event.provider_available.provider_id
+            features = [Feature.Name(feature) for feature in event.provider_available.features]
+            data = {"provider_id": subject, "features": features}
+            notices.append(_notice("", NoticeKind.NOTICE_KIND_PROVIDER_AVAILABLE, subject, event.occurred_at_ms))
+        else:
+            change = event.provider_status_changed
+            subject = change.provider_id
+            data = {
+                "provider_id": subject,
+                "previous_status": ProviderStatus.Name(change.previous_status),
+                "status": ProviderStatus.Name(change.status),
+            }
+        others = [record.provider_id for record in self._providers.all() if record.provider_id != subject]
+        return Routed(await self._to(event, others, kind, data), notices)
+
+    async def _push_token(self, device: Address) -> dict[str, object]:
+        assert device.device is not None
+        token = await self._lookups.push_token(str(device.user), device.device)
+        return {"push_token": token} if token else {}
+
+    async def _reachable(self, provider_ids: Sequence[str]) -> list[str]:
+        """The approved providers among ``provider_ids`` that registered a webhook."""
+        approved = []
+        for provider_id in provider_ids:
+            record = self._providers.get(provider_id)
+            if record is not None and record.status == ProviderStatus.PROVIDER_STATUS_APPROVED:
+                approved.append(provider_id)
+        return await self._lookups.providers_with_webhooks(approved) if approved else []
+
+    async def _to(
+        self,
+        event: Event,
+        provider_ids: Sequence[str],
+        kind: str,
+        data: Mapping[str, object],
+        *,
+        coalesce: str | None = None,
+    ) -> list[NewDelivery]:
+        return self._deliveries(event, await self._reachable(provider_ids), kind, data, coalesce=coalesce)
+
+    @staticmethod
+    def _deliveries(
+        event: Event,
+        provider_ids: Sequence[str],
+        kind: str,
+        data: Mapping[str, object],
+        *,
+        coalesce: str | None = None,
+    ) -> list[NewDelivery]:
+        body = _json(data)
+        return [
+            NewDelivery(
+                delivery_id=delivery_id(event.event_id, provider_id),
+                provider_id=provider_id,
+                type=kind,
+                data=body,
+                occurred_at_ms=event.occurred_at_ms,
+                coalesce_key=coalesce,
+            )
+            for provider_id in provider_ids
+        ]
+
+
+def _device(text: str) -> Address:
+    """A device address from an event.
+
+    Raises:
+        ValueError: not an address with a device (``InvalidAddressError`` is a ``ValueError``).
+    """
+    address = Address.parse(text)
+    if address.device is None:
+        raise ValueError("the address names no device")
+    return address

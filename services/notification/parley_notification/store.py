@@ -1,0 +1,320 @@
+"""Notification state: the :class:`NotificationStore` protocol and its Redis implementation.
+
+Webhooks live in the provider's ``webhook:{<provider>}`` slot, push tokens in the user's ``push:{<user>}`` slot,
+and the delivery queue (schedule, deliveries, coalescing windows, dead letters, notices) in the ``{queue}``
+slot, where every multi-step change is one of the Lua scripts in ``lua/`` (their headers document KEYS and
+ARGV). The event streams are read through consumer groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from redis.exceptions import ResponseError
+
+from parley_notification.model import DeadLetter, Delivery, NewDelivery, Notice, Webhook
+from parley_runtime import redis_keys
+from parley_runtime.redis_client import Redis, load_script
+
+QUEUED_NOW = 1
+"""``take_event`` outcome: the delivery is due at once."""
+QUEUED_TRAILING = 2
+"""``take_event`` outcome: the delivery is the trailing wake-up of its device's coalescing window."""
+MERGED = 3
+"""``take_event`` outcome: the delivery was merged into its device's pending trailing wake-up."""
+
+StreamEntry = tuple[str, dict[bytes, bytes]]
+"""A stream entry: its id and its fields."""
+
+
+class DeadLetterMissingError(Exception):
+    """A strict redrive named a dead letter that does not exist; ``index`` is its position (from 0)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"dead letter {index} not found")
+        self.index = index
+
+
+class NotificationStore(Protocol):
+    """Storage of webhooks, push targets, the delivery queue and notices."""
+
+    async def set_webhook(self, provider_id: str, webhook: Webhook, now_ms: int) -> None:
+        """Registers or replaces the provider's webhook."""
+
+    async def webhook(self, provider_id: str) -> Webhook | None:
+        """The provider's webhook, or None."""
+
+    async def providers_with_webhooks(self, provider_ids: Sequence[str]) -> list[str]:
+        """The given providers that registered a webhook, in the given order."""
+
+    async def set_push_token(self, user: str, device_id: int, token: str) -> None:
+        """Registers or replaces one device's push token."""
+
+    async def push_token(self, user: str, device_id: int) -> str:
+        """The device's push token, or "" when none is registered."""
+
+    async def take_event(
+        self,
+        event_id: str,
+        deliveries: Sequence[NewDelivery],
+        notices: Sequence[Notice],
+        *,
+        now_ms: int,
+        seen_ttl_ms: int,
+        coalesce_window_ms: int,
+        notices_maxlen: int,
+    ) -> list[int] | None:
+        """Queues an event's deliveries and notices once; None when the event was taken in before.
+
+        Returns:
+            Per delivery: QUEUED_NOW, QUEUED_TRAILING or MERGED.
+        """
+
+    async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
+        """Leases up to ``limit`` due deliveries for one attempt each."""
+
+    async def next_due_ms(self) -> int | None:
+        """When the earliest queued delivery is due, or None when the queue is empty."""
+
+    async def finish(self, delivery_id: str) -> bool:
+        """Ends an accepted delivery; False when it was already ended."""
+
+    async def retry(self, delivery_id: str, attempt: int, due_ms: int, error: str) -> bool:
+        """Schedules the next attempt; False when the delivery is gone or was claimed again."""
+
+    async def dead_letter(self, delivery: Delivery, error: str, now_ms: int, maxlen: int) -> str:
+        """Moves the delivery to the dead letters; returns the entry id ("" when claimed again or gone)."""
+
+    async def dead_letters(self, after: str, count: int) -> list[DeadLetter]:
+        """Dead letters after entry id ``after`` ("" for the start), oldest first."""
+
+    async def redrive(self, dead_letter_ids: Sequence[str], *, strict: bool, now_ms: int) -> int:
+        """Queues dead letters again.
+
+        Raises:
+            DeadLetterMissingError: ``strict`` and an id is unknown; nothing was changed.
+        """
+
+    async def queue_depth(self) -> dict[str, int]:
+        """Deliveries queued (scheduled or in flight) per provider."""
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        """Creates the consumer group (and the stream) unless it exists; new groups start at the beginning."""
+
+    async def read_group(self, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
+        """New entries for this consumer (XREADGROUP ``>``), waiting up to ``block_ms``."""
+
+    async def reclaim(self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int) -> list[StreamEntry]:
+        """Entries pending longer than ``min_idle_ms`` for any consumer, now this consumer's (XAUTOCLAIM)."""
+
+    async def ack(self, stream: str, group: str, entry_id: str) -> None:
+        """Acknowledges one entry."""
+
+    async def last_notice_id(self) -> str:
+        """The id of the newest notice ("0-0" when there is none)."""
+
+    async def read_notices(self, after: str, count: int, block_ms: int) -> list[StreamEntry]:
+        """Notices after entry id ``after``, waiting up to ``block_ms`` for one."""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entries(raw: Any) -> list[StreamEntry]:
+    return [(_text(entry_id), fields) for entry_id, fields in raw or () if fields is not None]
+
+
+class RedisNotificationStore:
+    """:class:`NotificationStore` on Redis.
+
+    Args:
+        client: Redis client.
+        notice_client: a client for the blocking notice reads (its own pool, so a watcher never waits for a
+            connection the queue needs); defaults to ``client``.
+    """
+
+    def __init__(self, client: Redis, notice_client: Redis | None = None) -> None:
+        self._client = client
+        self._notice_client = notice_client or client
+        self._take_event = load_script(client, "parley_notification", "take_event")
+        self._claim_due = load_script(client, "parley_notification", "claim_due")
+        self._finish = load_script(client, "parley_notification", "finish_delivery")
+        self._retry = load_script(client, "parley_notification", "retry_delivery")
+        self._dead_letter = load_script(client, "parley_notification", "dead_letter")
+        self._redrive = load_script(client, "parley_notification", "redrive")
+        self._delivery_prefix = redis_keys.notify_delivery("")
+
+    async def set_webhook(self, provider_id: str, webhook: Webhook, now_ms: int) -> None:
+        await self._client.hset(
+            redis_keys.webhook(provider_id),
+            mapping={"url": webhook.url, "secret": webhook.secret, "registered_at_ms": now_ms},
+        )
+
+    async def webhook(self, provider_id: str) -> Webhook | None:
+        fields: list[Any] = await self._client.hmget(redis_keys.webhook(provider_id), ["url", "secret"])
+        url, secret = fields
+        if url is None or secret is None:
+            return None
+        return Webhook(url=_text(url), secret=bytes(secret))
+
+    async def providers_with_webhooks(self, provider_ids: Sequence[str]) -> list[str]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for provider_id in provider_ids:
+                pipe.exists(redis_keys.webhook(provider_id))
+            found = await pipe.execute()
+        return [provider_id for provider_id, exists in zip(provider_ids, found, strict=True) if exists]
+
+    async def set_push_token(self, user: str, device_id: int, token: str) -> None:
+        await self._client.hset(redis_keys.push_targets(user), str(device_id), token)
+
+    async def push_token(self, user: str, device_id: int) -> str:
+        token = await self._client.hget(redis_keys.push_targets(user), str(device_id))
+        return "" if token is None else _text(token)
+
+    async def take_event(
+        self,
+        event_id: str,
+        deliveries: Sequence[NewDelivery],
+        notices: Sequence[Notice],
+        *,
+        now_ms: int,
+        seen_ttl_ms: int,
+        coalesce_window_ms: int,
+        notices_maxlen: int,
+    ) -> list[int] | None:
+        keys = [
+            redis_keys.notify_seen(event_id),
+            redis_keys.NOTIFY_DUE,
+            redis_keys.NOTIFY_DEPTH,
+            redis_keys.NOTIFY_NOTICES,
+        ]
+        args: list[str | int] = [
+            now_ms,
+            seen_ttl_ms,
+            coalesce_window_ms,
+            len(deliveries),
+            len(notices),
+            notices_maxlen,
+            self._delivery_prefix,
+        ]
+        for delivery in deliveries:
+            keys += [
+                redis_keys.notify_delivery(delivery.delivery_id),
+                redis_keys.notify_wake(delivery.coalesce_key or delivery.delivery_id),
+            ]
+            args += [
+                delivery.delivery_id,
+                delivery.provider_id,
+                delivery.type,
+                delivery.data,
+                delivery.occurred_at_ms,
+                0 if delivery.coalesce_key is None else 1,
+            ]
+        for notice in notices:
+            args += [notice.user, notice.kind, notice.subject, notice.at_ms]
+        result: list[Any] = await self._take_event(keys=keys, args=args)
+        if int(result[0]) == 0:
+            return None
+        return [int(outcome) for outcome in result[1:]]
+
+    async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
+        raw: list[Any] = await self._claim_due(
+            keys=[redis_keys.NOTIFY_DUE], args=[now_ms, lease_ms, limit, self._delivery_prefix]
+        )
+        claimed = []
+        for index in range(0, len(raw), 8):
+            delivery_id, provider, kind, data, occurred, attempt, coalesced, created = raw[index : index + 8]
+            claimed.append(
+                Delivery(
+                    delivery_id=_text(delivery_id),
+                    provider_id=_text(provider),
+                    type=_text(kind),
+                    data=_text(data),
+                    occurred_at_ms=int(occurred),
+                    attempt=int(attempt),
+                    coalesced=int(coalesced),
+                    created_at_ms=int(created),
+                )
+            )
+        return claimed
+
+    async def next_due_ms(self) -> int | None:
+        first = await self._client.zrange(redis_keys.NOTIFY_DUE, 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    async def finish(self, delivery_id: str) -> bool:
+        keys = [redis_keys.NOTIFY_DUE, redis_keys.NOTIFY_DEPTH, redis_keys.notify_delivery(delivery_id)]
+        return bool(await self._finish(keys=keys, args=[delivery_id]))
+
+    async def retry(self, delivery_id: str, attempt: int, due_ms: int, error: str) -> bool:
+        keys = [redis_keys.NOTIFY_DUE, redis_keys.notify_delivery(delivery_id)]
+        return bool(await self._retry(keys=keys, args=[delivery_id, attempt, due_ms, error]))
+
+    async def dead_letter(self, delivery: Delivery, error: str, now_ms: int, maxlen: int) -> str:
+        keys = [
+            redis_keys.NOTIFY_DUE,
+            redis_keys.NOTIFY_DEPTH,
+            redis_keys.NOTIFY_DEAD_LETTERS,
+            redis_keys.notify_delivery(delivery.delivery_id),
+        ]
+        entry = await self._dead_letter(keys=keys, args=[delivery.delivery_id, delivery.attempt, error, now_ms, maxlen])
+        return _text(entry)
+
+    async def dead_letters(self, after: str, count: int) -> list[DeadLetter]:
+        start = f"({after}" if after else "-"
+        raw: Any = await self._client.xrange(redis_keys.NOTIFY_DEAD_LETTERS, min=start, max="+", count=count)
+        letters = []
+        for entry_id, fields in _entries(raw):
+            letters.append(
+                DeadLetter(
+                    dead_letter_id=entry_id,
+                    delivery_id=_text(fields[b"delivery_id"]),
+                    provider_id=_text(fields[b"provider"]),
+                    type=_text(fields[b"type"]),
+                    attempts=int(fields[b"attempts"]),
+                    last_error=_text(fields[b"last_error"]),
+                    at_ms=int(fields[b"at_ms"]),
+                )
+            )
+        return letters
+
+    async def redrive(self, dead_letter_ids: Sequence[str], *, strict: bool, now_ms: int) -> int:
+        keys = [redis_keys.NOTIFY_DUE, redis_keys.NOTIFY_DEPTH, redis_keys.NOTIFY_DEAD_LETTERS]
+        result: list[Any] = await self._redrive(
+            keys=keys, args=[now_ms, self._delivery_prefix, "1" if strict else "0", *dead_letter_ids]
+        )
+        if int(result[0]) < 0:
+            raise DeadLetterMissingError(int(result[1]) - 1)
+        return int(result[0])
+
+    async def queue_depth(self) -> dict[str, int]:
+        raw: dict[Any, Any] = await self._client.hgetall(redis_keys.NOTIFY_DEPTH)
+        return {_text(provider): int(count) for provider, count in raw.items()}
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        try:
+            await self._client.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read_group(self, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
+        raw: Any = await self._client.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+        return [entry for _, entries in raw or () for entry in _entries(entries)]
+
+    async def reclaim(self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int) -> list[StreamEntry]:
+        raw: Any = await self._client.xautoclaim(stream, group, consumer, min_idle_ms, start_id="0-0", count=count)
+        return _entries(raw[1])
+
+    async def ack(self, stream: str, group: str, entry_id: str) -> None:
+        await self._client.xack(stream, group, entry_id)
+
+    async def last_notice_id(self) -> str:
+        raw: Any = await self._notice_client.xrevrange(redis_keys.NOTIFY_NOTICES, count=1)
+        return _text(raw[0][0]) if raw else "0-0"
+
+    async def read_notices(self, after: str, count: int, block_ms: int) -> list[StreamEntry]:
+        raw: Any = await self._notice_client.xread({redis_keys.NOTIFY_NOTICES: after}, count=count, block=block_ms)
+        return [entry for _, entries in raw or () for entry in _entries(entries)]
