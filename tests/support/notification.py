@@ -141,3 +141,20 @@ async def publish(redis_url: str, domain: str, *events: Event) -> list[str]:
 def message_waiting(address: str, pending: int = 1) -> Event:
     """A ``message_waiting`` event as the relay emits it."""
     return Event(message_waiting=MessageWaiting(address=address, pending=pending))
+
+
+async def drained(redis_url: str, domain: str, timeout: float = 20.0) -> None:
+    """Waits until the notification group has read and acknowledged every event of ``events:{<domain>}``."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                groups = await client.xinfo_groups(f"events:{{{domain}}}") if await client.exists(
+                    f"events:{{{domain}}}"
+                ) else []
+                group = next((g for g in groups if g["name"] == b"notification"), None)
+                if group is not None and group["lag"] == 0 and group["pending"] == 0:
+                    return
+                await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
