@@ -1,0 +1,1 @@
+"""Moderation: send decisions (kill switch, restrictions, rate limits, blocks) and franking-verified reports."""

@@ -1,0 +1,80 @@
+-- The sender's provider's part of a send decision: circuit breaker, quota and token bucket, all or nothing.
+--
+-- KEYS[1]  the provider's send bucket (HASH `tokens`, `ts`), redis_keys.rate_limit(provider, "provider_send")
+-- KEYS[2]  the provider's quota (HASH `window`, `used`), redis_keys.provider_quota()
+-- KEYS[3]  the provider's circuit breaker (HASH `since`, `failures`, `open_until`), redis_keys.provider_breaker()
+-- ARGV[1]  bucket capacity (messages, float)
+-- ARGV[2]  bucket refill rate (messages per second, float > 0)
+-- ARGV[3]  quota: device copies per window (0 = unlimited)
+-- ARGV[4]  quota window, ms
+-- ARGV[5]  this send's device copies (fan-out, >= 1)
+-- ARGV[6]  breaker threshold: refusals within the breaker window that open it (0 = no breaker)
+-- ARGV[7]  breaker window, ms
+-- ARGV[8]  breaker cooldown (how long it stays open), ms
+--
+-- Returns {outcome, retry_after_ms}; outcome 0 = allowed (a token and `fan-out` quota taken), 1 = the breaker
+-- is open, 2 = the quota is used up, 3 = the bucket is empty. A quota or bucket refusal takes nothing but
+-- counts toward the breaker: a provider that keeps pushing past its limits (a retry storm, a compromised
+-- provider) is cut off for the cooldown, during which its sends cost one key read. Server time throughout.
+local now_parts = redis.call('TIME')
+local now_ms = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local now = now_ms / 1000
+
+local open_until = tonumber(redis.call('HGET', KEYS[3], 'open_until') or '0')
+if open_until > now_ms then
+  return {1, open_until - now_ms}
+end
+
+local threshold, breaker_window, cooldown = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local function refuse(outcome, retry_after_ms)
+  if threshold > 0 then
+    local since = tonumber(redis.call('HGET', KEYS[3], 'since') or '0')
+    local failures = 1
+    if now_ms - since < breaker_window then
+      failures = redis.call('HINCRBY', KEYS[3], 'failures', 1)
+    else
+      redis.call('HSET', KEYS[3], 'since', now_ms, 'failures', 1)
+    end
+    if failures >= threshold then
+      redis.call('HSET', KEYS[3], 'open_until', now_ms + cooldown, 'failures', 0, 'since', 0)
+      redis.call('PEXPIRE', KEYS[3], cooldown + breaker_window)
+    else
+      redis.call('PEXPIRE', KEYS[3], breaker_window + cooldown)
+    end
+  end
+  return {outcome, retry_after_ms}
+end
+
+local quota, quota_window, fan_out = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local window = math.floor(now_ms / quota_window)
+local used = 0
+if quota > 0 then
+  local state = redis.call('HMGET', KEYS[2], 'window', 'used')
+  if tonumber(state[1]) == window then
+    used = tonumber(state[2])
+  end
+  if used + fan_out > quota then
+    return refuse(2, (window + 1) * quota_window - now_ms)
+  end
+end
+
+local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil then
+  tokens = capacity
+  ts = now
+end
+tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
+if tokens < 1 then
+  return refuse(3, math.ceil((1 - tokens) / rate * 1000))
+end
+tokens = tokens - 1
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
+if quota > 0 then
+  redis.call('HSET', KEYS[2], 'window', window, 'used', used + fan_out)
+  redis.call('PEXPIRE', KEYS[2], (window + 1) * quota_window - now_ms + 1000)
+end
+return {0, 0}

@@ -1,0 +1,22 @@
+-- The recipient's part of a send decision: is the sender blocked; if not, remember the sender as a contact.
+--
+-- KEYS[1]  the recipient's blocks (ZSET of user addresses), redis_keys.blocks()
+-- KEYS[2]  the recipient's contacts (ZSET: users who sent to the recipient), redis_keys.contacts()
+-- ARGV[1]  the sender user's address
+-- ARGV[2]  now, Unix ms
+-- ARGV[3]  most contacts remembered per user (the oldest are forgotten first)
+-- ARGV[4]  contact memory, ms (refreshed by every send to the recipient)
+--
+-- Returns 1 when the recipient blocked the sender (nothing is written), else 0. Recording the contact lets the
+-- recipient's replies to the sender skip the first-contact limit. It runs in the same round trip as the
+-- sender's checks, so it also records sends that a rate limit then refuses: harmless, as it only ever relaxes the
+-- limit for the recipient answering someone who tried to reach them. Idempotent: a repeat only moves the score.
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return 1
+end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+if redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[3]) then
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[3]) - 1)
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 0

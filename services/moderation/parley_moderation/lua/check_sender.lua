@@ -1,0 +1,59 @@
+-- The sender's part of a send decision: restriction, then the sender's token buckets, all or nothing.
+--
+-- KEYS[1]  the sender's restriction (STRING with TTL), redis_keys.sender_restriction()
+-- KEYS[2]  the sender's contacts (ZSET: users who sent to the sender), redis_keys.contacts()
+-- KEYS[3]  the sender's send bucket (HASH `tokens`, `ts`), redis_keys.rate_limit(sender, "send")
+-- KEYS[4]  the sender's first-contact bucket (HASH `tokens`, `ts`), redis_keys.rate_limit(sender, "first_contact")
+-- ARGV[1]  the recipient user's address
+-- ARGV[2]  send bucket capacity (tokens, float)
+-- ARGV[3]  send bucket refill rate (tokens per second, float > 0)
+-- ARGV[4]  first-contact bucket capacity
+-- ARGV[5]  first-contact bucket refill rate
+-- ARGV[6]  1 when the first-contact rule applies (the recipient is another user), else 0
+--
+-- Returns {outcome, retry_after_ms, first_contact (1|0)}; outcome 0 = allowed (a token taken from the send
+-- bucket, and from the first-contact bucket when first_contact), 1 = the sender is restricted, 2 = the send
+-- bucket is empty, 3 = the first-contact bucket is empty. A refusal writes nothing, so a refused send costs no
+-- tokens. First contact: the recipient never sent to the sender (the sender's contacts lack the recipient).
+-- Buckets follow parley_runtime's token_bucket.lua (server time, expiry once full again); they are inlined here
+-- so that both are checked before either is taken.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {1, 0, 0}
+end
+
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+
+local function level(key, capacity, rate)
+  local state = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(state[1])
+  local ts = tonumber(state[2])
+  if tokens == nil then
+    return capacity
+  end
+  return math.min(capacity, tokens + math.max(0, now - ts) * rate)
+end
+
+local function store(key, tokens, capacity, rate)
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', key, math.ceil((capacity - tokens) / rate * 1000) + 1000)
+end
+
+local send_capacity, send_rate = tonumber(ARGV[2]), tonumber(ARGV[3])
+local send_tokens = level(KEYS[3], send_capacity, send_rate)
+if send_tokens < 1 then
+  return {2, math.ceil((1 - send_tokens) / send_rate * 1000), 0}
+end
+
+local first_contact = 0
+if ARGV[6] == '1' and not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  first_contact = 1
+  local first_capacity, first_rate = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local first_tokens = level(KEYS[4], first_capacity, first_rate)
+  if first_tokens < 1 then
+    return {3, math.ceil((1 - first_tokens) / first_rate * 1000), 1}
+  end
+  store(KEYS[4], first_tokens - 1, first_capacity, first_rate)
+end
+store(KEYS[3], send_tokens - 1, send_capacity, send_rate)
+return {0, 0, first_contact}

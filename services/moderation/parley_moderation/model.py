@@ -1,0 +1,144 @@
+"""Moderation's domain values, shared by handler and store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parley.common.v1.common_pb2 import ErrorReason
+from parley.moderation.v1.moderation_pb2 import ReportOutcome, Verdict
+
+SENDER_ALLOWED, SENDER_RESTRICTED, SENDER_BUCKET_EMPTY, FIRST_CONTACT_BUCKET_EMPTY = range(4)
+"""Outcomes of the sender's checks (``lua/check_sender.lua``)."""
+
+PROVIDER_ALLOWED, PROVIDER_CIRCUIT_OPEN, PROVIDER_QUOTA_USED_UP, PROVIDER_BUCKET_EMPTY = range(4)
+"""Outcomes of the sender's provider's checks (``lua/check_provider.lua``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendShape:
+    """The limits one send decision applies, as the store's scripts take them.
+
+    Attributes:
+        sender_capacity: sender's bucket burst (messages).
+        sender_per_second: sender's bucket refill.
+        first_contact_capacity: first-contact bucket burst (messages to users who never sent to the sender).
+        first_contact_per_second: first-contact bucket refill.
+        provider_capacity: sender provider's bucket burst (messages).
+        provider_per_second: sender provider's bucket refill.
+        provider_quota: device copies the sender's provider may send per quota window; 0 = unlimited.
+        quota_window_ms: length of a quota window.
+        breaker_threshold: limit refusals of one provider within ``breaker_window_ms`` that open its breaker.
+        breaker_window_ms: the breaker's counting window.
+        breaker_cooldown_ms: how long an open breaker refuses everything.
+        max_contacts: contacts remembered per user for the first-contact rule.
+        contact_ttl_ms: how long contacts are remembered after the last send.
+    """
+
+    sender_capacity: float
+    sender_per_second: float
+    first_contact_capacity: float
+    first_contact_per_second: float
+    provider_capacity: float
+    provider_per_second: float
+    provider_quota: int
+    quota_window_ms: int
+    breaker_threshold: int
+    breaker_window_ms: int
+    breaker_cooldown_ms: int
+    max_contacts: int
+    contact_ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendChecks:
+    """What the three parts of a send decision found (one pipelined round trip).
+
+    Attributes:
+        sender_outcome: one of the ``SENDER_*`` outcomes.
+        sender_retry_after_ms: when a sender bucket refused, ms until it could pass.
+        first_contact: the recipient never sent to the sender.
+        provider_outcome: one of the ``PROVIDER_*`` outcomes.
+        provider_retry_after_ms: when the provider's checks refused, ms until they could pass.
+        blocked: the recipient blocked the sender.
+    """
+
+    sender_outcome: int
+    sender_retry_after_ms: int
+    first_contact: bool
+    provider_outcome: int
+    provider_retry_after_ms: int
+    blocked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A send decision.
+
+    Attributes:
+        verdict: allow, drop silently, or refuse.
+        reason: why, when refused.
+        retry_after_ms: when a limit refused, ms until a retry could pass.
+        limit: which limit refused (``sender``, ``first_contact``, ``provider``, ``provider_quota``,
+            ``provider_circuit``), or "".
+    """
+
+    verdict: Verdict.ValueType
+    reason: ErrorReason.ValueType = ErrorReason.ERROR_REASON_UNSPECIFIED
+    retry_after_ms: int = 0
+    limit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One entry of a report's audit trail.
+
+    Attributes:
+        at_ms: when, Unix ms.
+        actor: the reporter's address, ``"admin"`` or ``"system"``.
+        action: what happened.
+    """
+
+    at_ms: int
+    actor: str
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A stored report.
+
+    Attributes:
+        report_id: derived from reporter, sender and message id.
+        reporter: the reporting user's address.
+        sender: the reported sender's address as the reporter gave it (canonical; usually a device).
+        message_id: the reported message's id.
+        verified: franking proved the report.
+        category: the reporter's category.
+        outcome: the current outcome.
+        created_at_ms: when it was first reported, Unix ms.
+        plaintext: the revealed content message.
+        sent_at_ms: the relay's acceptance time the reporter gave.
+        audit: the audit trail, oldest first.
+    """
+
+    report_id: str
+    reporter: str
+    sender: str
+    message_id: str
+    verified: bool
+    category: str
+    outcome: ReportOutcome.ValueType
+    created_at_ms: int
+    plaintext: bytes
+    sent_at_ms: int
+    audit: tuple[AuditRecord, ...] = ()
+
+    @property
+    def index_member(self) -> str:
+        """The report's member in the report indexes (and the page token after it)."""
+        return index_member(self.created_at_ms, self.report_id)
+
+
+def index_member(created_at_ms: int, report_id: str) -> str:
+    """``<created at, 13 digits>:<report id>``: index members sort by creation time, then id."""
+    return f"{created_at_ms:013d}:{report_id}"

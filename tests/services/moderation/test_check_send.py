@@ -1,0 +1,281 @@
+"""CheckSend over real gRPC and Redis: provider status, every limit, first contact, blocks, one round trip.
+
+Buckets get tiny capacities and a refill rate near zero, so no token comes back while a test runs and no
+assertion depends on the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from support.cluster import ADMIN, Cluster, ProviderKeys, error_reason
+from support.moderation import NO_REFILL, check, start_moderation
+
+from parley.common.v1.common_pb2 import ErrorReason
+from parley.identity.v1 import identity_pb2 as pb_identity
+from parley.moderation.v1 import moderation_pb2 as pb
+from parley.moderation.v1 import moderation_pb2_grpc
+
+BOB = "phone:+4915112345678@gatekeeper"
+DAVE = "username:dave@gatekeeper"
+ALICE = "username:alice@birdy"
+CAROL = "username:carol@birdy"
+
+ALLOW = pb.VERDICT_ALLOW
+DROP = pb.VERDICT_DROP_SILENTLY
+REFUSE = pb.VERDICT_REFUSE
+
+
+async def _setup(
+    cluster: Cluster, **moderation: object
+) -> tuple[moderation_pb2_grpc.ModerationServiceStub, ProviderKeys]:
+    await cluster.start_identity()
+    gatekeeper = await cluster.enlist("gatekeeper")
+    await cluster.enlist("birdy")
+    return await start_moderation(cluster, **moderation), gatekeeper
+
+
+def _refusal(response: pb.CheckSendResponse) -> tuple[int, str, str]:
+    return response.verdict, ErrorReason.Name(response.reason).removeprefix("ERROR_REASON_"), response.limit
+
+
+async def test_an_ordinary_send_is_allowed(cluster: Cluster) -> None:
+    moderation, _ = await _setup(cluster)
+    response = await check(moderation, f"{ALICE}/1", BOB, fan_out=3)
+    assert response.verdict == ALLOW
+    assert response.reason == ErrorReason.ERROR_REASON_UNSPECIFIED
+    assert (response.retry_after_ms, response.limit) == (0, "")
+
+
+async def test_the_sender_bucket_refuses_once_empty_and_names_itself(cluster: Cluster) -> None:
+    moderation, _ = await _setup(cluster, send_burst=2, send_per_second=NO_REFILL)
+    assert [(await check(moderation, f"{ALICE}/1", BOB)).verdict for _ in range(2)] == [ALLOW, ALLOW]
+    refused = await check(moderation, f"{ALICE}/2", BOB)  # another device of the same user shares the bucket
+    assert _refusal(refused) == (REFUSE, "RATE_LIMITED", "sender")
+    assert refused.retry_after_ms > 1000
+    # Another sender has a bucket of its own.
+    assert (await check(moderation, f"{CAROL}/1", BOB)).verdict == ALLOW
+
+
+async def test_first_contact_is_limited_until_the_recipient_replies(cluster: Cluster) -> None:
+    moderation, _ = await _setup(cluster, first_contact_burst=2, first_contact_per_second=NO_REFILL)
+    assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW
+    assert (await check(moderation, f"{ALICE}/1", DAVE)).verdict == ALLOW
+    # Every message to a user who never replied is a first contact, not only the first one.
+    assert _refusal(await check(moderation, f"{ALICE}/1", BOB)) == (REFUSE, "RATE_LIMITED", "first_contact")
+    assert _refusal(await check(moderation, f"{ALICE}/1", "username:erin@gatekeeper"))[2] == "first_contact"
+    # Bob writes back (Alice had contacted him, so his reply is no first contact of his own).
+    assert (await check(moderation, f"{BOB}/1", ALICE)).verdict == ALLOW
+    assert [(await check(moderation, f"{ALICE}/1", BOB)).verdict for _ in range(3)] == [ALLOW] * 3
+    # Dave never replied.
+    assert _refusal(await check(moderation, f"{ALICE}/1", DAVE))[2] == "first_contact"
+
+
+async def test_a_refused_send_takes_no_sender_tokens(cluster: Cluster) -> None:
+    moderation, _ = await _setup(
+        cluster,
+        send_burst=3,
+        send_per_second=NO_REFILL,
+        first_contact_burst=1,
+        first_contact_per_second=NO_REFILL,
+    )
+    assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW  # send 2 left, first contact 0 left
+    for _ in range(5):
+        assert _refusal(await check(moderation, f"{ALICE}/1", DAVE))[2] == "first_contact"
+    assert (await check(moderation, f"{DAVE}/1", ALICE)).verdict == ALLOW  # Dave writes first
+    # Both remaining send tokens are still there.
+    assert [(await check(moderation, f"{ALICE}/1", DAVE)).verdict for _ in range(2)] == [ALLOW, ALLOW]
+    assert _refusal(await check(moderation, f"{ALICE}/1", DAVE)) == (REFUSE, "RATE_LIMITED", "sender")
+
+
+async def test_the_provider_bucket_is_shared_by_its_users(cluster: Cluster) -> None:
+    moderation, _ = await _setup(cluster, provider_burst=3, provider_per_second=NO_REFILL, breaker_threshold=0)
+    verdicts = [(await check(moderation, sender, BOB)).verdict for sender in (f"{ALICE}/1", f"{CAROL}/1", f"{ALICE}/2")]
+    assert verdicts == [ALLOW] * 3
+    refused = await check(moderation, f"{CAROL}/1", BOB)
+    assert _refusal(refused) == (REFUSE, "RATE_LIMITED", "provider")
+    assert refused.retry_after_ms > 1000
+    # The gatekeeper's users are limited by the gatekeeper's bucket, not birdy's.
+    assert (await check(moderation, f"{BOB}/1", ALICE)).verdict == ALLOW
+
+
+async def test_the_provider_quota_counts_device_copies(cluster: Cluster) -> None:
+    moderation, _ = await _setup(
+        cluster, provider_quota=5, provider_quota_overrides={"gatekeeper": 100}, breaker_threshold=0
+    )
+    assert (await check(moderation, f"{ALICE}/1", BOB, fan_out=2)).verdict == ALLOW
+    assert (await check(moderation, f"{CAROL}/1", BOB, fan_out=2)).verdict == ALLOW
+    over = await check(moderation, f"{ALICE}/1", BOB, fan_out=2)
+    assert _refusal(over) == (REFUSE, "QUOTA_EXCEEDED", "provider_quota")
+    assert 0 < over.retry_after_ms <= 86_400_000  # until the daily window ends
+    # The refused send took nothing: one copy still fits, then none.
+    assert (await check(moderation, f"{ALICE}/1", BOB, fan_out=1)).verdict == ALLOW
+    assert _refusal(await check(moderation, f"{ALICE}/1", BOB, fan_out=0))[1] == "QUOTA_EXCEEDED"  # 0 counts as 1
+    # The gatekeeper's own quota.
+    assert (await check(moderation, f"{BOB}/1", ALICE, fan_out=50)).verdict == ALLOW
+
+
+async def test_the_circuit_breaker_cuts_off_a_provider_that_keeps_pushing(cluster: Cluster) -> None:
+    moderation, _ = await _setup(
+        cluster, provider_burst=1, provider_per_second=NO_REFILL, breaker_threshold=3, breaker_cooldown_s=600
+    )
+    assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW
+    for _ in range(3):
+        assert _refusal(await check(moderation, f"{ALICE}/1", BOB))[1] == "RATE_LIMITED"
+    throttled = await check(moderation, f"{CAROL}/1", DAVE)
+    assert _refusal(throttled) == (REFUSE, "PROVIDER_THROTTLED", "provider_circuit")
+    assert 590_000 < throttled.retry_after_ms <= 600_000
+    assert (await check(moderation, f"{BOB}/1", ALICE)).verdict == ALLOW
+
+
+async def test_a_blocked_sender_is_dropped_silently_on_every_device(cluster: Cluster) -> None:
+    moderation, gatekeeper = await _setup(cluster)
+    await moderation.Block(pb.BlockRequest(address=f"{ALICE}/1"), metadata=gatekeeper.auth(BOB))
+    for device in (1, 2, 7):
+        response = await check(moderation, f"{ALICE}/{device}", BOB)
+        assert response.verdict == DROP
+        assert (response.reason, response.retry_after_ms, response.limit) == (0, 0, "")
+    # Only Bob blocked Alice: she reaches Dave, and Carol reaches Bob.
+    assert (await check(moderation, f"{ALICE}/1", DAVE)).verdict == ALLOW
+    assert (await check(moderation, f"{CAROL}/1", BOB)).verdict == ALLOW
+    await moderation.Unblock(pb.UnblockRequest(address=ALICE), metadata=gatekeeper.auth(BOB))
+    assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW
+
+
+async def test_a_blocked_sender_meets_the_same_limits_as_anyone(cluster: Cluster) -> None:
+    """What a blocked sender can observe (verdicts of its sends turned into relay answers) must not change."""
+    moderation, gatekeeper = await _setup(cluster, send_burst=2, send_per_second=NO_REFILL)
+    await moderation.Block(pb.BlockRequest(address=ALICE), metadata=gatekeeper.auth(BOB))
+    blocked = [_refusal(await check(moderation, f"{ALICE}/1", BOB)) for _ in range(3)]
+    free = [_refusal(await check(moderation, f"{CAROL}/1", BOB)) for _ in range(3)]
+    assert [v for v, _, _ in blocked] == [DROP, DROP, REFUSE]
+    assert [v for v, _, _ in free] == [ALLOW, ALLOW, REFUSE]
+    assert blocked[2] == free[2] == (REFUSE, "RATE_LIMITED", "sender")
+
+
+@pytest.mark.parametrize(
+    ("provider_change", "reason"),
+    [
+        (pb_identity.SuspendProviderRequest, "PROVIDER_SUSPENDED"),
+        (pb_identity.RevokeProviderRequest, "PROVIDER_REVOKED"),
+    ],
+)
+async def test_the_kill_switch_reaches_check_send_within_a_second(
+    cluster: Cluster, provider_change: type, reason: str
+) -> None:
+    moderation, _ = await _setup(cluster)
+    assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW
+    await getattr(cluster.identity(), provider_change.__name__.removesuffix("Request"))(
+        provider_change(provider_id="birdy"), metadata=ADMIN
+    )
+    deadline = time.monotonic() + 1.0
+    response = await check(moderation, f"{ALICE}/1", BOB)
+    while response.verdict == ALLOW and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        response = await check(moderation, f"{ALICE}/1", BOB)
+    assert _refusal(response) == (REFUSE, reason, ""), "moderation still allowed the provider after one second"
+    # Both directions: nobody reaches birdy's users either; other providers are untouched.
+    assert _refusal(await check(moderation, f"{BOB}/1", CAROL))[1] == reason
+    assert (await check(moderation, f"{BOB}/1", DAVE)).verdict == ALLOW
+
+
+async def test_pending_and_unknown_providers_are_refused(cluster: Cluster) -> None:
+    moderation, _ = await _setup(cluster)
+    await cluster.enlist("slowpoke", approve=False)
+    assert _refusal(await check(moderation, "username:sam@slowpoke/1", BOB))[1] == "PROVIDER_NOT_APPROVED"
+    assert _refusal(await check(moderation, f"{BOB}/1", "username:sam@slowpoke"))[1] == "PROVIDER_NOT_APPROVED"
+    assert _refusal(await check(moderation, "username:ghost@nowhere/1", BOB))[1] == "UNKNOWN_PROVIDER"
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient", "fan_out", "reason"),
+    [
+        ("", BOB, 1, "MISSING_FIELD"),
+        (f"{ALICE}/1", "", 1, "MISSING_FIELD"),
+        ("alice", BOB, 1, "INVALID_ADDRESS"),
+        (f"{ALICE}/1", "phone:12@gatekeeper", 1, "INVALID_ADDRESS"),
+        (f"{ALICE}/0", BOB, 1, "INVALID_ADDRESS"),
+        (f"{ALICE}/1", BOB, 1001, "INVALID_FIELD"),
+    ],
+)
+async def test_bad_input_is_refused_and_takes_nothing(
+    cluster: Cluster, sender: str, recipient: str, fan_out: int, reason: str
+) -> None:
+    moderation, _ = await _setup(
+        cluster,
+        send_burst=1,
+        send_per_second=NO_REFILL,
+        first_contact_burst=1,
+        first_contact_per_second=NO_REFILL,
+        provider_burst=1,
+        provider_per_second=NO_REFILL,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await check(moderation, sender, recipient, fan_out)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(error.value) == reason
+    # Every bucket still holds its single token.
+    assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW
+
+
+async def test_a_decision_is_one_redis_round_trip(cluster: Cluster, spans: InMemorySpanExporter) -> None:
+    moderation, _ = await _setup(cluster)
+    await check(moderation, f"{ALICE}/1", BOB)  # scripts loaded
+    spans.clear()
+    await check(moderation, f"{ALICE}/1", BOB)
+    finished = spans.get_finished_spans()
+    server = next(s for s in finished if s.kind is SpanKind.SERVER and s.name.endswith("/CheckSend"))
+    redis_spans = [
+        s
+        for s in finished
+        if s.context.trace_id == server.context.trace_id and (s.attributes or {}).get("db.system") == "redis"
+    ]
+    assert len(redis_spans) == 1
+    assert (redis_spans[0].attributes or {}).get("db.redis.pipeline_length") == 3
+
+
+async def test_scripts_flushed_from_redis_are_loaded_again(cluster: Cluster, redis_url: str) -> None:
+    import redis.asyncio as aioredis  # noqa: PLC0415 -- only this test talks to Redis directly
+
+    moderation, _ = await _setup(cluster, send_burst=2, send_per_second=NO_REFILL)
+    assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW
+    client = aioredis.Redis.from_url(redis_url)
+    await client.script_flush()
+    await client.aclose()
+    assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW
+    # Each script ran exactly once for that send: the bucket is now empty, not overdrawn or untouched.
+    assert _refusal(await check(moderation, f"{ALICE}/1", BOB))[2] == "sender"
+
+
+async def test_verdicts_are_counted_by_reason(cluster: Cluster, metric_reader: InMemoryMetricReader) -> None:
+    moderation, _ = await _setup(cluster, send_burst=1, send_per_second=NO_REFILL)
+    before = _verdict_counts(metric_reader)
+    await check(moderation, f"{ALICE}/1", BOB)
+    await check(moderation, f"{ALICE}/1", BOB)
+    after = _verdict_counts(metric_reader)
+    assert after.get(("ALLOW", "", ""), 0) - before.get(("ALLOW", "", ""), 0) == 1
+    refused = ("REFUSE", "RATE_LIMITED", "sender")
+    assert after.get(refused, 0) - before.get(refused, 0) == 1
+
+
+def _verdict_counts(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], int]:
+    counts: dict[tuple[str, str, str], int] = {}
+    data = reader.get_metrics_data()
+    if data is None:
+        return counts
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != "moderation.check_send.verdicts":
+                    continue
+                for point in metric.data.data_points:
+                    attributes = point.attributes or {}
+                    key = (str(attributes["verdict"]), str(attributes["reason"]), str(attributes["limit"]))
+                    counts[key] = counts.get(key, 0) + int(point.value)
+    return counts
