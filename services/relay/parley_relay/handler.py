@@ -264,9 +264,12 @@ class RelayHandler:
                 )
         return Accepted(stanza.id, result.ts, result.duplicate)
 
-    async def _send_receipt(self, device: Address, receipt: Receipt, data: bytes) -> Accepted:
+    async def _send_receipt(self, device: Address, receipt: Receipt, data: bytes, *, sync: bool = True) -> Accepted:
+        """Stores a receipt for the confirmed messages' sender and, when ``sync``, the confirming user's others."""
+        if receipt.recipient == device.user:
+            raise invalid_field("recipient", "receipts confirm other users' messages")
         recipient_devices = await self._reach(device, receipt.recipient)
-        own_devices = await self._own_other_devices(device)
+        own_devices = await self._own_other_devices(device) if sync else ()
         ts = int(self._clock() * 1000)
         first = await self._store_for(receipt.recipient, recipient_devices, data, receipt, ts, device)
         await self._store_for(device.user, own_devices, data, receipt, ts, device)
@@ -294,7 +297,8 @@ class RelayHandler:
         await self._store.acknowledge(str(device.user), device.device, [e.delivery_id for e in entries])
         wanted: dict[str, list[str]] = {}
         for entry in entries:
-            if entry.receipt_requested:
+            # Copies of the user's own messages (sent from another of its devices) need no receipt.
+            if entry.receipt_requested and Address.parse(entry.sender).user != device.user:
                 wanted.setdefault(entry.sender, []).append(entry.message_id)
         for sender_text, message_ids in wanted.items():
             sender = Address.parse(sender_text)
@@ -307,7 +311,8 @@ class RelayHandler:
                 message_ids=tuple(dict.fromkeys(message_ids)),
             )
             try:
-                await self._send_receipt(device, receipt, encode(receipt))
+                # Only the sender needs to know; the user's other devices track their own deliveries.
+                await self._send_receipt(device, receipt, encode(receipt), sync=False)
             except ParleyError as error:
                 # The sender became unreachable meanwhile (blocked, opted out): the receipt is dropped.
                 _log.info("delivery receipt dropped: %s", error.reason_name)
