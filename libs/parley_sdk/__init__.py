@@ -12,7 +12,7 @@
 from parley_sdk._device import Decrypted, DeviceClient, NotForThisDeviceError, bundle_from_proto
 from parley_sdk._errors import error_reason
 from parley_sdk._provider import Metadata, ProviderBackend
-from parley_sdk._relay import Incoming, RelayConnection
+from parley_sdk._relay import Incoming, RelayConnection, StreamClosedError
 
 __all__ = [
     "Decrypted",
@@ -22,6 +22,7 @@ __all__ = [
     "NotForThisDeviceError",
     "ProviderBackend",
     "RelayConnection",
+    "StreamClosedError",
     "bundle_from_proto",
     "error_reason",
 ]

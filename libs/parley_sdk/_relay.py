@@ -20,6 +20,10 @@ from parley_stanza import Stanza, decode
 _QUEUE = 1024
 
 
+class StreamClosedError(ConnectionError):
+    """The stream ended (relay restart, network loss) while the client wrote to it."""
+
+
 @dataclass(frozen=True)
 class Incoming:
     """One stanza pushed to this device.
@@ -138,12 +142,20 @@ class RelayConnection:
         """Acknowledges deliveries (the relay then drops them and sends delivery receipts)."""
         ids = [d for d in delivery_ids if d]
         if ids:
-            await self._call.write(pb.ConnectRequest(ack=pb.Ack(delivery_ids=ids)))
+            await self._write(pb.ConnectRequest(ack=pb.Ack(delivery_ids=ids)))
 
     async def send(self, stanzas: Sequence[bytes]) -> pb.SendResults:
         """Sends stanzas on the stream (pipelined); returns one result per stanza, in order."""
         batch_id = next(self._batch_ids)
         future: asyncio.Future[pb.SendResults] = asyncio.get_running_loop().create_future()
         self._results[batch_id] = future
-        await self._call.write(pb.ConnectRequest(send=pb.SendBatch(batch_id=batch_id, stanzas=list(stanzas))))
+        await self._write(pb.ConnectRequest(send=pb.SendBatch(batch_id=batch_id, stanzas=list(stanzas))))
         return await future
+
+    async def _write(self, request: pb.ConnectRequest) -> None:
+        try:
+            await self._call.write(request)
+        except asyncio.InvalidStateError:
+            raise StreamClosedError(
+                "the relay stream has ended; reconnect (unacknowledged stanzas come again)"
+            ) from None
