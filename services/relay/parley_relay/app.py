@@ -42,6 +42,7 @@ class RelaySettings(ServiceSettings):
     recipient_cache_s: float = Field(1.0, ge=0, le=60, description="Reuse of identity's recipient answers.")
     stream_window: int = Field(256, ge=1, le=100_000, description="Unacknowledged deliveries per stream.")
     stream_poll_s: float = Field(2.0, gt=0, le=60, description="Mailbox re-read interval of idle streams.")
+    max_streams_per_provider: int = Field(100_000, ge=1, description="Open streams per provider on one replica.")
     max_media_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024, description="Largest blob.")
     media_retention_s: int = Field(30 * 86_400, ge=60, le=365 * 86_400, description="How long blobs live.")
     media_daily_quota_bytes: int = Field(10 * 1024**3, ge=1024, description="Bytes a provider may upload per day.")
@@ -108,6 +109,7 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         ),
         StreamSettings(window=settings.stream_window, poll_interval_s=settings.stream_poll_s, replica=settings.replica),
         approved,
+        max_streams_per_provider=settings.max_streams_per_provider,
     )
 
     async def close_channels() -> None:

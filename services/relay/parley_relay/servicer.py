@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import grpc.aio
@@ -14,7 +15,7 @@ from parley_relay.handler import RelayHandler
 from parley_relay.hub import MailboxHub
 from parley_relay.media import MediaHandler
 from parley_runtime.auth import Access, UserPrincipal
-from parley_runtime.errors import invalid_field, permission_denied
+from parley_runtime.errors import Code, ParleyError, invalid_field, permission_denied
 from parley_runtime.interceptors import current_principal
 from parley_stanza import Address
 
@@ -40,6 +41,7 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         media: the media proxy.
         streams: bounds and timings of device streams.
         provider_approved: whether a provider may still use open streams (the kill switch).
+        max_streams_per_provider: open streams one provider may hold on this replica (backpressure).
     """
 
     def __init__(
@@ -49,12 +51,15 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         media: MediaHandler,
         streams: StreamSettings,
         provider_approved: Callable[[str], bool],
+        max_streams_per_provider: int = 100_000,
     ) -> None:
         self._handler = handler
         self._hub = hub
         self._media = media
         self._streams = streams
         self._provider_approved = provider_approved
+        self._max_streams = max_streams_per_provider
+        self._open_streams: Counter[str] = Counter()
 
     async def Send(self, request: pb.SendRequest, context: grpc.aio.ServicerContext) -> pb.SendResponse:
         accepted = await self._handler.send(_principal().device, request.stanza)
@@ -67,6 +72,14 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
     ) -> AsyncIterator[pb.ConnectResponse]:
         principal = _principal()
         device: Address = principal.device
+        provider = principal.provider_id
+        if self._open_streams[provider] >= self._max_streams:
+            raise ParleyError(
+                Code.RESOURCE_EXHAUSTED,
+                ErrorReason.ERROR_REASON_QUOTA_EXCEEDED,
+                f"provider {provider} holds the maximum of {self._max_streams} streams on this relay",
+                limit=self._max_streams,
+            )
         stream = DeviceStream(
             self._handler,
             self._hub,
@@ -74,8 +87,12 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
             self._streams,
             allowed=lambda: self._provider_approved(principal.provider_id),
         )
-        async for frame in stream.run(request_iterator):
-            yield frame
+        self._open_streams[provider] += 1
+        try:
+            async for frame in stream.run(request_iterator):
+                yield frame
+        finally:
+            self._open_streams[provider] -= 1
 
     async def UploadMedia(
         self, request_iterator: AsyncIterator[pb.UploadMediaRequest], context: grpc.aio.ServicerContext

@@ -163,3 +163,19 @@ async def test_suspending_a_provider_closes_its_open_streams(cluster: Cluster) -
     # Bounded by the stream poll interval (0.5 s in these tests) plus the kill switch's own propagation.
     assert time.monotonic() - started < 5
     await world.close()
+
+
+async def test_streams_per_provider_are_bounded(cluster: Cluster) -> None:
+    world = await start_world(cluster, max_streams_per_provider=1)
+    async with world["cleo_phone"].connect() as first:
+        await first.drained.wait()
+        async with world["ben"].connect() as second:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                async with asyncio.timeout(5):
+                    await second.receive()
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_reason(error.value)[0] == "QUOTA_EXCEEDED"
+        # Another provider is not affected.
+        async with world["ana_phone"].connect() as other:
+            await asyncio.wait_for(other.drained.wait(), 5)
+    await world.close()
