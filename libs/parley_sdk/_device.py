@@ -157,6 +157,28 @@ class DeviceClient:
         )
         return response.one_time_prekey_count
 
+    async def rotate_signed_prekey(self) -> int:
+        """Replaces the published signed prekey with a fresh one (clients do this every few days).
+
+        The previous signed prekey stays in the local store so that prekey messages built on it still decrypt.
+
+        Returns:
+            The new signed prekey's id.
+        """
+        identity = self.store.get_identity_key_pair()
+        key_id = max(self.store.signed_prekeys, default=0) + 1
+        signed = generate_signed_prekey(identity, key_id, timestamp=int(time.time() * 1000))
+        self.store.signed_prekeys[signed.id] = signed
+        await self.backend.keydir.RotateSignedPreKey(
+            kd_pb.RotateSignedPreKeyRequest(
+                signed_prekey=kd_pb.SignedPreKey(
+                    key_id=signed.id, public_key=signed.key_pair.public_key.serialize(), signature=signed.signature
+                )
+            ),
+            metadata=self._credentials(),
+        )
+        return signed.id
+
     def _new_one_time_prekeys(self, count: int) -> list[kd_pb.OneTimePreKey]:
         records = generate_prekeys(self._next_prekey_id, count)
         self._next_prekey_id += count
@@ -272,6 +294,24 @@ class DeviceClient:
                     raise
                 self.forget_devices(recipient, self.user)
         raise AssertionError("unreachable")  # pragma: no cover -- the loop returns or raises
+
+    async def upload_media(self, blob: bytes, sha256: bytes, *, chunk_size: int = 512 * 1024) -> str:
+        """Uploads an encrypted attachment blob through the relay's media proxy; returns its media id."""
+        header = relay_pb2.UploadMediaRequest(header=relay_pb2.UploadMediaHeader(size=len(blob), sha256=sha256))
+        chunks = [relay_pb2.UploadMediaRequest(chunk=blob[i : i + chunk_size]) for i in range(0, len(blob), chunk_size)]
+        response: relay_pb2.UploadMediaResponse = await self._relay().UploadMedia(
+            iter([header, *chunks]), metadata=self._credentials()
+        )
+        return response.media_id
+
+    async def download_media(self, media_id: str, offset: int = 0) -> bytes:
+        """Downloads an encrypted blob (from ``offset``, to resume)."""
+        parts = []
+        async for part in self._relay().DownloadMedia(
+            relay_pb2.DownloadMediaRequest(media_id=media_id, offset=offset), metadata=self._credentials()
+        ):
+            parts.append(part.chunk)
+        return b"".join(parts)
 
     def connect(self) -> RelayConnection:
         """The device's relay stream (``async with device.connect() as connection: ...``)."""

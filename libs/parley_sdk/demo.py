@@ -25,7 +25,6 @@ from parley.common.v1.common_pb2 import Feature, IdentifierKind
 from parley.content.v1 import content_pb2
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1 import identity_pb2_grpc
-from parley.relay.v1 import relay_pb2 as relay_pb
 from parley_crypto import Fingerprint, decrypt_attachment, encrypt_attachment
 from parley_runtime.testing import RedisServer, ServiceProcess
 from parley_sdk import DeviceClient, ProviderBackend, RelayConnection
@@ -250,20 +249,13 @@ async def _chat(cast: _Cast, ana: RelayConnection, ben: RelayConnection) -> None
 async def _photo(cast: _Cast, ana: RelayConnection) -> None:
     _step("Ben sends a photo: encrypted on his device, uploaded through the relay's media proxy")
     attachment = encrypt_attachment(os.urandom(48_000))
-    relay = cast.ben.backend.relay
-    assert relay is not None
-    requests = [relay_pb.UploadMediaRequest(header=relay_pb.UploadMediaHeader(size=len(attachment.blob),
-                                                                              sha256=attachment.digest)),
-                relay_pb.UploadMediaRequest(chunk=attachment.blob)]  # fmt: skip
-    uploaded = await relay.UploadMedia(
-        iter(requests), metadata=cast.ben.backend.credentials(str(cast.ben.user), cast.ben.device_id)
-    )
-    _say(f"uploaded {len(attachment.blob)} encrypted bytes as media {uploaded.media_id[:12]}…")
+    media_id = await cast.ben.upload_media(attachment.blob, attachment.digest)
+    _say(f"uploaded {len(attachment.blob)} encrypted bytes as media {media_id[:12]}…")
     picture = content_pb2.Content(
         sent_at_ms=_now_ms(),
         media=content_pb2.Media(
             kind=content_pb2.MEDIA_KIND_IMAGE,
-            pointer=uploaded.media_id,
+            pointer=media_id,
             key=attachment.media_key,
             digest=attachment.digest,
             size=len(attachment.blob),
@@ -279,14 +271,7 @@ async def _photo(cast: _Cast, ana: RelayConnection) -> None:
 
 
 async def _open_photo(device: DeviceClient, media: content_pb2.Media) -> None:
-    relay = device.backend.relay
-    assert relay is not None
-    blob = b""
-    async for part in relay.DownloadMedia(
-        relay_pb.DownloadMediaRequest(media_id=media.pointer),
-        metadata=device.backend.credentials(str(device.user), device.device_id),
-    ):
-        blob += part.chunk
+    blob = await device.download_media(media.pointer)
     image = decrypt_attachment(blob, media.key, media.digest)
     _say(f"{device.address} downloaded it, checked SHA-256 {hashlib.sha256(blob).hexdigest()[:12]}… and MAC, "
          f"decrypted {len(image)} bytes")  # fmt: skip

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from support.cluster import Cluster
 from support.relay import World, start_world, text
 
+from parley.events.v1.events_pb2 import Event
 from parley_runtime import redis_keys
 from parley_sdk import DeviceClient, Incoming
 from parley_stanza import ChatState, ChatStateKind, Message, Receipt, ReceiptType, decode
@@ -200,4 +201,61 @@ async def test_pipelined_sends_on_the_stream_get_one_result_each(cluster: Cluste
     assert [r.code for r in results.results] == [0, 3, 0, 0]
     assert results.results[1].reason == "MALFORMED_STANZA"
     assert [r.message_id for r in results.results if r.code == 0] == ["b0", "b1", "b2"]
+    await world.close()
+
+
+async def test_offline_devices_get_a_message_waiting_event(cluster: Cluster, redis_url: str) -> None:
+    world = await start_world(cluster)
+    ana, ben = world["ana_phone"], world["ben"]
+    async with ana.connect() as stream:
+        await stream.drained.wait()
+        await ben.send_content(ana.user, text("are you there?"))
+        async with asyncio.timeout(10):
+            await stream.receive()
+    client = aioredis.Redis.from_url(redis_url)
+    entries = await client.xrange("events:{relay}")
+    await client.aclose()
+    waiting = [Event.FromString(fields[b"event"]).message_waiting for _, fields in entries]
+    # Only the laptop had no stream; the phone was online.
+    assert [(w.address, w.pending) for w in waiting] == [(str(world["ana_laptop"].address), 1)]
+    await world.close()
+
+
+async def test_read_receipts_reach_the_sender_and_the_readers_other_devices(cluster: Cluster) -> None:
+    world = await start_world(cluster)
+    ana_phone, ana_laptop, ben = world["ana_phone"], world["ana_laptop"], world["ben"]
+    sent = await ben.send_content(ana_phone.user, text("read me"))
+    read = Receipt(
+        id="r1",
+        sender=ana_phone.address,
+        recipient=ben.user,
+        ts=1,
+        type=ReceiptType.READ,
+        message_ids=(sent.message_id,),
+    )
+    await ana_phone.send(read)
+    for device in (ben, ana_laptop):
+        async with device.connect() as stream:
+            stanzas = []
+            while not any(isinstance(s, Receipt) for s in stanzas):
+                async with asyncio.timeout(10):
+                    incoming = await stream.receive()
+                stanzas.append(incoming.stanza)
+                await stream.ack(incoming.delivery_id)
+        receipt = next(s for s in stanzas if isinstance(s, Receipt))
+        assert receipt.type is ReceiptType.READ
+        assert receipt.message_ids == (sent.message_id,)
+    await world.close()
+
+
+async def test_signed_prekey_rotation_keeps_new_sessions_working(cluster: Cluster) -> None:
+    world = await start_world(cluster)
+    ana, cleo = world["ana_phone"], world["cleo_phone"]
+    assert await ana.rotate_signed_prekey() == 2
+    await cleo.send_content(ana.user, text("after rotation"))
+    async with ana.connect() as stream:
+        async with asyncio.timeout(10):
+            incoming = await stream.receive()
+    assert isinstance(incoming.stanza, Message)
+    assert ana.decrypt(incoming.stanza).content.text.body == "after rotation"
     await world.close()
