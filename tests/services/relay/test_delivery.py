@@ -236,7 +236,7 @@ async def test_read_receipts_reach_the_sender_and_the_readers_other_devices(clus
     await ana_phone.send(read)
     for device in (ben, ana_laptop):
         async with device.connect() as stream:
-            stanzas = []
+            stanzas: list[object] = []
             while not any(isinstance(s, Receipt) for s in stanzas):
                 async with asyncio.timeout(10):
                     incoming = await stream.receive()
