@@ -3,7 +3,11 @@
 A send decision touches three Redis Cluster slots: the sender's (restriction, contacts, buckets), the
 recipient's (blocks, contacts) and the sender's provider's (bucket, quota, breaker). Each slot has its own script
 (``lua/check_*.lua``, KEYS and ARGV documented at their tops); the three go out as one pipeline, one round trip.
-Blocks live in the blocking user's slot, reports in the shared ``{reports}`` slot.
+They cannot see one another's results, so when one part refuses a send another part allowed, a second round
+trip gives back what the allowing part took (``lua/refund_*.lua``): a refused send costs no bucket or quota
+anything, and an abusive user cannot drain the provider's budget with sends refused for the user alone. Refusals
+are the uncommon case; the common one stays one round trip. Blocks live in the blocking user's slot, reports in
+the shared ``{reports}`` slot.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any, Protocol
 from redis.exceptions import NoScriptError
 
 from parley.moderation.v1.moderation_pb2 import ReportOutcome
-from parley_moderation.model import AuditRecord, Report, SendChecks, SendShape
+from parley_moderation.model import PROVIDER_ALLOWED, SENDER_ALLOWED, AuditRecord, Report, SendChecks, SendShape
 from parley_runtime import redis_keys
 from parley_runtime.redis_client import Redis, load_script
 
@@ -29,7 +33,7 @@ class ModerationStore(Protocol):
     async def check_send(
         self, sender: str, recipient: str, provider_id: str, *, fan_out: int, shape: SendShape, now_ms: int
     ) -> SendChecks:
-        """Runs the three checks of one send (and takes its tokens and quota where they allow it)."""
+        """Runs the three checks of one send; tokens and quota stay taken only when sender and provider allow it."""
 
     async def block(self, user: str, blocked: str, max_blocks: int) -> int:
         """Adds a block; returns one of the ``BLOCK_*`` outcomes."""
@@ -85,6 +89,8 @@ class RedisModerationStore:
         self._check_sender = load_script(client, "parley_moderation", "check_sender")
         self._check_recipient = load_script(client, "parley_moderation", "check_recipient")
         self._check_provider = load_script(client, "parley_moderation", "check_provider")
+        self._refund_sender = load_script(client, "parley_moderation", "refund_sender")
+        self._refund_provider = load_script(client, "parley_moderation", "refund_provider")
         self._block = load_script(client, "parley_moderation", "block")
         self._save_report = load_script(client, "parley_moderation", "save_report")
         self._count_verified_report = load_script(client, "parley_moderation", "count_verified_report")
@@ -111,6 +117,17 @@ class RedisModerationStore:
             elif isinstance(result, Exception):
                 raise result
         sender_result, blocked, provider_result = results
+        sender_allowed = int(sender_result[0]) == SENDER_ALLOWED
+        provider_allowed = int(provider_result[0]) == PROVIDER_ALLOWED
+        if sender_allowed and not provider_allowed:
+            await self._refund_sender(
+                keys=calls[0][0][2:],
+                args=[shape.sender_capacity, shape.first_contact_capacity, int(sender_result[2])],
+            )
+        elif provider_allowed and not sender_allowed:
+            await self._refund_provider(
+                keys=calls[2][0][:2], args=[shape.provider_capacity, int(provider_result[2]), fan_out]
+            )
         return SendChecks(
             sender_outcome=int(sender_result[0]),
             sender_retry_after_ms=int(sender_result[1]),

@@ -94,6 +94,29 @@ async def test_a_refused_send_takes_no_sender_tokens(cluster: Cluster) -> None:
     assert _refusal(await check(moderation, f"{ALICE}/1", DAVE)) == (REFUSE, "RATE_LIMITED", "sender")
 
 
+async def test_a_send_the_provider_refuses_takes_no_sender_tokens(cluster: Cluster) -> None:
+    moderation, _ = await _setup(cluster, send_burst=2, send_per_second=NO_REFILL, provider_quota=3)
+    assert (await check(moderation, f"{ALICE}/1", BOB, fan_out=2)).verdict == ALLOW  # 1 sender token, 1 copy left
+    for _ in range(3):
+        assert _refusal(await check(moderation, f"{ALICE}/1", BOB, fan_out=2))[1] == "QUOTA_EXCEEDED"
+    # The refused sends gave their sender token back: one more send fits both, then the sender is empty.
+    assert (await check(moderation, f"{ALICE}/1", BOB, fan_out=1)).verdict == ALLOW
+    assert _refusal(await check(moderation, f"{ALICE}/1", BOB, fan_out=1))[1:] == ("QUOTA_EXCEEDED", "provider_quota")
+
+
+async def test_one_user_refused_alone_cannot_drain_the_providers_budget(cluster: Cluster) -> None:
+    moderation, _ = await _setup(
+        cluster, send_burst=1, send_per_second=NO_REFILL, provider_burst=3, provider_per_second=NO_REFILL
+    )
+    assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW
+    for _ in range(10):
+        assert _refusal(await check(moderation, f"{ALICE}/1", BOB))[2] == "sender"
+    # Birdy's bucket lost one token to Alice's allowed send, none to her refused ones.
+    others = [CAROL, "username:zoe@birdy", "username:yves@birdy"]
+    verdicts = [_refusal(await check(moderation, f"{other}/1", BOB)) for other in others]
+    assert verdicts == [(ALLOW, "UNSPECIFIED", ""), (ALLOW, "UNSPECIFIED", ""), (REFUSE, "RATE_LIMITED", "provider")]
+
+
 async def test_the_provider_bucket_is_shared_by_its_users(cluster: Cluster) -> None:
     moderation, _ = await _setup(cluster, provider_burst=3, provider_per_second=NO_REFILL, breaker_threshold=0)
     verdicts = [(await check(moderation, sender, BOB)).verdict for sender in (f"{ALICE}/1", f"{CAROL}/1", f"{ALICE}/2")]

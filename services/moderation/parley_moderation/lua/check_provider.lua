@@ -12,17 +12,19 @@
 -- ARGV[7]  breaker window, ms
 -- ARGV[8]  breaker cooldown (how long it stays open), ms
 --
--- Returns {outcome, retry_after_ms}; outcome 0 = allowed (a token and `fan-out` quota taken), 1 = the breaker
--- is open, 2 = the quota is used up, 3 = the bucket is empty. A quota or bucket refusal takes nothing but
--- counts toward the breaker: a provider that keeps pushing past its limits (a retry storm, a compromised
--- provider) is cut off for the cooldown, during which its sends cost one key read. Server time throughout.
+-- Returns {outcome, retry_after_ms, quota window}; outcome 0 = allowed (a token and `fan-out` quota taken from
+-- that window), 1 = the breaker is open, 2 = the quota is used up, 3 = the bucket is empty. A quota or bucket
+-- refusal takes nothing but counts toward the breaker: a provider that keeps pushing past its limits (a retry
+-- storm, a compromised provider) is cut off for the cooldown, during which its sends cost one key read. Server
+-- time throughout. When another part of the decision refuses the send, refund_provider.lua gives back what an
+-- allowed send took.
 local now_parts = redis.call('TIME')
 local now_ms = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local now = now_ms / 1000
 
 local open_until = tonumber(redis.call('HGET', KEYS[3], 'open_until') or '0')
 if open_until > now_ms then
-  return {1, open_until - now_ms}
+  return {1, open_until - now_ms, 0}
 end
 
 local threshold, breaker_window, cooldown = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -42,7 +44,7 @@ local function refuse(outcome, retry_after_ms)
       redis.call('PEXPIRE', KEYS[3], breaker_window + cooldown)
     end
   end
-  return {outcome, retry_after_ms}
+  return {outcome, retry_after_ms, 0}
 end
 
 local quota, quota_window, fan_out = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -77,4 +79,4 @@ if quota > 0 then
   redis.call('HSET', KEYS[2], 'window', window, 'used', used + fan_out)
   redis.call('PEXPIRE', KEYS[2], (window + 1) * quota_window - now_ms + 1000)
 end
-return {0, 0}
+return {0, 0, window}

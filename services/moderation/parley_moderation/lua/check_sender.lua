@@ -16,7 +16,8 @@
 -- bucket is empty, 3 = the first-contact bucket is empty. A refusal writes nothing, so a refused send costs no
 -- tokens. First contact: the recipient never sent to the sender (the sender's contacts lack the recipient).
 -- Buckets follow parley_runtime's token_bucket.lua (server time, expiry once full again); they are inlined here
--- so that both are checked before either is taken.
+-- so that both are checked before either is taken. When another part of the decision refuses the send,
+-- refund_sender.lua gives back what an allowed check took.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {1, 0, 0}
 end
