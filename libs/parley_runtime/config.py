@@ -63,6 +63,15 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
 
 
+class IdentityPeerSettings(ServiceSettings):
+    """Settings of a service that follows identity's provider list (every service but identity)."""
+
+    identity_target: str = Field("127.0.0.1:7101", min_length=1, description="Identity service host:port.")
+    startup_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="How long to wait at start for identity's provider list."
+    )
+
+
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 

@@ -21,7 +21,10 @@ from parley.identity.v1 import identity_pb2, identity_pb2_grpc
 from parley.identity.v1.identity_pb2 import Provider
 from parley_runtime import redis_keys
 from parley_runtime.auth import ProviderRecord
+from parley_runtime.clients import internal_channel
+from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.redis_client import Redis
+from parley_runtime.telemetry import Telemetry
 
 _log = logging.getLogger(__name__)
 
@@ -105,6 +108,29 @@ class WatchedProviderDirectory(ProviderCache):
                 _log.warning("provider watch interrupted: %s; retrying in %.2f s", exc.code(), backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+
+async def follow_identity(
+    settings: IdentityPeerSettings, telemetry: Telemetry
+) -> tuple[grpc.aio.Channel, WatchedProviderDirectory]:
+    """Opens the internal channel to identity and waits for its first provider snapshot.
+
+    Waiting at start means a new replica never refuses valid callers for want of a provider list.
+
+    Returns:
+        The channel (for the service's other identity calls) and the directory following the providers.
+
+    Raises:
+        TimeoutError: identity did not answer within ``settings.startup_timeout_s``.
+    """
+    channel = internal_channel(
+        settings.identity_target, internal_token=settings.internal_token.get_secret_value(), telemetry=telemetry
+    )
+    directory = WatchedProviderDirectory(channel)
+    directory.start()
+    async with asyncio.timeout(settings.startup_timeout_s):
+        await directory.wait_ready()
+    return channel, directory
 
 
 class RedisReplayGuard:

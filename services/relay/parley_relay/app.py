@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import socket
@@ -21,20 +20,19 @@ from parley_relay.servicer import ACCESS, SERVICE_NAME, RelayServicer
 from parley_relay.store import RedisMailboxStore
 from parley_runtime.auth import Authenticator
 from parley_runtime.clients import internal_channel
-from parley_runtime.config import ServiceSettings
+from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.events import EventPublisher
-from parley_runtime.providers import RedisReplayGuard, WatchedProviderDirectory
+from parley_runtime.providers import RedisReplayGuard, follow_identity
 from parley_runtime.redis_client import connect
 from parley_runtime.server import GrpcServer, ServiceDefinition
 from parley_runtime.telemetry import Telemetry
 from parley_stanza import Limits
 
 
-class RelaySettings(ServiceSettings):
+class RelaySettings(IdentityPeerSettings):
     """Relay settings (``PARLEY_*`` environment variables; see the service README)."""
 
     port: int = Field(7100, ge=0, le=65535, description="gRPC port.")
-    identity_target: str = Field("127.0.0.1:7101", min_length=1, description="Identity service host:port.")
     moderation_target: str = Field("", description="Moderation service host:port; empty: no moderation checks.")
     franking_key: str = Field("", description="Base64 of the >= 32-byte key stamping franking commitments.")
     max_stanza_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest stanza.")
@@ -47,7 +45,6 @@ class RelaySettings(ServiceSettings):
     media_retention_s: int = Field(30 * 86_400, ge=60, le=365 * 86_400, description="How long blobs live.")
     media_daily_quota_bytes: int = Field(10 * 1024**3, ge=1024, description="Bytes a provider may upload per day.")
     replica: str = Field(default_factory=socket.gethostname, min_length=1, description="This replica's name.")
-    startup_timeout_s: float = Field(30.0, gt=0, le=600, description="Wait for identity's provider list at start.")
 
     @field_validator("franking_key")
     @classmethod
@@ -65,15 +62,11 @@ class RelaySettings(ServiceSettings):
 async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServer:
     """Creates the relay server (not started); waits for identity's provider snapshot first."""
     client = connect(settings.redis_url, max_connections=settings.redis_max_connections)
-    token = settings.internal_token.get_secret_value()
-    identity = internal_channel(settings.identity_target, internal_token=token, telemetry=telemetry)
+    identity, providers = await follow_identity(settings, telemetry)
     channels = [identity]
-    providers = WatchedProviderDirectory(identity)
-    providers.start()
-    async with asyncio.timeout(settings.startup_timeout_s):
-        await providers.wait_ready()
     policy: SendPolicy = NoModeration()
     if settings.moderation_target:
+        token = settings.internal_token.get_secret_value()
         moderation = internal_channel(settings.moderation_target, internal_token=token, telemetry=telemetry)
         channels.append(moderation)
         policy = ModerationPolicy(moderation)
