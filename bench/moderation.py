@@ -1,0 +1,203 @@
+"""CheckSend decisions per second through the moderation service, beside the floor of its Redis pipeline.
+
+Ours: ``CheckSend`` over real gRPC with the internal token, as the relay calls it, through the real moderation
+process (fed providers by a real identity process) and a real Redis: the kill-switch check, address parsing, the
+pipelined sender/recipient/provider scripts (one round trip) and the verdict. Floor: the very same pipeline of the
+three scripts (same keys, same arguments) called straight through redis-py from this process at the same
+concurrency. Both sides rotate through the same senders and recipients, with limits far above the offered load,
+so every decision is an ALLOW and takes tokens like production's common case. For scale, ``extra`` also gives
+the rate of the gRPC health check on the same server at the same concurrency: what a call costs in this
+process before any moderation work.
+
+Writes bench/results/moderation.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc.aio
+import redis.asyncio as aioredis
+from benchlib import Figure, parse_args, write_results
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from parley.common.v1.common_pb2 import Feature, IdentifierKind
+from parley.identity.v1 import identity_pb2 as id_pb
+from parley.identity.v1 import identity_pb2_grpc
+from parley.moderation.v1 import moderation_pb2 as pb
+from parley.moderation.v1 import moderation_pb2_grpc
+from parley_moderation.model import SendShape
+from parley_moderation.store import check_send_calls
+from parley_runtime.redis_client import load_script
+from parley_runtime.testing import RedisServer, ServiceProcess
+
+ADMIN = (("authorization", "Bearer bench-admin"),)
+INTERNAL = (("authorization", "Bearer bench-internal"),)
+CONCURRENCY = 32
+USERS = 500
+UNLIMITED = 100_000_000
+SENDERS = [f"username:user{i}@birdy" for i in range(USERS)]
+RECIPIENTS = [f"username:user{i}@gatekeeper" for i in range(USERS)]
+# The service's shape with the bench's settings below (contacts as the defaults): the floor sends exactly this.
+SHAPE = SendShape(
+    sender_capacity=float(UNLIMITED),
+    sender_per_second=UNLIMITED / 10,
+    first_contact_capacity=float(UNLIMITED),
+    first_contact_per_second=UNLIMITED / 10,
+    provider_capacity=float(UNLIMITED),
+    provider_per_second=UNLIMITED / 10,
+    provider_quota=0,
+    quota_window_ms=86_400_000,
+    breaker_threshold=1000,
+    breaker_window_ms=10_000,
+    breaker_cooldown_ms=30_000,
+    max_contacts=10_000,
+    contact_ttl_ms=90 * 86_400_000,
+)
+
+
+async def _enlist(identity: identity_pb2_grpc.IdentityServiceStub, provider_id: str) -> None:
+    key = Ed25519PrivateKey.generate()
+    await identity.EnlistProvider(
+        id_pb.EnlistProviderRequest(
+            provider_id=provider_id,
+            display_name=provider_id,
+            signing_public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+            identifier_kinds=[IdentifierKind.IDENTIFIER_KIND_USERNAME],
+            features=[Feature.FEATURE_TEXT],
+        ),
+        metadata=ADMIN,
+    )
+    await identity.ApproveProvider(id_pb.ApproveProviderRequest(provider_id=provider_id), metadata=ADMIN)
+
+
+async def _run_for(seconds: float, call: Callable[[int], Awaitable[None]]) -> tuple[int, list[float]]:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker(offset: int) -> None:
+        turn = offset
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            await call(turn)
+            latencies.append(time.perf_counter() - start)
+            turn += CONCURRENCY
+
+    await asyncio.gather(*(worker(offset) for offset in range(CONCURRENCY)))
+    return len(latencies), latencies
+
+
+async def main() -> None:
+    args = parse_args(__doc__ or "")
+    seconds = 3.0 if args.quick else 10.0
+    rounds = 2 if args.quick else 3
+    with RedisServer() as redis_server:
+        env = {
+            "PARLEY_REDIS_URL": redis_server.url,
+            "PARLEY_ADMIN_TOKEN": "bench-admin",
+            "PARLEY_INTERNAL_TOKEN": "bench-internal",
+            "PARLEY_LOG_LEVEL": "WARNING",
+        }
+        identity_process = ServiceProcess("parley_identity", env)
+        identity_process.start()
+        identity_channel = grpc.aio.insecure_channel(identity_process.target)
+        identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
+        for provider_id in ("gatekeeper", "birdy"):
+            await _enlist(identity, provider_id)
+        await identity_channel.close()
+        moderation_process = ServiceProcess(
+            "parley_moderation",
+            {
+                **env,
+                "PARLEY_IDENTITY_TARGET": identity_process.target,
+                "PARLEY_FRANKING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+                **{f"PARLEY_{name}_BURST": str(UNLIMITED) for name in ("SEND", "FIRST_CONTACT", "PROVIDER")},
+                **{f"PARLEY_{name}_PER_SECOND": str(UNLIMITED // 10) for name in ("SEND", "FIRST_CONTACT", "PROVIDER")},
+                "PARLEY_MAX_INFLIGHT_CALLS": "100000",
+            },
+        )
+        moderation_process.start()
+        try:
+            figure = await _measure(redis_server.url, moderation_process, seconds, rounds)
+        finally:
+            moderation_process.stop()
+            identity_process.stop()
+    write_results("moderation", {"check_send": figure}, quick=args.quick, out=args.out)
+
+
+async def _measure(redis_url: str, moderation_process: ServiceProcess, seconds: float, rounds: int) -> Figure:
+    channel = grpc.aio.insecure_channel(moderation_process.target)
+    moderation = moderation_pb2_grpc.ModerationServiceStub(channel)
+    requests = [
+        pb.CheckSendRequest(sender=f"{sender}/1", recipient=recipient, fan_out=2)
+        for sender, recipient in zip(SENDERS, RECIPIENTS, strict=True)
+    ]
+
+    async def ours(turn: int) -> None:
+        response = await moderation.CheckSend(requests[turn % USERS], metadata=INTERNAL)
+        assert response.verdict == pb.VERDICT_ALLOW, response
+
+    client = aioredis.Redis.from_url(redis_url, max_connections=CONCURRENCY * 2)
+    scripts = [
+        load_script(client, "parley_moderation", name) for name in ("check_sender", "check_recipient", "check_provider")
+    ]
+    for script in scripts:
+        await client.script_load(script.script)
+
+    async def floor(turn: int) -> None:
+        index = turn % USERS
+        calls = check_send_calls(
+            SENDERS[index], RECIPIENTS[index], "birdy", fan_out=2, shape=SHAPE, now_ms=int(time.time() * 1000)
+        )
+        async with client.pipeline(transaction=False) as pipe:
+            for script, (keys, script_args) in zip(scripts, calls, strict=True):
+                pipe.evalsha(script.sha, len(keys), *keys, *script_args)
+            results: list[Any] = await pipe.execute()
+        assert (int(results[0][0]), int(results[1]), int(results[2][0])) == (0, 0, 0), results
+
+    health = health_pb2_grpc.HealthStub(channel)
+
+    async def health_check(turn: int) -> None:
+        await health.Check(health_pb2.HealthCheckRequest())
+
+    await _run_for(0.5, ours)  # warm-up: connections, script cache, address cache
+    await _run_for(0.5, floor)
+    ours_rates, floor_rates, health_rates, latencies = [], [], [], []
+    for _ in range(rounds):
+        count, lat = await _run_for(seconds, ours)
+        ours_rates.append(count / seconds)
+        latencies += lat
+        count, _ = await _run_for(seconds, floor)
+        floor_rates.append(count / seconds)
+        count, _ = await _run_for(seconds, health_check)
+        health_rates.append(count / seconds)
+    await client.aclose()
+    await channel.close()
+    latencies.sort()
+    return Figure(
+        unit="CheckSend decisions/s",
+        ours=statistics.median(ours_rates),
+        floor=statistics.median(floor_rates),
+        extra={
+            "concurrency": CONCURRENCY,
+            "users": USERS,
+            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
+            "floor_desc": "the same 3-script pipeline via redis-py, same keys and concurrency, in the client",
+            "health_checks_per_s": round(statistics.median(health_rates), 1),
+        },
+    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
+    asyncio.run(main())
