@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 
@@ -13,10 +12,9 @@ from parley_moderation.handler import ModerationHandler, ModerationLimits
 from parley_moderation.servicer import ACCESS, SERVICE_NAME, ModerationServicer
 from parley_moderation.store import RedisModerationStore
 from parley_runtime.auth import Authenticator
-from parley_runtime.clients import internal_channel
-from parley_runtime.config import ServiceSettings
+from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.events import EventPublisher
-from parley_runtime.providers import RedisReplayGuard, WatchedProviderDirectory
+from parley_runtime.providers import RedisReplayGuard, follow_identity
 from parley_runtime.ratelimit import Limit, RateLimiter
 from parley_runtime.redis_client import connect
 from parley_runtime.server import GrpcServer, ServiceDefinition
@@ -27,11 +25,10 @@ _MAX_RATE = 10_000_000
 _MAX_BURST = 100_000_000
 
 
-class ModerationSettings(ServiceSettings):
+class ModerationSettings(IdentityPeerSettings):
     """Moderation settings (``PARLEY_*`` environment variables; see the service README)."""
 
     port: int = Field(7103, ge=0, le=65535, description="gRPC port.")
-    identity_target: str = Field("127.0.0.1:7101", min_length=1, description="Identity service host:port.")
     franking_key: SecretStr = Field(
         description="Base64 of the relay's franking key (at least 32 bytes), shared with the relay."
     )
@@ -63,7 +60,6 @@ class ModerationSettings(ServiceSettings):
     restrict_after_reports: int = Field(3, ge=0, description="Distinct verified reporters that restrict; 0: never.")
     report_window_s: int = Field(30 * _DAY_S, ge=60, description="Window in which verified reports count.")
     restriction_s: int = Field(7 * _DAY_S, ge=1, description="How long a restriction lasts.")
-    startup_timeout_s: float = Field(30.0, gt=0, le=600, description="Wait for identity's provider list at start.")
 
     @field_validator("franking_key")
     @classmethod
@@ -105,13 +101,7 @@ class ModerationSettings(ServiceSettings):
 async def build_moderation(settings: ModerationSettings, telemetry: Telemetry) -> GrpcServer:
     """Creates the moderation server (not started); waits for identity's provider snapshot first."""
     client = connect(settings.redis_url, max_connections=settings.redis_max_connections)
-    identity = internal_channel(
-        settings.identity_target, internal_token=settings.internal_token.get_secret_value(), telemetry=telemetry
-    )
-    providers = WatchedProviderDirectory(identity)
-    providers.start()
-    async with asyncio.timeout(settings.startup_timeout_s):
-        await providers.wait_ready()
+    identity, providers = await follow_identity(settings, telemetry)
     handler = ModerationHandler(
         RedisModerationStore(client),
         providers,
