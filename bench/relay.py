@@ -1,0 +1,625 @@
+"""End-to-end messages per second through the relay, beside the bare transport and the bare Redis work.
+
+Ours: ``PAIRS`` sender devices (users of the provider "birdy") each push ~600-byte message stanzas to their own
+recipient device (a user of "gatekeeper") in ``SendBatch`` frames of ``BATCH`` stanzas on their ``Connect``
+streams, with ``WINDOW`` frames in flight per stream; the recipients hold ``Connect`` streams and acknowledge
+every ``Deliveries`` frame. Everything is real: identity and relay run as processes over real gRPC, with a real
+Redis. The stanzas carry placeholder ciphertexts (the relay never decrypts), so the client spends nothing on
+crypto. Every accepted stanza is counted at its recipient; a stanza that never arrives fails the run.
+
+Floor (a), the bare transport: the same client, frames and concurrency against ``_echo_relay.py``, a do-nothing
+``grpc.aio`` servicer with the relay's RPC shapes. Floor (b), the bare Redis work: per message an XADD to a mailbox
+stream with the relay's fields, a PUBLISH of the hint and the XDEL of the ack, pipelined per batch from this
+process at the same concurrency.
+
+Also measured in the same run: latency percentiles from the write of a frame to the arrival of each stanza at
+its recipient at half the maximum sustained rate, relay and Redis CPU seconds per message, and the relay's
+resident memory per idle connected device. Writes bench/results/relay.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc.aio
+import redis.asyncio as aioredis
+from benchlib import Figure, parse_args, write_results
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from parley.common.v1.common_pb2 import Feature, IdentifierKind
+from parley.identity.v1 import identity_pb2 as id_pb
+from parley.identity.v1 import identity_pb2_grpc
+from parley.relay.v1 import relay_pb2 as pb
+from parley.relay.v1 import relay_pb2_grpc
+from parley_runtime import redis_keys
+from parley_runtime.auth import mint_assertion
+from parley_runtime.testing import RedisServer, ServiceProcess, free_port
+from parley_stanza import Address, Message, MessageType, Payload, PayloadKind, encode
+
+ADMIN = (("authorization", "Bearer bench-admin"),)
+PAIRS = 16
+BATCH = 50
+WINDOW = 4
+STANZA_BYTES = 600
+# Placeholder of the message id in the stanza template; every stanza gets its own id of the same length.
+ID_TEMPLATE = "m" * 20
+STREAMS_PER_CHANNEL = 100
+DRAIN_TIMEOUT_S = 20.0
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def _progress(text: str) -> None:
+    print(f"[relay bench] {text}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Device:
+    """One simulated device and the metadata of its ``Connect`` stream."""
+
+    address: Address
+    key: Ed25519PrivateKey
+    peer: Address | None = None
+
+    def metadata(self) -> Metadata:
+        """A fresh one-time assertion, plus the routing hints the echo floor reads (the relay ignores them)."""
+        token = mint_assertion(
+            self.key, provider_id=self.address.provider, subject=str(self.address.user), device_id=self.address.device
+        )
+        hints = (("x-bench-device", str(self.address)), ("x-bench-peer", str(self.peer or "")))
+        return (("authorization", f"Bearer {token}"), *hints)
+
+
+@dataclass
+class Tally:
+    """What one load phase sent and what arrived, keyed by message id."""
+
+    sent_at: dict[bytes, float] = field(default_factory=dict)
+    arrived: set[bytes] = field(default_factory=set)
+    latencies: list[float] = field(default_factory=list)
+    duplicates: int = 0
+    last_arrival: float = 0.0
+    refused: list[str] = field(default_factory=list)
+    everything_arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    sending_done: bool = False
+
+    def arrive(self, message_id: bytes, now: float) -> None:
+        """Counts one delivery at its recipient."""
+        if message_id in self.arrived:
+            self.duplicates += 1  # at-least-once: a redelivery is not a loss, but it is reported
+            return
+        sent = self.sent_at.get(message_id)
+        if sent is None:
+            raise AssertionError(f"a stanza nobody sent arrived: {message_id!r}")
+        self.arrived.add(message_id)
+        self.latencies.append(now - sent)
+        self.last_arrival = now
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        if self.sending_done and len(self.arrived) == len(self.sent_at):
+            self.everything_arrived.set()
+
+    def finish_sending(self) -> None:
+        """No more sends; the phase ends when everything sent has arrived."""
+        self.sending_done = True
+        self._check_complete()
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """Outcome of one load phase."""
+
+    messages: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        """Messages per second, from the first send to the last arrival."""
+        return self.messages / self.seconds if self.seconds else 0.0
+
+
+def _message_id(stanza: bytes) -> bytes:
+    # The relay forwards the sender's bytes unchanged (no franking key here), so the id sits at a known attribute;
+    # finding it costs far less than parsing, and the echo floor pays exactly the same.
+    start = stanza.index(b' id="') + 5
+    return stanza[start : stanza.index(b'"', start)]
+
+
+def _stanza_template(sender: Address, recipient: Address) -> bytes:
+    """A ~STANZA_BYTES message stanza from ``sender`` to ``recipient``'s one device, id = ``ID_TEMPLATE``."""
+
+    def build(ciphertext_bytes: int) -> bytes:
+        message = Message(
+            id=ID_TEMPLATE,
+            sender=sender,
+            recipient=recipient.user,
+            ts=int(time.time() * 1000),
+            type=MessageType.CHAT,
+            payloads=(Payload.of(recipient, PayloadKind.MESSAGE, os.urandom(ciphertext_bytes)),),
+        )
+        return encode(message)
+
+    overhead = len(build(3)) - 4  # three bytes are four base64 characters
+    return build(max(3, (STANZA_BYTES - overhead) * 3 // 4))
+
+
+class Client:
+    """The load client: the same code drives the relay and the echo floor."""
+
+    def __init__(self, target: str) -> None:
+        self._target = target
+        self._channels: list[grpc.aio.Channel] = []
+        self._streams = 0
+
+    def stub(self) -> relay_pb2_grpc.RelayServiceStub:
+        """A stub on a channel with room for another stream (HTTP/2 connections get STREAMS_PER_CHANNEL each)."""
+        if self._streams % STREAMS_PER_CHANNEL == 0:
+            # A distinct option keeps grpc from sharing one subchannel between the channels.
+            options = [("grpc.bench_channel", len(self._channels))]
+            self._channels.append(grpc.aio.insecure_channel(self._target, options=options))
+        self._streams += 1
+        return relay_pb2_grpc.RelayServiceStub(self._channels[-1])
+
+    async def close(self) -> None:
+        """Closes every channel."""
+        for channel in self._channels:
+            await channel.close()
+
+
+class Receiver:
+    """A connected recipient device that acknowledges every frame of deliveries."""
+
+    def __init__(self, client: Client, device: Device) -> None:
+        self._call = client.stub().Connect(metadata=device.metadata())
+        self.drained = asyncio.Event()
+        self.tally: Tally | None = None
+        self._task = asyncio.create_task(self._run(), name=f"receiver {device.address}")
+
+    async def _run(self) -> None:
+        async for frame in self._call:
+            kind = frame.WhichOneof("frame")
+            if kind == "deliveries":
+                now = time.perf_counter()
+                ids = []
+                for delivery in frame.deliveries.deliveries:
+                    if self.tally is None:
+                        raise AssertionError("a delivery arrived outside a load phase")
+                    self.tally.arrive(_message_id(delivery.stanza), now)
+                    ids.append(delivery.delivery_id)
+                await self._call.write(pb.ConnectRequest(ack=pb.Ack(delivery_ids=ids)))
+            elif kind == "queue_drained":
+                self.drained.set()
+
+    async def close(self) -> None:
+        """Half-closes the stream and waits for the server to end it (so the last acks are processed)."""
+        await self._call.done_writing()
+        async with asyncio.timeout(10):
+            await self._task
+
+    def failed(self) -> BaseException | None:
+        """The receiver's error, if its stream broke."""
+        return self._task.exception() if self._task.done() else None
+
+
+class Sender:
+    """A connected sender device pushing ``BATCH``-stanza frames, at most ``WINDOW`` unanswered."""
+
+    def __init__(self, client: Client, device: Device, template: bytes, prefix: str) -> None:
+        self._call = client.stub().Connect(metadata=device.metadata())
+        self._template = template
+        self._prefix = prefix
+        self._sequence = 0
+        self._frames = 0
+        self._window = asyncio.Semaphore(WINDOW)
+        self._pending: dict[int, Tally] = {}
+        self.drained = asyncio.Event()
+        self._task = asyncio.create_task(self._read(), name=f"sender {device.address}")
+
+    async def _read(self) -> None:
+        async for frame in self._call:
+            kind = frame.WhichOneof("frame")
+            if kind == "send_results":
+                tally = self._pending.pop(frame.send_results.batch_id)
+                for result in frame.send_results.results:
+                    if result.code:
+                        tally.refused.append(f"{result.reason}: {result.message}")
+                self._window.release()
+            elif kind == "queue_drained":
+                self.drained.set()
+
+    def _next_id(self) -> bytes:
+        self._sequence += 1
+        return f"{self._prefix}{self._sequence:0{len(ID_TEMPLATE) - len(self._prefix)}d}".encode()
+
+    async def send_batch(self, tally: Tally) -> None:
+        """Writes one frame of ``BATCH`` fresh stanzas, once the window has room."""
+        await self._window.acquire()
+        ids = [self._next_id() for _ in range(BATCH)]
+        template, placeholder = self._template, ID_TEMPLATE.encode()
+        stanzas = [template.replace(placeholder, message_id, 1) for message_id in ids]
+        self._frames += 1
+        batch_id = self._frames
+        self._pending[batch_id] = tally
+        now = time.perf_counter()
+        for message_id in ids:
+            tally.sent_at[message_id] = now
+        await self._call.write(pb.ConnectRequest(send=pb.SendBatch(batch_id=batch_id, stanzas=stanzas)))
+
+    async def settle(self) -> None:
+        """Waits until every frame written has been answered."""
+        for _ in range(WINDOW):
+            await self._window.acquire()
+        for _ in range(WINDOW):
+            self._window.release()
+
+    async def close(self) -> None:
+        """Half-closes the stream and waits for its end."""
+        await self._call.done_writing()
+        async with asyncio.timeout(10):
+            await self._task
+
+    def failed(self) -> BaseException | None:
+        """The sender's error, if its stream broke."""
+        return self._task.exception() if self._task.done() else None
+
+
+@dataclass
+class Fleet:
+    """The connected senders and receivers of one server (relay or echo floor)."""
+
+    client: Client
+    senders: list[Sender]
+    receivers: list[Receiver]
+
+    @classmethod
+    async def connect(cls, target: str, pairs: Sequence[tuple[Device, Device]], prefix: str) -> Fleet:
+        """Opens every stream and waits until each has drained its (empty) backlog."""
+        client = Client(target)
+        receivers = [Receiver(client, recipient) for _, recipient in pairs]
+        senders = [
+            Sender(client, sender, _stanza_template(sender.address, recipient.address), f"{prefix}{index}x")
+            for index, (sender, recipient) in enumerate(pairs)
+        ]
+        streams: list[Sender | Receiver] = [*receivers, *senders]
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(stream.drained.wait() for stream in streams))
+        return cls(client, senders, receivers)
+
+    async def drive(self, *, seconds: float, rate: float | None = None) -> PhaseResult:
+        """Sends for ``seconds`` (closed loop, or paced at ``rate`` messages/s) and waits for every arrival.
+
+        Raises:
+            SystemExit: a stanza was refused, or did not arrive within DRAIN_TIMEOUT_S.
+        """
+        tally = Tally()
+        for receiver in self.receivers:
+            receiver.tally = tally
+        # Bounded in count as well as in time: no sender writes more frames than the fastest plausible rate needs.
+        max_frames = int(seconds * 100_000 / BATCH / len(self.senders)) + 1
+        start = time.perf_counter()
+        deadline = start + seconds
+        interval = BATCH * len(self.senders) / rate if rate else 0.0
+
+        async def push(index: int, sender: Sender) -> None:
+            offset = start + interval * index / len(self.senders)
+            for frame in range(max_frames):
+                if interval:
+                    await asyncio.sleep(max(0.0, offset + frame * interval - time.perf_counter()))
+                if time.perf_counter() >= deadline:
+                    break
+                await sender.send_batch(tally)
+            await sender.settle()
+
+        await asyncio.gather(*(push(index, sender) for index, sender in enumerate(self.senders)))
+        tally.finish_sending()
+        if tally.refused:
+            raise SystemExit(f"FAILED: {len(tally.refused)} stanzas refused, e.g. {tally.refused[0]}")
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                await tally.everything_arrived.wait()
+        except TimeoutError:
+            broken = [error for stream in self._streams() if (error := stream.failed())]
+            raise SystemExit(
+                f"FAILED: {len(tally.sent_at) - len(tally.arrived)} of {len(tally.sent_at)} accepted stanzas "
+                f"never arrived; broken streams: {broken[:3]}"
+            ) from None
+        if tally.duplicates:
+            _progress(f"  {tally.duplicates} redeliveries (at-least-once), not counted twice")
+        return PhaseResult(len(tally.arrived), tally.last_arrival - start, tally.latencies)
+
+    async def close(self) -> None:
+        """Closes every stream and channel."""
+        await asyncio.gather(*(stream.close() for stream in self._streams()))
+        await self.client.close()
+
+    def _streams(self) -> list[Sender | Receiver]:
+        return [*self.senders, *self.receivers]
+
+
+async def _redis_floor(url: str, template: bytes, seconds: float) -> float:
+    """Messages/s of the bare per-message Redis work: XADD + PUBLISH, then XDEL, pipelined per BATCH."""
+    client = aioredis.Redis.from_url(url)
+    retention_ms = 30 * 86_400_000
+    max_frames = int(seconds * 200_000 / BATCH / PAIRS) + 1
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def worker(index: int) -> int:
+        user = f"username:floor{index}@gatekeeper"
+        mailbox, channel = redis_keys.mailbox(user, 1), redis_keys.mailbox_channel(user, 1)
+        sender = f"username:s{index}@birdy/1"
+        count = 0
+        for frame in range(max_frames):
+            if time.perf_counter() >= deadline:
+                break
+            ts = int(time.time() * 1000)
+            pipe = client.pipeline(transaction=False)
+            for offset in range(BATCH):
+                fields = {"s": template, "t": ts, "m": f"f{frame}x{offset}", "f": sender, "r": "1"}
+                pipe.xadd(mailbox, fields, minid=ts - retention_ms, approximate=True)  # type: ignore[arg-type]
+                pipe.publish(channel, b"")
+            stored = await pipe.execute()
+            await client.xdel(mailbox, *stored[0::2])
+            count += BATCH
+        return count
+
+    total = sum(await asyncio.gather(*(worker(index) for index in range(PAIRS))))
+    elapsed = time.perf_counter() - start
+    await client.aclose()
+    return total / elapsed
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_kib(pid: int) -> int:
+    """Resident memory of a process in KiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def _redis_cpu_seconds(client: aioredis.Redis) -> float:
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _percentile_ms(sorted_latencies: Sequence[float], fraction: float) -> float:
+    index = min(len(sorted_latencies) - 1, int(len(sorted_latencies) * fraction))
+    return round(sorted_latencies[index] * 1000, 2)
+
+
+async def _enlist(identity: identity_pb2_grpc.IdentityServiceStub, provider_id: str) -> Ed25519PrivateKey:
+    key = Ed25519PrivateKey.generate()
+    await identity.EnlistProvider(
+        id_pb.EnlistProviderRequest(
+            provider_id=provider_id,
+            display_name=provider_id,
+            signing_public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+            identifier_kinds=[IdentifierKind.IDENTIFIER_KIND_USERNAME],
+            features=[Feature.FEATURE_TEXT],
+        ),
+        metadata=ADMIN,
+    )
+    await identity.ApproveProvider(id_pb.ApproveProviderRequest(provider_id=provider_id), metadata=ADMIN)
+    return key
+
+
+async def _register(
+    identity: identity_pb2_grpc.IdentityServiceStub, key: Ed25519PrivateKey, user: Address, allow: str
+) -> Device:
+    """Registers ``user`` with one device and opts it in to chats with provider ``allow``."""
+
+    def auth() -> Metadata:
+        token = mint_assertion(key, provider_id=user.provider, subject=str(user))
+        return (("authorization", f"Bearer {token}"),)
+
+    await identity.RegisterUser(id_pb.RegisterUserRequest(), metadata=auth())
+    response = await identity.RegisterDevice(id_pb.RegisterDeviceRequest(registration_id=7), metadata=auth())
+    await identity.EnableThirdPartyChats(id_pb.EnableThirdPartyChatsRequest(allowed_providers=[allow]), metadata=auth())
+    return Device(Address.parse(response.address), key)
+
+
+async def _register_all(
+    identity: identity_pb2_grpc.IdentityServiceStub,
+    keys: dict[str, Ed25519PrivateKey],
+    idle: int,
+) -> tuple[list[tuple[Device, Device]], list[Device]]:
+    """The sender/recipient pairs and the idle devices, registered with identity."""
+    gate = asyncio.Semaphore(32)
+
+    async def register(name: str, provider: str, allow: str) -> Device:
+        async with gate:
+            return await _register(identity, keys[provider], Address.parse(f"username:{name}@{provider}"), allow)
+
+    senders = await asyncio.gather(*(register(f"s{i}", "birdy", "gatekeeper") for i in range(PAIRS)))
+    recipients = await asyncio.gather(*(register(f"r{i}", "gatekeeper", "birdy") for i in range(PAIRS)))
+    idlers = await asyncio.gather(*(register(f"idle{i}", "gatekeeper", "birdy") for i in range(idle)))
+    pairs = [
+        (Device(sender.address, sender.key, recipient.address), Device(recipient.address, recipient.key))
+        for sender, recipient in zip(senders, recipients, strict=True)
+    ]
+    return pairs, list(idlers)
+
+
+async def _idle_kib_per_device(target: str, relay_pid: int, idlers: list[Device]) -> float:
+    """Relay RSS growth per idle connected device: open the streams, wait until each is live, divide."""
+    before = _rss_kib(relay_pid)
+    client = Client(target)
+    receivers = [Receiver(client, device) for device in idlers]
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(receiver.drained.wait() for receiver in receivers))
+    await asyncio.sleep(1.0)  # let the streams' first poll and presence writes settle
+    after = _rss_kib(relay_pid)
+    await asyncio.gather(*(receiver.close() for receiver in receivers))
+    await client.close()
+    return (after - before) / len(idlers)
+
+
+async def main() -> None:
+    args = parse_args(__doc__ or "")
+    seconds = 3.0 if args.quick else 8.0
+    rounds = 1 if args.quick else 3
+    idle = 200 if args.quick else 500
+    with RedisServer() as redis_server:
+        env = {
+            "PARLEY_REDIS_URL": redis_server.url,
+            "PARLEY_ADMIN_TOKEN": "bench-admin",
+            "PARLEY_INTERNAL_TOKEN": "bench-internal",
+            "PARLEY_LOG_LEVEL": "WARNING",
+            "PARLEY_MAX_INFLIGHT_CALLS": "100000",
+            # The default pool (64) refuses commands beyond it instead of waiting, so hundreds of idle streams
+            # closing at once fail with UNAVAILABLE; a pool that size keeps the memory phase about memory.
+            "PARLEY_REDIS_MAX_CONNECTIONS": "1000",
+        }
+        identity_process = ServiceProcess("parley_identity", env)
+        relay_process = None
+        echo_port = free_port()
+        echo = await asyncio.create_subprocess_exec(
+            sys.executable, str(Path(__file__).with_name("_echo_relay.py")), str(echo_port)
+        )
+        try:
+            _progress("starting identity and relay")
+            identity_process.start()
+            relay_process = ServiceProcess("parley_relay", {**env, "PARLEY_IDENTITY_TARGET": identity_process.target})
+            relay_process.start()
+            assert relay_process.process is not None
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
+                await asyncio.wait_for(channel.channel_ready(), 10)
+            figures = await _measure(
+                redis_server.url,
+                identity_process.target,
+                relay_process.target,
+                relay_process.process.pid,
+                f"127.0.0.1:{echo_port}",
+                seconds=seconds,
+                rounds=rounds,
+                idle=idle,
+            )
+        finally:
+            echo.terminate()
+            await echo.wait()
+            if relay_process is not None:
+                relay_process.stop()
+            identity_process.stop()
+    write_results("relay", figures, quick=args.quick, out=args.out)
+
+
+async def _measure(
+    redis_url: str,
+    identity_target: str,
+    relay_target: str,
+    relay_pid: int,
+    echo_target: str,
+    *,
+    seconds: float,
+    rounds: int,
+    idle: int,
+) -> dict[str, Figure]:
+    identity_channel = grpc.aio.insecure_channel(identity_target)
+    identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
+    keys = {provider: await _enlist(identity, provider) for provider in ("gatekeeper", "birdy")}
+    _progress(f"registering {PAIRS} senders, {PAIRS} recipients and {idle} idle devices")
+    pairs, idlers = await _register_all(identity, keys, idle)
+    await identity_channel.close()
+    # The relay hears of the providers through identity's watch; give it a moment before the first stream.
+    await asyncio.sleep(0.5)
+
+    _progress(f"memory: opening {idle} idle streams")
+    kib_per_idle = await _idle_kib_per_device(relay_target, relay_pid, idlers)
+    _progress(f"  {kib_per_idle:.1f} KiB per idle device")
+
+    relay = await Fleet.connect(relay_target, pairs, "r")
+    floor = await Fleet.connect(echo_target, pairs, "e")
+    redis_client = aioredis.Redis.from_url(redis_url)
+    template = _stanza_template(pairs[0][0].address, pairs[0][1].address)
+    _progress("warming up")
+    await relay.drive(seconds=1.0)
+    await floor.drive(seconds=1.0)
+
+    ours_rates, floor_rates, redis_rates = [], [], []
+    relay_cpu = redis_cpu = 0.0
+    relay_messages = 0
+    for round_number in range(1, rounds + 1):
+        cpu_before, redis_before = _cpu_seconds(relay_pid), await _redis_cpu_seconds(redis_client)
+        result = await relay.drive(seconds=seconds)
+        relay_cpu += _cpu_seconds(relay_pid) - cpu_before
+        redis_cpu += await _redis_cpu_seconds(redis_client) - redis_before
+        relay_messages += result.messages
+        ours_rates.append(result.rate)
+        _progress(f"round {round_number}/{rounds}: relay {result.rate:,.0f} messages/s ({result.messages} counted)")
+        result = await floor.drive(seconds=seconds)
+        floor_rates.append(result.rate)
+        _progress(f"round {round_number}/{rounds}: bare transport {result.rate:,.0f} messages/s")
+        floor_redis_before = await _redis_cpu_seconds(redis_client)
+        redis_rates.append(await _redis_floor(redis_url, template, seconds))
+        floor_redis_cpu = await _redis_cpu_seconds(redis_client) - floor_redis_before
+        _progress(f"round {round_number}/{rounds}: bare Redis work {redis_rates[-1]:,.0f} messages/s")
+
+    ours = statistics.median(ours_rates)
+    half = ours / 2
+    _progress(f"latency at half load ({half:,.0f} messages/s)")
+    paced = await relay.drive(seconds=seconds * 2, rate=half)
+    paced_floor = await floor.drive(seconds=seconds * 2, rate=half)
+    await relay.close()
+    await floor.close()
+    await redis_client.aclose()
+
+    latencies = sorted(paced.latencies)
+    floor_latencies = sorted(paced_floor.latencies)
+    cpu_per_message = relay_cpu / relay_messages
+    shape: dict[str, float | int | str] = {"pairs": PAIRS, "stanzas_per_frame": BATCH, "frames_in_flight": WINDOW}
+    return {
+        "end_to_end": Figure(
+            unit="messages/s",
+            ours=round(ours, 1),
+            floor=round(statistics.median(floor_rates), 1),
+            target=0.5,
+            extra={
+                **shape,
+                "stanza_bytes": len(template),
+                "half_load_messages_per_s": round(paced.rate, 1),
+                "p50_ms": _percentile_ms(latencies, 0.50),
+                "p95_ms": _percentile_ms(latencies, 0.95),
+                "p99_ms": _percentile_ms(latencies, 0.99),
+                "floor_p50_ms": _percentile_ms(floor_latencies, 0.50),
+                "floor_p99_ms": _percentile_ms(floor_latencies, 0.99),
+                "relay_cpu_s_per_message": round(cpu_per_message, 7),
+                "relay_cpu_us_per_message": round(cpu_per_message * 1e6, 1),
+                "idle_devices": idle,
+                "kib_per_idle_device": round(kib_per_idle, 1),
+                "prosody_reference": "6,700 messages/s and 147 us server CPU per message, storing nothing",
+                "floor_desc": "do-nothing grpc.aio RelayService (bench/_echo_relay.py), same client and frames",
+            },
+        ),
+        "redis_work": Figure(
+            unit="messages/s",
+            ours=round(ours, 1),
+            floor=round(statistics.median(redis_rates), 1),
+            extra={
+                **shape,
+                "redis_cpu_us_per_message": round(redis_cpu / relay_messages * 1e6, 1),
+                "floor_redis_cpu_us_per_message": round(floor_redis_cpu / (redis_rates[-1] * seconds) * 1e6, 1),
+                "floor_desc": "XADD (relay's fields) + PUBLISH, then XDEL, pipelined per frame via redis-py",
+            },
+        ),
+    }
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
+    asyncio.run(main())
