@@ -10,13 +10,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from support.cluster import Cluster, ProviderKeys
 
 from parley.events.v1.events_pb2 import Event, MessageWaiting
 from parley.notification.v1 import notification_pb2 as pb
 from parley.notification.v1 import notification_pb2_grpc
 from parley_notification.app import NotificationSettings, build_notification
 from parley_runtime.events import EventPublisher
+from support.cluster import Cluster, ProviderKeys
+
+WAIT_S = 20.0
+"""How long a test waits for something that should happen within milliseconds, before failing."""
 
 FAST = {
     "webhook_allow_loopback_http": True,
@@ -104,9 +107,9 @@ class WebhookReceiver:
             self._changed.notify_all()
         return web.Response(status=status)
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-        """Waits until ``predicate()`` holds after some request (fails the test after ``timeout``)."""
-        async with asyncio.timeout(timeout), self._changed:
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Waits until ``predicate()`` holds after some request (fails the test after :data:`WAIT_S`)."""
+        async with asyncio.timeout(WAIT_S), self._changed:
             await self._changed.wait_for(predicate)
 
 
@@ -120,9 +123,9 @@ def notification(cluster: Cluster, name: str = "notification") -> notification_p
     return notification_pb2_grpc.NotificationServiceStub(cluster.channel(name))
 
 
-async def register_webhook(cluster: Cluster, keys: ProviderKeys, url: str) -> bytes:
-    """Registers ``keys``' provider's webhook; returns the signing secret."""
-    response = await notification(cluster).RegisterWebhook(
+async def register_webhook(cluster: Cluster, keys: ProviderKeys, url: str, name: str = "notification") -> bytes:
+    """Registers ``keys``' provider's webhook through service ``name``; returns the signing secret."""
+    response = await notification(cluster, name).RegisterWebhook(
         pb.RegisterWebhookRequest(url=url), metadata=keys.auth(keys.provider_id)
     )
     return response.signing_secret
@@ -143,18 +146,27 @@ def message_waiting(address: str, pending: int = 1) -> Event:
     return Event(message_waiting=MessageWaiting(address=address, pending=pending))
 
 
-async def drained(redis_url: str, domain: str, timeout: float = 20.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Polls ``check`` until it holds (fails the test after :data:`WAIT_S`).
+
+    For state in Redis or behind an RPC, which offers nothing to wait on.
+    """
+    async with asyncio.timeout(WAIT_S):
+        while not await check():  # noqa: ASYNC110 -- the state is in another process; there is no event to await
+            await asyncio.sleep(0.02)
+
+
+async def drained(redis_url: str, domain: str) -> None:
     """Waits until the notification group has read and acknowledged every event of ``events:{<domain>}``."""
     client = aioredis.Redis.from_url(redis_url)
+    stream = f"events:{{{domain}}}"
+
+    async def caught_up() -> bool:
+        groups = await client.xinfo_groups(stream) if await client.exists(stream) else []
+        group = next((g for g in groups if g["name"] == b"notification"), None)
+        return group is not None and group["lag"] == 0 and group["pending"] == 0
+
     try:
-        async with asyncio.timeout(timeout):
-            while True:
-                groups = await client.xinfo_groups(f"events:{{{domain}}}") if await client.exists(
-                    f"events:{{{domain}}}"
-                ) else []
-                group = next((g for g in groups if g["name"] == b"notification"), None)
-                if group is not None and group["lag"] == 0 and group["pending"] == 0:
-                    return
-                await asyncio.sleep(0.02)
+        await eventually(caught_up)
     finally:
         await client.aclose()

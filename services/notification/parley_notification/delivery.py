@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from parley.common.v1.common_pb2 import ProviderStatus
 from parley_notification import signature
+from parley_notification.background import finish_or_cancel
 from parley_notification.model import Delivery
 from parley_notification.routing import Providers
 from parley_notification.store import NotificationStore
@@ -113,6 +114,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self._depth: dict[str, int] = {}
         self._depth_at = 0.0
         self._delivered = meter.create_counter(
@@ -145,22 +147,22 @@ class DeliveryWorker:
         """Says that deliveries were queued, so the worker looks at once instead of at its next poll."""
         self._wake.set()
 
-    async def stop(self) -> None:
-        """Stops claiming and cancels attempts in flight (their leases run out; another replica retries)."""
-        tasks = [*self._inflight, *([self._task] if self._task else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._task = None
+    async def stop(self, grace_s: float = 2.0) -> None:
+        """Stops claiming, lets attempts in flight end within ``grace_s``, then cancels the rest (their leases run
+        out and another replica makes them again under the same idempotency key)."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await finish_or_cancel([self._task], self._policy.poll_interval_ms / 1000 + 2.0)
+            self._task = None
+        await finish_or_cancel(set(self._inflight), grace_s)
 
     def _observe_depth(self, _options: metrics.CallbackOptions) -> list[metrics.Observation]:
         return [metrics.Observation(count, {_PROVIDER: provider}) for provider, count in self._depth.items()]
 
     async def _run(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stopping:
             try:
                 await self._step()
                 backoff = 0.05

@@ -9,7 +9,6 @@ idempotent script); a replica that dies before that leaves the entry pending, an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +19,7 @@ from opentelemetry import metrics, propagate, trace
 from redis.exceptions import RedisError
 
 from parley.events.v1.events_pb2 import Event
+from parley_notification.background import finish_or_cancel
 from parley_notification.routing import Router
 from parley_notification.store import MERGED, NotificationStore, StreamEntry
 
@@ -85,6 +85,7 @@ class EventIntake:
         self._on_queued = on_queued
         self._clock = clock
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._events = meter.create_counter(
             "notification.events", unit="{event}", description="Events taken in, by type and outcome"
         )
@@ -99,22 +100,19 @@ class EventIntake:
         ]
 
     async def stop(self) -> None:
-        """Stops reading; entries read but not yet acknowledged stay pending for another consumer."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stops reading after the current read; entries not yet acknowledged stay pending for another consumer."""
+        self._stopping = True
+        await finish_or_cancel(self._tasks, self._policy.block_ms / 1000 + 2.0)
         self._tasks = []
 
     async def _consume(self, stream: str) -> None:
         policy = self._policy
         backoff = 0.05
         next_reclaim = 0.0
-        while True:
+        while not self._stopping:
             try:
                 await self._store.ensure_group(stream, policy.group)
-                while True:
+                while not self._stopping:
                     if self._clock() >= next_reclaim:
                         next_reclaim = self._clock() + policy.reclaim_interval_ms / 1000
                         stale = await self._store.reclaim(

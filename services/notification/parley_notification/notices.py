@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from redis.exceptions import RedisError
 
+from parley_notification.background import finish_or_cancel
 from parley_notification.model import Notice
 from parley_notification.store import NotificationStore
 
@@ -47,17 +48,17 @@ class NoticeHub:
         self._count = 0
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         """Starts following the stream from its current end."""
         self._task = asyncio.create_task(self._follow(), name="notices")
 
     async def stop(self) -> None:
-        """Stops following."""
+        """Stops following after the current read."""
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await finish_or_cancel([self._task], self._block_ms / 1000 + 2.0)
             self._task = None
 
     @contextlib.asynccontextmanager
@@ -98,7 +99,7 @@ class NoticeHub:
     async def _follow(self) -> None:
         backoff = 0.05
         last = ""
-        while True:
+        while not self._stopping:
             try:
                 if not last:
                     last = await self._store.last_notice_id()

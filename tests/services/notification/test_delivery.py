@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,6 +13,7 @@ from support.notification import (
     Received,
     WebhookReceiver,
     drained,
+    eventually,
     message_waiting,
     notification,
     publish,
@@ -48,9 +49,7 @@ async def _birdy(cluster: Cluster, receiver: WebhookReceiver, **settings: object
     return birdy, secret
 
 
-async def test_message_waiting_reaches_the_devices_provider_signed(
-    cluster: Cluster, receiver: WebhookReceiver
-) -> None:
+async def test_message_waiting_reaches_the_devices_provider_signed(cluster: Cluster, receiver: WebhookReceiver) -> None:
     birdy, secret = await _birdy(cluster, receiver)
     [device] = await cluster.register_user(birdy, ALICE)
     await notification(cluster).RegisterPushTarget(
@@ -87,7 +86,7 @@ async def test_a_slow_endpoint_times_out_and_the_retry_carries_the_same_key(
         return 200
 
     receiver.behaviour = slow_once
-    birdy, _ = await _birdy(cluster, receiver)
+    await _birdy(cluster, receiver)
     await publish(cluster.redis_url, "relay", message_waiting(f"{ALICE}/1"))
 
     await receiver.wait_for(lambda: len(receiver.accepted) == 1 and len(receiver.received) >= 2)
@@ -200,7 +199,7 @@ async def test_unroutable_events_are_acknowledged_and_change_nothing(
         pending = await client.xpending("events:{relay}", "notification")
         return pending["pending"] == 0
 
-    await _eventually(settled)
+    await eventually(settled)
     assert await client.xlen("notify:{queue}:dead") == 0
     await client.aclose()
 
@@ -213,9 +212,7 @@ async def test_provider_news_reach_every_other_approved_provider(cluster: Cluste
         await start_notification(cluster)
         for name, endpoint in endpoints.items():
             await register_webhook(cluster, keys[name], await endpoint.start())
-        await cluster.identity().SuspendProvider(
-            id_pb.SuspendProviderRequest(provider_id="suspended"), metadata=ADMIN
-        )
+        await cluster.identity().SuspendProvider(id_pb.SuspendProviderRequest(provider_id="suspended"), metadata=ADMIN)
         await cluster.enlist("newbie", features=[Feature.FEATURE_TEXT])
 
         def news(endpoint: WebhookReceiver) -> list[dict[str, object]]:
@@ -273,7 +270,7 @@ async def _wait_for_dead_letters(
         letters = list((await admin.ListDeadLetters(pb.ListDeadLettersRequest(), metadata=ADMIN)).dead_letters)
         return len(letters) >= count
 
-    await _eventually(enough)
+    await eventually(enough)
     return letters
 
 
@@ -284,13 +281,7 @@ async def _queue_empty(cluster: Cluster) -> bool:
         return await client.zcard("notify:{queue}:due") == 0 and await client.hlen("notify:{queue}:depth") == 0
 
     try:
-        await _eventually(empty)
+        await eventually(empty)
         return True
     finally:
         await client.aclose()
-
-
-async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.02)

@@ -75,7 +75,8 @@ for k = 1, n do
         outcome = 2
       end
     end
-    redis.call('PEXPIREAT', wake, until_ms + window)
+    -- Relative, so the state's lifetime does not depend on Redis's clock agreeing with ours.
+    redis.call('PEXPIRE', wake, until_ms + window - now)
   else
     queue(key, id, provider, kind, data, occurred, now)
   end

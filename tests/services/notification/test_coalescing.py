@@ -1,0 +1,119 @@
+"""Coalescing of one device's wake-ups: the intake script on a controlled clock, then end to end."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from support.cluster import Cluster
+from support.notification import (
+    WebhookReceiver,
+    drained,
+    message_waiting,
+    publish,
+    register_webhook,
+    start_notification,
+)
+
+from parley_notification.model import NewDelivery
+from parley_notification.store import MERGED, QUEUED_NOW, QUEUED_TRAILING, RedisNotificationStore
+from parley_runtime.redis_client import connect
+
+WINDOW_MS = 1000
+DEVICE = "username:alice@birdy/1"
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RedisNotificationStore]:
+    client = connect(redis_url)
+    yield RedisNotificationStore(client)
+    await client.aclose()
+
+
+async def _wake(store: RedisNotificationStore, n: int, now_ms: int, device: str = DEVICE) -> list[int] | None:
+    delivery = NewDelivery(
+        delivery_id=f"d{n}",
+        provider_id="birdy",
+        type="message_waiting",
+        data=json.dumps({"address": device, "pending": n}),
+        occurred_at_ms=now_ms,
+        coalesce_key=device,
+    )
+    return await store.take_event(
+        f"e{n}", [delivery], [], now_ms=now_ms, seen_ttl_ms=60_000, coalesce_window_ms=WINDOW_MS, notices_maxlen=100
+    )
+
+
+async def test_a_burst_becomes_one_wake_up_now_and_one_when_the_window_ends(store: RedisNotificationStore) -> None:
+    assert await _wake(store, 1, 10_000) == [QUEUED_NOW]
+    assert await _wake(store, 2, 10_100) == [QUEUED_TRAILING]
+    for n in range(3, 11):
+        assert await _wake(store, n, 10_100 + n) == [MERGED]
+    assert await _wake(store, 11, 10_200, device="username:bob@birdy/1") == [QUEUED_NOW]  # devices are independent
+
+    due_now = await store.claim_due(10_500, 5_000, 100)
+    assert sorted(d.delivery_id for d in due_now) == ["d1", "d11"]
+    [trailing] = await store.claim_due(11_000, 5_000, 100)
+    assert trailing.delivery_id == "d2"
+    assert trailing.coalesced == 8
+    assert json.loads(trailing.data)["pending"] == 10  # the newest event's data
+    assert trailing.occurred_at_ms == 10_110
+
+
+async def test_a_steady_stream_gets_one_wake_up_per_window(store: RedisNotificationStore) -> None:
+    assert await _wake(store, 1, 10_000) == [QUEUED_NOW]
+    assert await _wake(store, 2, 10_500) == [QUEUED_TRAILING]  # due at 11_000, and the next window ends at 12_000
+    await store.claim_due(11_000, 5_000, 100)
+    # The trailing wake-up is in flight: a new event starts the next trailing one instead of merging into it.
+    assert await _wake(store, 3, 11_100) == [QUEUED_TRAILING]
+    assert await _wake(store, 4, 11_900) == [MERGED]
+    assert [d.delivery_id for d in await store.claim_due(11_999, 5_000, 100)] == []
+    [third] = await store.claim_due(12_000, 5_000, 100)
+    assert (third.delivery_id, third.coalesced) == ("d3", 1)
+    # After a quiet window the next event goes out at once.
+    assert await _wake(store, 5, 20_000) == [QUEUED_NOW]
+
+
+async def test_an_event_taken_in_twice_queues_once(store: RedisNotificationStore) -> None:
+    assert await _wake(store, 1, 10_000) == [QUEUED_NOW]
+    assert await _wake(store, 1, 10_001) is None
+    assert len(await store.claim_due(10_002, 5_000, 100)) == 1
+    assert await store.queue_depth() == {"birdy": 1}
+
+
+async def test_many_messages_for_a_sleeping_device_wake_it_twice_at_most(
+    cluster: Cluster, metric_reader: InMemoryMetricReader
+) -> None:
+    receiver = WebhookReceiver()
+    try:
+        await cluster.start_identity()
+        birdy = await cluster.enlist("birdy")
+        # A window far longer than the burst takes to publish and read, so the burst lands in one window.
+        await start_notification(cluster, coalesce_window_ms=1500)
+        await drained(cluster.redis_url, "identity")
+        await register_webhook(cluster, birdy, await receiver.start())
+        await publish(cluster.redis_url, "relay", *(message_waiting(DEVICE, pending=n) for n in range(1, 21)))
+
+        await receiver.wait_for(lambda: sum(1 + r.document["coalesced"] for r in receiver.accepted) == 20)
+        first, second = receiver.accepted
+        assert (first.document["coalesced"], first.document["data"]["pending"]) == (0, 1)
+        assert (second.document["coalesced"], second.document["data"]["pending"]) == (18, 20)
+        assert first.key != second.key
+    finally:
+        await receiver.stop()
+    names = {
+        metric.name
+        for resource in metric_reader.get_metrics_data().resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    assert {
+        "notification.coalesced",
+        "notification.delivered",
+        "notification.delivery.latency",
+        "notification.attempt.duration",
+        "notification.events",
+        "notification.queue.depth",
+    } <= names

@@ -1,0 +1,109 @@
+"""Crash safety: events read but not acknowledged, and attempts cut short, are taken over by another replica."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import redis.asyncio as aioredis
+from support.cluster import Cluster, ProviderKeys
+from support.notification import (
+    WebhookReceiver,
+    drained,
+    message_waiting,
+    publish,
+    register_webhook,
+    start_notification,
+)
+
+from parley_notification.model import NewDelivery
+from parley_notification.store import RedisNotificationStore
+from parley_runtime.redis_client import connect
+
+DEVICES = [f"username:user{n}@birdy/1" for n in range(12)]
+
+
+async def _setup(cluster: Cluster) -> ProviderKeys:
+    await cluster.start_identity()
+    return await cluster.enlist("birdy")
+
+
+async def test_events_a_dead_consumer_read_are_reclaimed(cluster: Cluster) -> None:
+    receiver = WebhookReceiver()
+    client = aioredis.Redis.from_url(cluster.redis_url)
+    try:
+        birdy = await _setup(cluster)
+        await client.xgroup_create("events:{relay}", "notification", id="0", mkstream=True)
+        await publish(cluster.redis_url, "relay", *(message_waiting(device) for device in DEVICES[:5]))
+        # A replica reads the events and dies before taking them in: they stay pending under its name.
+        read = await client.xreadgroup("notification", "crashed", {"events:{relay}": ">"}, count=10)
+        assert len(read[0][1]) == 5
+
+        await start_notification(cluster, reclaim_idle_ms=200)
+        await drained(cluster.redis_url, "identity")
+        await register_webhook(cluster, birdy, await receiver.start())
+        await receiver.wait_for(lambda: len(receiver.accepted) == 5)
+        assert {r.document["data"]["address"] for r in receiver.accepted} == set(DEVICES[:5])
+        await drained(cluster.redis_url, "relay")
+    finally:
+        await client.aclose()
+        await receiver.stop()
+
+
+async def test_an_attempt_cut_short_is_made_again_under_the_same_key(cluster: Cluster) -> None:
+    receiver = WebhookReceiver()
+    client = connect(cluster.redis_url)
+    try:
+        birdy = await _setup(cluster)
+        store = RedisNotificationStore(client)
+        delivery = NewDelivery("k" * 32, "birdy", "message_waiting", json.dumps({"address": DEVICES[0]}), 1)
+        await store.take_event(
+            "e1", [delivery], [], now_ms=1, seen_ttl_ms=60_000, coalesce_window_ms=0, notices_maxlen=100
+        )
+        # A worker claims it (a lease until 300 ms from now) and dies mid-attempt.
+        [claimed] = await store.claim_due(_now_ms(), 300, 10)
+        assert claimed.attempt == 1
+
+        await start_notification(cluster)
+        await register_webhook(cluster, birdy, await receiver.start())
+        await receiver.wait_for(lambda: len(receiver.accepted) == 1)
+        [request] = receiver.accepted
+        assert request.key == "k" * 32
+        assert request.headers["Parley-Attempt"] == "2"
+    finally:
+        await client.aclose()
+        await receiver.stop()
+
+
+async def test_a_replica_stopped_mid_way_loses_nothing(cluster: Cluster) -> None:
+    async def slowish(_request: object, _index: int) -> int:
+        await asyncio.sleep(0.1)
+        return 200
+
+    receiver = WebhookReceiver(behaviour=slowish)
+    try:
+        birdy = await _setup(cluster)
+        settings = {"reclaim_idle_ms": 300, "delivery_lease_ms": 600, "delivery_concurrency": 1}
+        await start_notification(cluster, "notification-a", **settings)
+        await drained(cluster.redis_url, "identity")
+        await register_webhook(cluster, birdy, await receiver.start(), "notification-a")
+        await publish(cluster.redis_url, "relay", *(message_waiting(device) for device in DEVICES))
+        await receiver.wait_for(lambda: len(receiver.accepted) >= 3)
+        replica_a = cluster.servers.pop("notification-a")
+        await replica_a.stop(0)
+        assert len(receiver.accepted) < len(DEVICES), "replica A finished before it was stopped; nothing tested"
+
+        await start_notification(cluster, "notification-b", **settings)
+        await receiver.wait_for(lambda: {r.document["data"]["address"] for r in receiver.accepted} == set(DEVICES))
+        keys_by_address: dict[str, set[str]] = {}
+        for request in receiver.received:
+            keys_by_address.setdefault(request.document["data"]["address"], set()).add(request.key)
+        assert all(len(keys) == 1 for keys in keys_by_address.values())
+        await drained(cluster.redis_url, "relay")
+    finally:
+        await receiver.stop()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
