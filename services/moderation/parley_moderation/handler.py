@@ -32,7 +32,7 @@ from parley_moderation.model import (
     SendChecks,
     SendShape,
 )
-from parley_moderation.store import BLOCK_LIMIT, ModerationStore
+from parley_moderation.store import ModerationStore
 from parley_runtime.auth import ProviderDirectory
 from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found, reason_name
 from parley_runtime.events import EventPublisher
@@ -178,8 +178,8 @@ class ModerationHandler:
             fan_out: device copies the send makes; 0 counts as 1.
 
         Returns:
-            The decision. Refusals take nothing from the sender's buckets; a blocked sender is charged like any
-            sender, so that nothing it observes differs from a delivered send.
+            The decision. A refused send takes nothing from any bucket or quota; a blocked sender is charged like
+            any sender, so that nothing it observes differs from a delivered send.
 
         Raises:
             ParleyError: INVALID_ARGUMENT / MISSING_FIELD, INVALID_ADDRESS, INVALID_FIELD (fan_out too large).
@@ -237,7 +237,7 @@ class ModerationHandler:
         blocked = _parse_address(address, "address").user
         if blocked == user.user:
             raise invalid_field("address", "a user cannot block themselves")
-        if await self._store.block(str(user.user), str(blocked), self._limits.max_blocks) == BLOCK_LIMIT:
+        if not await self._store.block(str(user.user), str(blocked), self._limits.max_blocks):
             raise ParleyError(
                 Code.RESOURCE_EXHAUSTED,
                 ErrorReason.ERROR_REASON_TOO_LARGE,

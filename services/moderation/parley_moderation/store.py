@@ -23,9 +23,6 @@ from parley_moderation.model import PROVIDER_ALLOWED, SENDER_ALLOWED, AuditRecor
 from parley_runtime import redis_keys
 from parley_runtime.redis_client import Redis, load_script
 
-BLOCK_ADDED, BLOCK_EXISTS, BLOCK_LIMIT = 1, 0, -1
-"""``block`` outcomes (``lua/block.lua``)."""
-
 
 class ModerationStore(Protocol):
     """Storage of send limits, blocks, restrictions and reports."""
@@ -35,8 +32,8 @@ class ModerationStore(Protocol):
     ) -> SendChecks:
         """Runs the three checks of one send; tokens and quota stay taken only when sender and provider allow it."""
 
-    async def block(self, user: str, blocked: str, max_blocks: int) -> int:
-        """Adds a block; returns one of the ``BLOCK_*`` outcomes."""
+    async def block(self, user: str, blocked: str, max_blocks: int) -> bool:
+        """Adds a block (a no-op when it exists); False when ``user`` already holds ``max_blocks`` others."""
 
     async def unblock(self, user: str, blocked: str) -> None:
         """Removes a block if present."""
@@ -139,8 +136,8 @@ class RedisModerationStore:
 
     # --- blocks -------------------------------------------------------------------------------------------------
 
-    async def block(self, user: str, blocked: str, max_blocks: int) -> int:
-        return int(await self._block(keys=[redis_keys.blocks(user)], args=[blocked, max_blocks]))
+    async def block(self, user: str, blocked: str, max_blocks: int) -> bool:
+        return int(await self._block(keys=[redis_keys.blocks(user)], args=[blocked, max_blocks])) >= 0
 
     async def unblock(self, user: str, blocked: str) -> None:
         await self._client.zrem(redis_keys.blocks(user), blocked)
