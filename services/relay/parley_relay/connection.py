@@ -147,16 +147,15 @@ class DeviceStream:
                     message=f"at most {self._settings.max_batch_stanzas} stanzas per batch",
                 )
             return results
-        for data in batch.stanzas:
-            try:
-                accepted = await self._handler.send(self._device, data)
-            except ParleyError as error:
+        for outcome in await self._handler.send_batch(self._device, batch.stanzas):
+            if isinstance(outcome, ParleyError):
+                error = outcome
                 results.results.add(
                     code=int(error.code), reason=error.reason_name, message=error.message, metadata=error.metadata
                 )
             else:
                 results.results.add(
-                    message_id=accepted.message_id, server_timestamp_ms=accepted.ts, duplicate=accepted.duplicate
+                    message_id=outcome.message_id, server_timestamp_ms=outcome.ts, duplicate=outcome.duplicate
                 )
         return results
 

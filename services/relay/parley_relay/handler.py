@@ -20,7 +20,7 @@ from parley.common.v1.common_pb2 import ErrorReason
 from parley.events.v1.events_pb2 import Event, MessageWaiting
 from parley.identity.v1.identity_pb2 import Reachability
 from parley_crypto import franking_context, stamp_commitment
-from parley_relay.store import MailboxStore, StoredStanza
+from parley_relay.store import MailboxStore, StoredStanza, StoreRequest, StoreResult
 from parley_runtime.errors import Code, ParleyError, invalid_field, not_found
 from parley_runtime.events import EventPublisher
 from parley_stanza import (
@@ -77,6 +77,15 @@ class Accepted:
     message_id: str
     ts: int
     duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckedMessage:
+    """A message that passed every check, with the mailbox writes it needs (recipient's first, then own)."""
+
+    message: Message
+    ts: int
+    requests: tuple[StoreRequest, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +149,63 @@ class RelayHandler:
                 moderation refuses with.
         """
         try:
-            result = await self._send(device, data)
+            stanza = self._checked(device, data)
+            if isinstance(stanza, Message):
+                accepted = (await self._store_checked([await self._check_message(device, stanza, data)]))[0]
+            else:
+                accepted = await self._send_other(device, stanza, data)
         except ParleyError as error:
             self._refused.add(1, {"reason": error.reason_name})
             raise
-        self._accepted.add(1, {"duplicate": result.duplicate})
-        return result
+        self._accepted.add(1, {"duplicate": accepted.duplicate})
+        return accepted
 
-    async def _send(self, device: Address, data: bytes) -> Accepted:
+    async def send_batch(self, device: Address, stanzas: Sequence[bytes]) -> list[Accepted | ParleyError]:
+        """Accepts the stanzas of one ``SendBatch`` frame from ``device``, in order, each as :meth:`send` would.
+
+        Consecutive messages are each checked first, then stored together in one round trip; a receipt or typing
+        state between them is handled in its place, after the messages before it are stored, so order is kept.
+
+        Returns:
+            Per stanza, its acceptance or the ``ParleyError`` that refused it.
+        """
+        outcomes: list[Accepted | ParleyError | None] = []
+        checked: list[tuple[int, _CheckedMessage]] = []
+        for data in stanzas:
+            try:
+                stanza = self._checked(device, data)
+                if isinstance(stanza, Message):
+                    checked.append((len(outcomes), await self._check_message(device, stanza, data)))
+                    outcomes.append(None)
+                    continue
+                await self._store_batched(checked, outcomes)
+                outcomes.append(await self._send_other(device, stanza, data))
+            except ParleyError as error:
+                outcomes.append(error)
+        await self._store_batched(checked, outcomes)
+        done: list[Accepted | ParleyError] = []
+        for outcome in outcomes:
+            assert outcome is not None
+            if isinstance(outcome, ParleyError):
+                self._refused.add(1, {"reason": outcome.reason_name})
+            else:
+                self._accepted.add(1, {"duplicate": outcome.duplicate})
+            done.append(outcome)
+        return done
+
+    async def _store_batched(
+        self, checked: list[tuple[int, _CheckedMessage]], outcomes: list[Accepted | ParleyError | None]
+    ) -> None:
+        """Stores the checked messages waiting in ``checked`` and fills in their outcomes; empties ``checked``."""
+        if not checked:
+            return
+        accepted = await self._store_checked([message for _, message in checked])
+        for (index, _), outcome in zip(checked, accepted, strict=True):
+            outcomes[index] = outcome
+        checked.clear()
+
+    def _checked(self, device: Address, data: bytes) -> Message | Receipt | ChatState:
+        """The decoded stanza, once its sender is known to be the authenticated device."""
         stanza = self._decode(data)
         if stanza.sender != device:
             raise ParleyError(
@@ -155,8 +213,9 @@ class RelayHandler:
                 ErrorReason.ERROR_REASON_SPOOFED_SENDER,
                 f"the stanza's sender {stanza.sender} is not the authenticated device {device}",
             )
-        if isinstance(stanza, Message):
-            return await self._send_message(device, stanza, data)
+        return stanza
+
+    async def _send_other(self, device: Address, stanza: Receipt | ChatState, data: bytes) -> Accepted:
         if isinstance(stanza, Receipt):
             return await self._send_receipt(device, stanza, data)
         if isinstance(stanza, ChatState):
@@ -195,7 +254,8 @@ class RelayHandler:
         own = await self._recipients.resolve(device, device.user)
         return tuple(d for d in own.device_ids if d != device.device)
 
-    async def _send_message(self, device: Address, message: Message, data: bytes) -> Accepted:
+    async def _check_message(self, device: Address, message: Message, data: bytes) -> _CheckedMessage:
+        """Every check of a message (reachability, devices, moderation), and the copies to store if it passes."""
         if message.type is not MessageType.CHAT or message.recipient is None:
             raise invalid_field("type", "only chat messages are relayed so far (groups come with sender keys)")
         recipient = message.recipient
@@ -207,14 +267,29 @@ class RelayHandler:
         decision = await self._policy.check(device, recipient, len(recipient_devices) + len(own_devices))
         ts = int(self._clock() * 1000)
         forwarded = self._stamp(message, recipient, ts) or data
-        first = await self._store_for(
-            recipient, recipient_devices if decision.deliver else (), forwarded, message, ts, device
+        targets = ((recipient, recipient_devices if decision.deliver else ()), (device.user, own_devices))
+        requests = tuple(
+            self._store_request(user, device_ids, forwarded, message, ts, device)
+            for user, device_ids in targets
+            if device_ids
         )
-        own = await self._store_for(device.user, own_devices, forwarded, message, ts, device)
-        accepted = first if first is not None else own
-        if accepted is None:  # no device to deliver to at all: an empty fan-out is still an acceptance
-            return Accepted(message.id, ts, False)
-        return Accepted(message.id, accepted.ts, accepted.duplicate)
+        return _CheckedMessage(message, ts, requests)
+
+    async def _store_checked(self, checked: Sequence[_CheckedMessage]) -> list[Accepted]:
+        """Stores every copy of the checked messages in one round trip; their acceptances, in order."""
+        results = iter(await self._store.store_many([r for message in checked for r in message.requests]))
+        accepted = []
+        for message in checked:
+            first: StoreResult | None = None
+            for request in message.requests:
+                result = next(results)
+                await self._after_store(request, result)
+                first = first or result
+            if first is None:  # no device to deliver to at all: an empty fan-out is still an acceptance
+                accepted.append(Accepted(message.message.id, message.ts, False))
+            else:
+                accepted.append(Accepted(message.message.id, first.ts, first.duplicate))
+        return accepted
 
     def _stamp(self, message: Message, recipient: Address, ts: int) -> bytes | None:
         """The stanza with the relay's franking stamp added, when it carries a commitment."""
@@ -246,9 +321,17 @@ class RelayHandler:
     ) -> Accepted | None:
         if not device_ids:
             return None
-        result = await self._store.store(
-            str(user),
-            device_ids,
+        request = self._store_request(user, device_ids, data, stanza, ts, sender)
+        result = (await self._store.store_many([request]))[0]
+        await self._after_store(request, result)
+        return Accepted(stanza.id, result.ts, result.duplicate)
+
+    def _store_request(
+        self, user: Address, device_ids: Sequence[int], data: bytes, stanza: Message | Receipt, ts: int, sender: Address
+    ) -> StoreRequest:
+        return StoreRequest(
+            user=str(user),
+            device_ids=tuple(device_ids),
             stanza=data,
             ts=ts,
             message_id=stanza.id,
@@ -256,13 +339,15 @@ class RelayHandler:
             receipt_requested=isinstance(stanza, Message) and stanza.receipt_requested,
             retention_ms=self._limits.retention_ms,
         )
-        if not result.duplicate:
-            self._stored.add(len(device_ids))
-            for device_id, pending in result.offline:
-                await self._events.publish(
-                    Event(message_waiting=MessageWaiting(address=str(user.with_device(device_id)), pending=pending))
-                )
-        return Accepted(stanza.id, result.ts, result.duplicate)
+
+    async def _after_store(self, request: StoreRequest, result: StoreResult) -> None:
+        """Counts new copies and announces the ones waiting for devices without a stream."""
+        if result.duplicate:
+            return
+        self._stored.add(len(request.device_ids))
+        for device_id, pending in result.offline:
+            address = str(Address.parse(request.user).with_device(device_id))
+            await self._events.publish(Event(message_waiting=MessageWaiting(address=address, pending=pending)))
 
     async def _send_receipt(self, device: Address, receipt: Receipt, data: bytes, *, sync: bool = True) -> Accepted:
         """Stores a receipt for the confirmed messages' sender and, when ``sync``, the confirming user's others."""

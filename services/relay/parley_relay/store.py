@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from redis.exceptions import NoScriptError
+
 from parley_runtime import redis_keys
 from parley_runtime.redis_client import Redis, load_script
 
@@ -49,22 +51,25 @@ class StoreResult:
     """(device id, mailbox length) of the target devices without a live stream."""
 
 
+@dataclass(frozen=True, slots=True)
+class StoreRequest:
+    """One stanza to store once for some devices of one user (idempotent per sender and id)."""
+
+    user: str
+    device_ids: tuple[int, ...]
+    stanza: bytes
+    ts: int
+    message_id: str
+    sender: str
+    receipt_requested: bool
+    retention_ms: int
+
+
 class MailboxStore(Protocol):
     """Storage of the relay."""
 
-    async def store(
-        self,
-        user: str,
-        device_ids: Sequence[int],
-        *,
-        stanza: bytes,
-        ts: int,
-        message_id: str,
-        sender: str,
-        receipt_requested: bool,
-        retention_ms: int,
-    ) -> StoreResult:
-        """Stores ``stanza`` once for the given devices of ``user`` (idempotent per sender and id)."""
+    async def store_many(self, requests: Sequence[StoreRequest]) -> list[StoreResult]:
+        """Stores each request's stanza for its devices, in order, in one round trip; one result per request."""
 
     async def read(self, user: str, device_id: int, after: str, count: int) -> list[StoredStanza]:
         """Up to ``count`` entries after delivery id ``after`` ("0-0" for the start), oldest first."""
@@ -92,30 +97,24 @@ class RedisMailboxStore:
         self._client = client
         self._store = load_script(client, "parley_relay", "store_stanza")
 
-    async def store(
-        self,
-        user: str,
-        device_ids: Sequence[int],
-        *,
-        stanza: bytes,
-        ts: int,
-        message_id: str,
-        sender: str,
-        receipt_requested: bool,
-        retention_ms: int,
-    ) -> StoreResult:
-        keys = [redis_keys.accepted(user, sender, message_id)]
-        keys += [redis_keys.mailbox(user, device) for device in device_ids]
-        keys += [redis_keys.presence(user, device) for device in device_ids]
-        channels = [redis_keys.mailbox_channel(user, device) for device in device_ids]
-        result: list[Any] = await self._store(
-            keys=keys,
-            args=[stanza, ts, message_id, sender, "1" if receipt_requested else "0", retention_ms, *channels],
-        )
-        if not int(result[0]):
-            return StoreResult(duplicate=True, ts=int(result[1]))
-        offline = tuple((device_ids[int(result[i]) - 1], int(result[i + 1])) for i in range(2, len(result), 2))
-        return StoreResult(duplicate=False, ts=int(result[1]), offline=offline)
+    async def store_many(self, requests: Sequence[StoreRequest]) -> list[StoreResult]:
+        calls = [_store_call(request) for request in requests]
+        # EVALSHA straight on the pipeline: redis-py's script objects would add a SCRIPT EXISTS round trip to
+        # every pipeline. After a Redis restart or SCRIPT FLUSH the script is gone and every call failed having
+        # done nothing; they are then run again one by one, in order, which loads it.
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(self._store.sha, len(keys), *keys, *args)
+            raw: list[Any] = await pipe.execute(raise_on_error=False)
+        results = []
+        for request, (keys, args), answer in zip(requests, calls, raw, strict=True):
+            if isinstance(answer, NoScriptError):
+                results.append(_store_result(request, await self._store(keys=keys, args=args)))
+            elif isinstance(answer, Exception):
+                raise answer
+            else:
+                results.append(_store_result(request, answer))
+        return results
 
     async def read(self, user: str, device_id: int, after: str, count: int) -> list[StoredStanza]:
         start = "-" if after == "0-0" else f"({after}"
@@ -154,3 +153,31 @@ class RedisMailboxStore:
 
     async def pending(self, user: str, device_id: int) -> int:
         return int(await self._client.xlen(redis_keys.mailbox(user, device_id)))
+
+
+def _store_call(request: StoreRequest) -> tuple[list[str], list[bytes | str | int]]:
+    """KEYS and ARGV of ``store_stanza.lua`` for one request."""
+    user, device_ids = request.user, request.device_ids
+    keys = [redis_keys.accepted(user, request.sender, request.message_id)]
+    keys += [redis_keys.mailbox(user, device) for device in device_ids]
+    keys += [redis_keys.presence(user, device) for device in device_ids]
+    channels = [redis_keys.mailbox_channel(user, device) for device in device_ids]
+    args: list[bytes | str | int] = [
+        request.stanza,
+        request.ts,
+        request.message_id,
+        request.sender,
+        "1" if request.receipt_requested else "0",
+        request.retention_ms,
+        *channels,
+    ]
+    return keys, args
+
+
+def _store_result(request: StoreRequest, result: list[Any]) -> StoreResult:
+    """The script's answer as a :class:`StoreResult`."""
+    if not int(result[0]):
+        return StoreResult(duplicate=True, ts=int(result[1]))
+    device_ids = request.device_ids
+    offline = tuple((device_ids[int(result[i]) - 1], int(result[i + 1])) for i in range(2, len(result), 2))
+    return StoreResult(duplicate=False, ts=int(result[1]), offline=offline)
