@@ -293,7 +293,7 @@ class ModerationHandler:
         reporter_text = str(reporter.user)
         report_id = _report_id(reporter_text, str(sender), submission.message_id)
         action = f"reported as {submission.category!r}; " + ("franking verified" if verified else f"unverified: {why}")
-        stored_verified, counts = await self._store.save_report(
+        stored_verified = await self._store.save_report(
             Report(
                 report_id=report_id,
                 reporter=reporter_text,
@@ -309,7 +309,8 @@ class ModerationHandler:
             )
         )
         self._reports.add(1, {"verified": verified})
-        if counts:
+        if stored_verified:
+            # Counting is idempotent per reporter, so a retry after a failure here counts the report after all.
             threshold = self._limits.restrict_after_reports
             restricted = await self._store.count_verified_report(
                 str(sender.user),

@@ -41,12 +41,8 @@ class ModerationStore(Protocol):
     async def list_blocks(self, user: str, after: str, limit: int) -> list[str]:
         """Up to ``limit`` blocked addresses ordered by address, starting after ``after`` ("" = from the start)."""
 
-    async def save_report(self, report: Report) -> tuple[bool, bool]:
-        """Stores a report with its single audit entry, or upgrades a stored unverified one.
-
-        Returns:
-            (whether the stored report is verified, whether this call made it a verified report).
-        """
+    async def save_report(self, report: Report) -> bool:
+        """Stores a report with its single audit entry, or upgrades a stored unverified one; True when verified."""
 
     async def count_verified_report(
         self, sender: str, reporter: str, *, now_ms: int, window_ms: int, threshold: int, restriction_ms: int, why: str
@@ -150,8 +146,8 @@ class RedisModerationStore:
 
     # --- reports ------------------------------------------------------------------------------------------------
 
-    async def save_report(self, report: Report) -> tuple[bool, bool]:
-        verified, counts = await self._save_report(
+    async def save_report(self, report: Report) -> bool:
+        verified = await self._save_report(
             keys=[
                 redis_keys.report(report.report_id),
                 redis_keys.report_audit(report.report_id),
@@ -172,7 +168,7 @@ class RedisModerationStore:
                 _encode_audit(report.audit[0]),
             ],
         )
-        return bool(int(verified)), bool(int(counts))
+        return bool(int(verified))
 
     async def count_verified_report(
         self, sender: str, reporter: str, *, now_ms: int, window_ms: int, threshold: int, restriction_ms: int, why: str

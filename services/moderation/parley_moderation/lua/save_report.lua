@@ -11,16 +11,15 @@
 -- ARGV[10] index member: created at (13 digits) ':' report id, so that members sort by time
 -- ARGV[11] the audit entry of this call (creation, or upgrade)
 --
--- Returns {verified (1|0), counts (1|0)}: counts is 1 when this call made a verified report (a new verified
--- report, or an upgrade), so that the caller counts it toward the sender's restriction exactly once. A retried
--- call finds the stored report and writes nothing.
+-- Returns 1 when the stored report is verified (now), else 0. A retried call finds the stored report and
+-- writes nothing.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'verified') == '0' and ARGV[4] == '1' then
     redis.call('HSET', KEYS[1], 'verified', '1', 'plaintext', ARGV[7], 'sent_at_ms', ARGV[8])
     redis.call('RPUSH', KEYS[2], ARGV[11])
-    return {1, 1}
+    return 1
   end
-  return {tonumber(redis.call('HGET', KEYS[1], 'verified')), 0}
+  return tonumber(redis.call('HGET', KEYS[1], 'verified'))
 end
 redis.call('HSET', KEYS[1],
   'reporter', ARGV[1], 'sender', ARGV[2], 'message_id', ARGV[3], 'verified', ARGV[4], 'category', ARGV[5],
@@ -28,4 +27,4 @@ redis.call('HSET', KEYS[1],
 redis.call('RPUSH', KEYS[2], ARGV[11])
 redis.call('ZADD', KEYS[3], 0, ARGV[10])
 redis.call('ZADD', KEYS[4], 0, ARGV[10])
-return {tonumber(ARGV[4]), tonumber(ARGV[4])}
+return tonumber(ARGV[4])
