@@ -260,13 +260,14 @@ class ModerationHandler:
         Raises:
             ParleyError: INVALID_ARGUMENT / INVALID_FIELD for a page token this service did not issue.
         """
+        after = ""
         if page_token:
             try:
-                Address.parse(page_token)
+                after = str(Address.parse(page_token))
             except InvalidAddressError:
                 raise invalid_field("page.page_token", "not a token from a previous page") from None
         size = _page_size(page_size)
-        addresses = await self._store.list_blocks(str(user.user), page_token, size + 1)
+        addresses = await self._store.list_blocks(str(user.user), after, size + 1)
         return addresses[:size], (addresses[size - 1] if len(addresses) > size else "")
 
     # --- reports ------------------------------------------------------------------------------------------------
