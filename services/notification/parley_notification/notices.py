@@ -70,19 +70,19 @@ class NoticeHub:
         """
         if self._count >= self._max_watchers:
             raise TooManyWatchersError
-        # Notices appended before the hub found the stream's end would be missed; wait until it has.
-        await self._ready.wait()
-        queue: asyncio.Queue[Notice] = asyncio.Queue(self._queue_size)
-        self._watchers.setdefault(user, set()).add(queue)
         self._count += 1
+        queue: asyncio.Queue[Notice] = asyncio.Queue(self._queue_size)
         try:
+            # Notices appended before the hub found the stream's end would be missed; wait until it has.
+            await self._ready.wait()
+            self._watchers.setdefault(user, set()).add(queue)
             yield queue
         finally:
             self._count -= 1
-            watchers = self._watchers[user]
+            watchers = self._watchers.get(user, set())
             watchers.discard(queue)
             if not watchers:
-                del self._watchers[user]
+                self._watchers.pop(user, None)
 
     def _dispatch(self, notice: Notice) -> None:
         targets = (

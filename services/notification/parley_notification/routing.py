@@ -30,7 +30,7 @@ from parley.events.v1.events_pb2 import Event
 from parley.notification.v1.notification_pb2 import NoticeKind
 from parley_notification.model import NewDelivery, Notice
 from parley_runtime.auth import ProviderRecord
-from parley_stanza import Address
+from parley_stanza import Address, InvalidAddressError
 
 
 class Providers(Protocol):
@@ -126,7 +126,10 @@ class Router:
         by_provider: dict[str, list[str]] = {}
         notices = []
         for text in changed.recent_requesters:
-            requester = Address.parse(text).user
+            try:
+                requester = Address.parse(text).user
+            except InvalidAddressError:
+                continue  # one bad entry must not keep the others from hearing of the change
             by_provider.setdefault(requester.provider, []).append(str(requester))
             notices.append(
                 _notice(str(requester), NoticeKind.NOTICE_KIND_IDENTITY_KEY_CHANGED, str(device), event.occurred_at_ms)

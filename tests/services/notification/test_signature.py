@@ -1,0 +1,82 @@
+"""The webhook signature scheme, URL rules and retry backoff, as pure functions."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from parley_notification import signature
+from parley_notification.delivery import DeliveryPolicy
+from parley_notification.handler import check_webhook_url
+from parley_notification.webhook_client import Outcome, classify
+from parley_runtime.errors import ParleyError
+
+SECRET = bytes(range(32))
+BODY = b'{"id":"k","type":"message_waiting"}'
+
+
+def test_the_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
+    expected = hmac.new(SECRET, b"1700000000." + BODY, hashlib.sha256).hexdigest()
+    assert signature.sign(SECRET, 1_700_000_000, BODY) == f"v1={expected}"
+
+
+def test_verify_accepts_the_genuine_delivery_only() -> None:
+    header = signature.sign(SECRET, 1_700_000_000, BODY)
+    assert signature.verify(SECRET, "1700000000", BODY, header, now=1_700_000_010)
+    assert not signature.verify(SECRET, "1700000000", BODY + b" ", header, now=1_700_000_010)
+    assert not signature.verify(SECRET, "1700000001", BODY, header, now=1_700_000_010)
+    assert not signature.verify(bytes(32), "1700000000", BODY, header, now=1_700_000_010)
+    flipped = header[:-1] + ("0" if header[-1] != "0" else "1")
+    assert not signature.verify(SECRET, "1700000000", BODY, flipped, now=1_700_000_010)
+    # A replay long after the fact is refused even with a valid signature.
+    assert not signature.verify(SECRET, "1700000000", BODY, header, now=1_700_000_000 + 301)
+    assert not signature.verify(SECRET, "-1700000000", BODY, header, now=1_700_000_000)
+
+
+@pytest.mark.parametrize(
+    ("url", "loopback_ok"),
+    [
+        ("https://birdy.example/hooks/parley", False),
+        ("https://93.184.216.34:8443/hook", False),
+        ("https://[2606:4700::1111]/hook", False),
+        ("http://127.0.0.1:8080/hook", True),
+        ("http://localhost/hook", True),
+        ("https://[::1]/hook", True),
+    ],
+)
+def test_good_webhook_urls(url: str, loopback_ok: bool) -> None:
+    assert check_webhook_url(url, allow_loopback_http=loopback_ok) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://birdy.example/hook", "https://192.168.1.4/hook", "https://[fe80::1]/hook", "https://0.0.0.0/", "x"],
+)
+def test_bad_webhook_urls_even_with_loopback_allowed(url: str) -> None:
+    with pytest.raises(ParleyError):
+        check_webhook_url(url, allow_loopback_http=True)
+
+
+def test_statuses_are_classified() -> None:
+    assert [classify(status) for status in (200, 204, 429, 408, 500, 503, 301, 400, 404, 410)] == [
+        Outcome.DELIVERED,
+        Outcome.DELIVERED,
+        Outcome.RETRY,
+        Outcome.RETRY,
+        Outcome.RETRY,
+        Outcome.RETRY,
+        Outcome.REFUSED,
+        Outcome.REFUSED,
+        Outcome.REFUSED,
+        Outcome.REFUSED,
+    ]
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
+    policy = DeliveryPolicy(backoff_base_ms=1000, backoff_max_ms=60_000)
+    assert [policy.backoff_ms(attempt, 0.0) for attempt in (1, 2, 3, 4)] == [500, 1000, 2000, 4000]
+    assert [policy.backoff_ms(attempt, 0.999999) for attempt in (1, 2, 3)] == [999, 1999, 3999]
+    assert policy.backoff_ms(30, 0.0) == 30_000
+    assert policy.backoff_ms(1000, 0.5) == 45_000
