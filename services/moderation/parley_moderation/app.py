@@ -92,6 +92,8 @@ class ModerationSettings(IdentityPeerSettings):
             max_blocks=self.max_blocks,
             report=Limit("report", capacity=self.report_burst, per_second=self.report_per_second),
             max_report_plaintext_bytes=self.max_report_plaintext_bytes,
+            # Half the message limit for plaintexts leaves room for the rest of each report and its audit trail.
+            max_report_page=max(1, min(500, self.max_message_bytes // 2 // self.max_report_plaintext_bytes)),
             restrict_after_reports=self.restrict_after_reports,
             report_window_ms=self.report_window_s * 1000,
             restriction_ms=self.restriction_s * 1000,

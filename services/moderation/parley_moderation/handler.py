@@ -84,6 +84,7 @@ class ModerationLimits:
     max_blocks: int = 10_000
     report: Limit = field(default_factory=lambda: Limit("report", capacity=20, per_second=20 / 86_400))
     max_report_plaintext_bytes: int = 65_536
+    max_report_page: int = 32
     restrict_after_reports: int = 3
     report_window_ms: int = 30 * 86_400_000
     restriction_ms: int = 7 * 86_400_000
@@ -386,7 +387,8 @@ class ModerationHandler:
         """
         if page_token and not _INDEX_MEMBER.fullmatch(page_token):
             raise invalid_field("page.page_token", "not a token from a previous page")
-        size = _page_size(page_size)
+        # Reports carry their plaintext: a page holds no more than fit in one gRPC response at the largest.
+        size = min(_page_size(page_size), self._limits.max_report_page)
         reports = await self._store.list_reports(open_only=open_only, before=page_token, limit=size + 1)
         return reports[:size], (reports[size - 1].index_member if len(reports) > size else "")
 

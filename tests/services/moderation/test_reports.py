@@ -245,6 +245,27 @@ async def test_reports_page_newest_first(cluster: Cluster) -> None:
         assert seen == [r.report_id for r in whole]
 
 
+async def test_report_pages_fit_in_one_response(cluster: Cluster) -> None:
+    # 4 MiB responses and 1 MiB plaintexts: five reports would not fit one response; pages hold two at most.
+    moderation, gatekeeper, _ = await _setup(cluster, max_report_plaintext_bytes=1024 * 1024)
+    big = b"\x0a" + bytes(1024 * 1024 - 1)
+    for index in range(5):
+        request = franked_report(big, ALICE_PHONE, BOB, message_id=f"m{index}")
+        assert (await moderation.ReportMessage(request, metadata=gatekeeper.auth(BOB))).verified
+    sizes = []
+    token = ""
+    while True:
+        page = await moderation.ListReports(
+            pb.ListReportsRequest(page=PageRequest(page_size=100, page_token=token)), metadata=ADMIN
+        )
+        assert all(report.plaintext == big for report in page.reports)
+        sizes.append(len(page.reports))
+        token = page.page.next_page_token
+        if not token:
+            break
+    assert sizes == [2, 2, 1]
+
+
 async def test_reports_are_rate_limited_per_reporter(cluster: Cluster) -> None:
     moderation, gatekeeper, _ = await _setup(cluster, report_burst=2, report_per_second=NO_REFILL)
     for message_id in ("m1", "m2"):
