@@ -259,15 +259,16 @@ class RelayHandler:
         if message.type is not MessageType.CHAT or message.recipient is None:
             raise invalid_field("type", "only chat messages are relayed so far (groups come with sender keys)")
         recipient = message.recipient
+        sender_user = device.user  # each use would build a new Address
         recipient_devices = await self._reach(device, recipient)
-        own_devices = await self._own_other_devices(device) if recipient != device.user else ()
-        if recipient == device.user:
+        own_devices = await self._own_other_devices(device) if recipient != sender_user else ()
+        if recipient == sender_user:
             recipient_devices = tuple(d for d in recipient_devices if d != device.device)
-        _check_devices(message, recipient, recipient_devices, device.user, own_devices)
+        _check_devices(message, recipient, recipient_devices, sender_user, own_devices)
         decision = await self._policy.check(device, recipient, len(recipient_devices) + len(own_devices))
         ts = int(self._clock() * 1000)
         forwarded = self._stamp(message, recipient, ts) or data
-        targets = ((recipient, recipient_devices if decision.deliver else ()), (device.user, own_devices))
+        targets = ((recipient, recipient_devices if decision.deliver else ()), (sender_user, own_devices))
         requests = tuple(
             self._store_request(user, device_ids, forwarded, message, ts, device)
             for user, device_ids in targets
@@ -411,14 +412,16 @@ def _check_devices(
     own_devices: Sequence[int],
 ) -> None:
     """Refuses a message whose payloads are not exactly one per current target device (as Signal-Server does)."""
-    expected = {recipient.with_device(d) for d in recipient_devices} | {sender.with_device(d) for d in own_devices}
-    given = {payload.device for payload in message.payloads}
+    # Canonical texts rather than Address objects: a device's text is its user's plus "/<id>", and comparing
+    # texts spares building (and validating) an Address per device on every message.
+    expected = {f"{recipient}/{d}" for d in recipient_devices} | {f"{sender}/{d}" for d in own_devices}
+    given = {str(payload.device) for payload in message.payloads}
     missing, stale = expected - given, given - expected
     if missing or stale:
         raise ParleyError(
             Code.FAILED_PRECONDITION,
             ErrorReason.ERROR_REASON_STALE_DEVICES,
             "the message's device payloads do not match the current devices; fetch keys and retry",
-            missing_devices=",".join(sorted(map(str, missing))),
-            stale_devices=",".join(sorted(map(str, stale))),
+            missing_devices=",".join(sorted(missing)),
+            stale_devices=",".join(sorted(stale)),
         )
