@@ -49,6 +49,9 @@ class NotificationSettings(ServiceSettings):
     reclaim_interval_ms: int = Field(5_000, ge=1, le=600_000, description="How often to look for such events.")
     coalesce_window_ms: int = Field(2_000, ge=0, le=600_000, description="Window of one device's wake-ups.")
     webhook_timeout_s: float = Field(5.0, gt=0, le=60, description="Total time of one webhook call.")
+    webhook_cache_s: float = Field(
+        1.0, ge=0, le=300, description="How long a replica reuses a webhook it read (re-registrations elsewhere)."
+    )
     webhook_allow_loopback_http: bool = Field(
         False, description="Accept http:// webhooks on loopback hosts (development and tests only)."
     )
@@ -89,7 +92,7 @@ async def build_notification(settings: NotificationSettings, telemetry: Telemetr
     providers.start()
     async with asyncio.timeout(settings.startup_timeout_s):
         await providers.wait_ready()
-    store = RedisNotificationStore(client, notice_client)
+    store = RedisNotificationStore(client, notice_client, webhook_cache_s=settings.webhook_cache_s)
     meter = telemetry.meter("parley.notification")
     webhooks = WebhookClient(timeout_s=settings.webhook_timeout_s, max_connections=settings.delivery_concurrency)
     worker = DeliveryWorker(

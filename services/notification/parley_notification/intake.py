@@ -25,6 +25,8 @@ from parley_notification.store import MERGED, NotificationStore, StreamEntry
 
 _log = logging.getLogger(__name__)
 
+_CONCURRENT_EVENTS = 16
+
 
 @dataclass(frozen=True, slots=True)
 class IntakePolicy:
@@ -130,11 +132,15 @@ class EventIntake:
                 backoff = min(backoff * 2, 2.0)
 
     async def _take_in(self, stream: str, entries: Sequence[StreamEntry]) -> None:
-        for entry_id, fields in entries:
-            outcome = await self._take_one(fields)
-            # Acknowledged only now: everything the event asks for is in Redis (or it can never be delivered).
-            await self._store.ack(stream, self._policy.group, entry_id)
-            self._events.add(1, {"type": fields.get(b"type", b"").decode(errors="replace"), "outcome": outcome})
+        # Events are independent (each script is atomic and idempotent, coalescing keeps the newest data whatever
+        # the order), so a batch is taken in concurrently, a few at a time to spare the connection pool.
+        for start in range(0, len(entries), _CONCURRENT_EVENTS):
+            chunk = entries[start : start + _CONCURRENT_EVENTS]
+            outcomes = await asyncio.gather(*(self._take_one(fields) for _, fields in chunk))
+            # Acknowledged only now: everything the events ask for is in Redis (or they can never be delivered).
+            await self._store.ack(stream, self._policy.group, [entry_id for entry_id, _ in chunk])
+            for (_, fields), outcome in zip(chunk, outcomes, strict=True):
+                self._events.add(1, {"type": fields.get(b"type", b"").decode(errors="replace"), "outcome": outcome})
 
     async def _take_one(self, fields: dict[bytes, bytes]) -> str:
         try:

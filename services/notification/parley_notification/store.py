@@ -8,7 +8,8 @@ ARGV). The event streams are read through consumer groups.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
@@ -108,8 +109,8 @@ class NotificationStore(Protocol):
     async def reclaim(self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int) -> list[StreamEntry]:
         """Entries pending longer than ``min_idle_ms`` for any consumer, now this consumer's (XAUTOCLAIM)."""
 
-    async def ack(self, stream: str, group: str, entry_id: str) -> None:
-        """Acknowledges one entry."""
+    async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None:
+        """Acknowledges entries."""
 
     async def last_notice_id(self) -> str:
         """The id of the newest notice ("0-0" when there is none)."""
@@ -129,15 +130,31 @@ def _entries(raw: Any) -> list[StreamEntry]:
 class RedisNotificationStore:
     """:class:`NotificationStore` on Redis.
 
+    Webhooks are read on every delivery and change rarely, so each replica may keep one it found for
+    ``webhook_cache_s``: a re-registration made through another replica reaches this one within that time (until
+    then its deliveries still go to the old URL, signed with the old secret).
+
     Args:
         client: Redis client.
         notice_client: a client for the blocking notice reads (its own pool, so a watcher never waits for a
             connection the queue needs); defaults to ``client``.
+        webhook_cache_s: how long a webhook read is reused; 0 reads Redis every time.
+        clock: monotonic seconds, for the cache.
     """
 
-    def __init__(self, client: Redis, notice_client: Redis | None = None) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        notice_client: Redis | None = None,
+        *,
+        webhook_cache_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._notice_client = notice_client or client
+        self._webhook_cache_s = webhook_cache_s
+        self._clock = clock
+        self._webhooks: dict[str, tuple[float, Webhook]] = {}
         self._take_event = load_script(client, "parley_notification", "take_event")
         self._claim_due = load_script(client, "parley_notification", "claim_due")
         self._finish = load_script(client, "parley_notification", "finish_delivery")
@@ -151,20 +168,22 @@ class RedisNotificationStore:
             redis_keys.webhook(provider_id),
             mapping={"url": webhook.url, "secret": webhook.secret, "registered_at_ms": now_ms},
         )
+        self._webhooks.pop(provider_id, None)
 
     async def webhook(self, provider_id: str) -> Webhook | None:
+        cached = self._webhooks.get(provider_id)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
         fields: list[Any] = await self._client.hmget(redis_keys.webhook(provider_id), ["url", "secret"])
         url, secret = fields
-        if url is None or secret is None:
-            return None
-        return Webhook(url=_text(url), secret=bytes(secret))
+        webhook = None if url is None or secret is None else Webhook(url=_text(url), secret=bytes(secret))
+        # Only a webhook found is reused: a provider that has just registered is seen at once by every replica.
+        if webhook is not None and self._webhook_cache_s > 0:
+            self._webhooks[provider_id] = (self._clock() + self._webhook_cache_s, webhook)
+        return webhook
 
     async def providers_with_webhooks(self, provider_ids: Sequence[str]) -> list[str]:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for provider_id in provider_ids:
-                pipe.exists(redis_keys.webhook(provider_id))
-            found = await pipe.execute()
-        return [provider_id for provider_id, exists in zip(provider_ids, found, strict=True) if exists]
+        return [provider_id for provider_id in provider_ids if await self.webhook(provider_id) is not None]
 
     async def set_push_token(self, user: str, device_id: int, token: str) -> None:
         await self._client.hset(redis_keys.push_targets(user), str(device_id), token)
@@ -308,8 +327,9 @@ class RedisNotificationStore:
         raw: Any = await self._client.xautoclaim(stream, group, consumer, min_idle_ms, start_id="0-0", count=count)
         return _entries(raw[1])
 
-    async def ack(self, stream: str, group: str, entry_id: str) -> None:
-        await self._client.xack(stream, group, entry_id)
+    async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None:
+        if entry_ids:
+            await self._client.xack(stream, group, *entry_ids)
 
     async def last_notice_id(self) -> str:
         raw: Any = await self._notice_client.xrevrange(redis_keys.NOTIFY_NOTICES, count=1)
