@@ -506,6 +506,7 @@ async def main() -> None:
                 relay_process.target,
                 relay_process.process.pid,
                 f"127.0.0.1:{echo_port}",
+                echo.pid,
                 seconds=seconds,
                 rounds=rounds,
                 idle=idle,
@@ -525,6 +526,7 @@ async def _measure(
     relay_target: str,
     relay_pid: int,
     echo_target: str,
+    echo_pid: int,
     *,
     seconds: float,
     rounds: int,
@@ -541,7 +543,8 @@ async def _measure(
 
     _progress(f"memory: opening {idle} idle streams")
     kib_per_idle = await _idle_kib_per_device(relay_target, relay_pid, idlers)
-    _progress(f"  {kib_per_idle:.1f} KiB per idle device")
+    floor_kib_per_idle = await _idle_kib_per_device(echo_target, echo_pid, idlers)
+    _progress(f"  {kib_per_idle:.1f} KiB per idle device ({floor_kib_per_idle:.1f} KiB on the bare transport)")
 
     relay = await Fleet.connect(relay_target, pairs, "r")
     floor = await Fleet.connect(echo_target, pairs, "e")
@@ -602,6 +605,7 @@ async def _measure(
                 "relay_cpu_us_per_message": round(cpu_per_message * 1e6, 1),
                 "idle_devices": idle,
                 "kib_per_idle_device": round(kib_per_idle, 1),
+                "floor_kib_per_idle_device": round(floor_kib_per_idle, 1),
                 "prosody_reference": "6,700 messages/s and 147 us server CPU per message, storing nothing",
                 "floor_desc": "do-nothing grpc.aio RelayService (bench/_echo_relay.py), same client and frames",
             },
