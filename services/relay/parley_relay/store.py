@@ -99,21 +99,32 @@ class RedisMailboxStore:
 
     async def store_many(self, requests: Sequence[StoreRequest]) -> list[StoreResult]:
         calls = [_store_call(request) for request in requests]
+        # A hint only says "read your mailbox", so one per mailbox, after all the copies, serves the whole batch.
+        hints = list(dict.fromkeys(redis_keys.mailbox_channel(r.user, d) for r in requests for d in r.device_ids))
         # EVALSHA straight on the pipeline: redis-py's script objects would add a SCRIPT EXISTS round trip to
         # every pipeline. After a Redis restart or SCRIPT FLUSH the script is gone and every call failed having
-        # done nothing; they are then run again one by one, in order, which loads it.
+        # done nothing; they are then run again one by one, in order, which loads it, and hinted again.
         async with self._client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
                 pipe.evalsha(self._store.sha, len(keys), *keys, *args)
+            for channel in hints:
+                pipe.publish(channel, b"")
             raw: list[Any] = await pipe.execute(raise_on_error=False)
         results = []
-        for request, (keys, args), answer in zip(requests, calls, raw, strict=True):
+        reloaded = False
+        for request, (keys, args), answer in zip(requests, calls, raw[: len(calls)], strict=True):
             if isinstance(answer, NoScriptError):
                 results.append(_store_result(request, await self._store(keys=keys, args=args)))
+                reloaded = True
             elif isinstance(answer, Exception):
                 raise answer
             else:
                 results.append(_store_result(request, answer))
+        if reloaded:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for channel in hints:
+                    pipe.publish(channel, b"")
+                await pipe.execute()
         return results
 
     async def read(self, user: str, device_id: int, after: str, count: int) -> list[StoredStanza]:
@@ -161,7 +172,6 @@ def _store_call(request: StoreRequest) -> tuple[list[str], list[bytes | str | in
     keys = [redis_keys.accepted(user, request.sender, request.message_id)]
     keys += [redis_keys.mailbox(user, device) for device in device_ids]
     keys += [redis_keys.presence(user, device) for device in device_ids]
-    channels = [redis_keys.mailbox_channel(user, device) for device in device_ids]
     args: list[bytes | str | int] = [
         request.stanza,
         request.ts,
@@ -169,7 +179,6 @@ def _store_call(request: StoreRequest) -> tuple[list[str], list[bytes | str | in
         request.sender,
         "1" if request.receipt_requested else "0",
         request.retention_ms,
-        *channels,
     ]
     return keys, args
 

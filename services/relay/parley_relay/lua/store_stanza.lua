@@ -9,8 +9,8 @@
 -- ARGV[4]      the sending device's address
 -- ARGV[5]      "1" when the sender asked for receipts, else "0"
 -- ARGV[6]      retention, ms: the marker's TTL, and entries older than this are trimmed from the mailboxes
--- ARGV[7..n+6] the mailboxes' pub/sub channels, redis_keys.mailbox_channel(), in KEYS order
 --
+-- The caller publishes the mailboxes' hints after the script (one per mailbox for a whole batch of stanzas).
 -- Returns {1, ts, offline device index, its mailbox length, ...} when stored (indexes are 1-based positions among
 -- the mailboxes of devices without presence, for "message waiting" events), or {0, ts of the first acceptance}
 -- when the stanza was stored before. Everything happens in one atomic step, so a retry after a crash either
@@ -30,7 +30,6 @@ for i = 1, n do
     's', ARGV[1], 't', ARGV[2], 'm', ARGV[3], 'f', ARGV[4], 'r', ARGV[5])
   -- Streams would otherwise live forever once emptied by acks; the TTL outlives the oldest possible entry.
   redis.call('PEXPIRE', mailbox, retention)
-  redis.call('PUBLISH', ARGV[6 + i], '')
   if redis.call('EXISTS', KEYS[1 + n + i]) == 0 then
     table.insert(result, i)
     table.insert(result, redis.call('XLEN', mailbox))
