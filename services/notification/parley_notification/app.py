@@ -92,7 +92,13 @@ async def build_notification(settings: NotificationSettings, telemetry: Telemetr
     providers.start()
     async with asyncio.timeout(settings.startup_timeout_s):
         await providers.wait_ready()
-    store = RedisNotificationStore(client, notice_client, webhook_cache_s=settings.webhook_cache_s)
+    store = RedisNotificationStore(
+        client,
+        notice_client,
+        webhook_cache_s=settings.webhook_cache_s,
+        # The rest of the pool serves authentication (assertion ids) and the blocking stream reads' bursts.
+        max_commands=max(1, settings.redis_max_connections - 8),
+    )
     meter = telemetry.meter("parley.notification")
     webhooks = WebhookClient(timeout_s=settings.webhook_timeout_s, max_connections=settings.delivery_concurrency)
     worker = DeliveryWorker(

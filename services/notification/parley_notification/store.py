@@ -8,9 +8,10 @@ ARGV). The event streams are read through consumer groups.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from redis.exceptions import ResponseError
 
@@ -24,6 +25,8 @@ QUEUED_TRAILING = 2
 """``take_event`` outcome: the delivery is the trailing wake-up of its device's coalescing window."""
 MERGED = 3
 """``take_event`` outcome: the delivery was merged into its device's pending trailing wake-up."""
+
+_T = TypeVar("_T")
 
 StreamEntry = tuple[str, dict[bytes, bytes]]
 """A stream entry: its id and its fields."""
@@ -139,6 +142,8 @@ class RedisNotificationStore:
         notice_client: a client for the blocking notice reads (its own pool, so a watcher never waits for a
             connection the queue needs); defaults to ``client``.
         webhook_cache_s: how long a webhook read is reused; 0 reads Redis every time.
+        max_commands: commands in flight at once on ``client``; keep it below the client's pool size (redis-py
+            refuses a command when its pool is exhausted, and bursts of attempts and events would exhaust it).
         clock: monotonic seconds, for the cache.
     """
 
@@ -148,6 +153,7 @@ class RedisNotificationStore:
         notice_client: Redis | None = None,
         *,
         webhook_cache_s: float = 0.0,
+        max_commands: int = 32,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
@@ -155,6 +161,7 @@ class RedisNotificationStore:
         self._webhook_cache_s = webhook_cache_s
         self._clock = clock
         self._webhooks: dict[str, tuple[float, Webhook]] = {}
+        self._slots = asyncio.Semaphore(max_commands)
         self._take_event = load_script(client, "parley_notification", "take_event")
         self._claim_due = load_script(client, "parley_notification", "claim_due")
         self._finish = load_script(client, "parley_notification", "finish_delivery")
@@ -163,10 +170,17 @@ class RedisNotificationStore:
         self._redrive = load_script(client, "parley_notification", "redrive")
         self._delivery_prefix = redis_keys.notify_delivery("")
 
+    async def _bounded(self, command: Awaitable[_T]) -> _T:
+        # A redis-py command takes a pool connection only when awaited, so waiting here bounds the connections.
+        async with self._slots:
+            return await command
+
     async def set_webhook(self, provider_id: str, webhook: Webhook, now_ms: int) -> None:
-        await self._client.hset(
-            redis_keys.webhook(provider_id),
-            mapping={"url": webhook.url, "secret": webhook.secret, "registered_at_ms": now_ms},
+        await self._bounded(
+            self._client.hset(
+                redis_keys.webhook(provider_id),
+                mapping={"url": webhook.url, "secret": webhook.secret, "registered_at_ms": now_ms},
+            )
         )
         self._webhooks.pop(provider_id, None)
 
@@ -174,7 +188,7 @@ class RedisNotificationStore:
         cached = self._webhooks.get(provider_id)
         if cached is not None and cached[0] > self._clock():
             return cached[1]
-        fields: list[Any] = await self._client.hmget(redis_keys.webhook(provider_id), ["url", "secret"])
+        fields: list[Any] = await self._bounded(self._client.hmget(redis_keys.webhook(provider_id), ["url", "secret"]))
         url, secret = fields
         webhook = None if url is None or secret is None else Webhook(url=_text(url), secret=bytes(secret))
         # Only a webhook found is reused: a provider that has just registered is seen at once by every replica.
@@ -186,10 +200,10 @@ class RedisNotificationStore:
         return [provider_id for provider_id in provider_ids if await self.webhook(provider_id) is not None]
 
     async def set_push_token(self, user: str, device_id: int, token: str) -> None:
-        await self._client.hset(redis_keys.push_targets(user), str(device_id), token)
+        await self._bounded(self._client.hset(redis_keys.push_targets(user), str(device_id), token))
 
     async def push_token(self, user: str, device_id: int) -> str:
-        token = await self._client.hget(redis_keys.push_targets(user), str(device_id))
+        token = await self._bounded(self._client.hget(redis_keys.push_targets(user), str(device_id)))
         return "" if token is None else _text(token)
 
     async def take_event(
@@ -233,14 +247,14 @@ class RedisNotificationStore:
             ]
         for notice in notices:
             args += [notice.user, notice.kind, notice.subject, notice.at_ms]
-        result: list[Any] = await self._take_event(keys=keys, args=args)
+        result: list[Any] = await self._bounded(self._take_event(keys=keys, args=args))
         if int(result[0]) == 0:
             return None
         return [int(outcome) for outcome in result[1:]]
 
     async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
-        raw: list[Any] = await self._claim_due(
-            keys=[redis_keys.NOTIFY_DUE], args=[now_ms, lease_ms, limit, self._delivery_prefix]
+        raw: list[Any] = await self._bounded(
+            self._claim_due(keys=[redis_keys.NOTIFY_DUE], args=[now_ms, lease_ms, limit, self._delivery_prefix])
         )
         claimed = []
         for index in range(0, len(raw), 8):
@@ -260,16 +274,16 @@ class RedisNotificationStore:
         return claimed
 
     async def next_due_ms(self) -> int | None:
-        first = await self._client.zrange(redis_keys.NOTIFY_DUE, 0, 0, withscores=True)
+        first = await self._bounded(self._client.zrange(redis_keys.NOTIFY_DUE, 0, 0, withscores=True))
         return int(first[0][1]) if first else None
 
     async def finish(self, delivery_id: str) -> bool:
         keys = [redis_keys.NOTIFY_DUE, redis_keys.NOTIFY_DEPTH, redis_keys.notify_delivery(delivery_id)]
-        return bool(await self._finish(keys=keys, args=[delivery_id]))
+        return bool(await self._bounded(self._finish(keys=keys, args=[delivery_id])))
 
     async def retry(self, delivery_id: str, attempt: int, due_ms: int, error: str) -> bool:
         keys = [redis_keys.NOTIFY_DUE, redis_keys.notify_delivery(delivery_id)]
-        return bool(await self._retry(keys=keys, args=[delivery_id, attempt, due_ms, error]))
+        return bool(await self._bounded(self._retry(keys=keys, args=[delivery_id, attempt, due_ms, error])))
 
     async def dead_letter(self, delivery: Delivery, error: str, now_ms: int, maxlen: int) -> str:
         keys = [
@@ -278,12 +292,16 @@ class RedisNotificationStore:
             redis_keys.NOTIFY_DEAD_LETTERS,
             redis_keys.notify_delivery(delivery.delivery_id),
         ]
-        entry = await self._dead_letter(keys=keys, args=[delivery.delivery_id, delivery.attempt, error, now_ms, maxlen])
+        entry = await self._bounded(
+            self._dead_letter(keys=keys, args=[delivery.delivery_id, delivery.attempt, error, now_ms, maxlen])
+        )
         return _text(entry)
 
     async def dead_letters(self, after: str, count: int) -> list[DeadLetter]:
         start = f"({after}" if after else "-"
-        raw: Any = await self._client.xrange(redis_keys.NOTIFY_DEAD_LETTERS, min=start, max="+", count=count)
+        raw: Any = await self._bounded(
+            self._client.xrange(redis_keys.NOTIFY_DEAD_LETTERS, min=start, max="+", count=count)
+        )
         letters = []
         for entry_id, fields in _entries(raw):
             letters.append(
@@ -301,35 +319,39 @@ class RedisNotificationStore:
 
     async def redrive(self, dead_letter_ids: Sequence[str], *, strict: bool, now_ms: int) -> int:
         keys = [redis_keys.NOTIFY_DUE, redis_keys.NOTIFY_DEPTH, redis_keys.NOTIFY_DEAD_LETTERS]
-        result: list[Any] = await self._redrive(
-            keys=keys, args=[now_ms, self._delivery_prefix, "1" if strict else "0", *dead_letter_ids]
+        result: list[Any] = await self._bounded(
+            self._redrive(keys=keys, args=[now_ms, self._delivery_prefix, "1" if strict else "0", *dead_letter_ids])
         )
         if int(result[0]) < 0:
             raise DeadLetterMissingError(int(result[1]) - 1)
         return int(result[0])
 
     async def queue_depth(self) -> dict[str, int]:
-        raw: dict[Any, Any] = await self._client.hgetall(redis_keys.NOTIFY_DEPTH)
+        raw: dict[Any, Any] = await self._bounded(self._client.hgetall(redis_keys.NOTIFY_DEPTH))
         return {_text(provider): int(count) for provider, count in raw.items()}
 
     async def ensure_group(self, stream: str, group: str) -> None:
         try:
-            await self._client.xgroup_create(stream, group, id="0", mkstream=True)
+            await self._bounded(self._client.xgroup_create(stream, group, id="0", mkstream=True))
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
     async def read_group(self, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
-        raw: Any = await self._client.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+        raw: Any = await self._bounded(
+            self._client.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+        )
         return [entry for _, entries in raw or () for entry in _entries(entries)]
 
     async def reclaim(self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int) -> list[StreamEntry]:
-        raw: Any = await self._client.xautoclaim(stream, group, consumer, min_idle_ms, start_id="0-0", count=count)
+        raw: Any = await self._bounded(
+            self._client.xautoclaim(stream, group, consumer, min_idle_ms, start_id="0-0", count=count)
+        )
         return _entries(raw[1])
 
     async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None:
         if entry_ids:
-            await self._client.xack(stream, group, *entry_ids)
+            await self._bounded(self._client.xack(stream, group, *entry_ids))
 
     async def last_notice_id(self) -> str:
         raw: Any = await self._notice_client.xrevrange(redis_keys.NOTIFY_NOTICES, count=1)
