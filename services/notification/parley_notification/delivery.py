@@ -170,6 +170,10 @@ class DeliveryWorker:
                 _log.warning("delivery queue unavailable: %s; retrying in %.2f s", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+            except Exception:
+                _log.exception("delivery loop failed; retrying in %.2f s", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
 
     async def _step(self) -> None:
         if self._clock() - self._depth_at >= _DEPTH_REFRESH_S:
@@ -197,7 +201,15 @@ class DeliveryWorker:
 
     async def _attempt(self, delivery: Delivery) -> None:
         try:
-            result = await self._post(delivery)
+            try:
+                result = await self._post(delivery)
+            except RedisError:
+                raise
+            except Exception as exc:
+                # Counted as a failed attempt, so a delivery that always trips a bug ends in the dead letters
+                # instead of being leased again forever.
+                _log.exception("delivery %s failed unexpectedly", delivery.delivery_id)
+                result = AttemptResult(Outcome.RETRY, error=f"internal: {type(exc).__name__}")
             await self._record(delivery, result)
         except RedisError as exc:
             # The lease runs out and the delivery is attempted again; nothing is lost.

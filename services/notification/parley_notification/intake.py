@@ -130,6 +130,11 @@ class EventIntake:
                 _log.warning("event stream %s unavailable: %s; retrying in %.2f s", stream, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+            except Exception:
+                # A bug must not end intake for good: the entries stay pending and are read again.
+                _log.exception("event intake failed on %s; retrying in %.2f s", stream, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
 
     async def _take_in(self, stream: str, entries: Sequence[StreamEntry]) -> None:
         # Events are independent (each script is atomic and idempotent, coalescing keeps the newest data whatever

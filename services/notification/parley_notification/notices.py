@@ -119,3 +119,7 @@ class NoticeHub:
                 _log.warning("notices stream unavailable: %s; retrying in %.2f s", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+            except Exception:
+                _log.exception("notice dispatch failed; retrying in %.2f s", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
