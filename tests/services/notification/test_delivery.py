@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.cluster import ADMIN, Cluster, ProviderKeys
 from support.notification import (
     Received,
@@ -285,3 +286,19 @@ async def _queue_empty(cluster: Cluster) -> bool:
         return True
     finally:
         await client.aclose()
+
+
+async def test_taking_an_event_in_continues_its_trace(
+    cluster: Cluster, receiver: WebhookReceiver, spans: InMemorySpanExporter
+) -> None:
+    await _birdy(cluster, receiver)
+    with cluster.telemetry.tracer("tests").start_as_current_span("relay stores a message") as parent:
+        await publish(cluster.redis_url, "relay", message_waiting(f"{ALICE}/1"))
+    await receiver.wait_for(lambda: len(receiver.accepted) == 1)
+    taken = [span for span in spans.get_finished_spans() if span.name == "notification take event"]
+    assert any(
+        span.context.trace_id == parent.get_span_context().trace_id
+        and span.attributes is not None
+        and span.attributes.get("parley.event.type") == "message_waiting"
+        for span in taken
+    )
