@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 from support.cluster import Cluster, ProviderKeys
@@ -20,6 +21,8 @@ from support.notification import (
 from parley_notification.model import NewDelivery
 from parley_notification.store import RedisNotificationStore
 from parley_runtime.redis_client import connect
+from parley_runtime.telemetry import Telemetry
+from parley_runtime.testing import RedisServer
 
 DEVICES = [f"username:user{n}@birdy/1" for n in range(12)]
 
@@ -107,3 +110,44 @@ async def test_a_replica_stopped_mid_way_loses_nothing(cluster: Cluster) -> None
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+async def test_the_retry_schedule_survives_a_restart_of_redis_and_the_service(telemetry: Telemetry) -> None:
+    failing = True
+
+    async def behaviour(_request: object, _index: int) -> int:
+        return 503 if failing else 200
+
+    receiver = WebhookReceiver(behaviour=behaviour)
+    with RedisServer(appendonly=True) as redis_server:
+        cluster = Cluster(redis_server.url, telemetry)
+        try:
+            birdy = await _setup(cluster)
+            # Retries far apart, so the delivery sits in the schedule while everything restarts.
+            settings = {"backoff_base_ms": 60_000, "backoff_max_ms": 60_000, "max_attempts": 5}
+            await start_notification(cluster, **settings)
+            await drained(cluster.redis_url, "identity")
+            await register_webhook(cluster, birdy, await receiver.start())
+            await publish(cluster.redis_url, "relay", message_waiting(DEVICES[0]))
+            await receiver.wait_for(lambda: len(receiver.received) == 1)
+            await cluster.close()
+
+            redis_server.restart()
+            client = aioredis.Redis.from_url(redis_server.url)
+            schedule: Any = await client.zrange("notify:{queue}:due", 0, -1, withscores=True)
+            [(delivery_id, due)] = schedule
+            assert delivery_id.decode() == receiver.received[0].key
+            # Make it due now, as the passing of time would.
+            await client.zadd("notify:{queue}:due", {delivery_id: 0})
+            await client.aclose()
+
+            failing = False
+            await cluster.start_identity()
+            await start_notification(cluster, **settings)
+            await receiver.wait_for(lambda: len(receiver.accepted) == 1)
+            assert receiver.accepted[0].key == receiver.received[0].key
+            assert receiver.accepted[0].headers["Parley-Attempt"] == "2"
+            assert due > time.time() * 1000  # it was scheduled in the future, not lost or sent early
+        finally:
+            await cluster.close()
+            await receiver.stop()
