@@ -15,7 +15,7 @@ import grpc.aio
 
 from parley.identity.v1 import identity_pb2, identity_pb2_grpc
 from parley_relay.handler import Recipient
-from parley_stanza import Address
+from parley_stanza import Address, AddressKind
 
 _MAX_ENTRIES = 100_000
 
@@ -33,11 +33,12 @@ class CachingRecipientResolver:
         self._stub = identity_pb2_grpc.IdentityServiceStub(channel)
         self._ttl_s = ttl_s
         self._timeout_s = timeout_s
-        self._cache: OrderedDict[tuple[Address, Address], tuple[float, Recipient]] = OrderedDict()
+        self._cache: OrderedDict[tuple[AddressKind, str, str, Address], tuple[float, Recipient]] = OrderedDict()
 
     async def resolve(self, sender: Address, recipient: Address) -> Recipient:
         """Reachability and device ids of ``recipient`` as seen by ``sender``'s user."""
-        key = (sender.user, recipient)
+        # The sender's user by its parts: ``sender.user`` would build and validate a new Address on every send.
+        key = (sender.kind, sender.identifier, sender.provider, recipient)
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
