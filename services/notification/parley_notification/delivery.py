@@ -82,6 +82,47 @@ def body_of(delivery: Delivery) -> bytes:
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 
+class _Finisher:
+    """Ends accepted deliveries in batches: every delivery accepted while one script call runs goes in the next.
+
+    Args:
+        store: the queue.
+        batch: most deliveries per call.
+    """
+
+    def __init__(self, store: NotificationStore, batch: int = 256) -> None:
+        self._store = store
+        self._batch = batch
+        self._waiting: list[tuple[str, asyncio.Future[bool]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def finish(self, delivery_id: str) -> bool:
+        """Ends one delivery; False when it was already ended.
+
+        Raises:
+            RedisError: the call failed (the delivery stays queued; its lease runs out).
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((delivery_id, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush(), name="finish-deliveries")
+        return await future
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[: self._batch], self._waiting[self._batch :]
+            try:
+                ended = await self._store.finish([delivery_id for delivery_id, _ in batch])
+            except Exception as exc:  # handed to every waiter, each of which handles it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), flag in zip(batch, ended, strict=True):
+                if not future.done():  # its attempt may have been cancelled by a stop meanwhile
+                    future.set_result(flag)
+
+
 class DeliveryWorker:
     """Attempts due deliveries until stopped.
 
@@ -106,6 +147,7 @@ class DeliveryWorker:
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._store = store
+        self._finisher = _Finisher(store)
         self._client = client
         self._providers = providers
         self._policy = policy
@@ -244,7 +286,7 @@ class DeliveryWorker:
         attributes = {_PROVIDER: delivery.provider_id}
         now = self._clock()
         if result.outcome is Outcome.DELIVERED:
-            if await self._store.finish(delivery.delivery_id):
+            if await self._finisher.finish(delivery.delivery_id):
                 self._delivered.add(1, attributes)
                 self._latency.record(max(0.0, now * 1000 - delivery.occurred_at_ms), attributes)
             return

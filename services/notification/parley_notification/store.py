@@ -81,8 +81,8 @@ class NotificationStore(Protocol):
     async def next_due_ms(self) -> int | None:
         """When the earliest queued delivery is due, or None when the queue is empty."""
 
-    async def finish(self, delivery_id: str) -> bool:
-        """Ends an accepted delivery; False when it was already ended."""
+    async def finish(self, delivery_ids: Sequence[str]) -> list[bool]:
+        """Ends accepted deliveries; per delivery, False when it was already ended."""
 
     async def retry(self, delivery_id: str, attempt: int, due_ms: int, error: str) -> bool:
         """Schedules the next attempt; False when the delivery is gone or was claimed again."""
@@ -164,7 +164,7 @@ class RedisNotificationStore:
         self._slots = asyncio.Semaphore(max_commands)
         self._take_event = load_script(client, "parley_notification", "take_event")
         self._claim_due = load_script(client, "parley_notification", "claim_due")
-        self._finish = load_script(client, "parley_notification", "finish_delivery")
+        self._finish = load_script(client, "parley_notification", "finish_deliveries")
         self._retry = load_script(client, "parley_notification", "retry_delivery")
         self._dead_letter = load_script(client, "parley_notification", "dead_letter")
         self._redrive = load_script(client, "parley_notification", "redrive")
@@ -277,9 +277,10 @@ class RedisNotificationStore:
         first = await self._bounded(self._client.zrange(redis_keys.NOTIFY_DUE, 0, 0, withscores=True))
         return int(first[0][1]) if first else None
 
-    async def finish(self, delivery_id: str) -> bool:
-        keys = [redis_keys.NOTIFY_DUE, redis_keys.NOTIFY_DEPTH, redis_keys.notify_delivery(delivery_id)]
-        return bool(await self._bounded(self._finish(keys=keys, args=[delivery_id])))
+    async def finish(self, delivery_ids: Sequence[str]) -> list[bool]:
+        keys = [redis_keys.NOTIFY_DUE, redis_keys.NOTIFY_DEPTH, *map(redis_keys.notify_delivery, delivery_ids)]
+        ended: list[Any] = await self._bounded(self._finish(keys=keys, args=list(delivery_ids)))
+        return [bool(flag) for flag in ended]
 
     async def retry(self, delivery_id: str, attempt: int, due_ms: int, error: str) -> bool:
         keys = [redis_keys.NOTIFY_DUE, redis_keys.notify_delivery(delivery_id)]
