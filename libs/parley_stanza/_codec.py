@@ -5,10 +5,13 @@ Decoding defends in layers, cheapest first, so hostile input is refused before i
 1. the size bound, checked on ``len(data)`` before anything is parsed;
 2. a byte scan that refuses every ``<!`` (DOCTYPE, hence entity declarations, billion laughs and XXE;
    comments; CDATA) and every ``<?`` (processing instructions) except one leading XML declaration;
-3. libxml2 through lxml with DTD loading, entity resolution and network access off, the document encoding
+3. for a message that is byte for byte the canonical encoding ``encode`` writes (what relays see nearly
+   always), a recognizer of exactly that form, which checks every value and bound and builds the message
+   without a parser; it declines everything else, which goes on to
+4. libxml2 through lxml with DTD loading, entity resolution and network access off, the document encoding
    forced to UTF-8 (so a UTF-16 document cannot slip markup past the byte scan) and its own hard depth
    limit of 256, which stops a 10,000-deep nesting early;
-4. the configured bounds on depth, attributes, children and text, then a hand-written check of the
+5. the configured bounds on depth, attributes, children and text, then a hand-written check of the
    structure while the typed objects are built.
 
 Validating against the XSD is not on this path: it costs several times the parse itself, and the hand
@@ -150,6 +153,15 @@ def decode(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
     # neither character occurs in a typical stanza, so the regex runs only when one does.
     if (b"!" in data or b"?" in data) and _MARKUP.search(data):
         _refuse_markup(data)
+    if data.startswith(b"<message "):
+        message = _decode_canonical_message(data, limits)
+        if message is not None:
+            return message
+    return _decode_tree(data, limits)
+
+
+def _decode_tree(data: bytes, limits: Limits) -> Stanza:
+    """Parses any stanza with libxml2 and checks it while reading the tree; the general path of ``decode``."""
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
@@ -531,6 +543,133 @@ def _decode_call(root: Any, limits: Limits) -> CallSignal:
         _enum(_CALL_ACTIONS, get("action"), "action"),
         _payloads(root, limits),
     )
+
+
+# The canonical fast path. Nearly every message a relay handles was written by ``encode``, and reading those
+# bytes through libxml2 and lxml's element proxies costs several times what the floor does (see docs/stanza.md,
+# Performance). So ``decode`` first tries to read the document as exactly the canonical encoding of a message:
+# the attributes in canonical order, no whitespace, no references, every address in its canonical spelling.
+# Every value is checked against the same strict alphabet as on the general path, so a document this path
+# accepts is, byte for byte, ``encode`` of the message it returns (the tests check that, and that the general
+# path returns the same message); such a document has no markup for a parser to be attacked through. Anything
+# else (another spelling, an address not yet in the cache, a value or bound to refuse) returns None and goes
+# to libxml2, which then also raises the precise typed error.
+_CANONICAL_MESSAGE_HEAD = re.compile(
+    f'<message xmlns="{re.escape(NAMESPACE)}" id="({ID_PATTERN.pattern})" from="([^"]*)"'
+    f'(?: to="([^"]*)")?(?: group="({GROUP_ID_PATTERN.pattern})")? ts="([0-9]{{1,19}})"'
+    f' type="({"|".join(re.escape(kind.value) for kind in MessageType)})"( receipt="true")?>'
+    '(?:<franking commitment="([^"]*)"(?: stamp="([^"]*)")?/>)?'
+)
+# [^<]* rather than the base64 alphabet: the regex engine tests a character class per character, several
+# times slower than the one translate() over all ciphertexts that checks the alphabet after the split.
+_CANONICAL_PAYLOAD = re.compile(
+    f'<payload device="([^"]*)" kind="({"|".join(re.escape(kind.value) for kind in PayloadKind)})">([^<]*)</payload>'
+)
+_BASE64_AND_PADDING = _BASE64_ALPHABET + b"="
+
+
+def _decode_canonical_message(data: bytes, limits: Limits) -> Message | None:
+    """The message ``data`` is the canonical encoding of, or None if it is not exactly that (or is invalid)."""
+    text = data.decode("ascii") if data.isascii() else ""  # canonical encodings are ASCII
+    head = _CANONICAL_MESSAGE_HEAD.match(text)
+    if head is None or not text.endswith("</message>"):
+        return None
+    message_id, sender_text, recipient_text, group, ts_text, type_text, receipt, commitment, stamp = head.groups()
+    ts = int(ts_text)
+    attributes = 4 + (recipient_text is not None) + (group is not None) + (receipt is not None)
+    if ts > MAX_TIMESTAMP or attributes > limits.max_attributes:
+        return None
+    message_type = _MESSAGE_TYPES[type_text]
+    parties = _canonical_parties(sender_text, recipient_text, group, message_type)
+    if parties is None:
+        return None
+    franking = None if commitment is None else _canonical_franking(commitment, stamp, limits)
+    if franking is None and commitment is not None:
+        return None
+    payloads = _canonical_payloads(text[head.end() : -10], limits, limits.max_children - (franking is not None))
+    if payloads is None:
+        return None
+    message = _new(Message)
+    _set_id(message, message_id)
+    _set_sender(message, parties[0])
+    _set_recipient(message, parties[1])
+    _set_ts(message, ts)
+    _set_type(message, message_type)
+    _set_payloads(message, payloads)
+    _set_group(message, group)
+    _set_franking(message, franking)
+    _set_receipt_requested(message, receipt is not None)
+    return message
+
+
+def _canonical_parties(
+    sender_text: str, recipient_text: str | None, group: str | None, message_type: MessageType
+) -> tuple[Address, Address | None] | None:
+    """The sender and recipient of a canonical message, or None unless both are canonical and fit the type."""
+    # An address counts as canonical only when its text is the cached address's own canonical text, which
+    # has no character XML would escape or normalize: the raw attribute is then its value.
+    sender = address_cache.get(sender_text)
+    if sender is None or sender._text != sender_text or sender.device is None:
+        return None
+    if message_type is MessageType.GROUP:
+        return None if recipient_text is not None or group is None else (sender, None)
+    if group is not None or recipient_text is None:
+        return None
+    recipient = address_cache.get(recipient_text)
+    if recipient is None or recipient._text != recipient_text:
+        return None
+    return sender, recipient
+
+
+def _canonical_payloads(body: str, limits: Limits, max_payloads: int) -> tuple[Payload, ...] | None:
+    """The payloads of a canonical message's body, or None unless it is nothing but canonical payloads."""
+    # split() leaves [gap, device, kind, ciphertext, gap, ...]: canonical means every gap is empty.
+    pieces = _CANONICAL_PAYLOAD.split(body)
+    device_texts = pieces[1::4]
+    ciphertexts = pieces[3::4]
+    count = len(ciphertexts)
+    if not count or count > max_payloads or any(pieces[::4]) or len(set(device_texts)) != count:
+        return None  # (the device texts are canonical below, so equal devices have equal texts)
+    cache_get = address_cache.get
+    max_text = limits.max_text_length
+    kinds = _PAYLOAD_KINDS
+    payloads = []
+    padding = 0
+    for device_text, kind_text, ciphertext in zip(device_texts, pieces[2::4], ciphertexts, strict=True):
+        device = cache_get(device_text)
+        length = len(ciphertext)
+        if (
+            device is None
+            or device._text != device_text
+            or device.device is None
+            or not length
+            or length % 4
+            or length > max_text
+        ):
+            return None
+        padding += (ciphertext[-1] == "=") + (ciphertext[-2] == "=")
+        payload = _new(Payload)
+        _set_device(payload, device)
+        _set_kind(payload, kinds[kind_text])
+        _set_ciphertext(payload, ciphertext)
+        payloads.append(payload)
+    # is_base64 for all ciphertexts at once: only alphabet characters, and no '=' but the trailing ones
+    # counted above (at most two, each length a multiple of four).
+    joined = "".join(ciphertexts)
+    if joined.count("=") != padding or joined.encode("ascii").translate(None, _BASE64_AND_PADDING):
+        return None
+    return tuple(payloads)
+
+
+def _canonical_franking(commitment: str, stamp: str | None, limits: Limits) -> Franking | None:
+    """The franking of a canonical message, or None if an attribute is not valid base64 within the bounds."""
+    for value in (commitment, stamp):
+        if value is not None and (len(value) > limits.max_text_length or not is_base64(value)):
+            return None
+    franking = _new(Franking)
+    _set_commitment(franking, _a2b(commitment))
+    _set_stamp(franking, None if stamp is None else _a2b(stamp))
+    return franking
 
 
 _DECODERS: dict[str, Callable[[Any, Limits], Stanza]] = {

@@ -40,6 +40,7 @@ from parley_stanza import (
     decode,
     encode,
 )
+from parley_stanza._codec import DEFAULT_LIMITS, _decode_canonical_message, _decode_tree
 from parley_stanza.testing import sample_message, sample_stanzas
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -176,6 +177,64 @@ def test_round_trip_is_canonical_and_schema_valid(stanza: Stanza) -> None:
     assert decode(data) == stanza
     assert encode(decode(data)) == data
     assert schema_accepts(data), SCHEMA.error_log
+
+
+# --- the canonical fast path: it reads exactly encode()'s output, and agrees with the tree path ---
+
+
+@settings(max_examples=200, deadline=None)
+@given(_messages)
+def test_canonical_messages_take_the_fast_path(message: Message) -> None:
+    data = encode(message)
+    assert decode(data) == message  # the first decode puts the addresses in the cache
+    assert _decode_canonical_message(data, DEFAULT_LIMITS) == message
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    _messages,
+    st.builds(
+        Limits,
+        max_attributes=st.integers(1, 8),
+        max_children=st.integers(1, 6),
+        max_text_length=st.integers(1, 120),
+    ),
+)
+def test_fast_path_agrees_with_the_tree_under_any_limits(message: Message, limits: Limits) -> None:
+    data = encode(message)
+    decode(data)
+    fast = _decode_canonical_message(data, limits)
+    try:
+        expected = _decode_tree(data, limits)
+    except StanzaError:
+        assert fast is None
+    else:
+        assert fast == expected
+
+
+@pytest.mark.parametrize(
+    ("case", "old", "new"),
+    [
+        ("non-canonical address spelling", 'to="phone:+4915112345678@', 'to="phone:+49 151 12345678@'),
+        ("whitespace between elements", "><payload", ">\n<payload"),
+        ("attributes in another order", 'ts="1763788800123" type="chat"', 'type="chat" ts="1763788800123"'),
+        ("receipt spelled 1", 'receipt="true"', 'receipt="1"'),
+        ("a character reference", 'id="0b6f', 'id="&#48;b6f'),
+        ("an XML declaration", "<message", '<?xml version="1.0"?><message'),
+    ],
+)
+def test_fast_path_declines_other_spellings_and_the_tree_decodes_them(case: str, old: str, new: str) -> None:
+    data = _message(old, new)
+    assert _decode_canonical_message(data, DEFAULT_LIMITS) is None, case
+    assert decode(data) == sample_message(2)
+
+
+def test_fast_path_declines_addresses_it_has_not_seen() -> None:
+    message = sample_message(2)
+    data = encode(message).replace(b"username:alice@birdy/1", b"username:never-seen-before@birdy/1")
+    assert _decode_canonical_message(data, DEFAULT_LIMITS) is None
+    assert decode(data).sender == Address.parse("username:never-seen-before@birdy/1")
+    assert _decode_canonical_message(data, DEFAULT_LIMITS) == decode(data)  # cached now
 
 
 # --- accepted non-canonical spellings ---

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from lxml import etree  # type: ignore[import-untyped]  # lxml ships no stubs
 
 from parley_stanza import InvalidStanzaError, Payload, StanzaError, decode, encode
+from parley_stanza._codec import DEFAULT_LIMITS, _decode_canonical_message, _decode_tree
 from parley_stanza.testing import rebuild, sample_message
 
 HERE = Path(__file__).resolve().parent
@@ -81,6 +82,12 @@ def _mutated(draw: st.DrawFn) -> bytes:
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_mutated())
 def test_mutated_stanzas_give_typed_errors_or_agreeing_stanzas(data: bytes) -> None:
+    for path in GOLDEN:  # the golden addresses in the cache, so that mutations reach the canonical fast path
+        decode(path.read_bytes())
+    fast = _decode_canonical_message(data, DEFAULT_LIMITS)
+    if fast is not None:  # the fast path accepts exactly encode()'s output, and agrees with the tree path
+        assert encode(fast) == data
+        assert _decode_tree(data, DEFAULT_LIMITS) == fast
     try:
         stanza = decode(data)
     except StanzaError:
