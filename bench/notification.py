@@ -6,6 +6,8 @@ signed and POSTed by its delivery worker to a local aiohttp endpoint, and ended 
 per second from the first append until the endpoint has them all and the queue is empty. Floor: this process
 POSTing bodies of the same size to the same endpoint with the same client library (one aiohttp session) at the
 same concurrency: the HTTP work a delivery cannot avoid. The endpoint runs in its own process for both sides.
+Extras: the endpoint's view of latency from event append to arrival, within the bursts (a backlog of a whole
+round) and for single events on an idle queue.
 
 Writes bench/results/notification.json.
 """
@@ -235,6 +237,11 @@ async def _measure(
             p50s.append(stats["p50_ms"])
             p99s.append(stats["p99_ms"])
             floor_rates.append(await _floor(session, f"{base}/hook", body, events))
+        # Latency without a backlog: one event at a time, from its append to the endpoint.
+        await _reset(session, base)
+        for n in range(50):
+            await _ours(client, session, base, 1, 0x10000 + n)
+        idle = await _stats(session, base)
     await client.aclose()
     await identity_channel.close()
     await notification_channel.close()
@@ -246,8 +253,10 @@ async def _measure(
             "concurrency": CONCURRENCY,
             "events_per_round": events,
             "rounds": rounds,
-            "event_to_endpoint_p50_ms": round(statistics.median(p50s), 1),
-            "event_to_endpoint_p99_ms": round(statistics.median(p99s), 1),
+            "burst_event_to_endpoint_p50_ms": round(statistics.median(p50s), 1),
+            "burst_event_to_endpoint_p99_ms": round(statistics.median(p99s), 1),
+            "idle_event_to_endpoint_p50_ms": round(idle["p50_ms"], 1),
+            "idle_event_to_endpoint_p99_ms": round(idle["p99_ms"], 1),
             "floor_desc": "aiohttp POSTs of a same-size body to the same endpoint, same concurrency, one session",
         },
     )
