@@ -23,8 +23,8 @@ WAIT_S = 20.0
 
 FAST = {
     "webhook_allow_loopback_http": True,
-    "webhook_timeout_s": 0.5,
-    "delivery_lease_ms": 1500,
+    "webhook_timeout_s": 1.0,
+    "delivery_lease_ms": 2000,
     "backoff_base_ms": 10,
     "backoff_max_ms": 40,
     "poll_interval_ms": 20,

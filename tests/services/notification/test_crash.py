@@ -87,7 +87,7 @@ async def test_a_replica_stopped_mid_way_loses_nothing(cluster: Cluster) -> None
     receiver = WebhookReceiver(behaviour=slowish)
     try:
         birdy = await _setup(cluster)
-        settings = {"reclaim_idle_ms": 300, "delivery_lease_ms": 600, "delivery_concurrency": 1}
+        settings = {"reclaim_idle_ms": 300, "delivery_lease_ms": 1200, "delivery_concurrency": 1}
         await start_notification(cluster, "notification-a", **settings)
         await drained(cluster.redis_url, "identity")
         await register_webhook(cluster, birdy, await receiver.start(), "notification-a")

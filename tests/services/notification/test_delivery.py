@@ -83,7 +83,7 @@ async def test_a_slow_endpoint_times_out_and_the_retry_carries_the_same_key(
 ) -> None:
     async def slow_once(_request: Received, index: int) -> int:
         if index == 0:
-            await asyncio.sleep(1.0)  # beyond the 0.5 s timeout: the client gives up, the attempt failed
+            await asyncio.sleep(1.5)  # beyond the 1 s timeout: the client gives up, the attempt failed
         return 200
 
     receiver.behaviour = slow_once
