@@ -151,3 +151,24 @@ async def test_the_retry_schedule_survives_a_restart_of_redis_and_the_service(te
         finally:
             await cluster.close()
             await receiver.stop()
+
+
+async def test_the_service_rides_out_a_redis_restart(telemetry: Telemetry) -> None:
+    receiver = WebhookReceiver()
+    with RedisServer(appendonly=True) as redis_server:
+        cluster = Cluster(redis_server.url, telemetry)
+        try:
+            birdy = await _setup(cluster)
+            await start_notification(cluster)
+            await drained(cluster.redis_url, "identity")
+            await register_webhook(cluster, birdy, await receiver.start())
+            await publish(cluster.redis_url, "relay", message_waiting(DEVICES[0]))
+            await receiver.wait_for(lambda: len(receiver.accepted) == 1)
+
+            redis_server.restart()  # the services keep running; their loops reconnect with backoff
+            await publish(cluster.redis_url, "relay", message_waiting(DEVICES[1]))
+            await receiver.wait_for(lambda: len(receiver.accepted) == 2)
+            assert receiver.accepted[1].document["data"]["address"] == DEVICES[1]
+        finally:
+            await cluster.close()
+            await receiver.stop()
