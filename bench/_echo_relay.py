@@ -3,8 +3,8 @@
 It has the relay's RPC shapes and nothing else: a ``Connect`` stream answers each ``SendBatch`` with one
 ``SendResults`` frame and pushes the batch's stanzas, unparsed, as one ``Deliveries`` frame to the stream of the
 peer device the client names in its ``x-bench-peer`` metadata (the real relay reads the recipient from the
-stanza). Acks are read and dropped. Nothing is stored, checked or authenticated, so what is left is the cost of
-gRPC itself for the same frames.
+stanza); a unary ``Send`` pushes its one stanza the same way. Acks are read and dropped. Nothing is stored,
+checked or authenticated, so what is left is the cost of gRPC itself for the same frames.
 
 Run: ``python bench/_echo_relay.py <port>``; it serves on 127.0.0.1 until SIGTERM.
 """
@@ -32,6 +32,18 @@ class EchoRelay(relay_pb2_grpc.RelayServiceServicer):
     def __init__(self) -> None:
         self._outboxes: dict[str, asyncio.Queue[pb.ConnectResponse | None]] = {}
         self._next_delivery = 0
+
+    async def Send(self, request: pb.SendRequest, context: grpc.aio.ServicerContext) -> pb.SendResponse:
+        metadata = dict(context.invocation_metadata() or ())
+        ts = int(time.time() * 1000)
+        target = self._outboxes.get(str(metadata.get("x-bench-peer", "")))
+        if target is not None:
+            self._next_delivery += 1
+            delivery = pb.Delivery(
+                delivery_id=f"{ts}-{self._next_delivery}", stanza=request.stanza, server_timestamp_ms=ts
+            )
+            await target.put(pb.ConnectResponse(deliveries=pb.Deliveries(deliveries=[delivery])))
+        return pb.SendResponse(server_timestamp_ms=ts)
 
     async def Connect(
         self, request_iterator: AsyncIterator[pb.ConnectRequest], context: grpc.aio.ServicerContext

@@ -214,10 +214,12 @@ class Receiver:
 
 
 class Sender:
-    """A connected sender device pushing ``BATCH``-stanza frames, at most ``WINDOW`` unanswered."""
+    """A connected sender device pushing ``BATCH``-stanza frames, at most ``WINDOW`` unanswered, or unary sends."""
 
     def __init__(self, client: Client, device: Device, template: bytes, prefix: str) -> None:
-        self._call = client.stub().Connect(metadata=device.metadata())
+        self._device = device
+        self._stub = client.stub()
+        self._call = self._stub.Connect(metadata=device.metadata())
         self._template = template
         self._prefix = prefix
         self._sequence = 0
@@ -256,6 +258,16 @@ class Sender:
         for message_id in ids:
             tally.sent_at[message_id] = now
         await self._call.write(pb.ConnectRequest(send=pb.SendBatch(batch_id=batch_id, stanzas=stanzas)))
+
+    async def send_unary(self, tally: Tally) -> None:
+        """Sends one fresh stanza with unary ``Send``, with a fresh one-time assertion as every call needs."""
+        message_id = self._next_id()
+        stanza = self._template.replace(ID_TEMPLATE.encode(), message_id, 1)
+        tally.sent_at[message_id] = time.perf_counter()
+        try:
+            await self._stub.Send(pb.SendRequest(stanza=stanza), metadata=self._device.metadata())
+        except grpc.aio.AioRpcError as error:
+            tally.refused.append(f"{error.code().name}: {error.details()}")
 
     async def settle(self) -> None:
         """Waits until every frame written has been answered."""
@@ -297,8 +309,10 @@ class Fleet:
             await asyncio.gather(*(stream.drained.wait() for stream in streams))
         return cls(client, senders, receivers)
 
-    async def drive(self, *, seconds: float, rate: float | None = None) -> PhaseResult:
+    async def drive(self, *, seconds: float, rate: float | None = None, unary: bool = False) -> PhaseResult:
         """Sends for ``seconds`` (closed loop, or paced at ``rate`` messages/s) and waits for every arrival.
+
+        With ``unary``, each sender keeps ``WINDOW`` unary ``Send`` calls in flight instead of frames.
 
         Raises:
             SystemExit: a stanza was refused, or did not arrive within DRAIN_TIMEOUT_S.
@@ -312,7 +326,16 @@ class Fleet:
         deadline = start + seconds
         interval = BATCH * len(self.senders) / rate if rate else 0.0
 
+        async def call(sender: Sender) -> None:
+            for _ in range(max_frames * BATCH // WINDOW + 1):
+                if time.perf_counter() >= deadline:
+                    break
+                await sender.send_unary(tally)
+
         async def push(index: int, sender: Sender) -> None:
+            if unary:
+                await asyncio.gather(*(call(sender) for _ in range(WINDOW)))
+                return
             offset = start + interval * index / len(self.senders)
             for frame in range(max_frames):
                 if interval:
@@ -522,6 +545,30 @@ async def main() -> None:
     write_results("relay", figures, quick=args.quick, out=args.out)
 
 
+async def _unary_send(relay: Fleet, floor: Fleet, relay_pid: int, seconds: float) -> Figure:
+    """Unary ``Send`` through the relay beside the echo floor, same calls in flight."""
+    _progress("unary Send")
+    cpu_before = _cpu_seconds(relay_pid)
+    unary = await relay.drive(seconds=seconds, unary=True)
+    cpu_per_message = (_cpu_seconds(relay_pid) - cpu_before) / unary.messages
+    unary_floor = await floor.drive(seconds=seconds, unary=True)
+    _progress(f"  relay {unary.rate:,.0f} messages/s, bare transport {unary_floor.rate:,.0f} messages/s")
+    latencies = sorted(unary.latencies)
+    return Figure(
+        unit="messages/s",
+        ours=round(unary.rate, 1),
+        floor=round(unary_floor.rate, 1),
+        extra={
+            "calls_in_flight": PAIRS * WINDOW,
+            "relay_cpu_us_per_message": round(cpu_per_message * 1e6, 1),
+            "p50_ms_at_max_load": _percentile_ms(latencies, 0.50),
+            "p99_ms_at_max_load": _percentile_ms(latencies, 0.99),
+            "floor_desc": "the same calls to bench/_echo_relay.py, which pushes each stanza to the peer's stream",
+            "note": "each call carries a fresh one-time assertion, minted here and verified and recorded by the relay",
+        },
+    )
+
+
 async def _measure(
     redis_url: str,
     identity_target: str,
@@ -575,6 +622,8 @@ async def _measure(
         floor_redis_cpu = await _redis_cpu_seconds(redis_client) - floor_redis_before
         _progress(f"round {round_number}/{rounds}: bare Redis work {redis_rates[-1]:,.0f} messages/s")
 
+    unary_figure = await _unary_send(relay, floor, relay_pid, seconds)
+
     ours = statistics.median(ours_rates)
     half = ours / 2
     _progress(f"latency at half load ({half:,.0f} messages/s)")
@@ -623,6 +672,7 @@ async def _measure(
                 "floor_desc": "XADD (relay's fields) + PUBLISH, then XDEL, pipelined per frame via redis-py",
             },
         ),
+        "unary_send": unary_figure,
     }
 
 
