@@ -20,12 +20,13 @@ from redis.exceptions import RedisError
 
 from parley.events.v1.events_pb2 import Event
 from parley_notification.background import finish_or_cancel
+from parley_notification.model import RoutedEvent
 from parley_notification.routing import Router
 from parley_notification.store import MERGED, NotificationStore, StreamEntry
 
 _log = logging.getLogger(__name__)
 
-_CONCURRENT_EVENTS = 16
+_CHUNK = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,17 +138,43 @@ class EventIntake:
                 backoff = min(backoff * 2, 2.0)
 
     async def _take_in(self, stream: str, entries: Sequence[StreamEntry]) -> None:
-        # Events are independent (each script is atomic and idempotent, coalescing keeps the newest data whatever
-        # the order), so a batch is taken in concurrently, a few at a time to spare the connection pool.
-        for start in range(0, len(entries), _CONCURRENT_EVENTS):
-            chunk = entries[start : start + _CONCURRENT_EVENTS]
-            outcomes = await asyncio.gather(*(self._take_one(fields) for _, fields in chunk))
+        # A chunk's events are routed concurrently (routing only reads) and queued by one script call; events are
+        # independent, and coalescing keeps the newest data whatever the order.
+        for start in range(0, len(entries), _CHUNK):
+            chunk = entries[start : start + _CHUNK]
+            routed = await asyncio.gather(*(self._route(fields) for _, fields in chunk))
+            taken = [item for item in routed if isinstance(item, RoutedEvent)]
+            results = iter(
+                await self._store.take_events(
+                    taken,
+                    now_ms=int(self._clock() * 1000),
+                    seen_ttl_ms=self._policy.seen_ttl_ms,
+                    coalesce_window_ms=self._policy.coalesce_window_ms,
+                    notices_maxlen=self._policy.notices_maxlen,
+                )
+                if taken
+                else []
+            )
             # Acknowledged only now: everything the events ask for is in Redis (or they can never be delivered).
             await self._store.ack(stream, self._policy.group, [entry_id for entry_id, _ in chunk])
-            for (_, fields), outcome in zip(chunk, outcomes, strict=True):
+            queued = False
+            for (_, fields), item in zip(chunk, routed, strict=True):
+                outcome = item if isinstance(item, str) else self._outcome(item, next(results))
+                queued = queued or outcome == "queued"
                 self._events.add(1, {"type": fields.get(b"type", b"").decode(errors="replace"), "outcome": outcome})
+            if queued:
+                self._on_queued()
 
-    async def _take_one(self, fields: dict[bytes, bytes]) -> str:
+    def _outcome(self, event: RoutedEvent, outcomes: list[int] | None) -> str:
+        if outcomes is None:
+            return "duplicate"
+        merged = sum(1 for outcome in outcomes if outcome == MERGED)
+        if merged:
+            self._coalesced.add(merged)
+        return "queued" if event.deliveries or event.notices else "ignored"
+
+    async def _route(self, fields: dict[bytes, bytes]) -> RoutedEvent | str:
+        """The event's deliveries and notices, or why it has none ("unreadable", "unroutable")."""
         try:
             event = Event.FromString(fields[b"event"])
         except (KeyError, DecodeError):
@@ -163,20 +190,4 @@ class EventIntake:
             except ValueError as exc:
                 _log.warning("event %s cannot be routed: %s", event.event_id, exc)
                 return "unroutable"
-            outcomes = await self._store.take_event(
-                event.event_id,
-                routed.deliveries,
-                routed.notices,
-                now_ms=int(self._clock() * 1000),
-                seen_ttl_ms=self._policy.seen_ttl_ms,
-                coalesce_window_ms=self._policy.coalesce_window_ms,
-                notices_maxlen=self._policy.notices_maxlen,
-            )
-        if outcomes is None:
-            return "duplicate"
-        merged = sum(1 for outcome in outcomes if outcome == MERGED)
-        if merged:
-            self._coalesced.add(merged)
-        if routed.deliveries:
-            self._on_queued()
-        return "queued" if routed.deliveries or routed.notices else "ignored"
+        return RoutedEvent(event.event_id, routed.deliveries, routed.notices)

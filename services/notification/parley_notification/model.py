@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -88,3 +89,12 @@ class Notice:
     kind: str
     subject: str
     at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedEvent:
+    """One event's id with the deliveries and notices it asks for, ready to be queued."""
+
+    event_id: str
+    deliveries: Sequence[NewDelivery]
+    notices: Sequence[Notice]

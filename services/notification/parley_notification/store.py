@@ -15,16 +15,16 @@ from typing import Any, Protocol, TypeVar
 
 from redis.exceptions import ResponseError
 
-from parley_notification.model import DeadLetter, Delivery, NewDelivery, Notice, Webhook
+from parley_notification.model import DeadLetter, Delivery, RoutedEvent, Webhook
 from parley_runtime import redis_keys
 from parley_runtime.redis_client import Redis, load_script
 
 QUEUED_NOW = 1
-"""``take_event`` outcome: the delivery is due at once."""
+"""``take_events`` outcome: the delivery is due at once."""
 QUEUED_TRAILING = 2
-"""``take_event`` outcome: the delivery is the trailing wake-up of its device's coalescing window."""
+"""``take_events`` outcome: the delivery is the trailing wake-up of its device's coalescing window."""
 MERGED = 3
-"""``take_event`` outcome: the delivery was merged into its device's pending trailing wake-up."""
+"""``take_events`` outcome: the delivery was merged into its device's pending trailing wake-up."""
 
 _T = TypeVar("_T")
 
@@ -58,21 +58,19 @@ class NotificationStore(Protocol):
     async def push_token(self, user: str, device_id: int) -> str:
         """The device's push token, or "" when none is registered."""
 
-    async def take_event(
+    async def take_events(
         self,
-        event_id: str,
-        deliveries: Sequence[NewDelivery],
-        notices: Sequence[Notice],
+        events: Sequence[RoutedEvent],
         *,
         now_ms: int,
         seen_ttl_ms: int,
         coalesce_window_ms: int,
         notices_maxlen: int,
-    ) -> list[int] | None:
-        """Queues an event's deliveries and notices once; None when the event was taken in before.
+    ) -> list[list[int] | None]:
+        """Queues each event's deliveries and notices once, in one atomic step.
 
         Returns:
-            Per delivery: QUEUED_NOW, QUEUED_TRAILING or MERGED.
+            Per event: None when it was taken in before, else per delivery QUEUED_NOW, QUEUED_TRAILING or MERGED.
         """
 
     async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
@@ -162,7 +160,7 @@ class RedisNotificationStore:
         self._clock = clock
         self._webhooks: dict[str, tuple[float, Webhook]] = {}
         self._slots = asyncio.Semaphore(max_commands)
-        self._take_event = load_script(client, "parley_notification", "take_event")
+        self._take_events = load_script(client, "parley_notification", "take_events")
         self._claim_due = load_script(client, "parley_notification", "claim_due")
         self._finish = load_script(client, "parley_notification", "finish_deliveries")
         self._retry = load_script(client, "parley_notification", "retry_delivery")
@@ -206,51 +204,54 @@ class RedisNotificationStore:
         token = await self._bounded(self._client.hget(redis_keys.push_targets(user), str(device_id)))
         return "" if token is None else _text(token)
 
-    async def take_event(
+    async def take_events(
         self,
-        event_id: str,
-        deliveries: Sequence[NewDelivery],
-        notices: Sequence[Notice],
+        events: Sequence[RoutedEvent],
         *,
         now_ms: int,
         seen_ttl_ms: int,
         coalesce_window_ms: int,
         notices_maxlen: int,
-    ) -> list[int] | None:
-        keys = [
-            redis_keys.notify_seen(event_id),
-            redis_keys.NOTIFY_DUE,
-            redis_keys.NOTIFY_DEPTH,
-            redis_keys.NOTIFY_NOTICES,
-        ]
+    ) -> list[list[int] | None]:
+        keys = [redis_keys.NOTIFY_DUE, redis_keys.NOTIFY_DEPTH, redis_keys.NOTIFY_NOTICES]
         args: list[str | int] = [
             now_ms,
             seen_ttl_ms,
             coalesce_window_ms,
-            len(deliveries),
-            len(notices),
             notices_maxlen,
             self._delivery_prefix,
+            len(events),
         ]
-        for delivery in deliveries:
-            keys += [
-                redis_keys.notify_delivery(delivery.delivery_id),
-                redis_keys.notify_wake(delivery.coalesce_key or delivery.delivery_id),
-            ]
-            args += [
-                delivery.delivery_id,
-                delivery.provider_id,
-                delivery.type,
-                delivery.data,
-                delivery.occurred_at_ms,
-                0 if delivery.coalesce_key is None else 1,
-            ]
-        for notice in notices:
-            args += [notice.user, notice.kind, notice.subject, notice.at_ms]
-        result: list[Any] = await self._bounded(self._take_event(keys=keys, args=args))
-        if int(result[0]) == 0:
-            return None
-        return [int(outcome) for outcome in result[1:]]
+        for event in events:
+            keys.append(redis_keys.notify_seen(event.event_id))
+            args += [len(event.deliveries), len(event.notices)]
+            for delivery in event.deliveries:
+                keys += [
+                    redis_keys.notify_delivery(delivery.delivery_id),
+                    redis_keys.notify_wake(delivery.coalesce_key or delivery.delivery_id),
+                ]
+                args += [
+                    delivery.delivery_id,
+                    delivery.provider_id,
+                    delivery.type,
+                    delivery.data,
+                    delivery.occurred_at_ms,
+                    0 if delivery.coalesce_key is None else 1,
+                ]
+            for notice in event.notices:
+                args += [notice.user, notice.kind, notice.subject, notice.at_ms]
+        raw: list[Any] = await self._bounded(self._take_events(keys=keys, args=args))
+        outcomes: list[list[int] | None] = []
+        index = 0
+        for event in events:
+            if int(raw[index]) == 0:
+                outcomes.append(None)
+                index += 1
+            else:
+                count = len(event.deliveries)
+                outcomes.append([int(value) for value in raw[index + 1 : index + 1 + count]])
+                index += 1 + count
+        return outcomes
 
     async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
         raw: list[Any] = await self._bounded(

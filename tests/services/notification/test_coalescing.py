@@ -18,7 +18,7 @@ from support.notification import (
     start_notification,
 )
 
-from parley_notification.model import NewDelivery
+from parley_notification.model import NewDelivery, RoutedEvent
 from parley_notification.store import MERGED, QUEUED_NOW, QUEUED_TRAILING, RedisNotificationStore
 from parley_runtime.redis_client import connect
 
@@ -42,9 +42,14 @@ async def _wake(store: RedisNotificationStore, n: int, now_ms: int, device: str 
         occurred_at_ms=now_ms,
         coalesce_key=device,
     )
-    return await store.take_event(
-        f"e{n}", [delivery], [], now_ms=now_ms, seen_ttl_ms=60_000, coalesce_window_ms=WINDOW_MS, notices_maxlen=100
+    [outcomes] = await store.take_events(
+        [RoutedEvent(f"e{n}", [delivery], [])],
+        now_ms=now_ms,
+        seen_ttl_ms=60_000,
+        coalesce_window_ms=WINDOW_MS,
+        notices_maxlen=100,
     )
+    return outcomes
 
 
 async def test_a_burst_becomes_one_wake_up_now_and_one_when_the_window_ends(store: RedisNotificationStore) -> None:
@@ -82,6 +87,20 @@ async def test_an_event_taken_in_twice_queues_once(store: RedisNotificationStore
     assert await _wake(store, 1, 10_001) is None
     assert len(await store.claim_due(10_002, 5_000, 100)) == 1
     assert await store.queue_depth() == {"birdy": 1}
+
+
+async def test_a_batch_is_taken_in_event_by_event(store: RedisNotificationStore) -> None:
+    def event(n: int, device: str) -> RoutedEvent:
+        data = json.dumps({"address": device, "pending": n})
+        delivery = NewDelivery(f"d{n}", "birdy", "message_waiting", data, 10_000 + n, coalesce_key=device)
+        return RoutedEvent(f"e{n}", [delivery], [])
+
+    assert await _wake(store, 1, 9_000) == [QUEUED_NOW]
+    batch = [event(1, DEVICE), event(2, DEVICE), RoutedEvent("e3", [], []), event(4, DEVICE), event(5, "u@b/2")]
+    outcomes = await store.take_events(
+        batch, now_ms=9_500, seen_ttl_ms=60_000, coalesce_window_ms=WINDOW_MS, notices_maxlen=100
+    )
+    assert outcomes == [None, [QUEUED_TRAILING], [], [MERGED], [QUEUED_NOW]]
 
 
 async def test_many_messages_for_a_sleeping_device_wake_it_twice_at_most(

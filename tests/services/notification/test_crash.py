@@ -18,7 +18,7 @@ from support.notification import (
     start_notification,
 )
 
-from parley_notification.model import NewDelivery
+from parley_notification.model import NewDelivery, RoutedEvent
 from parley_notification.store import RedisNotificationStore
 from parley_runtime.redis_client import connect
 from parley_runtime.telemetry import Telemetry
@@ -61,8 +61,8 @@ async def test_an_attempt_cut_short_is_made_again_under_the_same_key(cluster: Cl
         birdy = await _setup(cluster)
         store = RedisNotificationStore(client)
         delivery = NewDelivery("k" * 32, "birdy", "message_waiting", json.dumps({"address": DEVICES[0]}), 1)
-        await store.take_event(
-            "e1", [delivery], [], now_ms=1, seen_ttl_ms=60_000, coalesce_window_ms=0, notices_maxlen=100
+        await store.take_events(
+            [RoutedEvent("e1", [delivery], [])], now_ms=1, seen_ttl_ms=60_000, coalesce_window_ms=0, notices_maxlen=100
         )
         # A worker claims it (a lease until 300 ms from now) and dies mid-attempt.
         [claimed] = await store.claim_due(_now_ms(), 300, 10)
