@@ -558,14 +558,13 @@ _CANONICAL_MESSAGE_HEAD = re.compile(
     f'<message xmlns="{re.escape(NAMESPACE)}" id="({ID_PATTERN.pattern})" from="([^"]*)"'
     f'(?: to="([^"]*)")?(?: group="({GROUP_ID_PATTERN.pattern})")? ts="([0-9]{{1,19}})"'
     f' type="({"|".join(re.escape(kind.value) for kind in MessageType)})"( receipt="true")?>'
-    '(?:<franking commitment="([^"]*)"(?: stamp="([^"]*)")?/>)?'
+    '(?:<franking commitment="([A-Za-z0-9+/]+={0,2})"(?: stamp="([A-Za-z0-9+/]+={0,2})")?/>)?'
 )
 # [^<]* rather than the base64 alphabet: the regex engine tests a character class per character, several
 # times slower than the one translate() over all ciphertexts that checks the alphabet after the split.
 _CANONICAL_PAYLOAD = re.compile(
     f'<payload device="([^"]*)" kind="({"|".join(re.escape(kind.value) for kind in PayloadKind)})">([^<]*)</payload>'
 )
-_BASE64_AND_PADDING = _BASE64_ALPHABET + b"="
 
 
 def _decode_canonical_message(data: bytes, limits: Limits) -> Message | None:
@@ -653,22 +652,29 @@ def _canonical_payloads(body: str, limits: Limits, max_payloads: int) -> tuple[P
         _set_kind(payload, kinds[kind_text])
         _set_ciphertext(payload, ciphertext)
         payloads.append(payload)
-    # is_base64 for all ciphertexts at once: only alphabet characters, and no '=' but the trailing ones
-    # counted above (at most two, each length a multiple of four).
-    joined = "".join(ciphertexts)
-    if joined.count("=") != padding or joined.encode("ascii").translate(None, _BASE64_AND_PADDING):
+    # is_base64 for all ciphertexts at once: deleting the alphabet must leave exactly the trailing '=' counted
+    # above (at most two each, and each length is a multiple of four), nothing else.
+    if "".join(ciphertexts).encode("ascii").translate(None, _BASE64_ALPHABET) != b"=" * padding:
         return None
     return tuple(payloads)
 
 
 def _canonical_franking(commitment: str, stamp: str | None, limits: Limits) -> Franking | None:
-    """The franking of a canonical message, or None if an attribute is not valid base64 within the bounds."""
-    for value in (commitment, stamp):
-        if value is not None and (len(value) > limits.max_text_length or not is_base64(value)):
-            return None
+    """The franking of a canonical message, or None unless both attributes are canonical base64 within bounds."""
+    values = []
+    for text in (commitment, stamp):
+        # The head's pattern has checked the alphabet and the padding; is_base64 adds the length. Base64 whose
+        # unused bits are set decodes all the same, but encode() would not write it, so it is not canonical.
+        if text is not None:
+            if len(text) % 4 or len(text) > limits.max_text_length:
+                return None
+            value = _a2b(text)
+            if _b64(value) != text:
+                return None
+            values.append(value)
     franking = _new(Franking)
-    _set_commitment(franking, _a2b(commitment))
-    _set_stamp(franking, None if stamp is None else _a2b(stamp))
+    _set_commitment(franking, values[0])
+    _set_stamp(franking, values[1] if stamp is not None else None)
     return franking
 
 
