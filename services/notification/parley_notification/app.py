@@ -47,6 +47,12 @@ class NotificationSettings(ServiceSettings):
         30_000, ge=1, le=3_600_000, description="Pending this long, an event is taken over by another replica."
     )
     reclaim_interval_ms: int = Field(5_000, ge=1, le=600_000, description="How often to look for such events.")
+    forget_consumer_idle_ms: int = Field(
+        86_400_000,
+        ge=60_000,
+        le=30 * 86_400_000,
+        description="A consumer without pending events leaves the group after this long without reading.",
+    )
     coalesce_window_ms: int = Field(2_000, ge=0, le=600_000, description="Window of one device's wake-ups.")
     webhook_timeout_s: float = Field(5.0, gt=0, le=60, description="Total time of one webhook call.")
     webhook_cache_s: float = Field(
@@ -126,6 +132,7 @@ async def build_notification(settings: NotificationSettings, telemetry: Telemetr
             block_ms=settings.read_block_ms,
             reclaim_idle_ms=settings.reclaim_idle_ms,
             reclaim_interval_ms=settings.reclaim_interval_ms,
+            forget_idle_ms=settings.forget_consumer_idle_ms,
             coalesce_window_ms=settings.coalesce_window_ms,
             notices_maxlen=settings.notices_maxlen,
         ),

@@ -40,7 +40,8 @@ class IntakePolicy:
         read_count: entries per read.
         block_ms: how long a read waits for new entries.
         reclaim_idle_ms: how long an entry stays pending before another consumer may claim it.
-        reclaim_interval_ms: how often this replica looks for such entries.
+        reclaim_interval_ms: how often this replica looks for such entries (and for consumers to forget).
+        forget_idle_ms: how long a consumer without pending entries stays in the group after its last read.
         seen_ttl_ms: how long a taken-in event id is remembered.
         coalesce_window_ms: the window in which one device's wake-ups are coalesced.
         notices_maxlen: approximate cap of the notices stream.
@@ -53,6 +54,7 @@ class IntakePolicy:
     block_ms: int = 1000
     reclaim_idle_ms: int = 30_000
     reclaim_interval_ms: int = 5_000
+    forget_idle_ms: int = 86_400_000
     seen_ttl_ms: int = 86_400_000
     coalesce_window_ms: int = 2_000
     notices_maxlen: int = 100_000
@@ -122,6 +124,9 @@ class EventIntake:
                             stream, policy.group, policy.consumer, policy.reclaim_idle_ms, policy.read_count
                         )
                         await self._take_in(stream, stale)
+                        forgotten = await self._store.forget_consumers(stream, policy.group, policy.forget_idle_ms)
+                        if forgotten:
+                            _log.info("removed idle consumers of %s: %s", stream, ", ".join(forgotten))
                     entries = await self._store.read_group(
                         stream, policy.group, policy.consumer, policy.read_count, policy.block_ms
                     )

@@ -113,6 +113,9 @@ class NotificationStore(Protocol):
     async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None:
         """Acknowledges entries."""
 
+    async def forget_consumers(self, stream: str, group: str, idle_ms: int) -> list[str]:
+        """Removes consumers idle longer than ``idle_ms`` with nothing pending; returns their names."""
+
     async def last_notice_id(self) -> str:
         """The id of the newest notice ("0-0" when there is none)."""
 
@@ -166,6 +169,7 @@ class RedisNotificationStore:
         self._retry = load_script(client, "parley_notification", "retry_delivery")
         self._dead_letter = load_script(client, "parley_notification", "dead_letter")
         self._redrive = load_script(client, "parley_notification", "redrive")
+        self._forget_consumers = load_script(client, "parley_notification", "forget_consumers")
         self._delivery_prefix = redis_keys.notify_delivery("")
 
     async def _bounded(self, command: Awaitable[_T]) -> _T:
@@ -354,6 +358,10 @@ class RedisNotificationStore:
     async def ack(self, stream: str, group: str, entry_ids: Sequence[str]) -> None:
         if entry_ids:
             await self._bounded(self._client.xack(stream, group, *entry_ids))
+
+    async def forget_consumers(self, stream: str, group: str, idle_ms: int) -> list[str]:
+        removed: list[Any] = await self._bounded(self._forget_consumers(keys=[stream], args=[group, idle_ms]))
+        return [_text(name) for name in removed]
 
     async def last_notice_id(self) -> str:
         raw: Any = await self._notice_client.xrevrange(redis_keys.NOTIFY_NOTICES, count=1)

@@ -172,3 +172,20 @@ async def test_the_service_rides_out_a_redis_restart(telemetry: Telemetry) -> No
         finally:
             await cluster.close()
             await receiver.stop()
+
+
+async def test_idle_consumers_without_pending_events_are_forgotten(cluster: Cluster) -> None:
+    client = connect(cluster.redis_url)
+    try:
+        store = RedisNotificationStore(client)
+        await store.ensure_group("events:{relay}", "notification")
+        await client.xgroup_createconsumer("events:{relay}", "notification", "ghost")  # a replica gone, holding nothing
+        await publish(cluster.redis_url, "relay", message_waiting(DEVICES[0]))
+        assert len(await store.read_group("events:{relay}", "notification", "busy", 10, 1)) == 1
+        await asyncio.sleep(0.01)
+
+        assert await store.forget_consumers("events:{relay}", "notification", 0) == ["ghost"]
+        consumers: Any = await client.xinfo_consumers("events:{relay}", "notification")
+        assert [consumer["name"] for consumer in consumers] == [b"busy"]  # its pending event is not dropped
+    finally:
+        await client.aclose()
