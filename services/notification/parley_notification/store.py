@@ -104,8 +104,11 @@ class NotificationStore(Protocol):
     async def ensure_group(self, stream: str, group: str) -> None:
         """Creates the consumer group (and the stream) unless it exists; new groups start at the beginning."""
 
-    async def read_group(self, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
-        """New entries for this consumer (XREADGROUP ``>``), waiting up to ``block_ms``."""
+    async def read_group(
+        self, stream: str, group: str, consumer: str, count: int, block_ms: int, *, pending: bool = False
+    ) -> list[StreamEntry]:
+        """New entries for this consumer (XREADGROUP ``>``), waiting up to ``block_ms``; with ``pending``, the
+        entries it read before and has not acknowledged (XREADGROUP ``0``), without waiting."""
 
     async def reclaim(self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int) -> list[StreamEntry]:
         """Entries pending longer than ``min_idle_ms`` for any consumer, now this consumer's (XAUTOCLAIM)."""
@@ -343,9 +346,12 @@ class RedisNotificationStore:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read_group(self, stream: str, group: str, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
+    async def read_group(
+        self, stream: str, group: str, consumer: str, count: int, block_ms: int, *, pending: bool = False
+    ) -> list[StreamEntry]:
+        start, block = ("0", None) if pending else (">", block_ms)
         raw: Any = await self._bounded(
-            self._client.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+            self._client.xreadgroup(group, consumer, {stream: start}, count=count, block=block)
         )
         return [entry for _, entries in raw or () for entry in _entries(entries)]
 

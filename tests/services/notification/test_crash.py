@@ -189,3 +189,24 @@ async def test_idle_consumers_without_pending_events_are_forgotten(cluster: Clus
         assert [consumer["name"] for consumer in consumers] == [b"busy"]  # its pending event is not dropped
     finally:
         await client.aclose()
+
+
+async def test_a_replica_restarted_under_its_name_resumes_its_own_pending_events(cluster: Cluster) -> None:
+    receiver = WebhookReceiver()
+    client = aioredis.Redis.from_url(cluster.redis_url)
+    try:
+        birdy = await _setup(cluster)
+        await start_notification(cluster, "setup", consumer_name="setup")
+        await register_webhook(cluster, birdy, await receiver.start(), "setup")
+        await cluster.servers.pop("setup").stop(0)
+        await publish(cluster.redis_url, "relay", *(message_waiting(device) for device in DEVICES[:3]))
+        # The replica "pod-0" read the events and died before taking them in.
+        await client.xreadgroup("notification", "pod-0", {"events:{relay}": ">"}, count=10)
+
+        # Idle-time reclaim is an hour away: only its own pending list brings the events back.
+        await start_notification(cluster, consumer_name="pod-0", reclaim_idle_ms=3_600_000)
+        await receiver.wait_for(lambda: len(receiver.accepted) == 3)
+        await drained(cluster.redis_url, "relay")
+    finally:
+        await client.aclose()
+        await receiver.stop()
