@@ -170,7 +170,9 @@ async def test_a_flapping_endpoint_gets_every_event_once_per_key(cluster: Cluste
     assert all(len(keys) == 1 for keys in keys_by_address.values())
     assert all(len(bodies) == 1 for bodies in bodies_by_key.values())
     assert len(bodies_by_key) == len(devices)
-    assert len({r.key for r in receiver.accepted}) == len(receiver.accepted) == len(devices)
+    # Each event accepted under its one key; an attempt the client gave up on (a timeout on a loaded machine) may
+    # have been accepted too, which is what the key is for.
+    assert len({r.key for r in receiver.accepted}) == len(devices)
     listed = await notification(cluster).ListDeadLetters(pb.ListDeadLettersRequest(), metadata=ADMIN)
     assert list(listed.dead_letters) == []
 
