@@ -646,7 +646,7 @@ def _canonical_payloads(body: str, limits: Limits, max_payloads: int) -> tuple[P
             or length > max_text
         ):
             return None
-        padding += (ciphertext[-1] == "=") + (ciphertext[-2] == "=")
+        padding += (ciphertext[-1] == "=") + (ciphertext[-2:] == "==")
         payload = _new(Payload)
         _set_device(payload, device)
         _set_kind(payload, kinds[kind_text])

@@ -41,6 +41,7 @@ from parley_stanza import (
     encode,
 )
 from parley_stanza._codec import DEFAULT_LIMITS, _decode_canonical_message, _decode_tree
+from parley_stanza._stanza import is_base64
 from parley_stanza.testing import sample_message, sample_stanzas
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -239,6 +240,33 @@ def test_fast_path_declines_a_franking_with_unused_bits_set() -> None:
     altered = data[: end - 1] + bytes([data[end - 1] ^ 1]) + data[end:]
     assert _decode_canonical_message(altered, DEFAULT_LIMITS) is None  # encode() would not write it
     assert decode(altered).franking == Franking(commitment)  # same bytes: the tree path accepts it
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text("AB+/=", min_size=1, max_size=12).filter(lambda text: len(text) % 4 == 0))
+def test_fast_path_accepts_exactly_the_ciphertexts_is_base64_accepts(ciphertext: str) -> None:
+    canonical = encode(sample_message(2))
+    decode(canonical)
+    first = sample_message(2).payloads[0].ciphertext_b64
+    data = canonical.replace(first.encode(), ciphertext.encode(), 1)
+    fast = _decode_canonical_message(data, DEFAULT_LIMITS)
+    if is_base64(ciphertext):
+        assert fast is not None
+        assert fast.payloads[0].ciphertext_b64 == ciphertext
+    else:
+        assert fast is None
+        with pytest.raises(InvalidStanzaError):
+            decode(data)
+
+
+@pytest.mark.parametrize("ciphertext", ["AA=A", "A=A=", "A===", "====", "A=AA"])
+def test_fast_path_declines_misplaced_padding(ciphertext: str) -> None:
+    first = sample_message(2).payloads[0].ciphertext_b64
+    data = encode(sample_message(2)).replace(first.encode(), ciphertext.encode(), 1)
+    decode(encode(sample_message(2)))
+    assert _decode_canonical_message(data, DEFAULT_LIMITS) is None
+    with pytest.raises(InvalidStanzaError):
+        decode(data)
 
 
 def test_fast_path_declines_addresses_it_has_not_seen() -> None:
