@@ -556,7 +556,7 @@ def _decode_call(root: Any, limits: Limits) -> CallSignal:
 # to libxml2, which then also raises the precise typed error.
 _CANONICAL_MESSAGE_HEAD = re.compile(
     f'<message xmlns="{re.escape(NAMESPACE)}" id="({ID_PATTERN.pattern})" from="([^"]*)"'
-    f'(?: to="([^"]*)")?(?: group="({GROUP_ID_PATTERN.pattern})")? ts="([0-9]{{1,19}})"'
+    f'(?: to="([^"]*)")?(?: group="({GROUP_ID_PATTERN.pattern})")? ts="(0|[1-9][0-9]{{0,18}})"'
     f' type="({"|".join(re.escape(kind.value) for kind in MessageType)})"( receipt="true")?>'
     '(?:<franking commitment="([A-Za-z0-9+/]+={0,2})"(?: stamp="([A-Za-z0-9+/]+={0,2})")?/>)?'
 )

@@ -221,6 +221,7 @@ def test_fast_path_agrees_with_the_tree_under_any_limits(message: Message, limit
         ("whitespace between elements", "><payload", ">\n<payload"),
         ("attributes in another order", 'ts="1763788800123" type="chat"', 'type="chat" ts="1763788800123"'),
         ("receipt spelled 1", 'receipt="true"', 'receipt="1"'),
+        ("ts with a leading zero", 'ts="1763788800123"', 'ts="01763788800123"'),
         ("a character reference", 'id="0b6f', 'id="&#48;b6f'),
         ("an XML declaration", "<message", '<?xml version="1.0"?><message'),
     ],

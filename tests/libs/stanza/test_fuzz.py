@@ -98,6 +98,40 @@ def test_mutated_stanzas_give_typed_errors_or_agreeing_stanzas(data: bytes) -> N
     assert SCHEMA.validate(etree.fromstring(canonical)), SCHEMA.error_log
 
 
+# Canonical messages and the bytes that decide whether one is still canonical: the fast path's cases.
+_CANONICAL_MESSAGES = [encode(sample_message(n, franked=franked)) for n in (1, 3) for franked in (False, True)]
+_EDGE_BYTES = list(b'=AB+/"<> &;#x:@.-_09\n\x00\xc3')
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.sampled_from(_CANONICAL_MESSAGES),
+    st.lists(
+        st.tuples(st.integers(0, 2000), st.sampled_from(["set", "insert", "delete"]), st.sampled_from(_EDGE_BYTES)),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_mutated_canonical_messages_are_declined_or_read_exactly(
+    canonical: bytes, edits: list[tuple[int, str, int]]
+) -> None:
+    decode(canonical)  # its addresses in the cache
+    data = bytearray(canonical)
+    for offset, operation, byte in edits:
+        position = offset % (len(data) + 1)
+        if operation == "set" and position < len(data):
+            data[position] = byte
+        elif operation == "insert":
+            data[position:position] = bytes([byte])
+        else:
+            del data[position : position + 1]
+    fast = _decode_canonical_message(bytes(data), DEFAULT_LIMITS)
+    if fast is not None:
+        assert encode(fast) == data
+        assert rebuild(fast) == fast
+        assert _decode_tree(bytes(data), DEFAULT_LIMITS) == fast
+
+
 @pytest.mark.parametrize("path", sorted((HERE / "regressions").iterdir()), ids=lambda path: path.name)
 def test_inputs_fuzzing_once_broke_give_typed_errors(path: Path) -> None:
     with pytest.raises(StanzaError):
