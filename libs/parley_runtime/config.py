@@ -4,20 +4,32 @@ Each service declares a subclass of :class:`ServiceSettings` with its own fields
 environment variable ``PARLEY_<FIELD_NAME>``. :func:`load_settings` turns validation failures into a
 :class:`ConfigError` whose message names each bad variable, so a misconfigured pod fails at start with a line
 an operator can act on.
+
+The message shows each rejected value too, except where it would put a secret into the logs: a URL keeps its
+host but loses its password, and a secret field's value is never shown. A field is secret if it is typed
+``SecretStr``/``SecretBytes`` (also inside ``Optional``/``Union``), or if a word of its name (split on ``_``) is
+key(s), token, secret, password, passphrase or credential(s). The naming rule is the safety net for a secret
+declared as plain ``str``, such as a ``franking_key``; declare secrets as ``SecretStr`` all the same, so that
+``repr(settings)`` hides them too. The validator of a secret field must keep the value out of its own message.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from typing import TypeVar, get_args
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretBytes, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "PARLEY_"
 
 # The message echoes each bad value, which goes to logs: a URL's password (redis://:secret@host) must not.
 _URL_CREDENTIALS = re.compile(r"(//)[^/@\s]*@")
+
+# Words of a field name that make the field secret whatever its type (the module docstring lists them too).
+_SECRET_NAME_WORDS = frozenset(
+    {"key", "keys", "token", "secret", "password", "passphrase", "credential", "credentials"}
+)
 
 
 class ConfigError(Exception):
@@ -86,7 +98,7 @@ def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
         The validated settings.
 
     Raises:
-        ConfigError: naming every variable with a bad value.
+        ConfigError: naming every variable with a bad value (and the value, unless the field is secret).
     """
     try:
         return cls(**overrides)  # type: ignore[arg-type]
@@ -94,6 +106,23 @@ def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
         problems = []
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
-            got = _URL_CREDENTIALS.sub(r"\1***@", repr(error.get("input")))
-            problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']} (got {got})")
+            if error["loc"] and _is_secret(cls, str(error["loc"][0])):
+                problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']} (value hidden: secret)")
+            else:
+                got = _URL_CREDENTIALS.sub(r"\1***@", repr(error.get("input")))
+                problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']} (got {got})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def _is_secret(cls: type[ServiceSettings], name: str) -> bool:
+    """Whether the value of field ``name`` must stay out of error messages (see the module docstring)."""
+    if _SECRET_NAME_WORDS.intersection(name.lower().split("_")):
+        return True
+    info = cls.model_fields.get(name)
+    return info is not None and _holds_secret_type(info.annotation)
+
+
+def _holds_secret_type(annotation: object) -> bool:
+    if annotation in (SecretStr, SecretBytes):
+        return True
+    return any(_holds_secret_type(arg) for arg in get_args(annotation))

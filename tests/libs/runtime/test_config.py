@@ -5,9 +5,30 @@ from __future__ import annotations
 import os
 
 import pytest
+from pydantic import Field, SecretStr, field_validator
 
 from parley_identity.app import IdentitySettings
+from parley_moderation.app import ModerationSettings
+from parley_relay.app import RelaySettings
 from parley_runtime.config import ConfigError, ServiceSettings, load_settings
+
+# Shaped like a secret but not base64, so every franking key validator rejects it.
+_LEAKY = "hunter2-hunter2-hunter2-hunter2!"
+
+
+class _SecretSettings(ServiceSettings):
+    """One field of each secret kind, each with a check the test value fails, and a plain field beside them."""
+
+    pairing_code: SecretStr | None = Field(None, description="Secret by type only (in an Optional), not by name.")
+    webhook_signing_key: str = Field("", description="Secret by name only: typed plain str.")
+    greeting: str = Field("", description="Not secret: its bad value is shown.")
+
+    @field_validator("pairing_code", "webhook_signing_key", "greeting")
+    @classmethod
+    def _short(cls, value: SecretStr | str | None) -> SecretStr | str | None:
+        if value is not None and len(value) > 8:
+            raise ValueError("must be at most 8 characters")
+        return value
 
 
 @pytest.fixture(autouse=True)
@@ -82,3 +103,37 @@ def test_a_bad_url_is_named_without_its_password(monkeypatch: pytest.MonkeyPatch
     assert "PARLEY_REDIS_URL:" in message
     assert "hunter2" not in message
     assert "@redis:6379/0" in message
+
+
+@pytest.mark.parametrize(
+    ("settings_class", "variable"),
+    [
+        (_SecretSettings, "PARLEY_PAIRING_CODE"),
+        (_SecretSettings, "PARLEY_WEBHOOK_SIGNING_KEY"),
+        # The relay declares its franking key as plain str, the naming rule is what hides it.
+        (RelaySettings, "PARLEY_FRANKING_KEY"),
+        (ModerationSettings, "PARLEY_FRANKING_KEY"),
+    ],
+)
+def test_a_bad_secret_is_named_without_its_value(
+    monkeypatch: pytest.MonkeyPatch, settings_class: type[ServiceSettings], variable: str
+) -> None:
+    monkeypatch.setenv(variable, _LEAKY)
+    with pytest.raises(ConfigError) as error:
+        load_settings(settings_class)
+    message = str(error.value)
+    assert f"{variable}:" in message
+    assert "hunter2" not in message
+    assert "(value hidden: secret)" in message
+
+
+def test_a_bad_plain_value_beside_secrets_is_still_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLEY_GREETING", _LEAKY)
+    monkeypatch.setenv("PARLEY_PAIRING_CODE", "too-long-code")
+    with pytest.raises(ConfigError) as error:
+        load_settings(_SecretSettings)
+    lines = [line.strip() for line in str(error.value).splitlines()[1:]]
+    assert sorted(lines) == [
+        "PARLEY_GREETING: Value error, must be at most 8 characters (got 'hunter2-hunter2-hunter2-hunter2!')",
+        "PARLEY_PAIRING_CODE: Value error, must be at most 8 characters (value hidden: secret)",
+    ]
