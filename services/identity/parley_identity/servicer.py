@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import grpc.aio
 
@@ -41,6 +42,11 @@ _ACCESS_BY_METHOD: dict[str, Access] = {
 }
 ACCESS = {f"/{SERVICE_NAME}/{method}": access for method, access in _ACCESS_BY_METHOD.items()}
 """Full method name -> accepted principals, for the auth interceptor."""
+
+_StatusChangeRequest = pb.ApproveProviderRequest | pb.SuspendProviderRequest | pb.RevokeProviderRequest
+_StatusChangeResponseT = TypeVar(
+    "_StatusChangeResponseT", pb.ApproveProviderResponse, pb.SuspendProviderResponse, pb.RevokeProviderResponse
+)
 
 
 def _user() -> UserPrincipal:
@@ -88,26 +94,36 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def ApproveProvider(
         self, request: pb.ApproveProviderRequest, context: grpc.aio.ServicerContext
     ) -> pb.ApproveProviderResponse:
-        provider = await self._handler.change_provider_status(
-            request.provider_id, ProviderStatus.PROVIDER_STATUS_APPROVED, request.reason
+        return await self._change_provider_status(
+            request, ProviderStatus.PROVIDER_STATUS_APPROVED, pb.ApproveProviderResponse
         )
-        return pb.ApproveProviderResponse(provider=provider)
 
     async def SuspendProvider(
         self, request: pb.SuspendProviderRequest, context: grpc.aio.ServicerContext
     ) -> pb.SuspendProviderResponse:
-        provider = await self._handler.change_provider_status(
-            request.provider_id, ProviderStatus.PROVIDER_STATUS_SUSPENDED, request.reason
+        return await self._change_provider_status(
+            request, ProviderStatus.PROVIDER_STATUS_SUSPENDED, pb.SuspendProviderResponse
         )
-        return pb.SuspendProviderResponse(provider=provider)
 
     async def RevokeProvider(
         self, request: pb.RevokeProviderRequest, context: grpc.aio.ServicerContext
     ) -> pb.RevokeProviderResponse:
-        provider = await self._handler.change_provider_status(
-            request.provider_id, ProviderStatus.PROVIDER_STATUS_REVOKED, request.reason
+        return await self._change_provider_status(
+            request, ProviderStatus.PROVIDER_STATUS_REVOKED, pb.RevokeProviderResponse
         )
-        return pb.RevokeProviderResponse(provider=provider)
+
+    async def _change_provider_status(
+        self,
+        request: _StatusChangeRequest,
+        target: ProviderStatus.ValueType,
+        response_type: type[_StatusChangeResponseT],
+    ) -> _StatusChangeResponseT:
+        """Body of ApproveProvider, SuspendProvider and RevokeProvider, which differ only in the target status.
+
+        Each RPC keeps its own request and response messages (one pair per RPC); the pairs carry the same fields.
+        """
+        provider = await self._handler.change_provider_status(request.provider_id, target, request.reason)
+        return response_type(provider=provider)
 
     async def UpdateProviderCredentials(
         self, request: pb.UpdateProviderCredentialsRequest, context: grpc.aio.ServicerContext

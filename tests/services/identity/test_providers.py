@@ -110,8 +110,11 @@ async def test_lifecycle_events_and_transitions(cluster: Cluster, redis_url: str
     assert suspended.provider.status == ProviderStatus.PROVIDER_STATUS_SUSPENDED
     assert suspended.provider.status_reason == "abuse wave"
     await identity.ApproveProvider(pb.ApproveProviderRequest(provider_id="birdy"), metadata=ADMIN)
-    revoked = await identity.RevokeProvider(pb.RevokeProviderRequest(provider_id="birdy"), metadata=ADMIN)
+    revoked = await identity.RevokeProvider(
+        pb.RevokeProviderRequest(provider_id="birdy", reason="contract ended"), metadata=ADMIN
+    )
     assert revoked.provider.status == ProviderStatus.PROVIDER_STATUS_REVOKED
+    assert revoked.provider.status_reason == "contract ended"
 
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await identity.ApproveProvider(pb.ApproveProviderRequest(provider_id="birdy"), metadata=ADMIN)
