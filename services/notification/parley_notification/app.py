@@ -3,7 +3,6 @@ worker, notice hub -> handler -> server."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import socket
@@ -21,20 +20,17 @@ from parley_notification.store import RedisNotificationStore
 from parley_notification.webhook_client import WebhookClient
 from parley_runtime import redis_keys
 from parley_runtime.auth import Authenticator
-from parley_runtime.clients import internal_channel
-from parley_runtime.config import ServiceSettings
-from parley_runtime.providers import RedisReplayGuard, WatchedProviderDirectory
+from parley_runtime.config import IdentityPeerSettings
+from parley_runtime.providers import RedisReplayGuard, follow_identity
 from parley_runtime.redis_client import connect
 from parley_runtime.server import GrpcServer, ServiceDefinition
 from parley_runtime.telemetry import Telemetry
 
 
-class NotificationSettings(ServiceSettings):
+class NotificationSettings(IdentityPeerSettings):
     """Notification settings (``PARLEY_*`` environment variables; see the service README)."""
 
     port: int = Field(7104, ge=0, le=65535, description="gRPC port.")
-    identity_target: str = Field("127.0.0.1:7101", min_length=1, description="Identity service host:port.")
-    startup_timeout_s: float = Field(30.0, gt=0, le=600, description="Wait for identity's provider list at start.")
     event_domains: str = Field(
         "identity,keys,relay,moderation",
         pattern=r"^[a-z]+(,[a-z]+)*$",
@@ -91,13 +87,7 @@ async def build_notification(settings: NotificationSettings, telemetry: Telemetr
     the event intake, the delivery worker and the notice hub, which stop with the server."""
     client = connect(settings.redis_url, max_connections=settings.redis_max_connections)
     notice_client = connect(settings.redis_url, max_connections=4)
-    identity = internal_channel(
-        settings.identity_target, internal_token=settings.internal_token.get_secret_value(), telemetry=telemetry
-    )
-    providers = WatchedProviderDirectory(identity)
-    providers.start()
-    async with asyncio.timeout(settings.startup_timeout_s):
-        await providers.wait_ready()
+    identity, providers = await follow_identity(settings, telemetry)
     store = RedisNotificationStore(
         client,
         notice_client,
