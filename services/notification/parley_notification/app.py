@@ -1,5 +1,5 @@
-"""Wiring of the notification service: settings -> Redis, identity channel -> store, router, intake, delivery
-worker, notice hub -> handler -> server."""
+"""Wiring of the notification service: settings -> Redis, identity channel (providers, devices) -> store, router,
+intake, delivery worker, notice hub -> handler -> server."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 from parley.notification.v1 import notification_pb2_grpc
 from parley_notification.delivery import DeliveryPolicy, DeliveryWorker
 from parley_notification.handler import HandlerLimits, NotificationHandler
+from parley_notification.identity_client import IdentityDeviceRegistry
 from parley_notification.intake import EventIntake, IntakePolicy
 from parley_notification.notices import NoticeHub
 from parley_notification.routing import Router
@@ -131,7 +132,12 @@ async def build_notification(settings: NotificationSettings, telemetry: Telemetr
         on_queued=worker.wake,
     )
     hub = NoticeHub(store, max_watchers=settings.max_notice_watchers, block_ms=settings.read_block_ms)
-    handler = NotificationHandler(store, hub, HandlerLimits(allow_loopback_http=settings.webhook_allow_loopback_http))
+    handler = NotificationHandler(
+        store,
+        hub,
+        IdentityDeviceRegistry(identity),
+        HandlerLimits(allow_loopback_http=settings.webhook_allow_loopback_http),
+    )
     servicer = NotificationServicer(handler)
     hub.start()
     worker.start()

@@ -5,12 +5,14 @@ Everything is checked before anything is written, so a refused call changes noth
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from parley.common.v1.common_pb2 import ErrorReason
@@ -30,6 +32,27 @@ _SCAN_CHUNK = 500
 _SCAN_CHUNKS_PER_PAGE = 20
 _ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+class DeviceStatus(enum.Enum):
+    """What identity says about a device that asks to be registered for pushes."""
+
+    REGISTERED = "registered"
+    """The user exists and has this device."""
+    USER_NOT_FOUND = "user_not_found"
+    """The user is not registered."""
+    DEVICE_NOT_FOUND = "device_not_found"
+    """The user exists but has no such device (never registered, or removed)."""
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    """Identity does not vouch for the device's provider: its status changed after this replica authenticated
+    the call."""
+
+
+class DeviceRegistry(Protocol):
+    """Identity's list of devices, as push-target registration needs it (see ``identity_client``)."""
+
+    async def device_status(self, device: Address) -> DeviceStatus:
+        """Whether ``device`` (an address with a device part) is registered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +123,7 @@ class NotificationHandler:
     Args:
         store: webhooks, push targets, dead letters.
         hub: notices for watchers.
+        devices: identity's devices, checked before a push target is stored.
         limits: configurable rules.
         clock: seconds since the epoch.
     """
@@ -108,11 +132,13 @@ class NotificationHandler:
         self,
         store: NotificationStore,
         hub: NoticeHub,
+        devices: DeviceRegistry,
         limits: HandlerLimits,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._hub = hub
+        self._devices = devices
         self._limits = limits
         self._clock = clock
 
@@ -137,8 +163,17 @@ class NotificationHandler:
     async def register_push_target(self, device: Address, push_token: str) -> None:
         """Registers or replaces the push token of the asserted device.
 
+        The device must be registered with identity: an assertion's ``dev`` claim is the provider's word only,
+        and a token stored for a device that does not exist would never be used nor cleaned up.
+
+        Args:
+            device: the asserted device.
+            push_token: the provider's token for waking it, echoed in its deliveries.
+
         Raises:
-            ParleyError: INVALID_ARGUMENT / MISSING_FIELD, TOO_LARGE or INVALID_FIELD (field ``push_token``).
+            ParleyError: INVALID_ARGUMENT / MISSING_FIELD, TOO_LARGE or INVALID_FIELD (field ``push_token``);
+                NOT_FOUND / USER_NOT_FOUND or DEVICE_NOT_FOUND when identity does not know the user or device;
+                UNAVAILABLE / DEPENDENCY_UNAVAILABLE when identity no longer vouches for the device's provider.
         """
         if not push_token:
             raise missing_field("push_token")
@@ -147,6 +182,19 @@ class NotificationHandler:
         if not push_token.isprintable() or not push_token.isascii():
             raise invalid_field("push_token", "must be printable ASCII")
         assert device.device is not None
+        status = await self._devices.device_status(device)
+        if status is DeviceStatus.USER_NOT_FOUND:
+            raise not_found(ErrorReason.ERROR_REASON_USER_NOT_FOUND, "register the user first")
+        if status is DeviceStatus.DEVICE_NOT_FOUND:
+            raise not_found(ErrorReason.ERROR_REASON_DEVICE_NOT_FOUND, f"device {device} is not registered")
+        if status is DeviceStatus.PROVIDER_UNAVAILABLE:
+            # This replica's provider list lags identity's by up to a second. A retry is authenticated against
+            # the new status and gets its exact refusal (or passes, if the provider was approved again).
+            raise ParleyError(
+                Code.UNAVAILABLE,
+                ErrorReason.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
+                "the provider's status is changing; retry",
+            )
         await self._store.set_push_token(str(device.user), device.device, push_token)
 
     async def watch_notices(self, user: Address) -> AsyncIterator[Notice]:

@@ -11,10 +11,12 @@ from support.cluster import ADMIN, INTERNAL, Cluster, ProviderKeys, error_reason
 from support.notification import drained, notification, start_notification
 
 from parley.common.v1.common_pb2 import PageRequest
+from parley.identity.v1 import identity_pb2 as id_pb
 from parley.notification.v1 import notification_pb2 as pb
 from parley.notification.v1 import notification_pb2_grpc
 
 ALICE = "username:alice@birdy"
+BOB = "username:bob@birdy"
 
 
 Stub = notification_pb2_grpc.NotificationServiceStub
@@ -109,6 +111,35 @@ async def test_register_push_target_checks_the_token_and_needs_a_device(cluster:
     assert await _keys(cluster, "push:*") == []
     await stub.RegisterPushTarget(request, metadata=birdy.auth(ALICE, 1))
     assert await _keys(cluster, "push:*") == [f"push:{{{ALICE}}}".encode()]
+
+
+async def test_register_push_target_needs_a_device_identity_knows(cluster: Cluster) -> None:
+    birdy, stub = await _setup(cluster)
+    await cluster.register_user(birdy, BOB, devices=2)
+    await cluster.identity().RemoveDevice(id_pb.RemoveDeviceRequest(device_id=2), metadata=birdy.auth(BOB))
+    request = pb.RegisterPushTargetRequest(push_token="tok")
+    for user, device_id, reason in (
+        ("username:carol@birdy", 1, "USER_NOT_FOUND"),  # never registered
+        (ALICE, 2, "DEVICE_NOT_FOUND"),  # never registered
+        (BOB, 2, "DEVICE_NOT_FOUND"),  # removed
+    ):
+        await _refused(
+            stub.RegisterPushTarget(request, metadata=birdy.auth(user, device_id)), grpc.StatusCode.NOT_FOUND, reason
+        )
+    assert await _keys(cluster, "push:*") == []
+    await stub.RegisterPushTarget(request, metadata=birdy.auth(BOB, 1))
+    assert await _keys(cluster, "push:*") == [f"push:{{{BOB}}}".encode()]
+
+
+async def test_register_push_target_refuses_while_identity_is_down(cluster: Cluster) -> None:
+    birdy, stub = await _setup(cluster)
+    await cluster.servers["identity"].stop(0)
+    await _refused(
+        stub.RegisterPushTarget(pb.RegisterPushTargetRequest(push_token="tok"), metadata=birdy.auth(ALICE, 1)),
+        grpc.StatusCode.UNAVAILABLE,
+        "DEPENDENCY_UNAVAILABLE",
+    )
+    assert await _keys(cluster, "push:*") == []
 
 
 async def test_watch_notices_needs_a_user_assertion(cluster: Cluster) -> None:
