@@ -157,7 +157,7 @@ class DeliveryWorker:
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self._depth: dict[str, int] = {}
+        self._depth_providers: set[str] = set()
         self._depth_at = 0.0
         self._delivered = meter.create_counter(
             "notification.delivered", unit="{delivery}", description="Deliveries a provider accepted"
@@ -174,9 +174,11 @@ class DeliveryWorker:
         self._latency = meter.create_histogram(
             "notification.delivery.latency", unit="ms", description="From the event to the provider's acceptance"
         )
-        meter.create_observable_gauge(
+        # Set on each refresh rather than observed in a callback: the meter hands every worker of a process the
+        # instrument the first one registered, callback included, so a worker built later (a service restarted in
+        # the same process) would never be heard: the first one's stale counts would stand in for it.
+        self._depth = meter.create_gauge(
             "notification.queue.depth",
-            callbacks=[self._observe_depth],
             unit="{delivery}",
             description="Deliveries queued (scheduled or in flight) per provider",
         )
@@ -199,9 +201,6 @@ class DeliveryWorker:
             self._task = None
         await finish_or_cancel(set(self._inflight), grace_s)
 
-    def _observe_depth(self, _options: metrics.CallbackOptions) -> list[metrics.Observation]:
-        return [metrics.Observation(count, {_PROVIDER: provider}) for provider, count in self._depth.items()]
-
     async def _run(self) -> None:
         backoff = 0.05
         while not self._stopping:
@@ -219,8 +218,7 @@ class DeliveryWorker:
 
     async def _step(self) -> None:
         if self._clock() - self._depth_at >= _DEPTH_REFRESH_S:
-            self._depth = await self._store.queue_depth()
-            self._depth_at = self._clock()
+            await self._refresh_depth()
         free = self._policy.concurrency - len(self._inflight)
         if free <= 0:
             await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
@@ -240,6 +238,16 @@ class DeliveryWorker:
             wait_ms = max(0, min(wait_ms, next_due - int(self._clock() * 1000)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), wait_ms / 1000)
+
+    async def _refresh_depth(self) -> None:
+        depth = await self._store.queue_depth()
+        # The store forgets a provider once its queue is empty; a gauge left alone would show its last count.
+        for provider in self._depth_providers - depth.keys():
+            self._depth.set(0, {_PROVIDER: provider})
+        for provider, count in depth.items():
+            self._depth.set(count, {_PROVIDER: provider})
+        self._depth_providers = set(depth)
+        self._depth_at = self._clock()
 
     async def _attempt(self, delivery: Delivery) -> None:
         try:
