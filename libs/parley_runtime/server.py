@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -20,7 +20,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from parley_runtime.auth import Access, Authenticator
 from parley_runtime.config import ConfigError, ServiceSettings, SettingsT, load_settings
@@ -41,6 +41,9 @@ class ServiceDefinition:
         register: adds the servicers to the server.
         access: full method name -> accepted principals; methods not listed are refused.
         on_stop: coroutines run after the server stopped (close clients, stop background tasks).
+        untraced_streams: full names of long-lived streaming methods that get no call-long span. Such a span
+            would live (and hold memory) as long as the connection and be exported only when it ends; the
+            service traces the stream's frames itself instead.
     """
 
     name: str
@@ -48,6 +51,7 @@ class ServiceDefinition:
     register: Callable[[grpc.aio.Server], None]
     access: Mapping[str, Access]
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    untraced_streams: Collection[str] = ()
 
 
 class GrpcServer:
@@ -71,7 +75,9 @@ class GrpcServer:
         self._definition = definition
         self._server = grpc.aio.server(
             interceptors=[
-                aio_server_interceptor(tracer_provider=telemetry.tracer_provider),  # type: ignore[no-untyped-call]
+                aio_server_interceptor(  # type: ignore[no-untyped-call]
+                    tracer_provider=telemetry.tracer_provider, filter_=_traced(definition.untraced_streams)
+                ),
                 ErrorMappingInterceptor(telemetry.meter(f"parley.{definition.name}")),
                 LimitsInterceptor(settings.max_inflight_calls),
                 AuthInterceptor(authenticator, definition.access),
@@ -123,6 +129,13 @@ class GrpcServer:
     async def wait_for_termination(self) -> None:
         """Returns when the server has stopped."""
         await self._server.wait_for_termination()
+
+
+def _traced(untraced: Collection[str]) -> Callable[[object], bool] | None:
+    """The instrumentation's filter (True: trace the call) leaving out ``untraced`` methods."""
+    if not untraced:
+        return None
+    return filters.negate(filters.any_of(*(filters.full_method_name(name) for name in untraced)))
 
 
 def run_service(

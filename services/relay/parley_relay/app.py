@@ -71,7 +71,7 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         channels.append(moderation)
         policy = ModerationPolicy(moderation)
     store = RedisMailboxStore(client)
-    hub = MailboxHub(client)
+    hub = MailboxHub(client, store, replica=settings.replica)
     await hub.start()
     handler = RelayHandler(
         store,
@@ -100,7 +100,7 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
                 daily_quota_bytes=settings.media_daily_quota_bytes,
             ),
         ),
-        StreamSettings(window=settings.stream_window, poll_interval_s=settings.stream_poll_s, replica=settings.replica),
+        StreamSettings(window=settings.stream_window, poll_interval_s=settings.stream_poll_s),
         approved,
         max_streams_per_provider=settings.max_streams_per_provider,
     )
@@ -115,6 +115,7 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         register=lambda server: relay_pb2_grpc.add_RelayServiceServicer_to_server(servicer, server),
         access=ACCESS,
         on_stop=[hub.stop, providers.stop, close_channels, client.aclose],
+        untraced_streams=[f"/{SERVICE_NAME}/Connect"],
     )
     authenticator = Authenticator.from_settings(settings, providers, RedisReplayGuard(client))
     return GrpcServer(settings, definition, authenticator, telemetry)

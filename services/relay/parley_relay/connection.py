@@ -1,9 +1,15 @@
 """One device's ``Connect`` stream: backlog first, then live delivery, with acks, sends and keepalives.
 
-Three tasks share a bounded outbox of server frames: the pusher reads the mailbox (never more than ``window``
-deliveries unacknowledged, so a slow consumer holds at most ``window`` stanzas of relay memory), the reader
-handles client frames, and the generator the servicer iterates writes the outbox to the wire. Unacknowledged
-stanzas stay in the mailbox: after a reconnect, to this or any replica, they are delivered again.
+Two coroutines serve a stream. The generator the servicer iterates writes the server's frames: replies the reader
+queued (send results, pongs), then mailbox entries, never more than ``window`` deliveries unacknowledged, so a slow
+consumer holds at most ``window`` stanzas of relay memory. The reader task handles client frames; it waits when
+``_REPLIES`` replies are unsent, so a client that sends without reading cannot grow relay memory either. Both meet
+at the device's listener: whatever gives the generator work (a hint, a reply, an ack opening the window) sets its
+wake-up flag. Unacknowledged stanzas stay in the mailbox: after a reconnect, to this or any replica, they are
+delivered again.
+
+The stream has no call-long span (see ``ServiceDefinition.untraced_streams``); each frame's work gets its own span,
+parented to the trace context the client opened the stream with.
 """
 
 from __future__ import annotations
@@ -11,8 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from parley.common.v1.common_pb2 import ErrorReason
 from parley.relay.v1 import relay_pb2 as pb
@@ -23,7 +33,8 @@ from parley_runtime.errors import Code, ParleyError, permission_denied
 from parley_stanza import Address
 
 _DELIVERY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
-_OUTBOX = 32
+_REPLIES = 32
+_tracer = trace.get_tracer("parley.relay")
 
 
 @dataclass(frozen=True)
@@ -34,13 +45,6 @@ class StreamSettings:
     batch: int = 64
     max_batch_stanzas: int = 100
     poll_interval_s: float = 2.0
-    presence_ttl_ms: int = 30_000
-    replica: str = "relay"
-
-
-@dataclass(frozen=True)
-class _Closed:
-    error: BaseException | None
 
 
 class DeviceStream:
@@ -52,6 +56,7 @@ class DeviceStream:
         device: the authenticated device.
         settings: bounds and timings.
         allowed: re-checks the device's provider (kill switch); False ends the stream.
+        trace_context: the client's trace context, parent of the frames' spans.
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class DeviceStream:
         device: Address,
         settings: StreamSettings,
         allowed: Callable[[], bool],
+        trace_context: otel_context.Context | None = None,
     ) -> None:
         assert device.device is not None
         self._handler = handler
@@ -71,54 +77,95 @@ class DeviceStream:
         self._device_id = device.device
         self._settings = settings
         self._allowed = allowed
-        self._outbox: asyncio.Queue[pb.ConnectResponse | _Closed] = asyncio.Queue(_OUTBOX)
+        self._trace_context = trace_context
+        self._replies: deque[pb.ConnectResponse] = deque()
+        self._reply_room = asyncio.Event()
         self._in_flight: dict[str, StoredStanza] = {}
-        self._window_open = asyncio.Event()
-        self._window_open.set()
+        # Set once the client stopped sending: None after a clean half-close, else what broke the reader.
+        self._ended: tuple[BaseException | None] | None = None
 
     async def run(self, requests: AsyncIterator[pb.ConnectRequest]) -> AsyncIterator[pb.ConnectResponse]:
         """Yields the server's frames until the client closes the stream."""
         listener = await self._hub.register(self._user, self._device_id)
-        await self._store.mark_present(
-            self._user, self._device_id, self._settings.replica, self._settings.presence_ttl_ms
-        )
-        tasks = [
-            asyncio.create_task(self._read(requests), name="stream-reader"),
-            asyncio.create_task(self._push(listener), name="stream-pusher"),
-            asyncio.create_task(self._keep_present(), name="stream-presence"),
-        ]
+        reader = asyncio.create_task(self._read(requests, listener), name="stream-reader")
         try:
-            while True:
-                frame = await self._outbox.get()
-                if isinstance(frame, _Closed):
-                    if frame.error is not None:
-                        raise frame.error
-                    return
+            async for frame in self._frames(listener):
                 yield frame
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
             await self._hub.unregister(self._user, self._device_id, listener)
-            with contextlib.suppress(Exception):
-                await self._store.mark_absent(self._user, self._device_id, self._settings.replica)
 
-    async def _read(self, requests: AsyncIterator[pb.ConnectRequest]) -> None:
+    async def _frames(self, listener: Listener) -> AsyncIterator[pb.ConnectResponse]:
+        settings = self._settings
+        after = "0-0"
+        backlog: int | None = 0
+        while True:
+            listener.wake.clear()
+            while self._replies:
+                yield self._replies.popleft()
+                self._reply_room.set()
+            if self._ended is not None:
+                error = self._ended[0]
+                if error is not None:
+                    raise error
+                return
+            if not self._allowed():
+                raise permission_denied(
+                    ErrorReason.ERROR_REASON_PROVIDER_SUSPENDED, "the provider was suspended; stream closed"
+                )
+            for stanza in listener.take_ephemeral():
+                yield pb.ConnectResponse(deliveries=pb.Deliveries(deliveries=[pb.Delivery(stanza=stanza)]))
+            free = settings.window - len(self._in_flight)
+            if free > 0:
+                with self._span("deliver"):
+                    entries = await self._store.read(self._user, self._device_id, after, min(settings.batch, free))
+                if entries:
+                    after = entries[-1].delivery_id
+                    for entry in entries:
+                        self._in_flight[entry.delivery_id] = entry
+                    if backlog is not None:
+                        backlog += len(entries)
+                    yield pb.ConnectResponse(deliveries=_deliveries(entries))
+                    continue
+                if backlog is not None:
+                    yield pb.ConnectResponse(queue_drained=pb.QueueDrained(delivered=backlog))
+                    backlog = None
+            # The poll interval bounds how long a lost hint or a suspension can go unnoticed.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settings.poll_interval_s):
+                    await listener.wake.wait()
+
+    async def _read(self, requests: AsyncIterator[pb.ConnectRequest], listener: Listener) -> None:
         try:
             async for request in requests:
                 kind = request.WhichOneof("frame")
                 if kind == "ack":
-                    await self._acknowledge(list(request.ack.delivery_ids))
+                    with self._span("ack"):
+                        await self._acknowledge(list(request.ack.delivery_ids))
+                    listener.wake.set()  # the window may have room again
                 elif kind == "send":
-                    await self._outbox.put(pb.ConnectResponse(send_results=await self._send(request.send)))
+                    with self._span("send"):
+                        results = await self._send(request.send)
+                    await self._reply(pb.ConnectResponse(send_results=results), listener)
                 elif kind == "ping":
-                    await self._outbox.put(pb.ConnectResponse(pong=pb.Pong(nonce=request.ping.nonce)))
+                    await self._reply(pb.ConnectResponse(pong=pb.Pong(nonce=request.ping.nonce)), listener)
         except Exception as exc:
-            await self._outbox.put(_Closed(exc))
-            return
-        await self._outbox.put(_Closed(None))
+            self._ended = (exc,)
+        else:
+            self._ended = (None,)
+        listener.wake.set()
+
+    async def _reply(self, frame: pb.ConnectResponse, listener: Listener) -> None:
+        while len(self._replies) >= _REPLIES:
+            self._reply_room.clear()
+            await self._reply_room.wait()
+        self._replies.append(frame)
+        listener.wake.set()
+
+    def _span(self, frame: str) -> contextlib.AbstractContextManager[trace.Span]:
+        return _tracer.start_as_current_span(f"relay.Connect/{frame}", context=self._trace_context)
 
     async def _acknowledge(self, delivery_ids: list[str]) -> None:
         known, unknown = [], []
@@ -135,7 +182,6 @@ class DeviceStream:
         if unknown:
             # Delivered on an earlier stream: drop them, without receipts (those went with the first ack).
             await self._store.acknowledge(self._user, self._device_id, unknown)
-        self._window_open.set()
 
     async def _send(self, batch: pb.SendBatch) -> pb.SendResults:
         results = pb.SendResults(batch_id=batch.batch_id)
@@ -158,60 +204,6 @@ class DeviceStream:
                     message_id=outcome.message_id, server_timestamp_ms=outcome.ts, duplicate=outcome.duplicate
                 )
         return results
-
-    async def _push(self, listener: Listener) -> None:
-        settings = self._settings
-        after = "0-0"
-        backlog: int | None = 0
-        try:
-            while True:
-                listener.wake.clear()
-                if not self._allowed():
-                    raise permission_denied(
-                        ErrorReason.ERROR_REASON_PROVIDER_SUSPENDED, "the provider was suspended; stream closed"
-                    )
-                await self._push_ephemeral(listener)
-                free = settings.window - len(self._in_flight)
-                if free <= 0:
-                    self._window_open.clear()
-                    await self._wait(self._window_open)
-                    continue
-                entries = await self._store.read(self._user, self._device_id, after, min(settings.batch, free))
-                if entries:
-                    after = entries[-1].delivery_id
-                    for entry in entries:
-                        self._in_flight[entry.delivery_id] = entry
-                    if backlog is not None:
-                        backlog += len(entries)
-                    await self._outbox.put(pb.ConnectResponse(deliveries=_deliveries(entries)))
-                    continue
-                if backlog is not None:
-                    await self._outbox.put(pb.ConnectResponse(queue_drained=pb.QueueDrained(delivered=backlog)))
-                    backlog = None
-                await self._wait(listener.wake)
-        except Exception as exc:
-            await self._outbox.put(_Closed(exc))
-
-    async def _push_ephemeral(self, listener: Listener) -> None:
-        while not listener.ephemeral.empty():
-            stanza = listener.ephemeral.get_nowait()
-            await self._outbox.put(
-                pb.ConnectResponse(deliveries=pb.Deliveries(deliveries=[pb.Delivery(stanza=stanza)]))
-            )
-
-    async def _wait(self, event: asyncio.Event) -> None:
-        # The poll interval bounds how long a lost hint or a suspension can go unnoticed.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._settings.poll_interval_s):
-                await event.wait()
-
-    async def _keep_present(self) -> None:
-        interval = self._settings.presence_ttl_ms / 3000
-        while True:
-            await asyncio.sleep(interval)
-            await self._store.mark_present(
-                self._user, self._device_id, self._settings.replica, self._settings.presence_ttl_ms
-            )
 
 
 def _deliveries(entries: list[StoredStanza]) -> pb.Deliveries:

@@ -1,9 +1,13 @@
-"""Wakes the streams this replica serves when their mailboxes grow, wherever the stanza was accepted.
+"""Wakes the streams this replica serves when their mailboxes grow, and keeps their devices marked present.
 
 Each replica keeps one Redis pub/sub connection subscribed to the hint channels of the devices it streams to. A
 hint only says "look at your mailbox" (the mailbox is the truth), so a hint lost while pub/sub reconnects costs
 latency, not messages: every stream also re-reads its mailbox every ``poll_interval_s``. Ephemeral stanzas
 (typing) travel in the hint itself and are never stored.
+
+Presence (which replica streams to a device, so acceptance can tell offline devices apart) is marked when a
+device's first stream opens, cleared when its last closes, and refreshed for all devices at once by one task,
+so an idle stream costs no task and no Redis command of its own.
 """
 
 from __future__ import annotations
@@ -11,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 
 from redis.exceptions import RedisError
 
-from parley_relay.store import EPHEMERAL_PREFIX
+from parley_relay.store import EPHEMERAL_PREFIX, MailboxStore
 from parley_runtime import redis_keys
 from parley_runtime.redis_client import Redis
 
@@ -25,58 +29,83 @@ _EPHEMERAL_QUEUE = 64
 
 
 class Listener:
-    """What one device stream waits on: a wake-up flag and a bounded queue of ephemeral stanzas."""
+    """What one device stream waits on: a wake-up flag and a bounded backlog of ephemeral stanzas."""
+
+    __slots__ = ("_ephemeral", "wake")
 
     def __init__(self) -> None:
         self.wake = asyncio.Event()
-        self.ephemeral: asyncio.Queue[bytes] = asyncio.Queue(_EPHEMERAL_QUEUE)
+        # Created on the first typing state: most streams never see one, and an idle stream should cost little.
+        self._ephemeral: deque[bytes] | None = None
 
     def notify(self, data: bytes) -> None:
         """Handles one channel message."""
         if data.startswith(EPHEMERAL_PREFIX):
-            # Typing indicators are best effort: a stream too slow to take them loses them, never blocks.
-            with contextlib.suppress(asyncio.QueueFull):
-                self.ephemeral.put_nowait(data[len(EPHEMERAL_PREFIX) :])
+            if self._ephemeral is None:
+                self._ephemeral = deque(maxlen=_EPHEMERAL_QUEUE)
+            # Typing states are best effort: a stream too slow to take them loses the oldest, never blocks.
+            self._ephemeral.append(data[len(EPHEMERAL_PREFIX) :])
         self.wake.set()
+
+    def take_ephemeral(self) -> list[bytes]:
+        """The ephemeral stanzas received since the last call, oldest first."""
+        if not self._ephemeral:
+            return []
+        taken = list(self._ephemeral)
+        self._ephemeral.clear()
+        return taken
 
 
 class MailboxHub:
-    """The replica's pub/sub subscription, shared by its device streams.
+    """The replica's pub/sub subscription and presence marks, shared by its device streams.
 
     Args:
         client: Redis client (one connection from its pool is held for pub/sub).
+        store: where presence is marked.
+        replica: this replica's name, the value of its presence marks.
+        presence_ttl_ms: lifetime of a presence mark; refreshed every third of it.
     """
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, store: MailboxStore, *, replica: str, presence_ttl_ms: int = 30_000) -> None:
         self._client = client
+        self._store = store
+        self._replica = replica
+        self._presence_ttl_ms = presence_ttl_ms
         self._pubsub = client.pubsub()
         self._listeners: dict[bytes, set[Listener]] = defaultdict(set)
-        self._task: asyncio.Task[None] | None = None
+        self._devices: dict[bytes, tuple[str, int]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Starts dispatching hints."""
-        self._task = asyncio.create_task(self._dispatch(), name="mailbox-hints")
+        """Starts dispatching hints and refreshing presence."""
+        self._tasks = [
+            asyncio.create_task(self._dispatch(), name="mailbox-hints"),
+            asyncio.create_task(self._refresh_presence(), name="presence"),
+        ]
 
     async def stop(self) -> None:
         """Stops dispatching and closes the subscription."""
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
     async def register(self, user: str, device_id: int) -> Listener:
-        """Subscribes a new stream of the device."""
+        """Subscribes a new stream of the device and marks the device present here."""
         channel = redis_keys.mailbox_channel(user, device_id).encode()
         listener = Listener()
         first = not self._listeners[channel]
         self._listeners[channel].add(listener)
         if first:
+            self._devices[channel] = (user, device_id)
             await self._pubsub.subscribe(channel)
+            await self._store.mark_present([(user, device_id)], self._replica, self._presence_ttl_ms)
         return listener
 
     async def unregister(self, user: str, device_id: int, listener: Listener) -> None:
-        """Forgets a closed stream of the device."""
+        """Forgets a closed stream of the device; the last one clears the device's presence."""
         channel = redis_keys.mailbox_channel(user, device_id).encode()
         listeners = self._listeners.get(channel)
         if listeners is None:
@@ -84,8 +113,20 @@ class MailboxHub:
         listeners.discard(listener)
         if not listeners:
             del self._listeners[channel]
+            del self._devices[channel]
             with contextlib.suppress(RedisError):
                 await self._pubsub.unsubscribe(channel)
+            with contextlib.suppress(RedisError):
+                await self._store.mark_absent(user, device_id, self._replica)
+
+    async def _refresh_presence(self) -> None:
+        while True:
+            await asyncio.sleep(self._presence_ttl_ms / 3000)
+            try:
+                await self._store.mark_present(list(self._devices.values()), self._replica, self._presence_ttl_ms)
+            except (RedisError, OSError) as exc:
+                # Marks expiring only make acceptance announce devices as offline (a spare wake-up), never lose.
+                _log.warning("presence refresh failed: %s", exc)
 
     async def _dispatch(self) -> None:
         while True:

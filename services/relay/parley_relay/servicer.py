@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 
 import grpc.aio
+from opentelemetry import propagate
 
 from parley.common.v1.common_pb2 import ErrorReason
 from parley.relay.v1 import relay_pb2 as pb
@@ -86,6 +87,7 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
             device,
             self._streams,
             allowed=lambda: self._provider_approved(principal.provider_id),
+            trace_context=propagate.extract(dict(context.invocation_metadata() or ())),
         )
         self._open_streams[provider] += 1
         try:

@@ -16,6 +16,9 @@ from redis.exceptions import NoScriptError
 from parley_runtime import redis_keys
 from parley_runtime.redis_client import Redis, load_script
 
+_PRESENCE_CHUNK = 1000
+"""Presence marks per pipeline: a replica with 100k streams refreshes in bounded requests, not one huge one."""
+
 EPHEMERAL_PREFIX = b"e"
 """A mailbox-channel message starting with this byte carries an ephemeral stanza (typing) after it."""
 
@@ -80,8 +83,8 @@ class MailboxStore(Protocol):
     async def publish_ephemeral(self, user: str, device_ids: Sequence[int], stanza: bytes) -> None:
         """Hands a stanza that is never stored (typing) to whichever replica streams to each device."""
 
-    async def mark_present(self, user: str, device_id: int, replica: str, ttl_ms: int) -> None:
-        """Records that ``replica`` holds a stream to the device, for ``ttl_ms``."""
+    async def mark_present(self, devices: Sequence[tuple[str, int]], replica: str, ttl_ms: int) -> None:
+        """Records that ``replica`` holds a stream to each (user, device id), for ``ttl_ms``."""
 
     async def mark_absent(self, user: str, device_id: int, replica: str) -> None:
         """Clears the device's presence if ``replica`` still holds it."""
@@ -153,8 +156,12 @@ class RedisMailboxStore:
                 pipe.publish(redis_keys.mailbox_channel(user, device), EPHEMERAL_PREFIX + stanza)
             await pipe.execute()
 
-    async def mark_present(self, user: str, device_id: int, replica: str, ttl_ms: int) -> None:
-        await self._client.set(redis_keys.presence(user, device_id), replica, px=ttl_ms)
+    async def mark_present(self, devices: Sequence[tuple[str, int]], replica: str, ttl_ms: int) -> None:
+        for start in range(0, len(devices), _PRESENCE_CHUNK):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for user, device_id in devices[start : start + _PRESENCE_CHUNK]:
+                    pipe.set(redis_keys.presence(user, device_id), replica, px=ttl_ms)
+                await pipe.execute()
 
     async def mark_absent(self, user: str, device_id: int, replica: str) -> None:
         key = redis_keys.presence(user, device_id)
