@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 
 from parley_notification.app import NotificationSettings
-from parley_runtime.config import ConfigError, load_settings
+from parley_runtime.config import ConfigError, ServiceSettings, load_settings
+
+README = Path(__file__).parents[3] / "services" / "notification" / "README.md"
+_SETTINGS_ROW = re.compile(r"^\| (`PARLEY_[A-Z_]+`(?: / `PARLEY_[A-Z_]+`)*) \| ([^|]+) \|", re.MULTILINE)
+# Documented in words, not as the value the field holds.
+_DESCRIBED_DEFAULTS = {"consumer_name": "host-pid-random"}
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +43,31 @@ def test_defaults_match_the_readme() -> None:
 def test_a_lease_must_outlive_the_webhook_timeout() -> None:
     with pytest.raises(ConfigError, match="delivery_lease_ms must exceed webhook_timeout_s"):
         load_settings(NotificationSettings, webhook_timeout_s=5.0, delivery_lease_ms=5000)
+
+
+def _documented_defaults() -> dict[str, str]:
+    """Field name -> the default the README's settings table gives (rows may pair variables: `A` / `B`)."""
+    section = README.read_text().split("## Settings", 1)[1].split("\n## ", 1)[0]
+    documented: dict[str, str] = {}
+    for names, defaults in _SETTINGS_ROW.findall(section):
+        variables = [name.strip("`").removeprefix("PARLEY_").lower() for name in names.split(" / ")]
+        values = [value.strip().strip("`") for value in defaults.split(" / ")]
+        assert len(variables) == len(values), names
+        documented.update(zip(variables, values, strict=True))
+    return documented
+
+
+def test_the_readme_lists_every_own_setting_with_its_default() -> None:
+    documented = _documented_defaults()
+    own = set(NotificationSettings.model_fields) - set(ServiceSettings.model_fields) | {"port"}
+    assert set(documented) == own
+    for name, text in documented.items():
+        default = NotificationSettings.model_fields[name].default
+        if name in _DESCRIBED_DEFAULTS:
+            assert (default, text) == ("", _DESCRIBED_DEFAULTS[name])
+        elif isinstance(default, bool):
+            assert text == str(default).lower(), name
+        elif isinstance(default, int | float):
+            assert float(text) == default, name
+        else:
+            assert text == default, name

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +19,7 @@ from parley_runtime.errors import ParleyError
 
 SECRET = bytes(range(32))
 BODY = b'{"id":"k","type":"message_waiting"}'
+README = Path(__file__).parents[3] / "services" / "notification" / "README.md"
 
 
 def test_the_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
@@ -33,6 +38,28 @@ def test_verify_accepts_the_genuine_delivery_only() -> None:
     # A replay long after the fact is refused even with a valid signature.
     assert not signature.verify(SECRET, "1700000000", BODY, header, now=1_700_000_000 + 301)
     assert not signature.verify(SECRET, "-1700000000", BODY, header, now=1_700_000_000)
+
+
+def _readme_verify() -> Callable[[bytes, dict[str, str], bytes], bool]:
+    """The ``verify`` the README gives integrators, run as they would copy it."""
+    [snippet] = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    namespace: dict[str, object] = {}
+    exec(snippet, namespace)  # noqa: S102 -- the README's own example, which integrators copy as it is
+    verify = namespace["verify"]
+    assert callable(verify)
+    return verify
+
+
+def test_the_readme_example_verifies_what_the_service_signs() -> None:
+    verify = _readme_verify()
+    timestamp = int(time.time())
+    headers = {"Parley-Timestamp": str(timestamp), "Parley-Signature": signature.sign(SECRET, timestamp, BODY)}
+    assert verify(SECRET, headers, BODY)
+    assert not verify(SECRET, headers, BODY + b" ")
+    assert not verify(bytes(32), headers, BODY)
+    stale = timestamp - 3600
+    replayed = {"Parley-Timestamp": str(stale), "Parley-Signature": signature.sign(SECRET, stale, BODY)}
+    assert not verify(SECRET, replayed, BODY)
 
 
 @pytest.mark.parametrize(
