@@ -128,8 +128,14 @@ async def follow_identity(
     )
     directory = WatchedProviderDirectory(channel)
     directory.start()
-    async with asyncio.timeout(settings.startup_timeout_s):
-        await directory.wait_ready()
+    try:
+        async with asyncio.timeout(settings.startup_timeout_s):
+            await directory.wait_ready()
+    except BaseException:
+        # A service that cannot start must not leave a watch retrying against identity behind it.
+        await directory.stop()
+        await channel.close()
+        raise
     return channel, directory
 
 

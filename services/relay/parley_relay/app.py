@@ -6,7 +6,7 @@ import base64
 import binascii
 import socket
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from parley.common.v1.common_pb2 import ProviderStatus
 from parley.relay.v1 import relay_pb2_grpc
@@ -34,7 +34,9 @@ class RelaySettings(IdentityPeerSettings):
 
     port: int = Field(7100, ge=0, le=65535, description="gRPC port.")
     moderation_target: str = Field("", description="Moderation service host:port; empty: no moderation checks.")
-    franking_key: str = Field("", description="Base64 of the >= 32-byte key stamping franking commitments.")
+    franking_key: SecretStr = Field(
+        SecretStr(""), description="Base64 of the >= 32-byte key stamping franking commitments."
+    )
     max_stanza_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest stanza.")
     retention_s: int = Field(30 * 86_400, ge=60, le=365 * 86_400, description="How long undelivered stanzas wait.")
     recipient_cache_s: float = Field(1.0, ge=0, le=60, description="Reuse of identity's recipient answers.")
@@ -48,10 +50,10 @@ class RelaySettings(IdentityPeerSettings):
 
     @field_validator("franking_key")
     @classmethod
-    def _franking_key_is_base64(cls, value: str) -> str:
-        if value:
+    def _franking_key_is_base64(cls, value: SecretStr) -> SecretStr:
+        if encoded := value.get_secret_value():
             try:
-                key = base64.b64decode(value, validate=True)
+                key = base64.b64decode(encoded, validate=True)
             except binascii.Error:
                 raise ValueError("must be base64") from None
             if len(key) < 32:
@@ -78,7 +80,7 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         CachingRecipientResolver(identity, ttl_s=settings.recipient_cache_s),
         policy,
         EventPublisher(client, "relay"),
-        franking_key=base64.b64decode(settings.franking_key) if settings.franking_key else b"",
+        franking_key=base64.b64decode(settings.franking_key.get_secret_value()),
         limits=RelayLimits(
             stanza=Limits(max_bytes=settings.max_stanza_bytes), retention_ms=settings.retention_s * 1000
         ),
