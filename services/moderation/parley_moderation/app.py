@@ -51,6 +51,7 @@ class ModerationSettings(IdentityPeerSettings):
     breaker_window_s: float = Field(10.0, gt=0, le=3600, description="Window the breaker counts refusals in.")
     breaker_cooldown_s: float = Field(30.0, gt=0, le=_DAY_S, description="How long an open breaker refuses.")
     max_fan_out: int = Field(1000, ge=1, le=100_000, description="Most device copies one send may declare.")
+    max_check_batch: int = Field(1000, ge=1, le=100_000, description="Most sends one CheckSendBatch call may decide.")
     max_contacts: int = Field(10_000, ge=1, le=1_000_000, description="Contacts remembered per user.")
     contact_ttl_s: int = Field(90 * _DAY_S, ge=60, description="Contact memory after the last message.")
     max_blocks: int = Field(10_000, ge=1, le=1_000_000, description="Blocks a user may hold.")
@@ -87,6 +88,7 @@ class ModerationSettings(IdentityPeerSettings):
             breaker_window_ms=int(self.breaker_window_s * 1000),
             breaker_cooldown_ms=int(self.breaker_cooldown_s * 1000),
             max_fan_out=self.max_fan_out,
+            max_check_batch=self.max_check_batch,
             max_contacts=self.max_contacts,
             contact_ttl_ms=self.contact_ttl_s * 1000,
             max_blocks=self.max_blocks,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry import metrics
@@ -29,6 +29,7 @@ from parley_moderation.model import (
     AuditRecord,
     Decision,
     Report,
+    SendAttempt,
     SendChecks,
     SendShape,
 )
@@ -79,6 +80,7 @@ class ModerationLimits:
     breaker_window_ms: int = 10_000
     breaker_cooldown_ms: int = 30_000
     max_fan_out: int = 1000
+    max_check_batch: int = 1000
     max_contacts: int = 10_000
     contact_ttl_ms: int = 90 * 86_400_000
     max_blocks: int = 10_000
@@ -106,6 +108,21 @@ class ModerationLimits:
             max_contacts=self.max_contacts,
             contact_ttl_ms=self.contact_ttl_ms,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One send to decide (``CheckSendRequest``), as the relay asks.
+
+    Attributes:
+        sender: the sending device's (or user's) address.
+        recipient: the recipient user's address (a device part is ignored).
+        fan_out: device copies the send makes; 0 counts as 1.
+    """
+
+    sender: str
+    recipient: str
+    fan_out: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,30 +202,69 @@ class ModerationHandler:
         Raises:
             ParleyError: INVALID_ARGUMENT / MISSING_FIELD, INVALID_ADDRESS, INVALID_FIELD (fan_out too large).
         """
-        sender_user = _parse_address(sender, "sender").user
-        recipient_user = _parse_address(recipient, "recipient").user
-        if fan_out > self._limits.max_fan_out:
-            raise invalid_field("fan_out", f"at most {self._limits.max_fan_out}")
-        decision = self._provider_refusal(sender_user.provider) or self._provider_refusal(recipient_user.provider)
-        if decision is None:
-            checks = await self._store.check_send(
-                str(sender_user),
-                str(recipient_user),
-                sender_user.provider,
-                fan_out=max(fan_out, 1),
-                shape=self._shape(sender_user.provider),
-                now_ms=self._now_ms(),
-            )
-            decision = _decide(checks)
-        self._verdicts.add(
-            1,
-            {
-                "verdict": Verdict.Name(decision.verdict).removeprefix("VERDICT_"),
-                "reason": reason_name(decision.reason) if decision.reason else "",
-                "limit": decision.limit,
-            },
-        )
+        (decision,) = await self._decide_sends([self._send(SendRequest(sender, recipient, fan_out), "")])
         return decision
+
+    async def check_send_batch(self, requests: Sequence[SendRequest]) -> list[Decision]:
+        """Decides many sends, in order, each exactly as :meth:`check_send` would after the ones before it.
+
+        Args:
+            requests: the sends; their tokens are taken in this order.
+
+        Returns:
+            One decision per request, in order.
+
+        Raises:
+            ParleyError: INVALID_ARGUMENT / BATCH_TOO_LARGE over the configured number of checks; MISSING_FIELD,
+                INVALID_ADDRESS, INVALID_FIELD as :meth:`check_send`, with the field named by the request's
+                index (e.g. ``checks[3].sender``). A refused batch decides nothing and changes nothing.
+        """
+        limit = self._limits.max_check_batch
+        if len(requests) > limit:
+            raise ParleyError(
+                Code.INVALID_ARGUMENT,
+                ErrorReason.ERROR_REASON_BATCH_TOO_LARGE,
+                f"at most {limit} checks per call",
+                limit=limit,
+                field="checks",
+            )
+        # Every request is validated before any is decided: one bad entry refuses the batch untouched.
+        sends = [self._send(request, f"checks[{index}].") for index, request in enumerate(requests)]
+        return await self._decide_sends(sends)
+
+    def _send(self, request: SendRequest, prefix: str) -> tuple[SendAttempt, Decision | None]:
+        """A validated send, and its verdict when the provider cache alone decides it (no Redis work)."""
+        sender_user = _parse_address(request.sender, f"{prefix}sender").user
+        recipient_user = _parse_address(request.recipient, f"{prefix}recipient").user
+        if request.fan_out > self._limits.max_fan_out:
+            raise invalid_field(f"{prefix}fan_out", f"at most {self._limits.max_fan_out}")
+        attempt = SendAttempt(
+            sender=str(sender_user),
+            recipient=str(recipient_user),
+            provider_id=sender_user.provider,
+            fan_out=max(request.fan_out, 1),
+            shape=self._shape(sender_user.provider),
+        )
+        return attempt, self._provider_refusal(sender_user.provider) or self._provider_refusal(recipient_user.provider)
+
+    async def _decide_sends(self, sends: Sequence[tuple[SendAttempt, Decision | None]]) -> list[Decision]:
+        # Sends the provider cache refuses never reach Redis, as in a single decision; the rest go in one call.
+        checked = iter(
+            await self._store.check_send_many(
+                [attempt for attempt, refusal in sends if refusal is None], now_ms=self._now_ms()
+            )
+        )
+        decisions = [refusal or _decide(next(checked)) for _, refusal in sends]
+        for decision in decisions:
+            self._verdicts.add(
+                1,
+                {
+                    "verdict": Verdict.Name(decision.verdict).removeprefix("VERDICT_"),
+                    "reason": reason_name(decision.reason) if decision.reason else "",
+                    "limit": decision.limit,
+                },
+            )
+        return decisions
 
     def _provider_refusal(self, provider_id: str) -> Decision | None:
         record = self._providers.get(provider_id)

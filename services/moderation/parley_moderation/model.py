@@ -50,6 +50,25 @@ class SendShape:
 
 
 @dataclass(frozen=True, slots=True)
+class SendAttempt:
+    """One send for the store to check, validated and reduced to users.
+
+    Attributes:
+        sender: the sender user's address.
+        recipient: the recipient user's address.
+        provider_id: the sender's provider.
+        fan_out: device copies of this send (at least 1).
+        shape: the limits that apply to it.
+    """
+
+    sender: str
+    recipient: str
+    provider_id: str
+    fan_out: int
+    shape: SendShape
+
+
+@dataclass(frozen=True, slots=True)
 class SendChecks:
     """What the three parts of a send decision found (one pipelined round trip).
 

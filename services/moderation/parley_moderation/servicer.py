@@ -7,8 +7,8 @@ import grpc.aio
 from parley.common.v1.common_pb2 import ErrorReason, PageResponse
 from parley.moderation.v1 import moderation_pb2 as pb
 from parley.moderation.v1 import moderation_pb2_grpc
-from parley_moderation.handler import ModerationHandler, ReportSubmission
-from parley_moderation.model import Report
+from parley_moderation.handler import ModerationHandler, ReportSubmission, SendRequest
+from parley_moderation.model import Decision, Report
 from parley_runtime.auth import Access, UserPrincipal
 from parley_runtime.errors import permission_denied
 from parley_runtime.interceptors import current_principal
@@ -18,6 +18,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModerationService"].full_name
 
 _ACCESS_BY_METHOD: dict[str, Access] = {
     "CheckSend": Access.INTERNAL,
+    "CheckSendBatch": Access.INTERNAL,
     "Block": Access.USER,
     "Unblock": Access.USER,
     "ListBlocks": Access.USER,
@@ -34,6 +35,15 @@ def _user() -> Address:
     if not isinstance(principal, UserPrincipal):
         raise permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, "this call needs a user assertion")
     return principal.user
+
+
+def _decision_pb(decision: Decision) -> pb.CheckSendResponse:
+    return pb.CheckSendResponse(
+        verdict=decision.verdict,
+        reason=decision.reason,
+        retry_after_ms=decision.retry_after_ms,
+        limit=decision.limit,
+    )
 
 
 def _report_pb(report: Report) -> pb.Report:
@@ -59,13 +69,15 @@ class ModerationServicer(moderation_pb2_grpc.ModerationServiceServicer):
         self._handler = handler
 
     async def CheckSend(self, request: pb.CheckSendRequest, context: grpc.aio.ServicerContext) -> pb.CheckSendResponse:
-        decision = await self._handler.check_send(request.sender, request.recipient, request.fan_out)
-        return pb.CheckSendResponse(
-            verdict=decision.verdict,
-            reason=decision.reason,
-            retry_after_ms=decision.retry_after_ms,
-            limit=decision.limit,
+        return _decision_pb(await self._handler.check_send(request.sender, request.recipient, request.fan_out))
+
+    async def CheckSendBatch(
+        self, request: pb.CheckSendBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckSendBatchResponse:
+        decisions = await self._handler.check_send_batch(
+            [SendRequest(check.sender, check.recipient, check.fan_out) for check in request.checks]
         )
+        return pb.CheckSendBatchResponse(decisions=[_decision_pb(decision) for decision in decisions])
 
     async def Block(self, request: pb.BlockRequest, context: grpc.aio.ServicerContext) -> pb.BlockResponse:
         await self._handler.block(_user(), request.address)

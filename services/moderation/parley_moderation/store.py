@@ -8,6 +8,14 @@ trip gives back what the allowing part took (``lua/refund_*.lua``): a refused se
 anything, and an abusive user cannot drain the provider's budget with sends refused for the user alone. Refusals
 are the uncommon case; the common one stays one round trip. Blocks live in the blocking user's slot, reports in
 the shared ``{reports}`` slot.
+
+Many sends are decided with the scripts of all of them in one pipeline, in order. Redis runs a pipeline's
+scripts in order, so each send's scripts see exactly the state the sends before it left, as if each were decided
+alone after the previous one, until one send needs a refund: sent alone, that refund would have run before the
+next send's scripts. The sends after it were therefore run on speculation. They are undone (tokens and quota
+refunded, breaker counts and contact records restored from what the scripts returned, newest first), the refund
+goes out, and those sends run again: all in the next pipeline. So the batch's decisions and final state are
+those of deciding the sends one by one, and the common case (nothing refunded) stays one round trip.
 """
 
 from __future__ import annotations
@@ -16,10 +24,19 @@ import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from parley.moderation.v1.moderation_pb2 import ReportOutcome
-from parley_moderation.model import PROVIDER_ALLOWED, SENDER_ALLOWED, AuditRecord, Report, SendChecks, SendShape
+from parley_moderation.model import (
+    PROVIDER_ALLOWED,
+    SENDER_ALLOWED,
+    AuditRecord,
+    Report,
+    SendAttempt,
+    SendChecks,
+    SendShape,
+)
 from parley_runtime import redis_keys
 from parley_runtime.redis_client import Redis, load_script
 
@@ -27,10 +44,18 @@ from parley_runtime.redis_client import Redis, load_script
 class ModerationStore(Protocol):
     """Storage of send limits, blocks, restrictions and reports."""
 
-    async def check_send(
-        self, sender: str, recipient: str, provider_id: str, *, fan_out: int, shape: SendShape, now_ms: int
-    ) -> SendChecks:
-        """Runs the three checks of one send; tokens and quota stay taken only when sender and provider allow it."""
+    async def check_send_many(self, attempts: Sequence[SendAttempt], *, now_ms: int) -> list[SendChecks]:
+        """Runs the three checks of each send, in order, as if each were checked alone after the one before.
+
+        Tokens and quota stay taken only for sends that sender and provider both allow.
+
+        Args:
+            attempts: the sends, in the order their tokens are taken.
+            now_ms: now, Unix ms (contact times).
+
+        Returns:
+            What the checks of each send found, one per attempt, in order.
+        """
 
     async def block(self, user: str, blocked: str, max_blocks: int) -> bool:
         """Adds a block (a no-op when it exists); False when ``user`` already holds ``max_blocks`` others."""
@@ -65,6 +90,10 @@ class ModerationStore(Protocol):
         """Sets the outcome and appends ``entry``; False when there is no such report."""
 
 
+_ScriptCall = tuple[AsyncScript, list[str], list[Any]]
+"""A script with its KEYS and ARGV, as a pipeline runs it."""
+
+
 def _encode_audit(entry: AuditRecord) -> str:
     return json.dumps({"at_ms": entry.at_ms, "actor": entry.actor, "action": entry.action}, separators=(",", ":"))
 
@@ -84,51 +113,131 @@ class RedisModerationStore:
         self._check_provider = load_script(client, "parley_moderation", "check_provider")
         self._refund_sender = load_script(client, "parley_moderation", "refund_sender")
         self._refund_provider = load_script(client, "parley_moderation", "refund_provider")
+        self._restore_breaker = load_script(client, "parley_moderation", "restore_breaker")
+        self._restore_contacts = load_script(client, "parley_moderation", "restore_contacts")
         self._block = load_script(client, "parley_moderation", "block")
         self._save_report = load_script(client, "parley_moderation", "save_report")
         self._count_verified_report = load_script(client, "parley_moderation", "count_verified_report")
         self._resolve_report = load_script(client, "parley_moderation", "resolve_report")
+        self._scripts = [value for value in vars(self).values() if isinstance(value, AsyncScript)]
 
     # --- send decisions -----------------------------------------------------------------------------------------
 
-    async def check_send(
-        self, sender: str, recipient: str, provider_id: str, *, fan_out: int, shape: SendShape, now_ms: int
-    ) -> SendChecks:
-        calls = check_send_calls(sender, recipient, provider_id, fan_out=fan_out, shape=shape, now_ms=now_ms)
+    async def check_send_many(self, attempts: Sequence[SendAttempt], *, now_ms: int) -> list[SendChecks]:
+        found: list[SendChecks] = []
+        undo: list[_ScriptCall] = []
+        wave_size = len(attempts)
+        while len(found) < len(attempts) or undo:
+            wave = attempts[len(found) : len(found) + wave_size]
+            calls = [call for attempt in wave for call in self._check_calls(attempt, now_ms)]
+            results = (await self._run(undo + calls))[len(undo) :]
+            undo = []
+            replies = [results[index : index + 3] for index in range(0, len(results), 3)]
+            for offset, (attempt, (sender, recipient, provider)) in enumerate(zip(wave, replies, strict=True)):
+                found.append(
+                    SendChecks(
+                        sender_outcome=int(sender[0]),
+                        sender_retry_after_ms=int(sender[1]),
+                        first_contact=bool(int(sender[2])),
+                        provider_outcome=int(provider[0]),
+                        provider_retry_after_ms=int(provider[1]),
+                        blocked=int(recipient[0]) == 1,
+                    )
+                )
+                refund = self._refund(attempt, sender, provider)
+                if refund is not None:
+                    speculated = zip(wave[offset + 1 :], replies[offset + 1 :], strict=True)
+                    undo = [call for later in reversed(list(speculated)) for call in self._undo(*later)] + [refund]
+                    # Speculating far past a send that needed a refund wastes work when refunds come often (a
+                    # sender past its first-contact limit): the next wave is twice what this one got through.
+                    wave_size = 2 * (offset + 1)
+                    break
+            else:
+                wave_size *= 2
+        return found
+
+    def _check_calls(self, attempt: SendAttempt, now_ms: int) -> list[_ScriptCall]:
+        calls = check_send_calls(
+            attempt.sender,
+            attempt.recipient,
+            attempt.provider_id,
+            fan_out=attempt.fan_out,
+            shape=attempt.shape,
+            now_ms=now_ms,
+        )
         scripts = (self._check_sender, self._check_recipient, self._check_provider)
+        return [(script, keys, args) for script, (keys, args) in zip(scripts, calls, strict=True)]
+
+    def _refund(self, attempt: SendAttempt, sender: Any, provider: Any) -> _ScriptCall | None:
+        """The refund a send needs when one part refused what another allowed, else None."""
+        sender_allowed = int(sender[0]) == SENDER_ALLOWED
+        provider_allowed = int(provider[0]) == PROVIDER_ALLOWED
+        if sender_allowed and not provider_allowed:
+            return self._refund_sender_call(attempt, sender)
+        if provider_allowed and not sender_allowed:
+            return self._refund_provider_call(attempt, provider)
+        return None
+
+    def _undo(self, attempt: SendAttempt, replies: Sequence[Any]) -> list[_ScriptCall]:
+        """What undoes a speculated send's three scripts, in reverse order of theirs."""
+        sender, recipient, provider = replies
+        calls: list[_ScriptCall] = []
+        if int(provider[0]) == PROVIDER_ALLOWED:
+            calls.append(self._refund_provider_call(attempt, provider))
+        elif len(provider) > 3:  # the refusal counted toward the breaker; the breaker as it was follows
+            calls.append((self._restore_breaker, [redis_keys.provider_breaker(attempt.provider_id)], provider[3:7]))
+        if int(recipient[0]) == 0:
+            calls.append(
+                (self._restore_contacts, [redis_keys.contacts(attempt.recipient)], [attempt.sender, *recipient[1:]])
+            )
+        if int(sender[0]) == SENDER_ALLOWED:
+            calls.append(self._refund_sender_call(attempt, sender))
+        return calls
+
+    def _refund_sender_call(self, attempt: SendAttempt, sender: Any) -> _ScriptCall:
+        return (
+            self._refund_sender,
+            [redis_keys.rate_limit(attempt.sender, "send"), redis_keys.rate_limit(attempt.sender, "first_contact")],
+            [attempt.shape.sender_capacity, attempt.shape.first_contact_capacity, int(sender[2])],
+        )
+
+    def _refund_provider_call(self, attempt: SendAttempt, provider: Any) -> _ScriptCall:
+        return (
+            self._refund_provider,
+            [
+                redis_keys.rate_limit(attempt.provider_id, "provider_send"),
+                redis_keys.provider_quota(attempt.provider_id),
+            ],
+            [attempt.shape.provider_capacity, int(provider[2]), attempt.fan_out],
+        )
+
+    async def _run(self, calls: Sequence[_ScriptCall]) -> list[Any]:
+        """Runs scripts as one pipeline, in order; returns their replies."""
         # EVALSHA straight on the pipeline: redis-py's script objects would add a SCRIPT EXISTS round trip to
-        # every pipeline. After a Redis restart or SCRIPT FLUSH the scripts are gone; each one that failed
-        # for that alone (it did nothing) is then run again, loading it.
+        # every pipeline. After a Redis restart or SCRIPT FLUSH the scripts are gone, so from some point on every
+        # call fails for that alone (doing nothing). Every script is then loaded, not only the failed ones: a
+        # script loaded later on its own would fail first while the calls after it ran, out of order. The
+        # failed calls then run again, in order.
+        results = await self._pipeline(calls)
+        failed = [index for index, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if failed:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for script in self._scripts:
+                    pipe.script_load(script.script)
+                await pipe.execute()
+            for index, result in zip(failed, await self._pipeline([calls[i] for i in failed]), strict=True):
+                results[index] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    async def _pipeline(self, calls: Sequence[_ScriptCall]) -> list[Any]:
         async with self._client.pipeline(transaction=False) as pipe:
-            for script, (keys, args) in zip(scripts, calls, strict=True):
+            for script, keys, args in calls:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
-        for index, result in enumerate(results):
-            if isinstance(result, NoScriptError):
-                keys, args = calls[index]
-                results[index] = await scripts[index](keys=keys, args=args)
-            elif isinstance(result, Exception):
-                raise result
-        sender_result, blocked, provider_result = results
-        sender_allowed = int(sender_result[0]) == SENDER_ALLOWED
-        provider_allowed = int(provider_result[0]) == PROVIDER_ALLOWED
-        if sender_allowed and not provider_allowed:
-            await self._refund_sender(
-                keys=calls[0][0][2:],
-                args=[shape.sender_capacity, shape.first_contact_capacity, int(sender_result[2])],
-            )
-        elif provider_allowed and not sender_allowed:
-            await self._refund_provider(
-                keys=calls[2][0][:2], args=[shape.provider_capacity, int(provider_result[2]), fan_out]
-            )
-        return SendChecks(
-            sender_outcome=int(sender_result[0]),
-            sender_retry_after_ms=int(sender_result[1]),
-            first_contact=bool(int(sender_result[2])),
-            provider_outcome=int(provider_result[0]),
-            provider_retry_after_ms=int(provider_result[1]),
-            blocked=bool(int(blocked)),
-        )
+        return results
 
     # --- blocks -------------------------------------------------------------------------------------------------
 

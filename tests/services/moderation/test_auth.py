@@ -1,4 +1,4 @@
-"""Who may call what: CheckSend is internal, blocks and reports are users', review is the operator's."""
+"""Who may call what: CheckSend and CheckSendBatch are internal, blocks and reports users', review the operator's."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ _PROVIDER: Credential = lambda keys: keys.auth("gatekeeper")  # noqa: E731
 
 _REQUESTS = {
     "CheckSend": pb.CheckSendRequest(sender=ALICE_PHONE, recipient=BOB, fan_out=1),
+    "CheckSendBatch": pb.CheckSendBatchRequest(checks=[pb.CheckSendRequest(sender=ALICE_PHONE, recipient=BOB)]),
     "Block": pb.BlockRequest(address=ALICE_PHONE),
     "Unblock": pb.UnblockRequest(address=ALICE_PHONE),
     "ListBlocks": pb.ListBlocksRequest(),
@@ -45,6 +46,11 @@ _MISSING = (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING")
         ("CheckSend", _NONE, _MISSING),
         ("CheckSend", _USER, (_DENIED, "INTERNAL_ONLY")),
         ("CheckSend", _ADMIN, (_DENIED, "TOKEN_INVALID")),
+        ("CheckSendBatch", _INTERNAL, _OK),
+        ("CheckSendBatch", _NONE, _MISSING),
+        ("CheckSendBatch", _USER, (_DENIED, "INTERNAL_ONLY")),
+        ("CheckSendBatch", _PROVIDER, (_DENIED, "INTERNAL_ONLY")),
+        ("CheckSendBatch", _ADMIN, (_DENIED, "TOKEN_INVALID")),
         ("Block", _USER, _OK),
         ("Block", _DEVICE, _OK),
         ("Block", _NONE, _MISSING),

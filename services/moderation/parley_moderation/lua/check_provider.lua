@@ -17,7 +17,9 @@
 -- refusal takes nothing but counts toward the breaker: a provider that keeps pushing past its limits (a retry
 -- storm, a compromised provider) is cut off for the cooldown, during which its sends cost one key read. Server
 -- time throughout. When another part of the decision refuses the send, refund_provider.lua gives back what an
--- allowed send took.
+-- allowed send took. A refusal that counted toward the breaker appends the breaker as it was before, {since,
+-- failures, open_until ('' for a missing field), expiry time (PEXPIRETIME: -2 no key, -1 none)}, so that
+-- restore_breaker.lua can undo the count when a batch's speculative tail is rolled back.
 local now_parts = redis.call('TIME')
 local now_ms = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local now = now_ms / 1000
@@ -30,7 +32,9 @@ end
 local threshold, breaker_window, cooldown = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local function refuse(outcome, retry_after_ms)
   if threshold > 0 then
-    local since = tonumber(redis.call('HGET', KEYS[3], 'since') or '0')
+    local before = redis.call('HMGET', KEYS[3], 'since', 'failures', 'open_until')
+    local expires_at = redis.call('PEXPIRETIME', KEYS[3])
+    local since = tonumber(before[1] or '0')
     local failures = 1
     if now_ms - since < breaker_window then
       failures = redis.call('HINCRBY', KEYS[3], 'failures', 1)
@@ -43,6 +47,7 @@ local function refuse(outcome, retry_after_ms)
     else
       redis.call('PEXPIRE', KEYS[3], breaker_window + cooldown)
     end
+    return {outcome, retry_after_ms, 0, before[1] or '', before[2] or '', before[3] or '', expires_at}
   end
   return {outcome, retry_after_ms, 0}
 end

@@ -7,16 +7,23 @@
 -- ARGV[3]  most contacts remembered per user (the oldest are forgotten first)
 -- ARGV[4]  contact memory, ms (refreshed by every send to the recipient)
 --
--- Returns 1 when the recipient blocked the sender (nothing is written), else 0. Recording the contact lets the
+-- Returns {1} when the recipient blocked the sender (nothing is written), else {0, the sender's score before
+-- ('' when it was no contact), then each contact the bound forgot with its score}: what restore_contacts.lua
+-- needs to undo the record when a batch's speculative tail is rolled back. Recording the contact lets the
 -- recipient's replies to the sender skip the first-contact limit. It runs in the same round trip as the
 -- sender's checks, so it also records sends that a rate limit then refuses: harmless, as it only ever relaxes the
 -- limit for the recipient answering someone who tried to reach them. Idempotent: a repeat only moves the score.
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return 1
+  return {1}
 end
+local reply = {0, redis.call('ZSCORE', KEYS[2], ARGV[1]) or ''}
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-if redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[3]) then
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[3]) - 1)
+local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[3])
+if excess > 0 then
+  for _, value in ipairs(redis.call('ZRANGE', KEYS[2], 0, excess - 1, 'WITHSCORES')) do
+    reply[#reply + 1] = value
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return 0
+return reply
