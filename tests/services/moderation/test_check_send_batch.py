@@ -1,0 +1,345 @@
+"""CheckSendBatch over real gRPC and Redis: the same decisions and state as CheckSend one by one, or nothing.
+
+Each equivalence test runs one scenario twice on the same server: as CheckSend calls one by one, then (after
+removing every moderation key and setting up again) as one CheckSendBatch. Decisions and the Redis state left
+behind must agree. Buckets refill at a rate near zero, so no assertion depends on the clock.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from support.cluster import INTERNAL, Cluster, ProviderKeys
+from support.moderation import NO_REFILL, check, start_moderation
+
+from parley.common.v1.common_pb2 import ErrorReason
+from parley.moderation.v1 import moderation_pb2 as pb
+from parley.moderation.v1 import moderation_pb2_grpc
+from parley_runtime import redis_keys
+
+ALICE = "username:alice@birdy"
+CAROL = "username:carol@birdy"
+ZOE = "username:zoe@birdy"
+BOB = "phone:+4915112345678@gatekeeper"
+DAVE = "username:dave@gatekeeper"
+ERIN = "username:erin@gatekeeper"
+GHOST = "username:ghost@nowhere"
+
+Send = tuple[str, str, int]
+"""(sender device or user, recipient, fan_out)."""
+
+# Tight limits, so that one scenario meets every one of them; no refill while a test runs.
+_TIGHT = {
+    "send_burst": 6,
+    "send_per_second": NO_REFILL,
+    "first_contact_burst": 2,
+    "first_contact_per_second": NO_REFILL,
+    "provider_burst": 30,
+    "provider_per_second": NO_REFILL,
+    "provider_quota": 14,
+    "provider_quota_overrides": {"gatekeeper": 1000},
+    "breaker_threshold": 3,
+    "breaker_cooldown_s": 600,
+}
+
+
+async def _setup(
+    cluster: Cluster, **moderation: object
+) -> tuple[moderation_pb2_grpc.ModerationServiceStub, ProviderKeys]:
+    await cluster.start_identity()
+    gatekeeper = await cluster.enlist("gatekeeper")
+    await cluster.enlist("birdy")
+    return await start_moderation(cluster, **moderation), gatekeeper
+
+
+async def _batch(moderation: moderation_pb2_grpc.ModerationServiceStub, sends: Sequence[Send]) -> list[tuple[Any, ...]]:
+    response = await moderation.CheckSendBatch(
+        pb.CheckSendBatchRequest(checks=[pb.CheckSendRequest(sender=s, recipient=r, fan_out=f) for s, r, f in sends]),
+        metadata=INTERNAL,
+    )
+    assert len(response.decisions) == len(sends)
+    return [_decision(decision) for decision in response.decisions]
+
+
+async def _one_by_one(
+    moderation: moderation_pb2_grpc.ModerationServiceStub, sends: Sequence[Send]
+) -> list[tuple[Any, ...]]:
+    return [_decision(await check(moderation, s, r, f)) for s, r, f in sends]
+
+
+def _decision(response: pb.CheckSendResponse) -> tuple[Any, ...]:
+    # Quota and breaker waits count down with the clock; whether there is one is what must agree.
+    clocked = response.limit in ("provider_quota", "provider_circuit")
+    return (
+        pb.Verdict.Name(response.verdict).removeprefix("VERDICT_"),
+        ErrorReason.Name(response.reason).removeprefix("ERROR_REASON_"),
+        response.limit,
+        response.retry_after_ms > 0 if clocked else response.retry_after_ms,
+    )
+
+
+async def _state(client: aioredis.Redis, *, exact: bool) -> dict[str, Any]:
+    """Every moderation key (``mod:*``, ``rl:*``) with its contents.
+
+    Args:
+        exact: everything as stored (for "nothing changed"); otherwise without what only differs by when it was
+            written (token timestamps, contact scores, breaker times), for comparing two runs.
+    """
+    state: dict[str, Any] = {}
+    for pattern in ("mod:*", "rl:*"):
+        async for raw_key in client.scan_iter(match=pattern):
+            key = raw_key.decode()
+            kind = (await client.type(key)).decode()
+            if kind == "hash":
+                fields = {k.decode(): v.decode() for k, v in (await client.hgetall(key)).items()}
+                if not exact:
+                    fields.pop("ts", None)
+                    if "tokens" in fields:
+                        fields["tokens"] = str(round(float(fields["tokens"]), 6))
+                    for clocked in ("since", "open_until"):
+                        if clocked in fields:
+                            fields[clocked] = str(int(fields[clocked]) > 0)
+                state[key] = fields
+            elif kind == "zset":
+                members = await client.zrange(key, 0, -1, withscores=exact)
+                state[key] = members if exact else sorted(members)
+            else:
+                state[key] = await client.get(key)
+    return state
+
+
+async def _reset(client: aioredis.Redis) -> None:
+    keys = [key for pattern in ("mod:*", "rl:*") async for key in client.scan_iter(match=pattern)]
+    if keys:
+        await client.delete(*keys)
+
+
+async def _prepare(
+    client: aioredis.Redis, moderation: moderation_pb2_grpc.ModerationServiceStub, gatekeeper: ProviderKeys
+) -> None:
+    """Bob blocks Alice; Zoe is restricted (set directly: the restriction's causes are tested in test_reports)."""
+    await moderation.Block(pb.BlockRequest(address=ALICE), metadata=gatekeeper.auth(BOB))
+    await client.set(redis_keys.sender_restriction(ZOE), "test")
+
+
+async def _both_ways(
+    cluster: Cluster, redis_url: str, sends: Sequence[Send], **moderation_settings: object
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], dict[str, Any], dict[str, Any]]:
+    moderation, gatekeeper = await _setup(cluster, **moderation_settings)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await _prepare(client, moderation, gatekeeper)
+        alone = await _one_by_one(moderation, sends)
+        alone_state = await _state(client, exact=False)
+        await _reset(client)
+        await _prepare(client, moderation, gatekeeper)
+        batched = await _batch(moderation, sends)
+        batched_state = await _state(client, exact=False)
+    finally:
+        await client.aclose()
+    return alone, batched, alone_state, batched_state
+
+
+# A scenario that meets every rule, and sends after each kind of refusal that depend on it being exact:
+# refunds given back before the next send, contacts recorded in order, breaker counts.
+_SCENARIO: list[Send] = [
+    (f"{ALICE}/1", BOB, 1),  # blocked: dropped, charged like any first contact (first-contact token 1)
+    (f"{ALICE}/1", DAVE, 1),  # first contact: token 2, the last
+    (f"{ALICE}/1", ERIN, 1),  # first contact refused; birdy's token and quota come back
+    (f"{DAVE}/1", ALICE, 1),  # Alice wrote first: no first contact; Dave is now Alice's contact
+    (f"{ALICE}/2", DAVE, 1),  # no first contact any more (Dave wrote back just before)
+    (f"{ZOE}/1", BOB, 1),  # restricted; birdy's token and quota come back
+    (f"{GHOST}/1", BOB, 1),  # unknown provider: decided without Redis
+    (f"{ALICE}/1", DAVE, 6),  # birdy's quota: 3 + 6 = 9 of 14
+    (f"{CAROL}/1", DAVE, 6),  # 15 > 14: quota refused (breaker 1); Carol's tokens come back
+    (f"{CAROL}/1", DAVE, 5),  # 14: fits exactly, thanks to every refund before
+    (f"{CAROL}/1", DAVE, 1),  # quota refused (breaker 2)
+    (f"{CAROL}/1", BOB, 1),  # quota refused (breaker 3: open)
+    (f"{ALICE}/1", DAVE, 1),  # the breaker refuses birdy
+    (f"{BOB}/1", ALICE, 1),  # the gatekeeper is fine; Bob's first contact
+    *[(f"{DAVE}/{device}", ALICE, 0) for device in (1, 2, 3, 1, 2, 1)],  # Dave's bucket (6) runs out at the 6th
+    (f"{DAVE}/1", ERIN, 1),  # still empty, first contact or not
+    (f"{ERIN}/1", ALICE, 1),  # Erin writes to Alice
+    (f"{ALICE}/1", GHOST, 1),  # to an unknown provider's user
+]
+
+
+async def test_a_batch_decides_and_leaves_exactly_what_sends_one_by_one_do(cluster: Cluster, redis_url: str) -> None:
+    alone, batched, alone_state, batched_state = await _both_ways(cluster, redis_url, _SCENARIO, **_TIGHT)
+    assert batched == alone
+    assert batched_state == alone_state
+    # The scenario meets what it claims to, in this order.
+    assert [decision[:3] for decision in alone] == [
+        ("DROP_SILENTLY", "UNSPECIFIED", ""),
+        ("ALLOW", "UNSPECIFIED", ""),
+        ("REFUSE", "RATE_LIMITED", "first_contact"),
+        ("ALLOW", "UNSPECIFIED", ""),
+        ("ALLOW", "UNSPECIFIED", ""),
+        ("REFUSE", "SENDER_RESTRICTED", ""),
+        ("REFUSE", "UNKNOWN_PROVIDER", ""),
+        ("ALLOW", "UNSPECIFIED", ""),
+        ("REFUSE", "QUOTA_EXCEEDED", "provider_quota"),
+        ("ALLOW", "UNSPECIFIED", ""),
+        ("REFUSE", "QUOTA_EXCEEDED", "provider_quota"),
+        ("REFUSE", "QUOTA_EXCEEDED", "provider_quota"),
+        ("REFUSE", "PROVIDER_THROTTLED", "provider_circuit"),
+        ("ALLOW", "UNSPECIFIED", ""),
+        *[("ALLOW", "UNSPECIFIED", "")] * 5,
+        ("REFUSE", "RATE_LIMITED", "sender"),
+        ("REFUSE", "RATE_LIMITED", "sender"),
+        ("ALLOW", "UNSPECIFIED", ""),
+        ("REFUSE", "UNKNOWN_PROVIDER", ""),
+    ]
+    assert batched_state[redis_keys.provider_quota("birdy")]["used"] == "14"
+    assert batched_state[redis_keys.provider_breaker("birdy")]["open_until"] == "True"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_batches_decide_as_sends_one_by_one(cluster: Cluster, redis_url: str, seed: int) -> None:
+    users = [ALICE, CAROL, ZOE, BOB, DAVE, ERIN]
+    rng = random.Random(seed)
+    sends = [(f"{rng.choice(users)}/{rng.randint(1, 2)}", rng.choice(users), rng.randint(0, 4)) for _ in range(60)]
+    settings = {**_TIGHT, "send_burst": 8, "provider_burst": 20, "breaker_threshold": 4}
+    alone, batched, alone_state, batched_state = await _both_ways(cluster, redis_url, sends, **settings)
+    assert batched == alone
+    assert batched_state == alone_state
+    # The draw met limits, so speculation past refunds was exercised, not only allowed sends.
+    assert len({decision[:3] for decision in alone}) >= 4
+
+
+async def test_a_contact_forgotten_on_speculation_comes_back(cluster: Cluster, redis_url: str) -> None:
+    """A send run on speculation whose record forgot a contact (the bound) must give it back before the rerun."""
+    moderation, _ = await _setup(cluster, max_contacts=1, first_contact_burst=1, first_contact_per_second=NO_REFILL)
+    assert (await check(moderation, f"{DAVE}/1", BOB)).verdict == pb.VERDICT_ALLOW  # Bob's one contact: Dave
+    assert (await check(moderation, f"{BOB}/1", ERIN)).verdict == pb.VERDICT_ALLOW  # Bob's first-contact token
+    client = aioredis.Redis.from_url(redis_url)
+    await client.set(redis_keys.sender_restriction(ZOE), "test")
+    await client.aclose()
+    decisions = await _batch(
+        moderation,
+        [
+            (f"{ZOE}/1", DAVE, 1),  # restricted: birdy's token comes back, so what follows ran on speculation
+            (f"{BOB}/1", DAVE, 1),  # Dave is Bob's contact: no first contact needed
+            (f"{CAROL}/1", BOB, 1),  # Bob's new contact; the bound forgets Dave
+        ],
+    )
+    assert [decision[:3] for decision in decisions] == [
+        ("REFUSE", "SENDER_RESTRICTED", ""),
+        ("ALLOW", "UNSPECIFIED", ""),
+        ("ALLOW", "UNSPECIFIED", ""),
+    ]
+
+
+async def test_an_empty_batch_decides_nothing(cluster: Cluster) -> None:
+    moderation, _ = await _setup(cluster)
+    assert await _batch(moderation, []) == []
+
+
+def _error_info(error: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason, dict(info.metadata)
+    raise AssertionError("no ErrorInfo")
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason", "field"),
+    [
+        (("alice", BOB, 1), "INVALID_ADDRESS", "checks[2].sender"),
+        ((f"{ALICE}/1", "", 1), "MISSING_FIELD", "checks[2].recipient"),
+        ((f"{ALICE}/0", BOB, 1), "INVALID_ADDRESS", "checks[2].sender"),
+        ((f"{ALICE}/1", BOB, 1001), "INVALID_FIELD", "checks[2].fan_out"),
+    ],
+)
+async def test_a_malformed_entry_refuses_the_whole_batch_and_changes_nothing(
+    cluster: Cluster, redis_url: str, bad: Send, reason: str, field: str
+) -> None:
+    moderation, _ = await _setup(cluster, **_TIGHT)
+    client = aioredis.Redis.from_url(redis_url)
+    # State to leave alone: buckets, quota and contacts exist and have room for the batch's good entries.
+    await _one_by_one(moderation, [(f"{ALICE}/1", DAVE, 1), (f"{DAVE}/1", ALICE, 1), (f"{CAROL}/1", BOB, 2)])
+    before = await _state(client, exact=True)
+    good = [(f"{ALICE}/1", DAVE, 1), (f"{CAROL}/1", ERIN, 1)]
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await _batch(moderation, [*good, bad, (f"{BOB}/1", ALICE, 1)])
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _error_info(error.value) == (reason, {"field": field})
+    assert await _state(client, exact=True) == before
+    await client.aclose()
+
+
+async def test_an_oversized_batch_is_refused_and_changes_nothing(cluster: Cluster, redis_url: str) -> None:
+    moderation, _ = await _setup(cluster, max_check_batch=3, **_TIGHT)
+    client = aioredis.Redis.from_url(redis_url)
+    await _one_by_one(moderation, [(f"{ALICE}/1", DAVE, 1), (f"{CAROL}/1", BOB, 2)])
+    before = await _state(client, exact=True)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await _batch(moderation, [(f"{ALICE}/1", DAVE, 1)] * 4)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _error_info(error.value) == ("BATCH_TOO_LARGE", {"limit": "3", "field": "checks"})
+    assert await _state(client, exact=True) == before
+    await client.aclose()
+    # The limit itself is accepted.
+    assert len(await _batch(moderation, [(f"{ALICE}/1", DAVE, 1)] * 3)) == 3
+
+
+async def test_a_batch_of_allowed_sends_is_one_redis_round_trip(cluster: Cluster, spans: InMemorySpanExporter) -> None:
+    moderation, _ = await _setup(cluster)
+    sends = [(f"{ALICE}/1", BOB, 1), (f"{CAROL}/2", DAVE, 3), (f"{BOB}/1", ALICE, 1), (f"{GHOST}/1", BOB, 1)]
+    await _batch(moderation, sends)  # scripts loaded
+    spans.clear()
+    decisions = await _batch(moderation, sends)
+    assert [decision[0] for decision in decisions] == ["ALLOW", "ALLOW", "ALLOW", "REFUSE"]
+    finished = spans.get_finished_spans()
+    server = next(s for s in finished if s.kind is SpanKind.SERVER and s.name.endswith("/CheckSendBatch"))
+    redis_spans = [
+        s
+        for s in finished
+        if s.context.trace_id == server.context.trace_id and (s.attributes or {}).get("db.system") == "redis"
+    ]
+    assert len(redis_spans) == 1
+    # Three scripts per send that reaches Redis; the unknown provider's is decided from the provider cache.
+    assert (redis_spans[0].attributes or {}).get("db.redis.pipeline_length") == 9
+
+
+async def test_every_decision_of_a_batch_is_counted(cluster: Cluster, metric_reader: InMemoryMetricReader) -> None:
+    moderation, _ = await _setup(cluster, send_burst=1, send_per_second=NO_REFILL)
+    before = _verdict_counts(metric_reader)
+    await _batch(moderation, [(f"{ALICE}/1", BOB, 1), (f"{ALICE}/1", BOB, 1), (f"{GHOST}/1", BOB, 1)])
+    after = _verdict_counts(metric_reader)
+    for key, added in [
+        (("ALLOW", "", ""), 1),
+        (("REFUSE", "RATE_LIMITED", "sender"), 1),
+        (("REFUSE", "UNKNOWN_PROVIDER", ""), 1),
+    ]:
+        assert after.get(key, 0) - before.get(key, 0) == added, key
+
+
+def _verdict_counts(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], int]:
+    counts: dict[tuple[str, str, str], int] = {}
+    data = reader.get_metrics_data()
+    if data is None:
+        return counts
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != "moderation.check_send.verdicts":
+                    continue
+                for point in metric.data.data_points:
+                    attributes = point.attributes or {}
+                    key = (str(attributes["verdict"]), str(attributes["reason"]), str(attributes["limit"]))
+                    counts[key] = counts.get(key, 0) + int(point.value)
+    return counts
