@@ -147,7 +147,12 @@ class RedisModerationStore:
                 refund = self._refund(attempt, sender, provider)
                 if refund is not None:
                     speculated = zip(wave[offset + 1 :], replies[offset + 1 :], strict=True)
-                    undo = [call for later in reversed(list(speculated)) for call in self._undo(*later)] + [refund]
+                    undo = [
+                        call
+                        for later, later_replies in reversed(list(speculated))
+                        for call in self._undo(later, later_replies, now_ms)
+                    ]
+                    undo.append(refund)
                     # Speculating far past a send that needed a refund wastes work when refunds come often (a
                     # sender past its first-contact limit): the next wave is twice what this one got through.
                     wave_size = 2 * (offset + 1)
@@ -178,17 +183,21 @@ class RedisModerationStore:
             return self._refund_provider_call(attempt, provider)
         return None
 
-    def _undo(self, attempt: SendAttempt, replies: Sequence[Any]) -> list[_ScriptCall]:
+    def _undo(self, attempt: SendAttempt, replies: Sequence[Any], now_ms: int) -> list[_ScriptCall]:
         """What undoes a speculated send's three scripts, in reverse order of theirs."""
         sender, recipient, provider = replies
         calls: list[_ScriptCall] = []
         if int(provider[0]) == PROVIDER_ALLOWED:
             calls.append(self._refund_provider_call(attempt, provider))
-        elif len(provider) > 3:  # the refusal counted toward the breaker; the breaker as it was follows
-            calls.append((self._restore_breaker, [redis_keys.provider_breaker(attempt.provider_id)], provider[3:7]))
+        elif len(provider) > 3:  # the refusal counted toward the breaker; the breaker before and after follow
+            calls.append((self._restore_breaker, [redis_keys.provider_breaker(attempt.provider_id)], provider[3:10]))
         if int(recipient[0]) == 0:
             calls.append(
-                (self._restore_contacts, [redis_keys.contacts(attempt.recipient)], [attempt.sender, *recipient[1:]])
+                (
+                    self._restore_contacts,
+                    [redis_keys.contacts(attempt.recipient)],
+                    [attempt.sender, recipient[1], now_ms, *recipient[2:]],
+                )
             )
         if int(sender[0]) == SENDER_ALLOWED:
             calls.append(self._refund_sender_call(attempt, sender))

@@ -18,8 +18,9 @@
 -- storm, a compromised provider) is cut off for the cooldown, during which its sends cost one key read. Server
 -- time throughout. When another part of the decision refuses the send, refund_provider.lua gives back what an
 -- allowed send took. A refusal that counted toward the breaker appends the breaker as it was before, {since,
--- failures, open_until ('' for a missing field), expiry time (PEXPIRETIME: -2 no key, -1 none)}, so that
--- restore_breaker.lua can undo the count when a batch's speculative tail is rolled back.
+-- failures, open_until ('' for a missing field), expiry time (PEXPIRETIME: -2 no key, -1 none)}, then as it is
+-- after {since, failures, open_until}, so that restore_breaker.lua can undo the count when a batch's speculative
+-- tail is rolled back (and leave the breaker alone if another call changed it since).
 local now_parts = redis.call('TIME')
 local now_ms = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
 local now = now_ms / 1000
@@ -47,7 +48,12 @@ local function refuse(outcome, retry_after_ms)
     else
       redis.call('PEXPIRE', KEYS[3], breaker_window + cooldown)
     end
-    return {outcome, retry_after_ms, 0, before[1] or '', before[2] or '', before[3] or '', expires_at}
+    local after = redis.call('HMGET', KEYS[3], 'since', 'failures', 'open_until')
+    return {
+      outcome, retry_after_ms, 0,
+      before[1] or '', before[2] or '', before[3] or '', expires_at,
+      after[1] or '', after[2] or '', after[3] or '',
+    }
   end
   return {outcome, retry_after_ms, 0}
 end
