@@ -1,13 +1,20 @@
-"""CheckSend decisions per second through the moderation service, beside the floor of its Redis pipeline.
+"""Send decisions per second through the moderation service, one per call and batched, beside the floor of its
+Redis pipeline.
 
-Ours: ``CheckSend`` over real gRPC with the internal token, as the relay calls it, through the real moderation
-process (fed providers by a real identity process) and a real Redis: the kill-switch check, address parsing, the
-pipelined sender/recipient/provider scripts (one round trip) and the verdict. Floor: the very same pipeline of the
-three scripts (same keys, same arguments) called straight through redis-py from this process at the same
-concurrency. Both sides rotate through the same senders and recipients, with limits far above the offered load,
-so every decision is an ALLOW and takes tokens like production's common case. For scale, ``extra`` also gives
-the rate of the gRPC health check on the same server at the same concurrency: what a call costs in this
-process before any moderation work.
+Ours (``check_send``): ``CheckSend`` over real gRPC with the internal token, as the relay calls it, through the
+real moderation process (fed providers by a real identity process) and a real Redis: the kill-switch check,
+address parsing, the pipelined sender/recipient/provider scripts (one round trip) and the verdict. Floor: the
+very same pipeline of the three scripts (same keys, same arguments) called straight through redis-py from this
+process at the same concurrency. Both sides rotate through the same senders and recipients, with limits far
+above the offered load, so every decision is an ALLOW and takes tokens like production's common case. For
+scale, ``extra`` also gives the rate of the gRPC health check on the same server at the same concurrency: what a
+call costs in this process before any moderation work.
+
+Ours (``check_send_batch``): the same decisions through ``CheckSendBatch``, ``BATCH`` per call (the relay's
+SendBatch frame), ``BATCH_CONCURRENCY`` calls at once; one pipeline of 3 x ``BATCH`` scripts per call. Its floor
+is the same per-decision floor as above, so the ratio says what batching buys over the best a caller deciding
+one send per round trip could get; ``extra`` adds the floor of the batched pipeline itself (``BATCH`` decisions'
+scripts in one redis-py pipeline, same concurrency), the Redis work alone for the batched path.
 
 Writes bench/results/moderation.json.
 """
@@ -43,6 +50,8 @@ from parley_runtime.testing import RedisServer, ServiceProcess
 ADMIN = (("authorization", "Bearer bench-admin"),)
 INTERNAL = (("authorization", "Bearer bench-internal"),)
 CONCURRENCY = 32
+BATCH = 50
+BATCH_CONCURRENCY = 8
 USERS = 500
 UNLIMITED = 100_000_000
 SENDERS = [f"username:user{i}@birdy" for i in range(USERS)]
@@ -80,7 +89,9 @@ async def _enlist(identity: identity_pb2_grpc.IdentityServiceStub, provider_id: 
     await identity.ApproveProvider(id_pb.ApproveProviderRequest(provider_id=provider_id), metadata=ADMIN)
 
 
-async def _run_for(seconds: float, call: Callable[[int], Awaitable[None]]) -> tuple[int, list[float]]:
+async def _run_for(
+    seconds: float, call: Callable[[int], Awaitable[None]], concurrency: int = CONCURRENCY
+) -> tuple[int, list[float]]:
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 
@@ -90,9 +101,9 @@ async def _run_for(seconds: float, call: Callable[[int], Awaitable[None]]) -> tu
             start = time.perf_counter()
             await call(turn)
             latencies.append(time.perf_counter() - start)
-            turn += CONCURRENCY
+            turn += concurrency
 
-    await asyncio.gather(*(worker(offset) for offset in range(CONCURRENCY)))
+    await asyncio.gather(*(worker(offset) for offset in range(concurrency)))
     return len(latencies), latencies
 
 
@@ -127,14 +138,20 @@ async def main() -> None:
         )
         moderation_process.start()
         try:
-            figure = await _measure(redis_server.url, moderation_process, seconds, rounds)
+            figures = await _measure(redis_server.url, moderation_process, seconds, rounds)
         finally:
             moderation_process.stop()
             identity_process.stop()
-    write_results("moderation", {"check_send": figure}, quick=args.quick, out=args.out)
+    write_results("moderation", figures, quick=args.quick, out=args.out)
 
 
-async def _measure(redis_url: str, moderation_process: ServiceProcess, seconds: float, rounds: int) -> Figure:
+def _percentile_ms(sorted_latencies: list[float], fraction: float) -> float:
+    return round(sorted_latencies[int(len(sorted_latencies) * fraction)] * 1000, 3)
+
+
+async def _measure(
+    redis_url: str, moderation_process: ServiceProcess, seconds: float, rounds: int
+) -> dict[str, Figure]:
     channel = grpc.aio.insecure_channel(moderation_process.target)
     moderation = moderation_pb2_grpc.ModerationServiceStub(channel)
     requests = [
@@ -145,6 +162,12 @@ async def _measure(redis_url: str, moderation_process: ServiceProcess, seconds: 
     async def ours(turn: int) -> None:
         response = await moderation.CheckSend(requests[turn % USERS], metadata=INTERNAL)
         assert response.verdict == pb.VERDICT_ALLOW, response
+
+    batches = [pb.CheckSendBatchRequest(checks=requests[start : start + BATCH]) for start in range(0, USERS, BATCH)]
+
+    async def ours_batch(turn: int) -> None:
+        response = await moderation.CheckSendBatch(batches[turn % len(batches)], metadata=INTERNAL)
+        assert [decision.verdict for decision in response.decisions] == [pb.VERDICT_ALLOW] * BATCH, response
 
     client = aioredis.Redis.from_url(redis_url, max_connections=CONCURRENCY * 2)
     scripts = [
@@ -162,40 +185,78 @@ async def _measure(redis_url: str, moderation_process: ServiceProcess, seconds: 
             for script, (keys, script_args) in zip(scripts, calls, strict=True):
                 pipe.evalsha(script.sha, len(keys), *keys, *script_args)
             results: list[Any] = await pipe.execute()
-        assert (int(results[0][0]), int(results[1]), int(results[2][0])) == (0, 0, 0), results
+        assert (int(results[0][0]), int(results[1][0]), int(results[2][0])) == (0, 0, 0), results
+
+    async def floor_batch(turn: int) -> None:
+        start = (turn % (USERS // BATCH)) * BATCH
+        now_ms = int(time.time() * 1000)
+        async with client.pipeline(transaction=False) as pipe:
+            for index in range(start, start + BATCH):
+                calls = check_send_calls(
+                    SENDERS[index], RECIPIENTS[index], "birdy", fan_out=2, shape=SHAPE, now_ms=now_ms
+                )
+                for script, (keys, script_args) in zip(scripts, calls, strict=True):
+                    pipe.evalsha(script.sha, len(keys), *keys, *script_args)
+            results: list[Any] = await pipe.execute()
+        assert all(int(result[0]) == 0 for result in results), results
 
     health = health_pb2_grpc.HealthStub(channel)
 
     async def health_check(turn: int) -> None:
         await health.Check(health_pb2.HealthCheckRequest())
 
-    await _run_for(0.5, ours)  # warm-up: connections, script cache, address cache
-    await _run_for(0.5, floor)
-    ours_rates, floor_rates, health_rates, latencies = [], [], [], []
+    # name: (call, concurrency, decisions per call); every round runs each in turn, so drift hits all alike.
+    runs: dict[str, tuple[Callable[[int], Awaitable[None]], int, int]] = {
+        "ours": (ours, CONCURRENCY, 1),
+        "floor": (floor, CONCURRENCY, 1),
+        "health": (health_check, CONCURRENCY, 1),
+        "ours_batch": (ours_batch, BATCH_CONCURRENCY, BATCH),
+        "floor_batch": (floor_batch, BATCH_CONCURRENCY, BATCH),
+    }
+    for call, concurrency, _ in runs.values():
+        await _run_for(0.5, call, concurrency)  # warm-up: connections, script cache, address cache
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    latencies: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
-        count, lat = await _run_for(seconds, ours)
-        ours_rates.append(count / seconds)
-        latencies += lat
-        count, _ = await _run_for(seconds, floor)
-        floor_rates.append(count / seconds)
-        count, _ = await _run_for(seconds, health_check)
-        health_rates.append(count / seconds)
+        for name, (call, concurrency, per_call) in runs.items():
+            count, lat = await _run_for(seconds, call, concurrency)
+            rates[name].append(count * per_call / seconds)
+            latencies[name] += lat
     await client.aclose()
     await channel.close()
-    latencies.sort()
-    return Figure(
-        unit="CheckSend decisions/s",
-        ours=statistics.median(ours_rates),
-        floor=statistics.median(floor_rates),
-        extra={
-            "concurrency": CONCURRENCY,
-            "users": USERS,
-            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
-            "floor_desc": "the same 3-script pipeline via redis-py, same keys and concurrency, in the client",
-            "health_checks_per_s": round(statistics.median(health_rates), 1),
-        },
-    )
+    rate = {name: statistics.median(values) for name, values in rates.items()}
+    for values in latencies.values():
+        values.sort()
+    return {
+        "check_send": Figure(
+            unit="CheckSend decisions/s",
+            ours=rate["ours"],
+            floor=rate["floor"],
+            extra={
+                "concurrency": CONCURRENCY,
+                "users": USERS,
+                "p50_ms": _percentile_ms(latencies["ours"], 0.5),
+                "p99_ms": _percentile_ms(latencies["ours"], 0.99),
+                "floor_desc": "the same 3-script pipeline via redis-py, same keys and concurrency, in the client",
+                "health_checks_per_s": round(rate["health"], 1),
+            },
+        ),
+        "check_send_batch": Figure(
+            unit="CheckSendBatch decisions/s",
+            ours=rate["ours_batch"],
+            floor=rate["floor"],
+            extra={
+                "checks_per_call": BATCH,
+                "concurrency": BATCH_CONCURRENCY,
+                "users": USERS,
+                "call_p50_ms": _percentile_ms(latencies["ours_batch"], 0.5),
+                "call_p99_ms": _percentile_ms(latencies["ours_batch"], 0.99),
+                "floor_desc": "check_send's floor: one 3-script pipeline per decision via redis-py, concurrency 32",
+                "batched_pipeline_floor_per_s": round(rate["floor_batch"], 1),
+                "batched_pipeline_floor_desc": f"{BATCH} decisions' scripts per redis-py pipeline, same concurrency",
+            },
+        ),
+    }
 
 
 if __name__ == "__main__":
