@@ -42,6 +42,15 @@ _log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class Send:
+    """One send as moderation sees it: who, to whom, and how many device copies."""
+
+    sender: Address
+    recipient: Address
+    fan_out: int
+
+
+@dataclass(frozen=True, slots=True)
 class SendDecision:
     """Moderation's decision on one send."""
 
@@ -49,10 +58,14 @@ class SendDecision:
 
 
 class SendPolicy(Protocol):
-    """Moderation: may ``sender`` send to ``recipient`` now? (see ``moderation_client``)."""
+    """Moderation: may each sender send to each recipient now? (see ``moderation_client``)."""
 
-    async def check(self, sender: Address, recipient: Address, fan_out: int) -> SendDecision:
-        """The decision; raises ``ParleyError`` when the send is refused (rate limited, suspended, ...)."""
+    async def check_many(self, sends: Sequence[Send]) -> list[SendDecision | ParleyError]:
+        """One decision per send, taken in order, or the ``ParleyError`` refusing that send.
+
+        Raises:
+            ParleyError: when no decision could be taken at all (moderation unavailable).
+        """
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +90,17 @@ class Accepted:
     message_id: str
     ts: int
     duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Targets:
+    """A message that passed every check but moderation's, with the devices it is for."""
+
+    message: Message
+    data: bytes
+    recipient: Address
+    recipient_devices: tuple[int, ...]
+    own_devices: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +175,10 @@ class RelayHandler:
         try:
             stanza = self._checked(device, data)
             if isinstance(stanza, Message):
-                accepted = (await self._store_checked([await self._check_message(device, stanza, data)]))[0]
+                outcome = (await self._send_messages(device, [(stanza, data)]))[0]
+                if isinstance(outcome, ParleyError):
+                    raise outcome
+                accepted = outcome
             else:
                 accepted = await self._send_other(device, stanza, data)
         except ParleyError as error:
@@ -163,26 +190,31 @@ class RelayHandler:
     async def send_batch(self, device: Address, stanzas: Sequence[bytes]) -> list[Accepted | ParleyError]:
         """Accepts the stanzas of one ``SendBatch`` frame from ``device``, in order, each as :meth:`send` would.
 
-        Consecutive messages are each checked first, then stored together in one round trip; a receipt or typing
-        state between them is handled in its place, after the messages before it are stored, so order is kept.
+        Consecutive messages are checked together: identity's answers come from the resolver's cache, moderation
+        decides them in one call and their copies are stored in one Redis round trip. A receipt or typing state
+        between them is handled in its place, after the messages before it are stored, so order is kept.
 
         Returns:
             Per stanza, its acceptance or the ``ParleyError`` that refused it.
         """
         outcomes: list[Accepted | ParleyError | None] = []
-        checked: list[tuple[int, _CheckedMessage]] = []
+        run: list[tuple[int, Message, bytes]] = []
         for data in stanzas:
             try:
                 stanza = self._checked(device, data)
-                if isinstance(stanza, Message):
-                    checked.append((len(outcomes), await self._check_message(device, stanza, data)))
-                    outcomes.append(None)
-                    continue
-                await self._store_batched(checked, outcomes)
+            except ParleyError as error:
+                outcomes.append(error)
+                continue
+            if isinstance(stanza, Message):
+                run.append((len(outcomes), stanza, data))
+                outcomes.append(None)
+                continue
+            await self._send_run(device, run, outcomes)
+            try:
                 outcomes.append(await self._send_other(device, stanza, data))
             except ParleyError as error:
                 outcomes.append(error)
-        await self._store_batched(checked, outcomes)
+        await self._send_run(device, run, outcomes)
         done: list[Accepted | ParleyError] = []
         for outcome in outcomes:
             assert outcome is not None
@@ -193,16 +225,44 @@ class RelayHandler:
             done.append(outcome)
         return done
 
-    async def _store_batched(
-        self, checked: list[tuple[int, _CheckedMessage]], outcomes: list[Accepted | ParleyError | None]
+    async def _send_run(
+        self, device: Address, run: list[tuple[int, Message, bytes]], outcomes: list[Accepted | ParleyError | None]
     ) -> None:
-        """Stores the checked messages waiting in ``checked`` and fills in their outcomes; empties ``checked``."""
-        if not checked:
+        """Sends the consecutive messages waiting in ``run`` and fills in their outcomes; empties ``run``."""
+        if not run:
             return
-        accepted = await self._store_checked([message for _, message in checked])
-        for (index, _), outcome in zip(checked, accepted, strict=True):
+        sent = await self._send_messages(device, [(message, data) for _, message, data in run])
+        for (index, _, _), outcome in zip(run, sent, strict=True):
             outcomes[index] = outcome
-        checked.clear()
+        run.clear()
+
+    async def _send_messages(
+        self, device: Address, messages: Sequence[tuple[Message, bytes]]
+    ) -> list[Accepted | ParleyError]:
+        """Checks each message, lets moderation decide all that passed in one call, stores them in one round trip."""
+        outcomes: list[Accepted | ParleyError | None] = [None] * len(messages)
+        passed: list[tuple[int, _Targets]] = []
+        for index, (message, data) in enumerate(messages):
+            try:
+                passed.append((index, await self._targets(device, message, data)))
+            except ParleyError as error:
+                outcomes[index] = error
+        if passed:
+            sends = [Send(device, t.recipient, len(t.recipient_devices) + len(t.own_devices)) for _, t in passed]
+            try:
+                decisions = await self._policy.check_many(sends)
+            except ParleyError as error:
+                decisions = [error] * len(passed)
+            checked: list[tuple[int, _CheckedMessage]] = []
+            for (index, targets), decision in zip(passed, decisions, strict=True):
+                if isinstance(decision, ParleyError):
+                    outcomes[index] = decision
+                else:
+                    checked.append((index, self._checked_message(device, targets, decision)))
+            stored = await self._store_checked([message for _, message in checked])
+            for (index, _), accepted in zip(checked, stored, strict=True):
+                outcomes[index] = accepted
+        return [outcome for outcome in outcomes if outcome is not None]
 
     def _checked(self, device: Address, data: bytes) -> Message | Receipt | ChatState:
         """The decoded stanza, once its sender is known to be the authenticated device."""
@@ -254,8 +314,8 @@ class RelayHandler:
         own = await self._recipients.resolve(device, device.user)
         return tuple(d for d in own.device_ids if d != device.device)
 
-    async def _check_message(self, device: Address, message: Message, data: bytes) -> _CheckedMessage:
-        """Every check of a message (reachability, devices, moderation), and the copies to store if it passes."""
+    async def _targets(self, device: Address, message: Message, data: bytes) -> _Targets:
+        """Every check of a message but moderation's (type, reachability, exact devices)."""
         if message.type is not MessageType.CHAT or message.recipient is None:
             raise invalid_field("type", "only chat messages are relayed so far (groups come with sender keys)")
         recipient = message.recipient
@@ -265,13 +325,18 @@ class RelayHandler:
         if recipient == sender_user:
             recipient_devices = tuple(d for d in recipient_devices if d != device.device)
         _check_devices(message, recipient, recipient_devices, sender_user, own_devices)
-        decision = await self._policy.check(device, recipient, len(recipient_devices) + len(own_devices))
+        return _Targets(message, data, recipient, recipient_devices, own_devices)
+
+    def _checked_message(self, device: Address, targets: _Targets, decision: SendDecision) -> _CheckedMessage:
+        """The mailbox writes of a message moderation let through (only the sender's own when dropped silently)."""
+        message, recipient = targets.message, targets.recipient
         ts = int(self._clock() * 1000)
-        forwarded = self._stamp(message, recipient, ts) or data
-        targets = ((recipient, recipient_devices if decision.deliver else ()), (sender_user, own_devices))
+        forwarded = self._stamp(message, recipient, ts) or targets.data
+        delivered = targets.recipient_devices if decision.deliver else ()
+        copies = ((recipient, delivered), (device.user, targets.own_devices))
         requests = tuple(
             self._store_request(user, device_ids, forwarded, message, ts, device)
-            for user, device_ids in targets
+            for user, device_ids in copies
             if device_ids
         )
         return _CheckedMessage(message, ts, requests)
