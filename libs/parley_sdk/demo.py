@@ -1,21 +1,27 @@
 """``make demo``: a cross-provider, end-to-end encrypted conversation on this machine.
 
-Starts a private Redis and the identity, key-directory and relay services as separate processes, enlists two
-providers (the gatekeeper's own app and a third-party app called "birdy"), and plays a scripted conversation
-between Ana (gatekeeper, a phone and a laptop) and Ben (birdy): opt-in, key publication, discovery, first contact
-with PQXDH, typing, replies with delivery receipts, a reaction, a photo through the media proxy, and Ana's laptop
-coming online later and catching up. Every stanza goes through the relay; the services never see plaintext.
+Starts a private Redis and the identity, key-directory, relay, moderation and notification services as separate
+processes, enlists two providers (the gatekeeper's own app and a third-party app called "birdy"), and plays a
+scripted conversation between Ana (gatekeeper, a phone and a laptop) and Ben (birdy): opt-in, key publication,
+discovery, first contact with PQXDH, typing, replies with delivery receipts, a reaction, a photo through the media
+proxy, a block that silently swallows a message, Ben's sleeping phone woken through Birdy's signed webhook, and
+Ana's laptop coming online later and catching up. Every stanza goes through the relay; no service sees plaintext.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import os
 import secrets
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -25,9 +31,13 @@ from parley.common.v1.common_pb2 import Feature, IdentifierKind
 from parley.content.v1 import content_pb2
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1 import identity_pb2_grpc
+from parley.moderation.v1 import moderation_pb2 as mod_pb
+from parley.moderation.v1 import moderation_pb2_grpc
+from parley.notification.v1 import notification_pb2 as note_pb
+from parley.notification.v1 import notification_pb2_grpc
 from parley_crypto import Fingerprint, decrypt_attachment, encrypt_attachment
 from parley_runtime.testing import RedisServer, ServiceProcess
-from parley_sdk import DeviceClient, ProviderBackend, RelayConnection
+from parley_sdk import DeviceClient, ProviderBackend, RelayConnection, webhooks
 from parley_stanza import Address, ChatState, ChatStateKind, Message, Receipt
 
 _BOLD = "\033[1m" if sys.stdout.isatty() else ""
@@ -60,6 +70,44 @@ def _describe(content: content_pb2.Content) -> str:
     return body or "empty"
 
 
+class _Webhook:
+    """Birdy's webhook endpoint: a local HTTP server that checks each delivery's signature and keeps it."""
+
+    def __init__(self) -> None:
+        self.secret = b""
+        self.received: list[tuple[bool, dict[str, Any]]] = []
+        self.arrived = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        webhook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                genuine = webhooks.verify(
+                    webhook.secret,
+                    self.headers.get(webhooks.TIMESTAMP_HEADER, ""),
+                    body,
+                    self.headers.get(webhooks.SIGNATURE_HEADER, ""),
+                    now=time.time(),
+                )
+                webhook.received.append((genuine, json.loads(body)))
+                loop.call_soon_threadsafe(webhook.arrived.set)
+                self.send_response(204 if genuine else 401)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/parley"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Stops the server."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
 @dataclass
 class _Cast:
     """The people of the scenario, their providers, and what each device has read."""
@@ -68,6 +116,7 @@ class _Cast:
     ana_phone: DeviceClient
     ana_laptop: DeviceClient
     ben: DeviceClient
+    webhook: _Webhook
     read: dict[DeviceClient, list[str]] = field(default_factory=dict)
 
     @property
@@ -104,22 +153,39 @@ async def run() -> int:
         "PARLEY_INTERNAL_TOKEN": secrets.token_urlsafe(24),
         "PARLEY_LOG_LEVEL": "WARNING",
     }
-    _step("Starting Redis, identity, key directory and relay as separate processes")
+    _step("Starting Redis and the identity, key directory, moderation, notification and relay services as processes")
     with RedisServer() as redis_server:
         env["PARLEY_REDIS_URL"] = redis_server.url
         identity = ServiceProcess("parley_identity", env)
         identity.start()
         peers = {**env, "PARLEY_IDENTITY_TARGET": identity.target}
-        keydir = ServiceProcess("parley_keydir", peers)
-        relay = ServiceProcess("parley_relay", {**peers, "PARLEY_STREAM_POLL_S": "0.5"})
-        services = [identity, keydir, relay]
+        franking_key = base64.b64encode(secrets.token_bytes(32)).decode()
+        services = {"identity": identity}
+        services["keydir"] = ServiceProcess("parley_keydir", peers)
+        services["moderation"] = ServiceProcess("parley_moderation", {**peers, "PARLEY_FRANKING_KEY": franking_key})
+        # Loopback HTTP webhooks are for development only; Birdy's endpoint in this demo is one.
+        services["notification"] = ServiceProcess(
+            "parley_notification",
+            {**peers, "PARLEY_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true", "PARLEY_COALESCE_WINDOW_MS": "1500"},
+        )
         try:
-            keydir.start()
-            relay.start()
-            _say(f"redis {redis_server.url}; identity {identity.target}, keys {keydir.target}, relay {relay.target}")
-            return await _conversation(admin_token, {"identity": identity, "keydir": keydir, "relay": relay})
+            for name in ("keydir", "moderation", "notification"):
+                services[name].start()
+            services["relay"] = ServiceProcess(
+                "parley_relay",
+                {
+                    **peers,
+                    "PARLEY_STREAM_POLL_S": "0.5",
+                    "PARLEY_MODERATION_TARGET": services["moderation"].target,
+                    "PARLEY_FRANKING_KEY": franking_key,
+                },
+            )
+            services["relay"].start()
+            _say(f"redis {redis_server.url}")
+            _say(", ".join(f"{name} {service.target}" for name, service in services.items()))
+            return await _conversation(admin_token, services)
         finally:
-            for service in reversed(services):
+            for service in reversed(services.values()):
                 service.stop()
 
 
@@ -132,9 +198,12 @@ async def _conversation(admin_token: str, services: dict[str, ServiceProcess]) -
         await ben.drained.wait()
         await _chat(cast, ana, ben)
         await _photo(cast, ana)
+        await _block(cast, services["moderation"].target, ana)
+    await _wake_up(cast)
     await _catch_up(cast)
     ok = _summary(cast)
     _say(f"({time.perf_counter() - started:.1f} s)")
+    cast.webhook.close()
     for backend in cast.backends.values():
         await backend.close()
     return 0 if ok else 1
@@ -167,6 +236,7 @@ async def _set_up(admin_token: str, services: dict[str, ServiceProcess]) -> _Cas
         ana_phone=await DeviceClient.register(backends["gatekeeper"], ana, new_user=True),
         ana_laptop=await DeviceClient.register(backends["gatekeeper"], ana, new_user=False),
         ben=await DeviceClient.register(backends["birdy"], ben, new_user=True),
+        webhook=_Webhook(),
     )
     cast.read = {device: [] for device in cast.devices}
     await cast.ana_phone.enable_third_party_chats(["birdy"], merged_inbox=True)
@@ -178,6 +248,19 @@ async def _set_up(admin_token: str, services: dict[str, ServiceProcess]) -> _Cas
     for device in cast.devices:
         count = await device.publish_keys(20)
         _say(f"{device.address}: {count} one-time prekeys in the directory")
+
+    _step("Birdy registers its webhook, and Ben's phone its push token, with the notification service")
+    async with grpc.aio.insecure_channel(services["notification"].target) as channel:
+        notification = notification_pb2_grpc.NotificationServiceStub(channel)
+        registered = await notification.RegisterWebhook(
+            note_pb.RegisterWebhookRequest(url=cast.webhook.url), metadata=backends["birdy"].credentials("birdy")
+        )
+        cast.webhook.secret = registered.signing_secret
+        await notification.RegisterPushTarget(
+            note_pb.RegisterPushTargetRequest(push_token="birdy-push:ben-phone"),  # noqa: S106 -- not a secret
+            metadata=backends["birdy"].credentials(str(cast.ben.user), cast.ben.device_id),
+        )
+    _say(f"webhook {cast.webhook.url}; deliveries are signed with a 32-byte secret only Birdy and Parley hold")
     return cast
 
 
@@ -277,12 +360,62 @@ async def _open_photo(device: DeviceClient, media: content_pb2.Media) -> None:
          f"decrypted {len(image)} bytes")  # fmt: skip
 
 
+async def _block(cast: _Cast, moderation_target: str, ana: RelayConnection) -> None:
+    _step("Ana blocks Ben for a moment: his next message is accepted as usual, and never delivered")
+    ana_credentials = cast.backends["gatekeeper"].credentials(str(cast.ana_phone.user))
+    async with grpc.aio.insecure_channel(moderation_target) as channel:
+        moderation = moderation_pb2_grpc.ModerationServiceStub(channel)
+        await moderation.Block(mod_pb.BlockRequest(address=str(cast.ben.user)), metadata=ana_credentials)
+        swallowed = content_pb2.Content(sent_at_ms=_now_ms(), text=content_pb2.Text(body="Ana? Hello?"))
+        accepted = await cast.ben.send_content(cast.ana_phone.user, swallowed, message_id="m5")
+        _say(f"relay accepted m5 at {accepted.server_timestamp_ms}; Ben cannot tell he is blocked")
+        await moderation.Unblock(
+            mod_pb.UnblockRequest(address=str(cast.ben.user)),
+            metadata=cast.backends["gatekeeper"].credentials(str(cast.ana_phone.user)),
+        )
+    _say("Ana unblocks Ben; m5 stays undelivered, and his next message arrives")
+    back = content_pb2.Content(sent_at_ms=_now_ms(), text=content_pb2.Text(body="Talk soon!"))
+    await cast.ben.send_content(cast.ana_phone.user, back, message_id="m6")
+    await _read(cast, cast.ana_phone, ana, 1)
+
+
+async def _wake_up(cast: _Cast) -> None:
+    _step("Ben's phone sleeps; Ana writes three times; Birdy's server is woken through its signed webhook")
+    last_ms = 0
+    for number, body in ((7, "Are you coming tonight?"), (8, "We start at 8."), (9, "Bring the photos!")):
+        content = content_pb2.Content(sent_at_ms=_now_ms(), text=content_pb2.Text(body=body))
+        accepted = await cast.ana_phone.send_content(cast.ben.user, content, message_id=f"m{number}")
+        last_ms = accepted.server_timestamp_ms
+
+    def woken_for_last() -> bool:
+        return any(e["type"] == "message_waiting" and e["occurred_at_ms"] >= last_ms for _, e in cast.webhook.received)
+
+    async with asyncio.timeout(20):
+        # The first event wakes the phone at once; the rest merge into one trailing wake-up at the window's end.
+        while not woken_for_last():
+            cast.webhook.arrived.clear()
+            if not woken_for_last():
+                await cast.webhook.arrived.wait()
+    for genuine, event in cast.webhook.received:
+        data, validity = event["data"], "valid" if genuine else "INVALID"
+        if event["type"] == "message_waiting":
+            merged = "trailing, coalesced" if event["coalesced"] else "immediate"
+            _say(f"webhook: wake {data['address']} (push token {data.get('push_token')!r}), {data['pending']} "
+                 f"waiting; {merged}; signature {validity}")  # fmt: skip
+        else:
+            _say(f"webhook: {event['type']} {data} (signature {validity})")
+    wake_ups = sum(event["type"] == "message_waiting" for _, event in cast.webhook.received)
+    _say(f"{wake_ups} wake-ups for everything waiting (coalesced); the payloads carry no content and no names")
+    async with cast.ben.connect() as ben:
+        await _read(cast, cast.ben, ben, 3)
+
+
 async def _catch_up(cast: _Cast) -> None:
     _step("Ana's laptop comes online: the relay kept everything for it, in order")
     async with cast.ana_laptop.connect() as laptop:
-        messages = await _read(cast, cast.ana_laptop, laptop, 4)
+        messages = await _read(cast, cast.ana_laptop, laptop, 8)
         await laptop.drained.wait()
-    _say(f"caught up with {len(messages)} messages (Ben's, and Ana's own reply from her phone)")
+    _say(f"caught up with {len(messages)} messages (Ben's, and Ana's own messages from her phone)")
 
 
 def _summary(cast: _Cast) -> bool:
@@ -297,14 +430,17 @@ def _summary(cast: _Cast) -> bool:
 
     _step("Summary")
     expected = {
-        cast.ana_phone: ["m1", "m3", "m4"],
-        cast.ana_laptop: ["m1", "m2", "m3", "m4"],
-        cast.ben: ["m2"],
+        cast.ana_phone: ["m1", "m3", "m4", "m6"],
+        cast.ana_laptop: ["m1", "m2", "m3", "m4", "m6", "m7", "m8", "m9"],
+        cast.ben: ["m2", "m7", "m8", "m9"],
     }
     for device in cast.devices:
         _say(f"{device.address}: sent {device.sent}, read {cast.read[device]}")
     ok = all(sorted(cast.read[device]) == ids for device, ids in expected.items())
+    genuine = all(valid for valid, _ in cast.webhook.received)
+    ok = ok and genuine and bool(cast.webhook.received)
     _say("the services stored public keys and relayed ciphertext; they saw addresses, never plaintext or names")
+    _say("every webhook delivery carried a valid signature" if genuine else "MISMATCH: an unsigned webhook call")
     _say("every message decrypted exactly once on every intended device" if ok else "MISMATCH: see above")
     return ok
 

@@ -21,12 +21,12 @@ from opentelemetry import metrics
 from redis.exceptions import RedisError
 
 from parley.common.v1.common_pb2 import ProviderStatus
-from parley_notification import signature
 from parley_notification.background import finish_or_cancel
 from parley_notification.model import Delivery
 from parley_notification.routing import Providers
 from parley_notification.store import NotificationStore
 from parley_notification.webhook_client import AttemptResult, Outcome, WebhookClient
+from parley_sdk import webhooks
 
 _log = logging.getLogger(__name__)
 
@@ -276,11 +276,11 @@ class DeliveryWorker:
         timestamp = int(self._clock())
         headers = {
             "Content-Type": "application/json",
-            signature.TIMESTAMP_HEADER: str(timestamp),
-            signature.SIGNATURE_HEADER: signature.sign(webhook.secret, timestamp, body),
-            signature.IDEMPOTENCY_HEADER: delivery.delivery_id,
-            signature.EVENT_TYPE_HEADER: delivery.type,
-            signature.ATTEMPT_HEADER: str(delivery.attempt),
+            webhooks.TIMESTAMP_HEADER: str(timestamp),
+            webhooks.SIGNATURE_HEADER: webhooks.sign(webhook.secret, timestamp, body),
+            webhooks.IDEMPOTENCY_HEADER: delivery.delivery_id,
+            webhooks.EVENT_TYPE_HEADER: delivery.type,
+            webhooks.ATTEMPT_HEADER: str(delivery.attempt),
         }
         start = time.perf_counter()
         result = await self._client.post(webhook.url, body, headers)

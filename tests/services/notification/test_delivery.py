@@ -27,7 +27,7 @@ from parley.events.v1.events_pb2 import Event, IdentityKeyChanged
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.notification.v1 import notification_pb2 as pb
 from parley.notification.v1 import notification_pb2_grpc
-from parley_notification import signature
+from parley_sdk import webhooks
 
 ALICE = "username:alice@birdy"
 
@@ -61,10 +61,10 @@ async def test_message_waiting_reaches_the_devices_provider_signed(cluster: Clus
     await receiver.wait_for(lambda: any(r.document["type"] == "message_waiting" for r in receiver.accepted))
     [request] = [r for r in receiver.accepted if r.document["type"] == "message_waiting"]
     headers = request.headers
-    assert signature.verify(
+    assert webhooks.verify(
         secret, headers["Parley-Timestamp"], request.body, headers["Parley-Signature"], now=time.time()
     )
-    assert not signature.verify(
+    assert not webhooks.verify(
         b"\x00" * 32, headers["Parley-Timestamp"], request.body, headers["Parley-Signature"], now=time.time()
     )
     assert headers["Content-Type"] == "application/json"

@@ -1,9 +1,12 @@
 """The webhook signature: HMAC-SHA256 over ``<timestamp>.<body>`` with the provider's secret.
 
+The notification service signs with :func:`sign`; a provider's endpoint checks deliveries with :func:`verify`.
+Both sides share this one module, so the scheme cannot drift between them.
+
 Every delivery carries ``Parley-Timestamp`` (Unix seconds) and ``Parley-Signature: v1=<hex>``, where ``<hex>`` is
 the HMAC-SHA256 of the timestamp's ASCII digits, a ``.``, and the exact body bytes, keyed with the 32-byte secret
 ``RegisterWebhook`` returned. Binding the timestamp stops an old delivery from being replayed later; the receiver
-checks it is recent. This module is pure, so integrators can copy :func:`verify` as it is.
+checks it is recent. This module is pure (no I/O).
 """
 
 from __future__ import annotations
