@@ -3,9 +3,11 @@
 Ours: ``PAIRS`` sender devices (users of the provider "birdy") each push ~600-byte message stanzas to their own
 recipient device (a user of "gatekeeper") in ``SendBatch`` frames of ``BATCH`` stanzas on their ``Connect``
 streams, with ``WINDOW`` frames in flight per stream; the recipients hold ``Connect`` streams and acknowledge
-every ``Deliveries`` frame. Everything is real: identity and relay run as processes over real gRPC, with a real
-Redis. The stanzas carry placeholder ciphertexts (the relay never decrypts), so the client spends nothing on
-crypto. Every accepted stanza is counted at its recipient; a stanza that never arrives fails the run.
+every ``Deliveries`` frame. Everything is real: identity, moderation and relay run as processes over real gRPC,
+with a real Redis; the relay asks moderation about every frame (one ``CheckSendBatch``), with limits set high
+enough that the load never meets them. The stanzas carry placeholder ciphertexts (the relay never decrypts), so
+the client spends nothing on crypto. Every accepted stanza is counted at its recipient; a stanza that never
+arrives fails the run.
 
 Floor (a), the bare transport: the same client, frames and concurrency against ``_echo_relay.py``, a do-nothing
 ``grpc.aio`` servicer with the relay's RPC shapes. Floor (b), the bare Redis work: per message an XADD to a mailbox
@@ -20,7 +22,9 @@ resident memory per idle connected device. Writes bench/results/relay.json.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import secrets
 import statistics
 import sys
 import time
@@ -55,6 +59,9 @@ STREAMS_PER_CHANNEL = 100
 DRAIN_TIMEOUT_S = 20.0
 # Generous: the machine is shared, and once in a few runs 500 streams closing at once took over 10 s.
 CLOSE_TIMEOUT_S = 30.0
+# Moderation's buckets hold this many tokens and refill a tenth of it per second: the load never meets a limit.
+UNLIMITED = 100_000_000
+LIMITS = ("SEND", "FIRST_CONTACT", "PROVIDER")
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -507,20 +514,33 @@ async def main() -> None:
             "PARLEY_INTERNAL_TOKEN": "bench-internal",
             "PARLEY_LOG_LEVEL": "WARNING",
             "PARLEY_MAX_INFLIGHT_CALLS": "100000",
-            # The default pool (64) refuses commands beyond it instead of waiting, so hundreds of idle streams
-            # closing at once fail with UNAVAILABLE; a pool that size keeps the memory phase about memory.
-            "PARLEY_REDIS_MAX_CONNECTIONS": "1000",
         }
         identity_process = ServiceProcess("parley_identity", env)
+        moderation_process = None
         relay_process = None
         echo_port = free_port()
         echo = await asyncio.create_subprocess_exec(
             sys.executable, str(Path(__file__).with_name("_echo_relay.py")), str(echo_port)
         )
         try:
-            _progress("starting identity and relay")
+            _progress("starting identity, moderation and relay")
             identity_process.start()
-            relay_process = ServiceProcess("parley_relay", {**env, "PARLEY_IDENTITY_TARGET": identity_process.target})
+            peers = {**env, "PARLEY_IDENTITY_TARGET": identity_process.target}
+            franking_key = base64.b64encode(secrets.token_bytes(32)).decode()
+            moderation_process = ServiceProcess(
+                "parley_moderation",
+                {
+                    **peers,
+                    "PARLEY_FRANKING_KEY": franking_key,
+                    **{f"PARLEY_{name}_BURST": str(UNLIMITED) for name in LIMITS},
+                    **{f"PARLEY_{name}_PER_SECOND": str(UNLIMITED // 10) for name in LIMITS},
+                },
+            )
+            moderation_process.start()
+            relay_process = ServiceProcess(
+                "parley_relay",
+                {**peers, "PARLEY_MODERATION_TARGET": moderation_process.target, "PARLEY_FRANKING_KEY": franking_key},
+            )
             relay_process.start()
             assert relay_process.process is not None
             async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
@@ -541,6 +561,8 @@ async def main() -> None:
             await echo.wait()
             if relay_process is not None:
                 relay_process.stop()
+            if moderation_process is not None:
+                moderation_process.stop()
             identity_process.stop()
     write_results("relay", figures, quick=args.quick, out=args.out)
 
