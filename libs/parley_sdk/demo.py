@@ -166,7 +166,7 @@ async def run() -> int:
         # Loopback HTTP webhooks are for development only; Birdy's endpoint in this demo is one.
         services["notification"] = ServiceProcess(
             "parley_notification",
-            {**peers, "PARLEY_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true", "PARLEY_COALESCE_WINDOW_MS": "1500"},
+            {**peers, "PARLEY_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true", "PARLEY_COALESCE_WINDOW_MS": "3000"},
         )
         try:
             for name in ("keydir", "moderation", "notification"):
