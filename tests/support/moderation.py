@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
 from parley.moderation.v1 import moderation_pb2 as pb
 from parley.moderation.v1 import moderation_pb2_grpc
 from parley_crypto import FrankingTag, frank, franking_context, stamp_commitment
@@ -73,3 +75,21 @@ async def check(
     return await moderation.CheckSend(
         pb.CheckSendRequest(sender=sender, recipient=recipient, fan_out=fan_out), metadata=INTERNAL
     )
+
+
+def verdict_counts(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], int]:
+    """Decisions counted by ``moderation.check_send.verdicts`` so far, by (verdict, reason, limit)."""
+    counts: dict[tuple[str, str, str], int] = {}
+    data = reader.get_metrics_data()
+    if data is None:
+        return counts
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != "moderation.check_send.verdicts":
+                    continue
+                for point in metric.data.data_points:
+                    attributes = point.attributes or {}
+                    key = (str(attributes["verdict"]), str(attributes["reason"]), str(attributes["limit"]))
+                    counts[key] = counts.get(key, 0) + int(point.value)
+    return counts

@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from support.cluster import ADMIN, Cluster, ProviderKeys, error_reason
-from support.moderation import NO_REFILL, check, start_moderation
+from support.moderation import NO_REFILL, check, start_moderation, verdict_counts
 
 from parley.common.v1.common_pb2 import ErrorReason
 from parley.identity.v1 import identity_pb2 as pb_identity
@@ -278,27 +278,10 @@ async def test_scripts_flushed_from_redis_are_loaded_again(cluster: Cluster, red
 
 async def test_verdicts_are_counted_by_reason(cluster: Cluster, metric_reader: InMemoryMetricReader) -> None:
     moderation, _ = await _setup(cluster, send_burst=1, send_per_second=NO_REFILL)
-    before = _verdict_counts(metric_reader)
+    before = verdict_counts(metric_reader)
     await check(moderation, f"{ALICE}/1", BOB)
     await check(moderation, f"{ALICE}/1", BOB)
-    after = _verdict_counts(metric_reader)
+    after = verdict_counts(metric_reader)
     assert after.get(("ALLOW", "", ""), 0) - before.get(("ALLOW", "", ""), 0) == 1
     refused = ("REFUSE", "RATE_LIMITED", "sender")
     assert after.get(refused, 0) - before.get(refused, 0) == 1
-
-
-def _verdict_counts(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], int]:
-    counts: dict[tuple[str, str, str], int] = {}
-    data = reader.get_metrics_data()
-    if data is None:
-        return counts
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name != "moderation.check_send.verdicts":
-                    continue
-                for point in metric.data.data_points:
-                    attributes = point.attributes or {}
-                    key = (str(attributes["verdict"]), str(attributes["reason"]), str(attributes["limit"]))
-                    counts[key] = counts.get(key, 0) + int(point.value)
-    return counts

@@ -20,7 +20,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from support.cluster import INTERNAL, Cluster, ProviderKeys
-from support.moderation import NO_REFILL, check, start_moderation
+from support.moderation import NO_REFILL, check, start_moderation, verdict_counts
 
 from parley.common.v1.common_pb2 import ErrorReason
 from parley.moderation.v1 import moderation_pb2 as pb
@@ -317,29 +317,12 @@ async def test_a_batch_of_allowed_sends_is_one_redis_round_trip(cluster: Cluster
 
 async def test_every_decision_of_a_batch_is_counted(cluster: Cluster, metric_reader: InMemoryMetricReader) -> None:
     moderation, _ = await _setup(cluster, send_burst=1, send_per_second=NO_REFILL)
-    before = _verdict_counts(metric_reader)
+    before = verdict_counts(metric_reader)
     await _batch(moderation, [(f"{ALICE}/1", BOB, 1), (f"{ALICE}/1", BOB, 1), (f"{GHOST}/1", BOB, 1)])
-    after = _verdict_counts(metric_reader)
+    after = verdict_counts(metric_reader)
     for key, added in [
         (("ALLOW", "", ""), 1),
         (("REFUSE", "RATE_LIMITED", "sender"), 1),
         (("REFUSE", "UNKNOWN_PROVIDER", ""), 1),
     ]:
         assert after.get(key, 0) - before.get(key, 0) == added, key
-
-
-def _verdict_counts(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], int]:
-    counts: dict[tuple[str, str, str], int] = {}
-    data = reader.get_metrics_data()
-    if data is None:
-        return counts
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name != "moderation.check_send.verdicts":
-                    continue
-                for point in metric.data.data_points:
-                    attributes = point.attributes or {}
-                    key = (str(attributes["verdict"]), str(attributes["reason"]), str(attributes["limit"]))
-                    counts[key] = counts.get(key, 0) + int(point.value)
-    return counts
