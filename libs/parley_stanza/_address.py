@@ -158,7 +158,9 @@ class Address:
         """This address without its device."""
         if self.device is None:
             return self
-        return Address(self.kind, self.identifier, self.provider)
+        # Through the parse cache: relays ask every stanza's sender for its user, and building (and checking)
+        # a new Address each time costs several times a dict lookup.
+        return _parse_cached(self._text.rpartition("/")[0])
 
     def with_device(self, device: int) -> Address:
         """The address of one of this user's devices.
@@ -166,7 +168,9 @@ class Address:
         Raises:
             InvalidAddressError: if ``device`` is not in 1..2^31-1.
         """
-        return Address(self.kind, self.identifier, self.provider, device)
+        if type(device) is not int:  # bool is an int, and "True" must not reach the parser as a device
+            raise InvalidAddressError(f"device id must be an int in 1..{MAX_DEVICE_ID}: {device!r}")
+        return _parse_cached(f"{self.user._text}/{device}")
 
     def __str__(self) -> str:
         return self._text

@@ -36,6 +36,13 @@ def test_parts_and_device_helpers() -> None:
     user = address.user
     assert user.user is user
     assert address.user.with_device(7) == Address.parse("email:bob@example.com@birdy/7")
+    assert address.with_device(9) == Address.parse("email:bob@example.com@birdy/9")
+
+
+@pytest.mark.parametrize("device", [0, -1, 2**31, True, "3", 2.0])
+def test_with_device_refuses_what_is_not_a_device_id(device: object) -> None:
+    with pytest.raises(InvalidAddressError):
+        Address.parse("username:ann@birdy").with_device(device)
 
 
 def test_for_user_normalizes() -> None:
