@@ -12,6 +12,7 @@ from parley.moderation.v1 import moderation_pb2_grpc
 from parley_crypto import FrankingTag, frank, franking_context, stamp_commitment
 from parley_moderation.app import ModerationSettings, build_moderation
 from support.cluster import INTERNAL, Cluster
+from support.metrics import sums
 
 FRANKING_KEY = hashlib.sha256(b"parley tests: the relay's franking key").digest()
 """The key the test relay stamps with and moderation verifies with."""
@@ -79,17 +80,8 @@ async def check(
 
 def verdict_counts(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], int]:
     """Decisions counted by ``moderation.check_send.verdicts`` so far, by (verdict, reason, limit)."""
-    counts: dict[tuple[str, str, str], int] = {}
-    data = reader.get_metrics_data()
-    if data is None:
-        return counts
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name != "moderation.check_send.verdicts":
-                    continue
-                for point in metric.data.data_points:
-                    attributes = point.attributes or {}
-                    key = (str(attributes["verdict"]), str(attributes["reason"]), str(attributes["limit"]))
-                    counts[key] = counts.get(key, 0) + int(point.value)
-    return counts
+    return {
+        (attributes["verdict"], attributes["reason"], attributes["limit"]): int(value)
+        for key, value in sums(reader, "moderation.check_send.verdicts").items()
+        for attributes in [dict(key)]
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -215,14 +216,16 @@ class RelayHandler:
             except ParleyError as error:
                 outcomes.append(error)
         await self._send_run(device, run, outcomes)
-        done: list[Accepted | ParleyError] = []
-        for outcome in outcomes:
-            assert outcome is not None
-            if isinstance(outcome, ParleyError):
-                self._refused.add(1, {"reason": outcome.reason_name})
+        done = [outcome for outcome in outcomes if outcome is not None]
+        # One counter update per attribute set and frame, not per stanza: each add walks the SDK's aggregation.
+        tally = Counter(
+            ("refused", o.reason_name) if isinstance(o, ParleyError) else ("accepted", o.duplicate) for o in done
+        )
+        for (kind, value), count in tally.items():
+            if kind == "refused":
+                self._refused.add(count, {"reason": value})
             else:
-                self._accepted.add(1, {"duplicate": outcome.duplicate})
-            done.append(outcome)
+                self._accepted.add(count, {"duplicate": value})
         return done
 
     async def _send_run(
@@ -345,16 +348,19 @@ class RelayHandler:
         """Stores every copy of the checked messages in one round trip; their acceptances, in order."""
         results = iter(await self._store.store_many([r for message in checked for r in message.requests]))
         accepted = []
+        copies = 0
         for message in checked:
             first: StoreResult | None = None
             for request in message.requests:
                 result = next(results)
-                await self._after_store(request, result)
+                copies += await self._after_store(request, result)
                 first = first or result
             if first is None:  # no device to deliver to at all: an empty fan-out is still an acceptance
                 accepted.append(Accepted(message.message.id, message.ts, False))
             else:
                 accepted.append(Accepted(message.message.id, first.ts, first.duplicate))
+        if copies:
+            self._stored.add(copies)
         return accepted
 
     def _stamp(self, message: Message, recipient: Address, ts: int) -> bytes | None:
@@ -389,7 +395,8 @@ class RelayHandler:
             return None
         request = self._store_request(user, device_ids, data, stanza, ts, sender)
         result = (await self._store.store_many([request]))[0]
-        await self._after_store(request, result)
+        if copies := await self._after_store(request, result):
+            self._stored.add(copies)
         return Accepted(stanza.id, result.ts, result.duplicate)
 
     def _store_request(
@@ -406,14 +413,14 @@ class RelayHandler:
             retention_ms=self._limits.retention_ms,
         )
 
-    async def _after_store(self, request: StoreRequest, result: StoreResult) -> None:
-        """Counts new copies and announces the ones waiting for devices without a stream."""
+    async def _after_store(self, request: StoreRequest, result: StoreResult) -> int:
+        """Announces new copies waiting for devices without a stream; returns how many copies were new."""
         if result.duplicate:
-            return
-        self._stored.add(len(request.device_ids))
+            return 0
         for device_id, pending in result.offline:
             address = str(Address.parse(request.user).with_device(device_id))
             await self._events.publish(Event(message_waiting=MessageWaiting(address=address, pending=pending)))
+        return len(request.device_ids)
 
     async def _send_receipt(self, device: Address, receipt: Receipt, data: bytes, *, sync: bool = True) -> Accepted:
         """Stores a receipt for the confirmed messages' sender and, when ``sync``, the confirming user's others."""
