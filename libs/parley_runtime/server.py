@@ -9,6 +9,7 @@ sending), the server stops accepting calls, and in-flight calls get ``shutdown_g
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -168,9 +169,28 @@ def run_service(
             # so the orchestrator restarts us with backoff.
             _log.exception("startup failed", extra={"service": name})
             raise SystemExit(1) from None
+        _settle_garbage_collector()
         await serve_until_signalled(server)
 
     asyncio.run(main())
+
+
+GC_FIRST_GENERATION_THRESHOLD = 10_000
+"""Allocations between young-generation collections while serving (Python's default is 700)."""
+
+
+def _settle_garbage_collector() -> None:
+    """Takes start-up objects out of the collector's sight and collects the young generation less often.
+
+    What start-up built (modules, generated protobuf classes, clients) lives as long as the process; frozen, it
+    is no longer re-scanned by every older-generation collection. Serving allocates many short-lived objects per
+    request; a higher young-generation threshold means far fewer collections, each a pause that every call in
+    flight waits for, for a little more memory.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_FIRST_GENERATION_THRESHOLD, middle, old)
 
 
 async def serve_until_signalled(server: GrpcServer) -> None:

@@ -6,6 +6,7 @@ The process tests run ``python -m parley_identity`` exactly as a container would
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.probe import PROBE_SERVICE, ProbeFactory
 
+from parley_runtime import server
 from parley_runtime.testing import free_port
 
 GRACE_S = 5.0
@@ -135,3 +137,14 @@ async def test_stop_lets_in_flight_calls_finish_and_refuses_new_ones(start_probe
     probe.release.set()
     assert await in_flight == b"done"
     await asyncio.wait_for(stopping, 10)
+
+
+def test_serving_freezes_start_up_objects_and_collects_the_young_generation_less_often() -> None:
+    threshold = gc.get_threshold()
+    try:
+        server._settle_garbage_collector()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (server.GC_FIRST_GENERATION_THRESHOLD, *threshold[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
