@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import grpc
 import grpc.aio
@@ -46,6 +46,15 @@ class ProviderCache:
 
     def __init__(self) -> None:
         self._records: dict[str, ProviderRecord] = {}
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Calls ``listener`` after every change (a snapshot or one provider), e.g. to re-check open streams."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     def get(self, provider_id: str) -> ProviderRecord | None:
         """The provider, or None."""
@@ -58,10 +67,12 @@ class ProviderCache:
     def replace_all(self, providers: Iterable[Provider]) -> None:
         """Replaces the whole cache (a snapshot)."""
         self._records = {p.provider_id: record_from_proto(p) for p in providers}
+        self._changed()
 
     def put(self, provider: Provider) -> None:
         """Inserts or replaces one provider."""
         self._records[provider.provider_id] = record_from_proto(provider)
+        self._changed()
 
 
 class WatchedProviderDirectory(ProviderCache):

@@ -175,7 +175,6 @@ async def run() -> int:
                 "parley_relay",
                 {
                     **peers,
-                    "PARLEY_STREAM_POLL_S": "0.5",
                     "PARLEY_MODERATION_TARGET": services["moderation"].target,
                     "PARLEY_FRANKING_KEY": franking_key,
                 },

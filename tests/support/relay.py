@@ -39,7 +39,6 @@ async def start_world(cluster: Cluster, *, relays: int = 1, **relay_overrides: o
             RelaySettings,
             build_relay,
             replica=f"relay-{index}",
-            stream_poll_s=0.5,
             **relay_overrides,
         )
     world = World(cluster)

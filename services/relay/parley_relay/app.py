@@ -41,7 +41,9 @@ class RelaySettings(IdentityPeerSettings):
     retention_s: int = Field(30 * 86_400, ge=60, le=365 * 86_400, description="How long undelivered stanzas wait.")
     recipient_cache_s: float = Field(1.0, ge=0, le=60, description="Reuse of identity's recipient answers.")
     stream_window: int = Field(256, ge=1, le=100_000, description="Unacknowledged deliveries per stream.")
-    stream_poll_s: float = Field(2.0, gt=0, le=60, description="Mailbox re-read interval of idle streams.")
+    stream_poll_s: float = Field(
+        30.0, gt=0, le=600, description="Safety-net mailbox re-read interval of idle streams (hints wake them)."
+    )
     max_streams_per_provider: int = Field(100_000, ge=1, description="Open streams per provider on one replica.")
     max_media_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024, description="Largest blob.")
     media_retention_s: int = Field(30 * 86_400, ge=60, le=365 * 86_400, description="How long blobs live.")
@@ -75,6 +77,8 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
     store = RedisMailboxStore(client)
     hub = MailboxHub(client, store, replica=settings.replica)
     await hub.start()
+    # Open streams re-check their provider's status when it changes (the kill switch), not on a timer.
+    providers.on_change(hub.wake_all)
     handler = RelayHandler(
         store,
         CachingRecipientResolver(identity, ttl_s=settings.recipient_cache_s),

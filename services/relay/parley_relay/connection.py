@@ -44,7 +44,7 @@ class StreamSettings:
     window: int = 256
     batch: int = 64
     max_batch_stanzas: int = 100
-    poll_interval_s: float = 2.0
+    poll_interval_s: float = 30.0
 
 
 class DeviceStream:
@@ -111,10 +111,7 @@ class DeviceStream:
                 if error is not None:
                     raise error
                 return
-            if not self._allowed():
-                raise permission_denied(
-                    ErrorReason.ERROR_REASON_PROVIDER_SUSPENDED, "the provider was suspended; stream closed"
-                )
+            self._check_allowed()
             for stanza in listener.take_ephemeral():
                 yield pb.ConnectResponse(deliveries=pb.Deliveries(deliveries=[pb.Delivery(stanza=stanza)]))
             free = settings.window - len(self._in_flight)
@@ -132,7 +129,7 @@ class DeviceStream:
                 if backlog is not None:
                     yield pb.ConnectResponse(queue_drained=pb.QueueDrained(delivered=backlog))
                     backlog = None
-            # The poll interval bounds how long a lost hint or a suspension can go unnoticed.
+            # Hints, replies, acks and provider changes wake the stream; the poll is only a safety net.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(settings.poll_interval_s):
                     await listener.wake.wait()
@@ -146,6 +143,7 @@ class DeviceStream:
                         await self._acknowledge(list(request.ack.delivery_ids))
                     listener.wake.set()  # the window may have room again
                 elif kind == "send":
+                    self._check_allowed()  # the provider may have been suspended since the stream opened
                     with self._span("send"):
                         results = await self._send(request.send)
                     await self._reply(pb.ConnectResponse(send_results=results), listener)
@@ -163,6 +161,12 @@ class DeviceStream:
             await self._reply_room.wait()
         self._replies.append(frame)
         listener.wake.set()
+
+    def _check_allowed(self) -> None:
+        if not self._allowed():
+            raise permission_denied(
+                ErrorReason.ERROR_REASON_PROVIDER_SUSPENDED, "the provider was suspended; stream closed"
+            )
 
     def _span(self, frame: str) -> contextlib.AbstractContextManager[trace.Span]:
         return _tracer.start_as_current_span(f"relay.Connect/{frame}", context=self._trace_context)

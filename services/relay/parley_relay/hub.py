@@ -1,9 +1,10 @@
 """Wakes the streams this replica serves when their mailboxes grow, and keeps their devices marked present.
 
 Each replica keeps one Redis pub/sub connection subscribed to the hint channels of the devices it streams to. A
-hint only says "look at your mailbox" (the mailbox is the truth), so a hint lost while pub/sub reconnects costs
-latency, not messages: every stream also re-reads its mailbox every ``poll_interval_s``. Ephemeral stanzas
-(typing) travel in the hint itself and are never stored.
+hint only says "look at your mailbox" (the mailbox is the truth). Redis drops hints only with the subscriber's
+connection, so after every reconnect all streams are woken to re-read their mailboxes; a stream also re-reads
+its mailbox every ``poll_interval_s`` as a safety net, so nothing waits forever even if a hint went missing some
+other way. Ephemeral stanzas (typing) travel in the hint itself and are never stored.
 
 Presence (which replica streams to a device, so acceptance can tell offline devices apart) is marked when a
 device's first stream opens, cleared when its last closes, and refreshed for all devices at once by one task,
@@ -16,7 +17,10 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict, deque
+from collections.abc import Callable
 
+from redis.asyncio.client import PubSub
+from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
 from parley_relay.store import EPHEMERAL_PREFIX, MailboxStore
@@ -56,6 +60,20 @@ class Listener:
         return taken
 
 
+class _Subscription(PubSub):
+    """The replica's pub/sub connection. Hints published while it was down are lost, so every (re)connect, after
+    redis-py has subscribed the channels again, wakes all streams to re-read their mailboxes."""
+
+    def __init__(self, client: Redis, connected: Callable[[], None]) -> None:
+        super().__init__(client.connection_pool)
+        self._connected = connected
+
+    async def on_connect(self, connection: Connection) -> None:
+        """Subscribes again, then wakes the streams."""
+        await super().on_connect(connection)
+        self._connected()
+
+
 class MailboxHub:
     """The replica's pub/sub subscription and presence marks, shared by its device streams.
 
@@ -71,7 +89,7 @@ class MailboxHub:
         self._store = store
         self._replica = replica
         self._presence_ttl_ms = presence_ttl_ms
-        self._pubsub = client.pubsub()
+        self._pubsub = _Subscription(client, self.wake_all)
         self._listeners: dict[bytes, set[Listener]] = defaultdict(set)
         self._devices: dict[bytes, tuple[str, int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -119,6 +137,12 @@ class MailboxHub:
             with contextlib.suppress(RedisError):
                 await self._store.mark_absent(user, device_id, self._replica)
 
+    def wake_all(self) -> None:
+        """Wakes every stream: hints may have been lost, or what streams may do changed (a provider's status)."""
+        for listeners in self._listeners.values():
+            for listener in listeners:
+                listener.wake.set()
+
     async def _refresh_presence(self) -> None:
         while True:
             await asyncio.sleep(self._presence_ttl_ms / 3000)
@@ -130,7 +154,8 @@ class MailboxHub:
 
     async def _dispatch(self) -> None:
         while True:
-            if not self._listeners:
+            if not self._listeners or self._pubsub.connection is None:
+                # Nothing subscribed yet (the first stream's SUBSCRIBE may still be on its way).
                 await asyncio.sleep(0.05)
                 continue
             try:
