@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -78,8 +77,10 @@ class DeviceStream:
         self._settings = settings
         self._allowed = allowed
         self._trace_context = trace_context
-        self._replies: deque[pb.ConnectResponse] = deque()
-        self._reply_room = asyncio.Event()
+        # A list and a lazily made event rather than a deque and an Event: an idle stream has neither in use,
+        # and at most _REPLIES replies ever wait.
+        self._replies: list[pb.ConnectResponse] = []
+        self._reply_room: asyncio.Event | None = None
         self._in_flight: dict[str, StoredStanza] = {}
         # Set once the client stopped sending: None after a clean half-close, else what broke the reader.
         self._ended: tuple[BaseException | None] | None = None
@@ -104,8 +105,9 @@ class DeviceStream:
         while True:
             listener.wake.clear()
             while self._replies:
-                yield self._replies.popleft()
-                self._reply_room.set()
+                yield self._replies.pop(0)
+                if self._reply_room is not None:
+                    self._reply_room.set()
             if self._ended is not None:
                 error = self._ended[0]
                 if error is not None:
@@ -157,6 +159,8 @@ class DeviceStream:
 
     async def _reply(self, frame: pb.ConnectResponse, listener: Listener) -> None:
         while len(self._replies) >= _REPLIES:
+            if self._reply_room is None:
+                self._reply_room = asyncio.Event()
             self._reply_room.clear()
             await self._reply_room.wait()
         self._replies.append(frame)
