@@ -97,7 +97,11 @@ async def build_notification(settings: NotificationSettings, telemetry: Telemetr
         max_commands=max(1, settings.redis_max_connections - 8),
     )
     meter = telemetry.meter("parley.notification")
-    webhooks = WebhookClient(timeout_s=settings.webhook_timeout_s, max_connections=settings.delivery_concurrency)
+    webhooks = WebhookClient(
+        timeout_s=settings.webhook_timeout_s,
+        max_connections=settings.delivery_concurrency,
+        allow_loopback=settings.webhook_allow_loopback_http,
+    )
     worker = DeliveryWorker(
         store,
         webhooks,
