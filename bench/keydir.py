@@ -19,45 +19,20 @@ from typing import Any
 import grpc.aio
 import redis.asyncio as aioredis
 from benchlib import Figure, parse_args, write_results
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from benchworld import ADMIN_TOKEN, INTERNAL_TOKEN, auth, enlist
 
-from parley.common.v1.common_pb2 import Feature, IdentifierKind
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1 import identity_pb2_grpc
 from parley.keydir.v1 import keydir_pb2 as kd_pb
 from parley.keydir.v1 import keydir_pb2_grpc
 from parley_crypto import IdentityKeyPair, generate_prekeys, generate_signed_prekey
 from parley_runtime import redis_keys
-from parley_runtime.auth import mint_assertion
 from parley_runtime.redis_client import load_script
 from parley_runtime.testing import RedisServer, ServiceProcess
 
-ADMIN = (("authorization", "Bearer bench-admin"),)
 BOB = "username:bob@gatekeeper"
 ALICE = "username:alice@birdy"
 CONCURRENCY = 32
-
-
-async def _enlist(identity: identity_pb2_grpc.IdentityServiceStub, provider_id: str) -> Ed25519PrivateKey:
-    key = Ed25519PrivateKey.generate()
-    await identity.EnlistProvider(
-        id_pb.EnlistProviderRequest(
-            provider_id=provider_id,
-            display_name=provider_id,
-            signing_public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
-            identifier_kinds=[IdentifierKind.IDENTIFIER_KIND_USERNAME],
-            features=[Feature.FEATURE_TEXT],
-        ),
-        metadata=ADMIN,
-    )
-    await identity.ApproveProvider(id_pb.ApproveProviderRequest(provider_id=provider_id), metadata=ADMIN)
-    return key
-
-
-def _auth(key: Ed25519PrivateKey, provider: str, subject: str, device: int | None = None) -> tuple[tuple[str, str]]:
-    token = mint_assertion(key, provider_id=provider, subject=subject, device_id=device)
-    return (("authorization", f"Bearer {token}"),)
 
 
 async def _fill(client: aioredis.Redis, address: str, device: int, count: int, start_id: int) -> None:
@@ -90,8 +65,8 @@ async def main() -> None:
     with RedisServer() as redis_server:
         env = {
             "PARLEY_REDIS_URL": redis_server.url,
-            "PARLEY_ADMIN_TOKEN": "bench-admin",
-            "PARLEY_INTERNAL_TOKEN": "bench-internal",
+            "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
+            "PARLEY_INTERNAL_TOKEN": INTERNAL_TOKEN,
             "PARLEY_LOG_LEVEL": "WARNING",
         }
         identity_process = ServiceProcess("parley_identity", env)
@@ -122,15 +97,15 @@ async def _measure(
     keydir_channel = grpc.aio.insecure_channel(keydir_process.target)
     identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
     keydir = keydir_pb2_grpc.KeyDirectoryServiceStub(keydir_channel)
-    gatekeeper = await _enlist(identity, "gatekeeper")
-    birdy = await _enlist(identity, "birdy")
+    gatekeeper = await enlist(identity, "gatekeeper")
+    birdy = await enlist(identity, "birdy")
     for key, provider, user, allow in ((gatekeeper, "gatekeeper", BOB, "birdy"), (birdy, "birdy", ALICE, "gatekeeper")):
-        await identity.RegisterUser(id_pb.RegisterUserRequest(), metadata=_auth(key, provider, user))
+        await identity.RegisterUser(id_pb.RegisterUserRequest(), metadata=auth(key, provider, user))
         await identity.RegisterDevice(
-            id_pb.RegisterDeviceRequest(registration_id=7), metadata=_auth(key, provider, user)
+            id_pb.RegisterDeviceRequest(registration_id=7), metadata=auth(key, provider, user)
         )
         await identity.EnableThirdPartyChats(
-            id_pb.EnableThirdPartyChatsRequest(allowed_providers=[allow]), metadata=_auth(key, provider, user)
+            id_pb.EnableThirdPartyChatsRequest(allowed_providers=[allow]), metadata=auth(key, provider, user)
         )
     bob_identity = IdentityKeyPair.generate()
     signed = generate_signed_prekey(bob_identity, 1, timestamp=0)
@@ -142,7 +117,7 @@ async def _measure(
                 key_id=1, public_key=signed.key_pair.public_key.serialize(), signature=signed.signature
             ),
         ),
-        metadata=_auth(gatekeeper, "gatekeeper", BOB, 1),
+        metadata=auth(gatekeeper, "gatekeeper", BOB, 1),
     )
     client = aioredis.Redis.from_url(redis_url)
     # Enough prekeys that no round runs dry: the service side on device 1, the floor on a twin device 2 record.
@@ -155,7 +130,7 @@ async def _measure(
     request = kd_pb.FetchPreKeyBundlesRequest(address=f"{BOB}/1")
 
     async def ours() -> None:
-        response = await keydir.FetchPreKeyBundles(request, metadata=_auth(birdy, "birdy", ALICE, 1))
+        response = await keydir.FetchPreKeyBundles(request, metadata=auth(birdy, "birdy", ALICE, 1))
         assert not response.bundles[0].one_time_prekey_exhausted
 
     script = load_script(client, "parley_keydir", "claim_bundles")

@@ -33,12 +33,9 @@ from typing import Any
 import grpc.aio
 import redis.asyncio as aioredis
 from benchlib import Figure, parse_args, write_results
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from benchworld import ADMIN_TOKEN, INTERNAL_TOKEN, enlist
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from parley.common.v1.common_pb2 import Feature, IdentifierKind
-from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1 import identity_pb2_grpc
 from parley.moderation.v1 import moderation_pb2 as pb
 from parley.moderation.v1 import moderation_pb2_grpc
@@ -47,8 +44,7 @@ from parley_moderation.store import check_send_calls
 from parley_runtime.redis_client import load_script
 from parley_runtime.testing import RedisServer, ServiceProcess
 
-ADMIN = (("authorization", "Bearer bench-admin"),)
-INTERNAL = (("authorization", "Bearer bench-internal"),)
+INTERNAL = (("authorization", f"Bearer {INTERNAL_TOKEN}"),)
 CONCURRENCY = 32
 BATCH = 50
 BATCH_CONCURRENCY = 8
@@ -72,21 +68,6 @@ SHAPE = SendShape(
     max_contacts=10_000,
     contact_ttl_ms=90 * 86_400_000,
 )
-
-
-async def _enlist(identity: identity_pb2_grpc.IdentityServiceStub, provider_id: str) -> None:
-    key = Ed25519PrivateKey.generate()
-    await identity.EnlistProvider(
-        id_pb.EnlistProviderRequest(
-            provider_id=provider_id,
-            display_name=provider_id,
-            signing_public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
-            identifier_kinds=[IdentifierKind.IDENTIFIER_KIND_USERNAME],
-            features=[Feature.FEATURE_TEXT],
-        ),
-        metadata=ADMIN,
-    )
-    await identity.ApproveProvider(id_pb.ApproveProviderRequest(provider_id=provider_id), metadata=ADMIN)
 
 
 async def _run_for(
@@ -114,8 +95,8 @@ async def main() -> None:
     with RedisServer() as redis_server:
         env = {
             "PARLEY_REDIS_URL": redis_server.url,
-            "PARLEY_ADMIN_TOKEN": "bench-admin",
-            "PARLEY_INTERNAL_TOKEN": "bench-internal",
+            "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
+            "PARLEY_INTERNAL_TOKEN": INTERNAL_TOKEN,
             "PARLEY_LOG_LEVEL": "WARNING",
         }
         identity_process = ServiceProcess("parley_identity", env)
@@ -123,7 +104,7 @@ async def main() -> None:
         identity_channel = grpc.aio.insecure_channel(identity_process.target)
         identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
         for provider_id in ("gatekeeper", "birdy"):
-            await _enlist(identity, provider_id)
+            await enlist(identity, provider_id)
         await identity_channel.close()
         moderation_process = ServiceProcess(
             "parley_moderation",

@@ -26,19 +26,15 @@ import grpc.aio
 import redis.asyncio as aioredis
 from aiohttp import web
 from benchlib import Figure, parse_args, write_results
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from benchworld import ADMIN_TOKEN, INTERNAL_TOKEN, enlist
 
-from parley.common.v1.common_pb2 import Feature, IdentifierKind
 from parley.events.v1.events_pb2 import Event, MessageWaiting
-from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1 import identity_pb2_grpc
 from parley.notification.v1 import notification_pb2 as nt_pb
 from parley.notification.v1 import notification_pb2_grpc
 from parley_runtime.auth import mint_assertion
 from parley_runtime.testing import RedisServer, ServiceProcess, free_port
 
-ADMIN = (("authorization", "Bearer bench-admin"),)
 CONCURRENCY = 64
 ENDPOINT_FLAG = "--serve-endpoint"
 
@@ -90,22 +86,6 @@ async def _wait_for_count(session: aiohttp.ClientSession, base: str, target: int
     # The count lives in the endpoint's process; polling it is the only way to see it.
     while (await _stats(session, base))["count"] < target:  # noqa: ASYNC110 -- no event crosses the process
         await asyncio.sleep(0.01)
-
-
-async def _enlist(identity: identity_pb2_grpc.IdentityServiceStub, provider_id: str) -> Ed25519PrivateKey:
-    key = Ed25519PrivateKey.generate()
-    await identity.EnlistProvider(
-        id_pb.EnlistProviderRequest(
-            provider_id=provider_id,
-            display_name=provider_id,
-            signing_public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
-            identifier_kinds=[IdentifierKind.IDENTIFIER_KIND_USERNAME],
-            features=[Feature.FEATURE_TEXT],
-        ),
-        metadata=ADMIN,
-    )
-    await identity.ApproveProvider(id_pb.ApproveProviderRequest(provider_id=provider_id), metadata=ADMIN)
-    return key
 
 
 async def _ours(client: aioredis.Redis, session: aiohttp.ClientSession, base: str, events: int, round_: int) -> float:
@@ -165,8 +145,8 @@ async def _run(port: int, *, events: int, rounds: int) -> Figure:
     with RedisServer() as redis_server:
         env = {
             "PARLEY_REDIS_URL": redis_server.url,
-            "PARLEY_ADMIN_TOKEN": "bench-admin",
-            "PARLEY_INTERNAL_TOKEN": "bench-internal",
+            "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
+            "PARLEY_INTERNAL_TOKEN": INTERNAL_TOKEN,
             "PARLEY_LOG_LEVEL": "WARNING",
         }
         identity_process = ServiceProcess("parley_identity", env)
@@ -201,7 +181,7 @@ async def _measure(
     notification_channel = grpc.aio.insecure_channel(notification_process.target)
     identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
     notification = notification_pb2_grpc.NotificationServiceStub(notification_channel)
-    birdy = await _enlist(identity, "birdy")
+    birdy = await enlist(identity, "birdy")
     base = f"http://127.0.0.1:{port}"
     async with asyncio.timeout(30):
         while True:

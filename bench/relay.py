@@ -35,10 +35,9 @@ from pathlib import Path
 import grpc.aio
 import redis.asyncio as aioredis
 from benchlib import Figure, parse_args, write_results
+from benchworld import ADMIN_TOKEN, INTERNAL_TOKEN, enlist
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from parley.common.v1.common_pb2 import Feature, IdentifierKind
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1 import identity_pb2_grpc
 from parley.relay.v1 import relay_pb2 as pb
@@ -48,7 +47,6 @@ from parley_runtime.auth import mint_assertion
 from parley_runtime.testing import RedisServer, ServiceProcess, free_port
 from parley_stanza import Address, Message, MessageType, Payload, PayloadKind, encode
 
-ADMIN = (("authorization", "Bearer bench-admin"),)
 PAIRS = 16
 BATCH = 50
 WINDOW = 4
@@ -435,22 +433,6 @@ def _percentile_ms(sorted_latencies: Sequence[float], fraction: float) -> float:
     return round(sorted_latencies[index] * 1000, 2)
 
 
-async def _enlist(identity: identity_pb2_grpc.IdentityServiceStub, provider_id: str) -> Ed25519PrivateKey:
-    key = Ed25519PrivateKey.generate()
-    await identity.EnlistProvider(
-        id_pb.EnlistProviderRequest(
-            provider_id=provider_id,
-            display_name=provider_id,
-            signing_public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
-            identifier_kinds=[IdentifierKind.IDENTIFIER_KIND_USERNAME],
-            features=[Feature.FEATURE_TEXT],
-        ),
-        metadata=ADMIN,
-    )
-    await identity.ApproveProvider(id_pb.ApproveProviderRequest(provider_id=provider_id), metadata=ADMIN)
-    return key
-
-
 async def _register(
     identity: identity_pb2_grpc.IdentityServiceStub, key: Ed25519PrivateKey, user: Address, allow: str
 ) -> Device:
@@ -510,8 +492,8 @@ async def main() -> None:
     with RedisServer() as redis_server:
         env = {
             "PARLEY_REDIS_URL": redis_server.url,
-            "PARLEY_ADMIN_TOKEN": "bench-admin",
-            "PARLEY_INTERNAL_TOKEN": "bench-internal",
+            "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
+            "PARLEY_INTERNAL_TOKEN": INTERNAL_TOKEN,
             "PARLEY_LOG_LEVEL": "WARNING",
             "PARLEY_MAX_INFLIGHT_CALLS": "100000",
         }
@@ -605,7 +587,7 @@ async def _measure(
 ) -> dict[str, Figure]:
     identity_channel = grpc.aio.insecure_channel(identity_target)
     identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
-    keys = {provider: await _enlist(identity, provider) for provider in ("gatekeeper", "birdy")}
+    keys = {provider: await enlist(identity, provider) for provider in ("gatekeeper", "birdy")}
     _progress(f"registering {PAIRS} senders, {PAIRS} recipients and {idle} idle devices")
     pairs, idlers = await _register_all(identity, keys, idle)
     await identity_channel.close()

@@ -1,0 +1,40 @@
+"""Set-up shared by the benchmarks that run real services: the bench's tokens and enlisting providers."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from parley.common.v1.common_pb2 import Feature, IdentifierKind
+from parley.identity.v1 import identity_pb2 as id_pb
+from parley.identity.v1 import identity_pb2_grpc
+from parley_runtime.auth import mint_assertion
+
+ADMIN_TOKEN = "bench-admin"  # noqa: S105 -- a throwaway token of a bench-local cluster
+INTERNAL_TOKEN = "bench-internal"  # noqa: S105 -- likewise
+ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+async def enlist(identity: identity_pb2_grpc.IdentityServiceStub, provider_id: str) -> Ed25519PrivateKey:
+    """Enlists and approves a provider (usernames, text); returns its signing key."""
+    key = Ed25519PrivateKey.generate()
+    await identity.EnlistProvider(
+        id_pb.EnlistProviderRequest(
+            provider_id=provider_id,
+            display_name=provider_id,
+            signing_public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+            identifier_kinds=[IdentifierKind.IDENTIFIER_KIND_USERNAME],
+            features=[Feature.FEATURE_TEXT],
+        ),
+        metadata=ADMIN,
+    )
+    await identity.ApproveProvider(id_pb.ApproveProviderRequest(provider_id=provider_id), metadata=ADMIN)
+    return key
+
+
+def auth(key: Ed25519PrivateKey, provider_id: str, subject: str, device_id: int | None = None) -> Metadata:
+    """Call metadata with a fresh one-time assertion for ``subject`` (and ``device_id``)."""
+    token = mint_assertion(key, provider_id=provider_id, subject=subject, device_id=device_id)
+    return (("authorization", f"Bearer {token}"),)
