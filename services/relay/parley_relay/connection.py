@@ -199,6 +199,7 @@ class DeviceStream:
                     code=int(Code.INVALID_ARGUMENT),
                     reason="BATCH_TOO_LARGE",
                     message=f"at most {self._settings.max_batch_stanzas} stanzas per batch",
+                    metadata={"limit": str(self._settings.max_batch_stanzas)},
                 )
             return results
         for outcome in await self._handler.send_batch(self._device, batch.stanzas):

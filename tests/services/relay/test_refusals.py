@@ -179,3 +179,19 @@ async def test_streams_per_provider_are_bounded(cluster: Cluster) -> None:
         async with world["ana_phone"].connect() as other:
             await asyncio.wait_for(other.drained.wait(), 5)
     await world.close()
+
+
+async def test_an_oversized_frame_is_refused_whole_and_the_stream_goes_on(cluster: Cluster, redis_url: str) -> None:
+    world = await start_world(cluster)
+    ben, ana = world["ben"], world["ana_phone"]
+    devices = [ana.address, world["ana_laptop"].address]
+    frame = [encode(raw_message(ben.address, ana.user, devices, f"big-{i}")) for i in range(101)]
+    async with ben.connect() as stream:
+        refused = (await stream.send(frame)).results
+        assert len(refused) == 101
+        assert {(r.code, r.reason, r.metadata["limit"]) for r in refused} == {(3, "BATCH_TOO_LARGE", "100")}
+        assert await _stored(redis_url, world) == 0
+        accepted = (await stream.send(frame[:100])).results
+    assert [r.code for r in accepted] == [0] * 100
+    assert await _stored(redis_url, world) == 200
+    await world.close()
