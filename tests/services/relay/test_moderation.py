@@ -79,10 +79,10 @@ async def test_a_frame_keeps_each_stanzas_verdict(cluster: Cluster, redis_url: s
     await world.close()
 
 
-async def test_stanzas_over_the_senders_limit_are_refused_one_by_one(cluster: Cluster, redis_url: str) -> None:
+async def test_a_flooding_sender_is_refused_one_by_one_and_others_go_on(cluster: Cluster, redis_url: str) -> None:
     _, world = await _start(cluster, send_burst=3, send_per_second=NO_REFILL)
-    ben, ana = world["ben"], world["ana_phone"]
-    stanzas = [encode(await ben.encrypt(ana.user, text(f"m{i}"))) for i in range(5)]
+    ben, cleo, ana = world["ben"], world["cleo_phone"], world["ana_phone"]
+    stanzas = [encode(await ben.encrypt(ana.user, text(f"m{i}"))) for i in range(20)]
     async with ben.connect() as connection:
         results = (await connection.send(stanzas)).results
     assert [r.code for r in results[:3]] == [0, 0, 0]
@@ -90,8 +90,10 @@ async def test_stanzas_over_the_senders_limit_are_refused_one_by_one(cluster: Cl
         assert refused.code == 8  # RESOURCE_EXHAUSTED
         assert refused.reason == "RATE_LIMITED"
         assert refused.metadata["limit"] == "sender"
-    assert await _mailbox(redis_url, world["ana_laptop"]) == 3
-    assert await _bodies(ana, 3) == ["m0", "m1", "m2"]
+    # Another user of the same provider has buckets of her own.
+    await cleo.send_content(ana.user, text("from cleo"))
+    assert await _mailbox(redis_url, world["ana_laptop"]) == 4
+    assert await _bodies(ana, 4) == ["m0", "m1", "m2", "from cleo"]
     assert await _mailbox(redis_url, ana) == 0
     await world.close()
 
