@@ -9,7 +9,6 @@ Redis pub/sub (see the identity service), every other service by identity's ``Wa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
@@ -21,6 +20,7 @@ from parley.identity.v1 import identity_pb2, identity_pb2_grpc
 from parley.identity.v1.identity_pb2 import Provider
 from parley_runtime import redis_keys
 from parley_runtime.auth import ProviderRecord
+from parley_runtime.background import cancel_and_wait
 from parley_runtime.clients import internal_channel
 from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.redis_client import Redis
@@ -98,10 +98,7 @@ class WatchedProviderDirectory(ProviderCache):
 
     async def stop(self) -> None:
         """Stops following."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])
 
     async def _follow(self) -> None:
         backoff = 0.05

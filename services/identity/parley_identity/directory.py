@@ -9,7 +9,6 @@ reload runs at start, after any pub/sub reconnect, and every ``resync_s`` second
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
 
@@ -18,6 +17,7 @@ from redis.exceptions import RedisError
 from parley.identity.v1.identity_pb2 import Provider
 from parley_identity.store import IdentityStore
 from parley_runtime import redis_keys
+from parley_runtime.background import cancel_and_wait
 from parley_runtime.providers import ProviderCache
 from parley_runtime.redis_client import Redis
 
@@ -62,10 +62,7 @@ class IdentityProviderDirectory(ProviderCache):
 
     async def stop(self) -> None:
         """Stops following changes."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])
 
     async def reload(self) -> None:
         """Replaces the cache with storage's providers and sends every watcher a snapshot."""

@@ -8,12 +8,13 @@ here checks a stop flag between commands, and is given time to finish its curren
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Collection
+
+from parley_runtime.background import cancel_and_wait
 
 
 async def finish_or_cancel(tasks: Collection[asyncio.Task[None]], grace_s: float) -> None:
-    """Waits up to ``grace_s`` for ``tasks`` to end by themselves, then cancels the rest (briefly awaited).
+    """Waits up to ``grace_s`` for ``tasks`` to end by themselves, then cancels the rest (for at most a second).
 
     Args:
         tasks: loops that were told to stop.
@@ -22,8 +23,4 @@ async def finish_or_cancel(tasks: Collection[asyncio.Task[None]], grace_s: float
     if not tasks:
         return
     _, pending = await asyncio.wait(tasks, timeout=grace_s)
-    for task in pending:
-        task.cancel()
-    if pending:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait(pending, timeout=1.0)
+    await cancel_and_wait(pending, patience_s=1.0)

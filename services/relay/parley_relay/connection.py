@@ -28,6 +28,7 @@ from parley.relay.v1 import relay_pb2 as pb
 from parley_relay.handler import RelayHandler
 from parley_relay.hub import Listener, MailboxHub
 from parley_relay.store import StoredStanza
+from parley_runtime.background import cancel_and_wait
 from parley_runtime.errors import Code, ParleyError, permission_denied
 from parley_stanza import Address
 
@@ -93,9 +94,7 @@ class DeviceStream:
             async for frame in self._frames(listener):
                 yield frame
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            await cancel_and_wait([reader])
             await self._hub.unregister(self._user, self._device_id, listener)
 
     async def _frames(self, listener: Listener) -> AsyncIterator[pb.ConnectResponse]:

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from parley_relay.store import EPHEMERAL_PREFIX, MailboxStore
 from parley_runtime import redis_keys
+from parley_runtime.background import cancel_and_wait
 from parley_runtime.redis_client import Redis
 
 _log = logging.getLogger(__name__)
@@ -103,11 +104,7 @@ class MailboxHub:
 
     async def stop(self) -> None:
         """Stops dispatching and closes the subscription."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
     async def register(self, user: str, device_id: int) -> Listener:
