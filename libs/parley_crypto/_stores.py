@@ -79,6 +79,10 @@ class IdentityKeyStore(Protocol):
 class PreKeyStore(Protocol):
     """Our one-time prekeys."""
 
+    def add_prekeys(self, records: list[PreKeyRecord]) -> None:
+        """Keeps freshly generated one-time prekeys (before they are published)."""
+        ...
+
     def load_prekey(self, prekey_id: int) -> PreKeyRecord | None:
         """The one-time prekey with this id, or None."""
         ...
@@ -91,6 +95,10 @@ class PreKeyStore(Protocol):
 class SignedPreKeyStore(Protocol):
     """Our signed prekeys (current and recently rotated)."""
 
+    def add_signed_prekey(self, record: SignedPreKeyRecord) -> None:
+        """Keeps a freshly generated signed prekey (before it is published)."""
+        ...
+
     def load_signed_prekey(self, signed_prekey_id: int) -> SignedPreKeyRecord | None:
         """The signed prekey with this id, or None."""
         ...
@@ -98,6 +106,10 @@ class SignedPreKeyStore(Protocol):
 
 class KyberPreKeyStore(Protocol):
     """Our ML-KEM-1024 prekeys."""
+
+    def add_kyber_prekey(self, record: KyberPreKeyRecord, *, last_resort: bool = False) -> None:
+        """Keeps a freshly generated PQ prekey; a last-resort one survives use."""
+        ...
 
     def load_kyber_prekey(self, kyber_prekey_id: int) -> KyberPreKeyRecord | None:
         """The PQ prekey with this id, or None."""

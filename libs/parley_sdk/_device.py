@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc.aio
@@ -21,6 +21,7 @@ from parley_crypto import (
     MessageType,
     PreKeyBundle,
     ProtocolAddress,
+    ProtocolStore,
     PublicKey,
     SessionCipher,
     generate_kyber_prekey,
@@ -34,6 +35,9 @@ from parley_sdk._provider import ProviderBackend
 from parley_sdk._relay import RelayConnection
 from parley_stanza import Address, Message, Payload, PayloadKind, Stanza, decode_content, encode, encode_content
 from parley_stanza import MessageType as StanzaType
+
+_MAX_PREKEY_ID = 0xFFFFFF
+"""Prekey ids stay below this (24 bits, as libsignal's clients keep them)."""
 
 _KIND_BY_TYPE = {MessageType.PREKEY: PayloadKind.PREKEY, MessageType.WHISPER: PayloadKind.MESSAGE}
 _TYPE_BY_KIND = {kind: message_type for message_type, kind in _KIND_BY_TYPE.items()}
@@ -56,8 +60,10 @@ class Decrypted:
 class DeviceClient:
     """A registered device: keys, sessions, encryption to every device of a recipient and of its own user.
 
-    Create one with :meth:`register`. State lives in memory (``store``); a real client persists it with a store
-    implementing ``parley_crypto.ProtocolStore``.
+    Create one with :meth:`register`. Its Signal-protocol state (identity key, prekeys, sessions) lives in
+    ``store``: in memory by default; a real client passes a ``store_factory`` whose stores persist, and after a
+    restart builds the device again from its address and its store with this constructor. Prekey ids are drawn
+    at random (and checked against the store), so a restarted device needs no counter to avoid reusing one.
 
     Args:
         backend: the provider backend acting for this device.
@@ -65,22 +71,34 @@ class DeviceClient:
         store: its Signal-protocol state.
     """
 
-    def __init__(self, backend: ProviderBackend, device: Address, store: InMemoryProtocolStore) -> None:
+    def __init__(self, backend: ProviderBackend, device: Address, store: ProtocolStore) -> None:
         if device.device is None:
             raise ValueError("a DeviceClient needs a device address")
         self.backend = backend
         self.address = device
         self.device_id = device.device
         self.store = store
-        self._next_prekey_id = 1
         # Device lists of the users this device talks to; refreshed when the relay answers STALE_DEVICES.
         self._devices: dict[Address, list[Address]] = {}
         self.sent = 0
         self.decrypted = 0
 
     @classmethod
-    async def register(cls, backend: ProviderBackend, user: Address, *, new_user: bool) -> DeviceClient:
+    async def register(
+        cls,
+        backend: ProviderBackend,
+        user: Address,
+        *,
+        new_user: bool,
+        store_factory: Callable[[IdentityKeyPair, int], ProtocolStore] = InMemoryProtocolStore,
+    ) -> DeviceClient:
         """Registers a new device (and first the user when ``new_user``) and creates its identity key.
+
+        Args:
+            backend: the provider backend acting for the user.
+            user: the user's address.
+            new_user: register the user first.
+            store_factory: makes the device's store from its new identity key pair and registration id.
 
         Raises:
             grpc.aio.AioRpcError: refused by identity (see docs/errors.md).
@@ -91,7 +109,7 @@ class DeviceClient:
         response = await backend.identity.RegisterDevice(
             id_pb.RegisterDeviceRequest(registration_id=registration_id), metadata=backend.credentials(str(user))
         )
-        store = InMemoryProtocolStore(IdentityKeyPair.generate(), registration_id)
+        store = store_factory(IdentityKeyPair.generate(), registration_id)
         return cls(backend, Address.parse(response.address), store)
 
     def _credentials(self) -> tuple[tuple[str, str], ...]:
@@ -115,8 +133,8 @@ class DeviceClient:
         """
         identity = self.store.get_identity_key_pair()
         now_ms = int(time.time() * 1000)
-        signed = generate_signed_prekey(identity, 1, timestamp=now_ms)
-        self.store.signed_prekeys[signed.id] = signed
+        signed = generate_signed_prekey(identity, self._free_id(self.store.load_signed_prekey), timestamp=now_ms)
+        self.store.add_signed_prekey(signed)
         request = kd_pb.PublishKeysRequest(
             registration_id=self.store.get_local_registration_id(),
             identity_key=identity.public_key.serialize(),
@@ -126,9 +144,8 @@ class DeviceClient:
             one_time_prekeys=self._new_one_time_prekeys(one_time_prekeys),
         )
         if post_quantum:
-            kyber = generate_kyber_prekey(identity, 1, timestamp=now_ms)
-            self.store.kyber_prekeys[kyber.id] = kyber
-            self.store.last_resort_kyber_ids.add(kyber.id)
+            kyber = generate_kyber_prekey(identity, self._free_id(self.store.load_kyber_prekey), timestamp=now_ms)
+            self.store.add_kyber_prekey(kyber, last_resort=True)
             request.pq_prekey.CopyFrom(
                 kd_pb.KemSignedPreKey(
                     key_id=kyber.id, public_key=kyber.key_pair.public_key.serialize(), signature=kyber.signature
@@ -166,9 +183,9 @@ class DeviceClient:
             The new signed prekey's id.
         """
         identity = self.store.get_identity_key_pair()
-        key_id = max(self.store.signed_prekeys, default=0) + 1
+        key_id = self._free_id(self.store.load_signed_prekey)
         signed = generate_signed_prekey(identity, key_id, timestamp=int(time.time() * 1000))
-        self.store.signed_prekeys[signed.id] = signed
+        self.store.add_signed_prekey(signed)
         await self.backend.keydir.RotateSignedPreKey(
             kd_pb.RotateSignedPreKeyRequest(
                 signed_prekey=kd_pb.SignedPreKey(
@@ -180,11 +197,18 @@ class DeviceClient:
         return signed.id
 
     def _new_one_time_prekeys(self, count: int) -> list[kd_pb.OneTimePreKey]:
-        records = generate_prekeys(self._next_prekey_id, count)
-        self._next_prekey_id += count
-        for record in records:
-            self.store.prekeys[record.id] = record
+        start = self._free_id(self.store.load_prekey, count)
+        records = generate_prekeys(start, count)
+        self.store.add_prekeys(records)
         return [kd_pb.OneTimePreKey(key_id=r.id, public_key=r.key_pair.public_key.serialize()) for r in records]
+
+    @staticmethod
+    def _free_id(load: Callable[[int], object | None], count: int = 1) -> int:
+        """A random first id of ``count`` consecutive prekey ids none of which the store holds."""
+        while True:
+            start = secrets.randbelow(_MAX_PREKEY_ID - count) + 1
+            if all(load(key_id) is None for key_id in range(start, start + count)):
+                return start
 
     async def enable_third_party_chats(self, allowed_providers: Sequence[str], *, merged_inbox: bool = False) -> None:
         """Opts the user in to chats from ``allowed_providers``."""

@@ -8,6 +8,7 @@ from support.cluster import Cluster
 
 from parley.content.v1 import content_pb2
 from parley.keydir.v1 import keydir_pb2 as kd_pb
+from parley_crypto import IdentityKeyPair, InMemoryProtocolStore
 from parley_sdk import DeviceClient, NotForThisDeviceError, ProviderBackend
 from parley_stanza import Address, Message, PayloadKind, decode, encode
 
@@ -102,10 +103,45 @@ async def test_encrypting_to_an_unreachable_user_fails_before_any_state_changes(
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await ben.encrypt(ana.user, _text("hello?"))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    assert isinstance(ben.store, InMemoryProtocolStore)
     assert ben.store.sessions == {}
     count = await gatekeeper.keydir.GetPreKeyCount(
         kd_pb.GetPreKeyCountRequest(), metadata=gatekeeper.credentials(str(ana.user), ana.device_id)
     )
     assert count.one_time_prekey_count == 1
+    for backend in (gatekeeper, birdy):
+        await backend.close()
+
+
+async def test_a_device_rebuilt_from_its_store_keeps_its_sessions_and_never_reuses_a_prekey_id(
+    cluster: Cluster,
+) -> None:
+    gatekeeper, birdy = await _backends(cluster)
+    stores: list[InMemoryProtocolStore] = []
+
+    def persisted(identity: IdentityKeyPair, registration_id: int) -> InMemoryProtocolStore:
+        # Stands for a store backed by the provider's database: it outlives the client object.
+        stores.append(InMemoryProtocolStore(identity, registration_id))
+        return stores[-1]
+
+    ana = await DeviceClient.register(gatekeeper, Address.for_user("gatekeeper", "username", "ana"), new_user=True)
+    ben = await DeviceClient.register(
+        birdy, Address.for_user("birdy", "username", "ben"), new_user=True, store_factory=persisted
+    )
+    assert stores == [ben.store]
+    await ana.enable_third_party_chats(["birdy"])
+    await ben.enable_third_party_chats(["gatekeeper"])
+    await ana.publish_keys(5)
+    await ben.publish_keys(5)
+    assert ana.decrypt(await ben.encrypt(ana.user, _text("before"))).content.text.body == "before"
+
+    restarted = DeviceClient(birdy, ben.address, stores[0])
+    assert restarted.decrypt(await ana.encrypt(ben.user, _text("after"))).content.text.body == "after"
+    again = await restarted.encrypt(ana.user, _text("still me"))
+    assert [p.kind for p in again.payloads] == [PayloadKind.MESSAGE]  # the session went on: no new first contact
+    assert ana.decrypt(again).content.text.body == "still me"
+    # Below the low-watermark (10) the refill adds prekeys under fresh ids: none overwrote one the store held.
+    assert await restarted.refill_prekeys(target=60) == 60
+    assert len(stores[0].prekeys) == 60
     for backend in (gatekeeper, birdy):
         await backend.close()
