@@ -11,6 +11,7 @@ from support.cluster import Cluster
 from support.relay import World, start_world, text
 
 from parley.events.v1.events_pb2 import Event
+from parley_crypto import InMemoryProtocolStore
 from parley_runtime import redis_keys
 from parley_sdk import DeviceClient, Incoming
 from parley_stanza import ChatState, ChatStateKind, Message, Receipt, ReceiptType, decode
@@ -251,7 +252,13 @@ async def test_read_receipts_reach_the_sender_and_the_readers_other_devices(clus
 async def test_signed_prekey_rotation_keeps_new_sessions_working(cluster: Cluster) -> None:
     world = await start_world(cluster)
     ana, cleo = world["ana_phone"], world["cleo_phone"]
-    assert await ana.rotate_signed_prekey() == 2
+    store = ana.store
+    assert isinstance(store, InMemoryProtocolStore)
+    before = set(store.signed_prekeys)
+    rotated = await ana.rotate_signed_prekey()
+    # The new key is kept beside the old one, so prekey messages built on either still decrypt.
+    assert rotated not in before
+    assert set(store.signed_prekeys) == before | {rotated}
     await cleo.send_content(ana.user, text("after rotation"))
     async with ana.connect() as stream:
         async with asyncio.timeout(10):
