@@ -12,7 +12,7 @@ from parley.moderation.v1 import moderation_pb2_grpc
 from parley_crypto import FrankingTag, frank, franking_context, stamp_commitment
 from parley_moderation.app import ModerationSettings, build_moderation
 from support.cluster import INTERNAL, Cluster
-from support.metrics import sums
+from support.telemetry import sums
 
 FRANKING_KEY = hashlib.sha256(b"parley tests: the relay's franking key").digest()
 """The key the test relay stamps with and moderation verifies with."""

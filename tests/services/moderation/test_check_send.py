@@ -13,9 +13,9 @@ import grpc
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
 from support.cluster import ADMIN, Cluster, ProviderKeys, error_reason
 from support.moderation import NO_REFILL, check, start_moderation, verdict_counts
+from support.telemetry import redis_spans_of
 
 from parley.common.v1.common_pb2 import ErrorReason
 from parley.identity.v1 import identity_pb2 as pb_identity
@@ -252,13 +252,7 @@ async def test_a_decision_is_one_redis_round_trip(cluster: Cluster, spans: InMem
     await check(moderation, f"{ALICE}/1", BOB)  # scripts loaded
     spans.clear()
     await check(moderation, f"{ALICE}/1", BOB)
-    finished = spans.get_finished_spans()
-    server = next(s for s in finished if s.kind is SpanKind.SERVER and s.name.endswith("/CheckSend"))
-    redis_spans = [
-        s
-        for s in finished
-        if s.context.trace_id == server.context.trace_id and (s.attributes or {}).get("db.system") == "redis"
-    ]
+    redis_spans = redis_spans_of(spans, "/CheckSend")
     assert len(redis_spans) == 1
     assert (redis_spans[0].attributes or {}).get("db.redis.pipeline_length") == 3
 

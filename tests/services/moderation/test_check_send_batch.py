@@ -18,9 +18,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
 from support.cluster import INTERNAL, Cluster, ProviderKeys
 from support.moderation import NO_REFILL, check, start_moderation, verdict_counts
+from support.telemetry import redis_spans_of
 
 from parley.common.v1.common_pb2 import ErrorReason
 from parley.moderation.v1 import moderation_pb2 as pb
@@ -303,13 +303,7 @@ async def test_a_batch_of_allowed_sends_is_one_redis_round_trip(cluster: Cluster
     spans.clear()
     decisions = await _batch(moderation, sends)
     assert [decision[0] for decision in decisions] == ["ALLOW", "ALLOW", "ALLOW", "REFUSE"]
-    finished = spans.get_finished_spans()
-    server = next(s for s in finished if s.kind is SpanKind.SERVER and s.name.endswith("/CheckSendBatch"))
-    redis_spans = [
-        s
-        for s in finished
-        if s.context.trace_id == server.context.trace_id and (s.attributes or {}).get("db.system") == "redis"
-    ]
+    redis_spans = redis_spans_of(spans, "/CheckSendBatch")
     assert len(redis_spans) == 1
     # Three scripts per send that reaches Redis; the unknown provider's is decided from the provider cache.
     assert (redis_spans[0].attributes or {}).get("db.redis.pipeline_length") == 9

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from support.cluster import Cluster
-from support.metrics import Points, sums
 from support.relay import raw_message, start_world
+from support.telemetry import Points, sums
 
 from parley_stanza import encode
 

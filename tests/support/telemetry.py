@@ -1,8 +1,11 @@
-"""Reading the in-memory metric reader in tests."""
+"""Reading the in-memory metric reader and span exporter in tests."""
 
 from __future__ import annotations
 
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 Points = dict[tuple[tuple[str, str], ...], float]
 """Metric values by their sorted (attribute, value) pairs."""
@@ -23,3 +26,14 @@ def sums(reader: InMemoryMetricReader, name: str) -> Points:
                     key = tuple(sorted((k, str(v)) for k, v in (point.attributes or {}).items()))
                     values[key] = values.get(key, 0) + point.value
     return values
+
+
+def redis_spans_of(spans: InMemorySpanExporter, rpc: str) -> list[ReadableSpan]:
+    """The Redis client spans in the trace of the finished server span of ``rpc`` (e.g. ``"/CheckSend"``)."""
+    finished = spans.get_finished_spans()
+    server = next(s for s in finished if s.kind is SpanKind.SERVER and s.name.endswith(rpc))
+    return [
+        s
+        for s in finished
+        if s.context.trace_id == server.context.trace_id and (s.attributes or {}).get("db.system") == "redis"
+    ]
