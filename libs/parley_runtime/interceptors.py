@@ -58,7 +58,10 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor, abc.ABC):  # type: ignore
             inner_stream = getattr(handler, attr)
 
             async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                responses = _as_async_iterator(inner_stream(request, context))
+                result = inner_stream(request, context)
+                # The handler's own iterator when it has one: a wrapping generator per interceptor would live
+                # (and hold memory) as long as each open stream.
+                responses = _awaited(result) if inspect.isawaitable(result) else result
                 async for item in self.around_stream(method, context, responses):
                     yield item
 
@@ -82,14 +85,12 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor, abc.ABC):  # type: ignore
         """Yields the handler's ``responses`` for a streaming-response RPC."""
 
 
-async def _as_async_iterator(result: Any) -> AsyncIterator[Any]:
-    """Streaming handlers are async generators, or coroutines that write with ``context.write`` (e.g. health
-    Watch); both become an async iterator of responses."""
-    if inspect.isawaitable(result):
-        await result
-        return
-    async for item in result:
-        yield item
+async def _awaited(result: Awaitable[None]) -> AsyncIterator[Any]:
+    """A streaming handler written as a coroutine that writes with ``context.write`` (e.g. health Watch), as an
+    async iterator of no responses."""
+    await result
+    return
+    yield  # makes this an async generator
 
 
 def _status_for(error: ParleyError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str | bytes], ...]]:
