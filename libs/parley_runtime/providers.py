@@ -46,15 +46,16 @@ class ProviderCache:
 
     def __init__(self) -> None:
         self._records: dict[str, ProviderRecord] = {}
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[str | None], None]] = []
 
-    def on_change(self, listener: Callable[[], None]) -> None:
-        """Calls ``listener`` after every change (a snapshot or one provider), e.g. to re-check open streams."""
+    def on_change(self, listener: Callable[[str | None], None]) -> None:
+        """Calls ``listener`` after every change, e.g. to re-check open streams: with the provider's id when one
+        provider changed, with None after a whole snapshot."""
         self._listeners.append(listener)
 
-    def _changed(self) -> None:
+    def _changed(self, provider_id: str | None) -> None:
         for listener in self._listeners:
-            listener()
+            listener(provider_id)
 
     def get(self, provider_id: str) -> ProviderRecord | None:
         """The provider, or None."""
@@ -67,12 +68,12 @@ class ProviderCache:
     def replace_all(self, providers: Iterable[Provider]) -> None:
         """Replaces the whole cache (a snapshot)."""
         self._records = {p.provider_id: record_from_proto(p) for p in providers}
-        self._changed()
+        self._changed(None)
 
     def put(self, provider: Provider) -> None:
         """Inserts or replaces one provider."""
         self._records[provider.provider_id] = record_from_proto(provider)
-        self._changed()
+        self._changed(provider.provider_id)
 
 
 class WatchedProviderDirectory(ProviderCache):

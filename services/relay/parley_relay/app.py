@@ -78,7 +78,7 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
     hub = MailboxHub(client, store, replica=settings.replica)
     await hub.start()
     # Open streams re-check their provider's status when it changes (the kill switch), not on a timer.
-    providers.on_change(hub.wake_all)
+    providers.on_change(hub.wake_provider)
     handler = RelayHandler(
         store,
         CachingRecipientResolver(identity, ttl_s=settings.recipient_cache_s),

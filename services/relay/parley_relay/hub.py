@@ -135,10 +135,21 @@ class MailboxHub:
                 await self._store.mark_absent(user, device_id, self._replica)
 
     def wake_all(self) -> None:
-        """Wakes every stream: hints may have been lost, or what streams may do changed (a provider's status)."""
+        """Wakes every stream: hints may have been lost."""
         for listeners in self._listeners.values():
             for listener in listeners:
                 listener.wake.set()
+
+    def wake_provider(self, provider_id: str | None) -> None:
+        """Wakes the streams of ``provider_id``'s devices (every stream for None), so they re-check its status."""
+        if provider_id is None:
+            self.wake_all()
+            return
+        suffix = f"@{provider_id}"
+        for channel, (user, _) in self._devices.items():
+            if user.endswith(suffix):
+                for listener in self._listeners.get(channel, ()):
+                    listener.wake.set()
 
     async def _refresh_presence(self) -> None:
         while True:

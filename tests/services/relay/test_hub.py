@@ -44,3 +44,23 @@ async def test_streams_are_woken_when_the_hint_connection_comes_back(redis_url: 
     await hub.stop()
     await admin.aclose()
     await client.aclose()
+
+
+async def test_a_provider_change_wakes_only_that_providers_streams(redis_url: str) -> None:
+    client = connect(redis_url)
+    hub = MailboxHub(client, RedisMailboxStore(client), replica="r1")
+    await hub.start()
+    birdy = await hub.register(USER, 1)
+    # An email address holding "@birdy" inside its identifier still belongs to its last "@" part's provider.
+    gatekeeper = await hub.register("email:ann@birdy.example@gatekeeper", 1)
+    birdy.wake.clear()
+    gatekeeper.wake.clear()
+    hub.wake_provider("birdy")
+    assert birdy.wake.is_set()
+    assert not gatekeeper.wake.is_set()
+    birdy.wake.clear()
+    hub.wake_provider(None)  # a whole snapshot: anything may have changed
+    assert birdy.wake.is_set()
+    assert gatekeeper.wake.is_set()
+    await hub.stop()
+    await client.aclose()
