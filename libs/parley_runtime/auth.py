@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from parley.common.v1.common_pb2 import ErrorReason, Feature, IdentifierKind, ProviderStatus
@@ -90,6 +92,8 @@ class ProviderRecord:
     features: frozenset[Feature.ValueType]
     display_name: str = ""
     identifier_kinds: frozenset[IdentifierKind.ValueType] = frozenset()
+    client_cert_sha256: bytes = b""
+    """SHA-256 of the DER client certificate the provider enlisted for mTLS; empty when it enlisted none."""
 
 
 class ProviderDirectory(Protocol):
@@ -178,12 +182,16 @@ class Authenticator:
             clock_skew_s=settings.clock_skew_s,
         )
 
-    async def authenticate(self, metadata: Mapping[str, str], access: Access) -> Principal | None:
+    async def authenticate(
+        self, metadata: Mapping[str, str], access: Access, *, peer_cert_pem: bytes | None = None
+    ) -> Principal | None:
         """Returns the caller's principal, or None for a PUBLIC call.
 
         Args:
             metadata: the call's invocation metadata (lower-case keys).
             access: what the RPC accepts.
+            peer_cert_pem: the TLS client certificate the caller presented (servers requiring one); a provider
+                that enlisted a certificate must present exactly that one.
 
         Raises:
             ParleyError: UNAUTHENTICATED for missing, malformed, expired or replayed credentials;
@@ -197,7 +205,7 @@ class Authenticator:
             raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_MISSING, "missing `authorization: Bearer ...`")
         if token.count(".") != 2:
             return self._static_principal(token.encode(), access)
-        principal = await self._verify_assertion(token)
+        principal = await self._verify_assertion(token, peer_cert_pem)
         if isinstance(principal, ProviderPrincipal):
             allowed = Access.PROVIDER in access
         else:
@@ -222,7 +230,7 @@ class Authenticator:
             raise permission_denied(ErrorReason.ERROR_REASON_INTERNAL_ONLY, "this call is internal")
         raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "bearer token is not a valid assertion")
 
-    async def _verify_assertion(self, token: str) -> ProviderPrincipal | UserPrincipal:
+    async def _verify_assertion(self, token: str, peer_cert_pem: bytes | None) -> ProviderPrincipal | UserPrincipal:
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError:
@@ -253,6 +261,8 @@ class Authenticator:
             )
         # Status after the signature: an unauthenticated caller learns nothing about a provider's status.
         check_provider_status(record)
+        if record.client_cert_sha256 and peer_cert_pem is not None:
+            _check_pinned_certificate(record, peer_cert_pem)
         jti = claims["jti"]
         if not isinstance(jti, str) or not 8 <= len(jti) <= 128:
             raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "jti must be 8..128 characters")
@@ -317,3 +327,24 @@ def mint_assertion(
     if device_id is not None:
         claims["dev"] = device_id
     return jwt.encode(claims, signing_key, algorithm=_ALGORITHM)
+
+
+def certificate_sha256(pem: bytes) -> bytes:
+    """SHA-256 of a PEM certificate's DER encoding (what pinning compares).
+
+    Raises:
+        ValueError: not a PEM certificate.
+    """
+    return x509.load_pem_x509_certificate(pem).fingerprint(hashes.SHA256())
+
+
+def _check_pinned_certificate(record: ProviderRecord, peer_cert_pem: bytes) -> None:
+    try:
+        presented = certificate_sha256(peer_cert_pem)
+    except ValueError:
+        presented = b""
+    if not hmac.compare_digest(presented, record.client_cert_sha256):
+        raise permission_denied(
+            ErrorReason.ERROR_REASON_CLIENT_CERT_MISMATCH,
+            f"the TLS client certificate is not the one provider {record.provider_id} enlisted",
+        )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
+from parley_runtime.config import ServiceSettings
 from parley_runtime.telemetry import Telemetry
 
 
@@ -54,13 +56,16 @@ class _StreamStreamToken(_TokenMixin, grpc.aio.StreamStreamClientInterceptor):  
         return await continuation(self._with_token(client_call_details), request_iterator)
 
 
-def internal_channel(target: str, *, internal_token: str, telemetry: Telemetry) -> grpc.aio.Channel:
+def internal_channel(
+    target: str, *, internal_token: str, telemetry: Telemetry, tls_ca: bytes | None = None
+) -> grpc.aio.Channel:
     """A channel to another service's ``host:port`` that traces calls and authenticates as a service.
 
     Args:
         target: ``host:port`` (or any gRPC target string).
         internal_token: the shared internal token.
         telemetry: the process's telemetry (trace context is propagated on every call).
+        tls_ca: PEM CA bundle to verify the peer with over TLS; None for plaintext.
     """
     interceptors: list[Any] = [
         *aio_client_interceptors(tracer_provider=telemetry.tracer_provider),  # type: ignore[no-untyped-call]
@@ -69,8 +74,13 @@ def internal_channel(target: str, *, internal_token: str, telemetry: Telemetry) 
             for kind in (_UnaryUnaryToken, _UnaryStreamToken, _StreamUnaryToken, _StreamStreamToken)
         ),
     ]
-    return grpc.aio.insecure_channel(
-        target,
-        interceptors=interceptors,
-        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_permit_without_calls", 1)],
-    )
+    options = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_permit_without_calls", 1)]
+    if tls_ca is None:
+        return grpc.aio.insecure_channel(target, interceptors=interceptors, options=options)
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca)
+    return grpc.aio.secure_channel(target, credentials, interceptors=interceptors, options=options)
+
+
+def peer_tls_ca(settings: ServiceSettings) -> bytes | None:
+    """The CA bundle a service verifies its Parley peers with (``PARLEY_TLS_CA_FILE``), or None for plaintext."""
+    return Path(settings.tls_ca_file).read_bytes() if settings.tls_ca_file else None

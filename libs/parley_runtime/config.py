@@ -15,10 +15,11 @@ declared as plain ``str``, such as a ``franking_key``; declare secrets as ``Secr
 
 from __future__ import annotations
 
+import os
 import re
 from typing import TypeVar, get_args
 
-from pydantic import Field, SecretBytes, SecretStr, ValidationError
+from pydantic import Field, SecretBytes, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "PARLEY_"
@@ -73,6 +74,31 @@ class ServiceSettings(BaseSettings):
     )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level of the JSON logs.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
+    tls_cert_file: str = Field(
+        "", description="PEM certificate chain the gRPC server presents; with the key file it serves TLS only."
+    )
+    tls_key_file: str = Field("", description="PEM private key of the server certificate.")
+    tls_client_ca_file: str = Field(
+        "", description="PEM CA bundle; when set, every client must present a certificate it signed (mTLS)."
+    )
+    tls_ca_file: str = Field(
+        "", description="PEM CA bundle trusted for calls to other Parley services; when set, those calls use TLS."
+    )
+
+    @field_validator("tls_cert_file", "tls_key_file", "tls_client_ca_file", "tls_ca_file")
+    @classmethod
+    def _readable_file(cls, value: str) -> str:
+        if value and not os.access(value, os.R_OK):
+            raise ValueError("no readable file at this path")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> ServiceSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError(f"{ENV_PREFIX}TLS_CERT_FILE and {ENV_PREFIX}TLS_KEY_FILE go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError(f"{ENV_PREFIX}TLS_CLIENT_CA_FILE needs the server's own certificate and key")
+        return self
 
 
 class IdentityPeerSettings(ServiceSettings):
@@ -106,7 +132,10 @@ def load_settings(cls: type[SettingsT], **overrides: object) -> SettingsT:
         problems = []
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
-            if error["loc"] and _is_secret(cls, str(error["loc"][0])):
+            if not error["loc"]:
+                # A rule across fields (it names its variables itself).
+                problems.append(error["msg"].removeprefix("Value error, "))
+            elif _is_secret(cls, str(error["loc"][0])):
                 problems.append(f"{ENV_PREFIX}{field.upper()}: {error['msg']} (value hidden: secret)")
             else:
                 got = _URL_CREDENTIALS.sub(r"\1***@", repr(error.get("input")))

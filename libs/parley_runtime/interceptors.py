@@ -239,7 +239,13 @@ class AuthInterceptor(_WrappingInterceptor):
         if access is None:
             raise ParleyError(Code.PERMISSION_DENIED, ErrorReason.ERROR_REASON_INTERNAL, "method has no policy")
         metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
-        _principal.set(await self._authenticator.authenticate(metadata, access))
+        # Present only on servers that require client certificates (PARLEY_TLS_CLIENT_CA_FILE).
+        certificates = context.auth_context().get("x509_pem_cert")
+        _principal.set(
+            await self._authenticator.authenticate(
+                metadata, access, peer_cert_pem=certificates[0] if certificates else None
+            )
+        )
 
     async def around_unary(self, method: str, context: grpc.aio.ServicerContext, call: UnaryCall) -> Any:
         await self._authenticate(method, context)

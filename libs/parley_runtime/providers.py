@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from parley.identity.v1 import identity_pb2, identity_pb2_grpc
 from parley.identity.v1.identity_pb2 import Provider
 from parley_runtime import redis_keys
-from parley_runtime.auth import ProviderRecord
+from parley_runtime.auth import ProviderRecord, certificate_sha256
 from parley_runtime.background import cancel_and_wait
-from parley_runtime.clients import internal_channel
+from parley_runtime.clients import internal_channel, peer_tls_ca
 from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.redis_client import Redis
 from parley_runtime.telemetry import Telemetry
@@ -38,7 +38,19 @@ def record_from_proto(provider: Provider) -> ProviderRecord:
         features=frozenset(provider.features),
         display_name=provider.display_name,
         identifier_kinds=frozenset(provider.identifier_kinds),
+        client_cert_sha256=_pin(provider.mtls_client_cert_pem),
     )
+
+
+def _pin(pem: str) -> bytes:
+    """What mTLS pinning compares for an enlisted certificate (nothing when none was enlisted)."""
+    if not pem:
+        return b""
+    try:
+        return certificate_sha256(pem.encode())
+    except ValueError:
+        # Identity checks certificates at enlistment; one that still does not parse must match nothing.
+        return b"unparseable"
 
 
 class ProviderCache:
@@ -133,7 +145,10 @@ async def follow_identity(
         TimeoutError: identity did not answer within ``settings.startup_timeout_s``.
     """
     channel = internal_channel(
-        settings.identity_target, internal_token=settings.internal_token.get_secret_value(), telemetry=telemetry
+        settings.identity_target,
+        internal_token=settings.internal_token.get_secret_value(),
+        telemetry=telemetry,
+        tls_ca=peer_tls_ca(settings),
     )
     directory = WatchedProviderDirectory(channel)
     directory.start()

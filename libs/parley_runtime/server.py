@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -109,7 +110,12 @@ class GrpcServer:
             ],
             self._server,
         )
-        self.port = self._server.add_insecure_port(f"{self._settings.host}:{self._settings.port}")
+        address = f"{self._settings.host}:{self._settings.port}"
+        credentials = server_credentials(self._settings)
+        if credentials is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_secure_port(address, credentials)
         if not self.port:
             raise OSError(f"could not bind {self._settings.host}:{self._settings.port}")
         await self._server.start()
@@ -130,6 +136,19 @@ class GrpcServer:
     async def wait_for_termination(self) -> None:
         """Returns when the server has stopped."""
         await self._server.wait_for_termination()
+
+
+def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the settings' PEM files (client certificates required when a client CA is set), or
+    None to serve plaintext (behind a mesh or ingress that terminates TLS, and in tests)."""
+    if not settings.tls_cert_file:
+        return None
+    client_ca = Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 def _traced(untraced: Collection[str]) -> Callable[[object], bool] | None:

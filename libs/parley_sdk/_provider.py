@@ -29,6 +29,9 @@ class ProviderBackend:
         relay_target: ``host:port`` of the relay, when the backend sends and receives messages.
         audience: the gatekeeper's audience (``PARLEY_AUDIENCE`` of the services).
         assertion_lifetime_s: lifetime of each assertion.
+        channel_credentials: TLS for every channel, e.g. ``grpc.ssl_channel_credentials()`` (the system's roots)
+            or with a private CA and, for mTLS, the provider's client certificate; None for plaintext (local
+            development, or a sidecar that adds TLS).
     """
 
     def __init__(
@@ -41,18 +44,25 @@ class ProviderBackend:
         relay_target: str | None = None,
         audience: str = "parley",
         assertion_lifetime_s: int = 60,
+        channel_credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.provider_id = provider_id
         self._signing_key = signing_key
         self._audience = audience
         self._lifetime_s = assertion_lifetime_s
-        self._channels = [grpc.aio.insecure_channel(identity_target), grpc.aio.insecure_channel(keydir_target)]
+        self._credentials = channel_credentials
+        self._channels = [self._channel(identity_target), self._channel(keydir_target)]
         self.identity = identity_pb2_grpc.IdentityServiceStub(self._channels[0])
         self.keydir = keydir_pb2_grpc.KeyDirectoryServiceStub(self._channels[1])
         self.relay: relay_pb2_grpc.RelayServiceStub | None = None
         if relay_target is not None:
-            self._channels.append(grpc.aio.insecure_channel(relay_target))
+            self._channels.append(self._channel(relay_target))
             self.relay = relay_pb2_grpc.RelayServiceStub(self._channels[-1])
+
+    def _channel(self, target: str) -> grpc.aio.Channel:
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(target)
+        return grpc.aio.secure_channel(target, self._credentials)
 
     @property
     def public_key(self) -> bytes:

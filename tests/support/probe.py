@@ -34,11 +34,17 @@ FAILURES: dict[bytes, Exception] = {
 """What ``Fail`` raises, by request body."""
 
 
-class _NoAssertions:
-    """Replay guard of a server that is never sent assertions."""
+class _FirstUseInMemory:
+    """Replay guard of the probe: assertion ids remembered in this process."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str]] = set()
 
     async def first_use(self, provider_id: str, jti: str, expires_at: float) -> bool:
-        raise AssertionError("the probe takes no assertions")
+        key = (provider_id, jti)
+        first = key not in self._seen
+        self._seen.add(key)
+        return first
 
 
 class Probe:
@@ -106,6 +112,7 @@ class Probe:
             "Fail": grpc.unary_unary_rpc_method_handler(fail),
             "Block": grpc.unary_unary_rpc_method_handler(block),
             "Guarded": grpc.unary_unary_rpc_method_handler(echo),
+            "ForProviders": grpc.unary_unary_rpc_method_handler(echo),
             "Unlisted": grpc.unary_unary_rpc_method_handler(echo),
             "StreamThenFail": grpc.unary_stream_rpc_method_handler(stream_then_fail),
         }
@@ -116,12 +123,19 @@ ProbeFactory = Callable[..., Awaitable[Probe]]
 """Starts a probe with ``ServiceSettings`` overrides (the ``start_probe`` fixture of tests/libs/runtime)."""
 
 
-async def start_probe_server(telemetry: Telemetry, **overrides: object) -> Probe:
-    """Starts a probe server on a free port with the given ``ServiceSettings`` overrides."""
+async def start_probe_server(
+    telemetry: Telemetry, providers: ProviderCache | None = None, **overrides: object
+) -> Probe:
+    """Starts a probe server on a free port with the given ``ServiceSettings`` overrides.
+
+    ``ForProviders`` accepts provider assertions of the ``providers`` given (none by default).
+    """
     settings = load_settings(ServiceSettings, **{"port": 0, "admin_token": PROBE_ADMIN_TOKEN, **overrides})
     access = {f"/{PROBE_SERVICE}/{method}": Access.PUBLIC for method in ("Echo", "Fail", "Block", "StreamThenFail")}
     access[f"/{PROBE_SERVICE}/Guarded"] = Access.ADMIN
-    authenticator = Authenticator.from_settings(settings, ProviderCache(), _NoAssertions())
+    access[f"/{PROBE_SERVICE}/ForProviders"] = Access.PROVIDER
+    directory = providers if providers is not None else ProviderCache()
+    authenticator = Authenticator.from_settings(settings, directory, _FirstUseInMemory())
     probe = Probe()
     definition = ServiceDefinition(name="probe", service_names=[PROBE_SERVICE], register=probe.register, access=access)
     probe.server = GrpcServer(settings, definition, authenticator, telemetry)

@@ -1,0 +1,125 @@
+"""TLS at the transport: servers serve TLS only when configured, mTLS refuses clients without a certificate, and
+internal channels verify their peers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support.cluster import error_reason
+from support.probe import PROBE_SERVICE, ProbeFactory
+from support.tls import Issued, TestAuthority
+
+from parley.common.v1.common_pb2 import ProviderStatus
+from parley.identity.v1.identity_pb2 import Provider
+from parley_runtime.auth import mint_assertion
+from parley_runtime.clients import internal_channel
+from parley_runtime.config import ConfigError, ServiceSettings, load_settings
+from parley_runtime.providers import ProviderCache
+from parley_runtime.telemetry import Telemetry
+
+
+async def _healthy(channel: grpc.aio.Channel) -> bool:
+    try:
+        response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    except grpc.aio.AioRpcError:
+        return False
+    finally:
+        await channel.close()
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_tls_server_talks_to_tls_clients_only(
+    start_probe: ProbeFactory, tmp_path: Path, telemetry: Telemetry
+) -> None:
+    authority = TestAuthority(tmp_path)
+    server = authority.issue("server", server=True)
+    probe = await start_probe(tls_cert_file=str(server.cert_file), tls_key_file=str(server.key_file))
+    target = f"localhost:{probe.server.port}"
+    assert await _healthy(grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(authority.ca_pem)))
+    assert not await _healthy(grpc.aio.insecure_channel(target))
+    # Parley's own services reach it when they trust the CA.
+    peer = internal_channel(target, internal_token="t", telemetry=telemetry, tls_ca=authority.ca_pem)
+    assert await _healthy(peer)
+    (tmp_path / "other").mkdir()
+    stranger = TestAuthority(tmp_path / "other")
+    assert not await _healthy(grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(stranger.ca_pem)))
+
+
+async def test_mtls_refuses_clients_without_a_certificate_from_the_client_ca(
+    start_probe: ProbeFactory, tmp_path: Path
+) -> None:
+    authority = TestAuthority(tmp_path)
+    server = authority.issue("server", server=True)
+    client = authority.issue("birdy", server=False)
+    probe = await start_probe(
+        tls_cert_file=str(server.cert_file),
+        tls_key_file=str(server.key_file),
+        tls_client_ca_file=str(authority.ca_file),
+    )
+    target = f"localhost:{probe.server.port}"
+    anonymous = grpc.ssl_channel_credentials(authority.ca_pem)
+    assert not await _healthy(grpc.aio.secure_channel(target, anonymous))
+    identified = grpc.ssl_channel_credentials(authority.ca_pem, client.key_pem, client.cert_pem)
+    assert await _healthy(grpc.aio.secure_channel(target, identified))
+
+
+def test_tls_settings_are_checked_at_start(tmp_path: Path) -> None:
+    authority = TestAuthority(tmp_path)
+    server = authority.issue("server", server=True)
+    with pytest.raises(ConfigError, match="TLS_CERT_FILE and PARLEY_TLS_KEY_FILE go together"):
+        load_settings(ServiceSettings, tls_cert_file=str(server.cert_file))
+    with pytest.raises(ConfigError, match=r"PARLEY_TLS_CA_FILE: .*no readable file"):
+        load_settings(ServiceSettings, tls_ca_file=str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match="TLS_CLIENT_CA_FILE needs the server's own certificate"):
+        load_settings(ServiceSettings, tls_client_ca_file=str(authority.ca_file))
+    settings = load_settings(ServiceSettings, tls_cert_file=str(server.cert_file), tls_key_file=str(server.key_file))
+    assert settings.tls_cert_file == str(server.cert_file)
+
+
+async def test_a_provider_that_enlisted_a_certificate_must_present_that_one(
+    start_probe: ProbeFactory, tmp_path: Path
+) -> None:
+    authority = TestAuthority(tmp_path)
+    server = authority.issue("server", server=True)
+    enlisted, other = authority.issue("birdy", server=False), authority.issue("someone-else", server=False)
+    signing_key = Ed25519PrivateKey.generate()
+    providers = ProviderCache()
+    providers.put(
+        Provider(
+            provider_id="birdy",
+            status=ProviderStatus.PROVIDER_STATUS_APPROVED,
+            signing_public_key=signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+            mtls_client_cert_pem=enlisted.cert_pem.decode(),
+        )
+    )
+    probe = await start_probe(
+        providers=providers,
+        tls_cert_file=str(server.cert_file),
+        tls_key_file=str(server.key_file),
+        tls_client_ca_file=str(authority.ca_file),
+    )
+    target = f"localhost:{probe.server.port}"
+
+    async def call(client_cert: Issued) -> grpc.aio.AioRpcError | bytes:
+        credentials = grpc.ssl_channel_credentials(authority.ca_pem, client_cert.key_pem, client_cert.cert_pem)
+        token = mint_assertion(signing_key, provider_id="birdy", subject="birdy")
+        async with grpc.aio.secure_channel(target, credentials) as channel:
+            try:
+                reply: bytes = await channel.unary_unary(f"/{PROBE_SERVICE}/ForProviders")(
+                    b"hi", metadata=(("authorization", f"Bearer {token}"),), timeout=5
+                )
+            except grpc.aio.AioRpcError as error:
+                return error
+        return reply
+
+    assert await call(enlisted) == b"hi"
+    refused = await call(other)  # signed by the same CA, but not birdy's
+    assert isinstance(refused, grpc.aio.AioRpcError)
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_reason(refused) == "CLIENT_CERT_MISMATCH"
