@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -255,13 +256,15 @@ class ModerationHandler:
             )
         )
         decisions = [refusal or _decide(next(checked)) for _, refusal in sends]
-        for decision in decisions:
+        # One counter update per kind of decision in the batch, not per decision: each add walks the aggregation.
+        kinds = Counter((decision.verdict, decision.reason, decision.limit) for decision in decisions)
+        for (verdict, reason, limit), count in kinds.items():
             self._verdicts.add(
-                1,
+                count,
                 {
-                    "verdict": Verdict.Name(decision.verdict).removeprefix("VERDICT_"),
-                    "reason": reason_name(decision.reason) if decision.reason else "",
-                    "limit": decision.limit,
+                    "verdict": Verdict.Name(verdict).removeprefix("VERDICT_"),
+                    "reason": reason_name(reason) if reason else "",
+                    "limit": limit,
                 },
             )
         return decisions
