@@ -11,7 +11,7 @@ from parley.moderation.v1 import moderation_pb2 as pb
 from parley.moderation.v1 import moderation_pb2_grpc
 from parley_crypto import FrankingTag, frank, franking_context, stamp_commitment
 from parley_moderation.app import ModerationSettings, build_moderation
-from support.cluster import INTERNAL, Cluster
+from support.cluster import INTERNAL, Cluster, ProviderKeys
 from support.telemetry import sums
 
 FRANKING_KEY = hashlib.sha256(b"parley tests: the relay's franking key").digest()
@@ -38,6 +38,16 @@ async def start_moderation(cluster: Cluster, **overrides: object) -> moderation_
         **{**_UNLIMITED, **overrides},
     )
     return moderation_pb2_grpc.ModerationServiceStub(cluster.channel("moderation"))
+
+
+async def start_with_providers(
+    cluster: Cluster, **overrides: object
+) -> tuple[moderation_pb2_grpc.ModerationServiceStub, ProviderKeys]:
+    """Identity with providers "gatekeeper" and "birdy" enlisted, then moderation: its stub, gatekeeper's keys."""
+    await cluster.start_identity()
+    gatekeeper = await cluster.enlist("gatekeeper")
+    await cluster.enlist("birdy")
+    return await start_moderation(cluster, **overrides), gatekeeper
 
 
 def relay_stamp(

@@ -13,14 +13,13 @@ import grpc
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from support.cluster import ADMIN, Cluster, ProviderKeys, error_reason
-from support.moderation import NO_REFILL, check, start_moderation, verdict_counts
+from support.cluster import ADMIN, Cluster, error_reason
+from support.moderation import NO_REFILL, check, start_with_providers, verdict_counts
 from support.telemetry import redis_spans_of
 
 from parley.common.v1.common_pb2 import ErrorReason
 from parley.identity.v1 import identity_pb2 as pb_identity
 from parley.moderation.v1 import moderation_pb2 as pb
-from parley.moderation.v1 import moderation_pb2_grpc
 
 BOB = "phone:+4915112345678@gatekeeper"
 DAVE = "username:dave@gatekeeper"
@@ -32,21 +31,12 @@ DROP = pb.VERDICT_DROP_SILENTLY
 REFUSE = pb.VERDICT_REFUSE
 
 
-async def _setup(
-    cluster: Cluster, **moderation: object
-) -> tuple[moderation_pb2_grpc.ModerationServiceStub, ProviderKeys]:
-    await cluster.start_identity()
-    gatekeeper = await cluster.enlist("gatekeeper")
-    await cluster.enlist("birdy")
-    return await start_moderation(cluster, **moderation), gatekeeper
-
-
 def _refusal(response: pb.CheckSendResponse) -> tuple[int, str, str]:
     return response.verdict, ErrorReason.Name(response.reason).removeprefix("ERROR_REASON_"), response.limit
 
 
 async def test_an_ordinary_send_is_allowed(cluster: Cluster) -> None:
-    moderation, _ = await _setup(cluster)
+    moderation, _ = await start_with_providers(cluster)
     response = await check(moderation, f"{ALICE}/1", BOB, fan_out=3)
     assert response.verdict == ALLOW
     assert response.reason == ErrorReason.ERROR_REASON_UNSPECIFIED
@@ -54,7 +44,7 @@ async def test_an_ordinary_send_is_allowed(cluster: Cluster) -> None:
 
 
 async def test_the_sender_bucket_refuses_once_empty_and_names_itself(cluster: Cluster) -> None:
-    moderation, _ = await _setup(cluster, send_burst=2, send_per_second=NO_REFILL)
+    moderation, _ = await start_with_providers(cluster, send_burst=2, send_per_second=NO_REFILL)
     assert [(await check(moderation, f"{ALICE}/1", BOB)).verdict for _ in range(2)] == [ALLOW, ALLOW]
     refused = await check(moderation, f"{ALICE}/2", BOB)  # another device of the same user shares the bucket
     assert _refusal(refused) == (REFUSE, "RATE_LIMITED", "sender")
@@ -64,7 +54,7 @@ async def test_the_sender_bucket_refuses_once_empty_and_names_itself(cluster: Cl
 
 
 async def test_first_contact_is_limited_until_the_recipient_replies(cluster: Cluster) -> None:
-    moderation, _ = await _setup(cluster, first_contact_burst=2, first_contact_per_second=NO_REFILL)
+    moderation, _ = await start_with_providers(cluster, first_contact_burst=2, first_contact_per_second=NO_REFILL)
     assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW
     assert (await check(moderation, f"{ALICE}/1", DAVE)).verdict == ALLOW
     # Every message to a user who never replied is a first contact, not only the first one.
@@ -78,7 +68,7 @@ async def test_first_contact_is_limited_until_the_recipient_replies(cluster: Clu
 
 
 async def test_a_refused_send_takes_no_sender_tokens(cluster: Cluster) -> None:
-    moderation, _ = await _setup(
+    moderation, _ = await start_with_providers(
         cluster,
         send_burst=3,
         send_per_second=NO_REFILL,
@@ -95,7 +85,7 @@ async def test_a_refused_send_takes_no_sender_tokens(cluster: Cluster) -> None:
 
 
 async def test_a_send_the_provider_refuses_takes_no_sender_tokens(cluster: Cluster) -> None:
-    moderation, _ = await _setup(cluster, send_burst=2, send_per_second=NO_REFILL, provider_quota=3)
+    moderation, _ = await start_with_providers(cluster, send_burst=2, send_per_second=NO_REFILL, provider_quota=3)
     assert (await check(moderation, f"{ALICE}/1", BOB, fan_out=2)).verdict == ALLOW  # 1 sender token, 1 copy left
     for _ in range(3):
         assert _refusal(await check(moderation, f"{ALICE}/1", BOB, fan_out=2))[1] == "QUOTA_EXCEEDED"
@@ -105,7 +95,7 @@ async def test_a_send_the_provider_refuses_takes_no_sender_tokens(cluster: Clust
 
 
 async def test_one_user_refused_alone_cannot_drain_the_providers_budget(cluster: Cluster) -> None:
-    moderation, _ = await _setup(
+    moderation, _ = await start_with_providers(
         cluster, send_burst=1, send_per_second=NO_REFILL, provider_burst=3, provider_per_second=NO_REFILL
     )
     assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW
@@ -118,7 +108,9 @@ async def test_one_user_refused_alone_cannot_drain_the_providers_budget(cluster:
 
 
 async def test_the_provider_bucket_is_shared_by_its_users(cluster: Cluster) -> None:
-    moderation, _ = await _setup(cluster, provider_burst=3, provider_per_second=NO_REFILL, breaker_threshold=0)
+    moderation, _ = await start_with_providers(
+        cluster, provider_burst=3, provider_per_second=NO_REFILL, breaker_threshold=0
+    )
     verdicts = [(await check(moderation, sender, BOB)).verdict for sender in (f"{ALICE}/1", f"{CAROL}/1", f"{ALICE}/2")]
     assert verdicts == [ALLOW] * 3
     refused = await check(moderation, f"{CAROL}/1", BOB)
@@ -129,7 +121,7 @@ async def test_the_provider_bucket_is_shared_by_its_users(cluster: Cluster) -> N
 
 
 async def test_the_provider_quota_counts_device_copies(cluster: Cluster) -> None:
-    moderation, _ = await _setup(
+    moderation, _ = await start_with_providers(
         cluster, provider_quota=5, provider_quota_overrides={"gatekeeper": 100}, breaker_threshold=0
     )
     assert (await check(moderation, f"{ALICE}/1", BOB, fan_out=2)).verdict == ALLOW
@@ -145,7 +137,7 @@ async def test_the_provider_quota_counts_device_copies(cluster: Cluster) -> None
 
 
 async def test_the_circuit_breaker_cuts_off_a_provider_that_keeps_pushing(cluster: Cluster) -> None:
-    moderation, _ = await _setup(
+    moderation, _ = await start_with_providers(
         cluster, provider_burst=1, provider_per_second=NO_REFILL, breaker_threshold=3, breaker_cooldown_s=600
     )
     assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW
@@ -158,7 +150,7 @@ async def test_the_circuit_breaker_cuts_off_a_provider_that_keeps_pushing(cluste
 
 
 async def test_a_blocked_sender_is_dropped_silently_on_every_device(cluster: Cluster) -> None:
-    moderation, gatekeeper = await _setup(cluster)
+    moderation, gatekeeper = await start_with_providers(cluster)
     await moderation.Block(pb.BlockRequest(address=f"{ALICE}/1"), metadata=gatekeeper.auth(BOB))
     for device in (1, 2, 7):
         response = await check(moderation, f"{ALICE}/{device}", BOB)
@@ -173,7 +165,7 @@ async def test_a_blocked_sender_is_dropped_silently_on_every_device(cluster: Clu
 
 async def test_a_blocked_sender_meets_the_same_limits_as_anyone(cluster: Cluster) -> None:
     """What a blocked sender can observe (verdicts of its sends turned into relay answers) must not change."""
-    moderation, gatekeeper = await _setup(cluster, send_burst=2, send_per_second=NO_REFILL)
+    moderation, gatekeeper = await start_with_providers(cluster, send_burst=2, send_per_second=NO_REFILL)
     await moderation.Block(pb.BlockRequest(address=ALICE), metadata=gatekeeper.auth(BOB))
     blocked = [_refusal(await check(moderation, f"{ALICE}/1", BOB)) for _ in range(3)]
     free = [_refusal(await check(moderation, f"{CAROL}/1", BOB)) for _ in range(3)]
@@ -192,7 +184,7 @@ async def test_a_blocked_sender_meets_the_same_limits_as_anyone(cluster: Cluster
 async def test_the_kill_switch_reaches_check_send_within_a_second(
     cluster: Cluster, provider_change: type, reason: str
 ) -> None:
-    moderation, _ = await _setup(cluster)
+    moderation, _ = await start_with_providers(cluster)
     assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW
     await getattr(cluster.identity(), provider_change.__name__.removesuffix("Request"))(
         provider_change(provider_id="birdy"), metadata=ADMIN
@@ -209,7 +201,7 @@ async def test_the_kill_switch_reaches_check_send_within_a_second(
 
 
 async def test_pending_and_unknown_providers_are_refused(cluster: Cluster) -> None:
-    moderation, _ = await _setup(cluster)
+    moderation, _ = await start_with_providers(cluster)
     await cluster.enlist("slowpoke", approve=False)
     assert _refusal(await check(moderation, "username:sam@slowpoke/1", BOB))[1] == "PROVIDER_NOT_APPROVED"
     assert _refusal(await check(moderation, f"{BOB}/1", "username:sam@slowpoke"))[1] == "PROVIDER_NOT_APPROVED"
@@ -230,7 +222,7 @@ async def test_pending_and_unknown_providers_are_refused(cluster: Cluster) -> No
 async def test_bad_input_is_refused_and_takes_nothing(
     cluster: Cluster, sender: str, recipient: str, fan_out: int, reason: str
 ) -> None:
-    moderation, _ = await _setup(
+    moderation, _ = await start_with_providers(
         cluster,
         send_burst=1,
         send_per_second=NO_REFILL,
@@ -248,7 +240,7 @@ async def test_bad_input_is_refused_and_takes_nothing(
 
 
 async def test_a_decision_is_one_redis_round_trip(cluster: Cluster, spans: InMemorySpanExporter) -> None:
-    moderation, _ = await _setup(cluster)
+    moderation, _ = await start_with_providers(cluster)
     await check(moderation, f"{ALICE}/1", BOB)  # scripts loaded
     spans.clear()
     await check(moderation, f"{ALICE}/1", BOB)
@@ -260,7 +252,7 @@ async def test_a_decision_is_one_redis_round_trip(cluster: Cluster, spans: InMem
 async def test_scripts_flushed_from_redis_are_loaded_again(cluster: Cluster, redis_url: str) -> None:
     import redis.asyncio as aioredis  # noqa: PLC0415 -- only this test talks to Redis directly
 
-    moderation, _ = await _setup(cluster, send_burst=2, send_per_second=NO_REFILL)
+    moderation, _ = await start_with_providers(cluster, send_burst=2, send_per_second=NO_REFILL)
     assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW
     client = aioredis.Redis.from_url(redis_url)
     await client.script_flush()
@@ -271,7 +263,7 @@ async def test_scripts_flushed_from_redis_are_loaded_again(cluster: Cluster, red
 
 
 async def test_verdicts_are_counted_by_reason(cluster: Cluster, metric_reader: InMemoryMetricReader) -> None:
-    moderation, _ = await _setup(cluster, send_burst=1, send_per_second=NO_REFILL)
+    moderation, _ = await start_with_providers(cluster, send_burst=1, send_per_second=NO_REFILL)
     before = verdict_counts(metric_reader)
     await check(moderation, f"{ALICE}/1", BOB)
     await check(moderation, f"{ALICE}/1", BOB)

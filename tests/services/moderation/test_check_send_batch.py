@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.cluster import INTERNAL, Cluster, ProviderKeys
-from support.moderation import NO_REFILL, check, start_moderation, verdict_counts
+from support.moderation import NO_REFILL, check, start_with_providers, verdict_counts
 from support.telemetry import redis_spans_of
 
 from parley.common.v1.common_pb2 import ErrorReason
@@ -51,15 +51,6 @@ _TIGHT = {
     "breaker_threshold": 3,
     "breaker_cooldown_s": 600,
 }
-
-
-async def _setup(
-    cluster: Cluster, **moderation: object
-) -> tuple[moderation_pb2_grpc.ModerationServiceStub, ProviderKeys]:
-    await cluster.start_identity()
-    gatekeeper = await cluster.enlist("gatekeeper")
-    await cluster.enlist("birdy")
-    return await start_moderation(cluster, **moderation), gatekeeper
 
 
 async def _batch(moderation: moderation_pb2_grpc.ModerationServiceStub, sends: Sequence[Send]) -> list[tuple[Any, ...]]:
@@ -135,7 +126,7 @@ async def _prepare(
 async def _both_ways(
     cluster: Cluster, redis_url: str, sends: Sequence[Send], **moderation_settings: object
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], dict[str, Any], dict[str, Any]]:
-    moderation, gatekeeper = await _setup(cluster, **moderation_settings)
+    moderation, gatekeeper = await start_with_providers(cluster, **moderation_settings)
     client = aioredis.Redis.from_url(redis_url)
     try:
         await _prepare(client, moderation, gatekeeper)
@@ -219,7 +210,9 @@ async def test_random_batches_decide_as_sends_one_by_one(cluster: Cluster, redis
 
 async def test_a_contact_forgotten_on_speculation_comes_back(cluster: Cluster, redis_url: str) -> None:
     """A send run on speculation whose record forgot a contact (the bound) must give it back before the rerun."""
-    moderation, _ = await _setup(cluster, max_contacts=1, first_contact_burst=1, first_contact_per_second=NO_REFILL)
+    moderation, _ = await start_with_providers(
+        cluster, max_contacts=1, first_contact_burst=1, first_contact_per_second=NO_REFILL
+    )
     assert (await check(moderation, f"{DAVE}/1", BOB)).verdict == pb.VERDICT_ALLOW  # Bob's one contact: Dave
     assert (await check(moderation, f"{BOB}/1", ERIN)).verdict == pb.VERDICT_ALLOW  # Bob's first-contact token
     client = aioredis.Redis.from_url(redis_url)
@@ -241,7 +234,7 @@ async def test_a_contact_forgotten_on_speculation_comes_back(cluster: Cluster, r
 
 
 async def test_an_empty_batch_decides_nothing(cluster: Cluster) -> None:
-    moderation, _ = await _setup(cluster)
+    moderation, _ = await start_with_providers(cluster)
     assert await _batch(moderation, []) == []
 
 
@@ -267,7 +260,7 @@ def _error_info(error: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
 async def test_a_malformed_entry_refuses_the_whole_batch_and_changes_nothing(
     cluster: Cluster, redis_url: str, bad: Send, reason: str, field: str
 ) -> None:
-    moderation, _ = await _setup(cluster, **_TIGHT)
+    moderation, _ = await start_with_providers(cluster, **_TIGHT)
     client = aioredis.Redis.from_url(redis_url)
     # State to leave alone: buckets, quota and contacts exist and have room for the batch's good entries.
     await _one_by_one(moderation, [(f"{ALICE}/1", DAVE, 1), (f"{DAVE}/1", ALICE, 1), (f"{CAROL}/1", BOB, 2)])
@@ -282,7 +275,7 @@ async def test_a_malformed_entry_refuses_the_whole_batch_and_changes_nothing(
 
 
 async def test_an_oversized_batch_is_refused_and_changes_nothing(cluster: Cluster, redis_url: str) -> None:
-    moderation, _ = await _setup(cluster, max_check_batch=3, **_TIGHT)
+    moderation, _ = await start_with_providers(cluster, max_check_batch=3, **_TIGHT)
     client = aioredis.Redis.from_url(redis_url)
     await _one_by_one(moderation, [(f"{ALICE}/1", DAVE, 1), (f"{CAROL}/1", BOB, 2)])
     before = await _state(client, exact=True)
@@ -297,7 +290,7 @@ async def test_an_oversized_batch_is_refused_and_changes_nothing(cluster: Cluste
 
 
 async def test_a_batch_of_allowed_sends_is_one_redis_round_trip(cluster: Cluster, spans: InMemorySpanExporter) -> None:
-    moderation, _ = await _setup(cluster)
+    moderation, _ = await start_with_providers(cluster)
     sends = [(f"{ALICE}/1", BOB, 1), (f"{CAROL}/2", DAVE, 3), (f"{BOB}/1", ALICE, 1), (f"{GHOST}/1", BOB, 1)]
     await _batch(moderation, sends)  # scripts loaded
     spans.clear()
@@ -310,7 +303,7 @@ async def test_a_batch_of_allowed_sends_is_one_redis_round_trip(cluster: Cluster
 
 
 async def test_every_decision_of_a_batch_is_counted(cluster: Cluster, metric_reader: InMemoryMetricReader) -> None:
-    moderation, _ = await _setup(cluster, send_burst=1, send_per_second=NO_REFILL)
+    moderation, _ = await start_with_providers(cluster, send_burst=1, send_per_second=NO_REFILL)
     before = verdict_counts(metric_reader)
     await _batch(moderation, [(f"{ALICE}/1", BOB, 1), (f"{ALICE}/1", BOB, 1), (f"{GHOST}/1", BOB, 1)])
     after = verdict_counts(metric_reader)
