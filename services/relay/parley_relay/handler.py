@@ -349,11 +349,12 @@ class RelayHandler:
         results = iter(await self._store.store_many([r for message in checked for r in message.requests]))
         accepted = []
         copies = 0
+        waiting: list[Event] = []
         for message in checked:
             first: StoreResult | None = None
             for request in message.requests:
                 result = next(results)
-                copies += await self._after_store(request, result)
+                copies += _new_copies(request, result, waiting)
                 first = first or result
             if first is None:  # no device to deliver to at all: an empty fan-out is still an acceptance
                 accepted.append(Accepted(message.message.id, message.ts, False))
@@ -361,6 +362,7 @@ class RelayHandler:
                 accepted.append(Accepted(message.message.id, first.ts, first.duplicate))
         if copies:
             self._stored.add(copies)
+        await self._events.publish_many(waiting)
         return accepted
 
     def _stamp(self, message: Message, recipient: Address, ts: int) -> bytes | None:
@@ -395,8 +397,10 @@ class RelayHandler:
             return None
         request = self._store_request(user, device_ids, data, stanza, ts, sender)
         result = (await self._store.store_many([request]))[0]
-        if copies := await self._after_store(request, result):
+        waiting: list[Event] = []
+        if copies := _new_copies(request, result, waiting):
             self._stored.add(copies)
+        await self._events.publish_many(waiting)
         return Accepted(stanza.id, result.ts, result.duplicate)
 
     def _store_request(
@@ -412,15 +416,6 @@ class RelayHandler:
             receipt_requested=isinstance(stanza, Message) and stanza.receipt_requested,
             retention_ms=self._limits.retention_ms,
         )
-
-    async def _after_store(self, request: StoreRequest, result: StoreResult) -> int:
-        """Announces new copies waiting for devices without a stream; returns how many copies were new."""
-        if result.duplicate:
-            return 0
-        for device_id, pending in result.offline:
-            address = str(Address.parse(request.user).with_device(device_id))
-            await self._events.publish(Event(message_waiting=MessageWaiting(address=address, pending=pending)))
-        return len(request.device_ids)
 
     async def _send_receipt(self, device: Address, receipt: Receipt, data: bytes, *, sync: bool = True) -> Accepted:
         """Stores a receipt for the confirmed messages' sender and, when ``sync``, the confirming user's others."""
@@ -474,6 +469,17 @@ class RelayHandler:
             except ParleyError as error:
                 # The sender became unreachable meanwhile (blocked, opted out): the receipt is dropped.
                 _log.info("delivery receipt dropped: %s", error.reason_name)
+
+
+def _new_copies(request: StoreRequest, result: StoreResult, waiting: list[Event]) -> int:
+    """How many copies ``result`` added; appends a ``message_waiting`` event per target device without a stream."""
+    if result.duplicate:
+        return 0
+    user = Address.parse(request.user)
+    for device_id, pending in result.offline:
+        address = str(user.with_device(device_id))
+        waiting.append(Event(message_waiting=MessageWaiting(address=address, pending=pending)))
+    return len(request.device_ids)
 
 
 def _check_devices(

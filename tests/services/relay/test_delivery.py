@@ -8,13 +8,13 @@ from collections import defaultdict
 import pytest
 import redis.asyncio as aioredis
 from support.cluster import Cluster
-from support.relay import World, start_world, text
+from support.relay import World, raw_message, start_world, text
 
 from parley.events.v1.events_pb2 import Event
 from parley_crypto import InMemoryProtocolStore
 from parley_runtime import redis_keys
 from parley_sdk import DeviceClient, Incoming
-from parley_stanza import ChatState, ChatStateKind, Message, Receipt, ReceiptType, decode
+from parley_stanza import ChatState, ChatStateKind, Message, Receipt, ReceiptType, decode, encode
 
 
 async def _drain(device: DeviceClient, connection: object, expected: int, inbox: dict[str, list[str]]) -> None:
@@ -219,6 +219,24 @@ async def test_offline_devices_get_a_message_waiting_event(cluster: Cluster, red
     waiting = [Event.FromString(fields[b"event"]).message_waiting for _, fields in entries]
     # Only the laptop had no stream; the phone was online.
     assert [(w.address, w.pending) for w in waiting] == [(str(world["ana_laptop"].address), 1)]
+    await world.close()
+
+
+async def test_a_frame_to_offline_devices_announces_every_copy(cluster: Cluster, redis_url: str) -> None:
+    world = await start_world(cluster)
+    ben, ana = world["ben"], world["ana_phone"]
+    devices = [ana.address, world["ana_laptop"].address]
+    frame = [encode(raw_message(ben.address, ana.user, devices, f"offline-{i}")) for i in range(3)]
+    async with ben.connect() as stream:
+        assert [r.code for r in (await stream.send(frame)).results] == [0, 0, 0]
+    client = aioredis.Redis.from_url(redis_url)
+    entries = await client.xrange("events:{relay}")
+    await client.aclose()
+    waiting = [Event.FromString(fields[b"event"]).message_waiting for _, fields in entries]
+    # Both of Ana's devices are offline: each copy is announced, with the mailbox length it left, in order.
+    assert [(w.address, w.pending) for w in waiting] == [
+        (str(device), pending) for pending in (1, 2, 3) for device in devices
+    ]
     await world.close()
 
 
