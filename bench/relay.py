@@ -14,6 +14,10 @@ Floor (a), the bare transport: the same client, frames and concurrency against `
 stream with the relay's fields, a PUBLISH of the hint and the XDEL of the ack, pipelined per batch from this
 process at the same concurrency.
 
+Offline recipients (the common case in real life): the same senders push frames to devices without a stream,
+so every stanza is stored and announced (``message_waiting``), beside the bare Redis work of that (mailbox XADD,
+hint PUBLISH, event XADD, pipelined per frame); every accepted stanza is counted in the mailboxes and the events.
+
 Also measured in the same run: latency percentiles from the write of a frame to the arrival of each stanza at
 its recipient at half the maximum sustained rate, relay and Redis CPU seconds per message, and the relay's
 resident memory per idle connected device. Writes bench/results/relay.json.
@@ -38,6 +42,7 @@ from benchlib import Figure, parse_args, write_results
 from benchworld import ADMIN_TOKEN, INTERNAL_TOKEN, enlist
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from parley.events.v1.events_pb2 import Event, MessageWaiting
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1 import identity_pb2_grpc
 from parley.relay.v1 import relay_pb2 as pb
@@ -409,6 +414,108 @@ async def _redis_floor(url: str, template: bytes, seconds: float) -> float:
     return total / elapsed
 
 
+async def _redis_offline_floor(url: str, template: bytes, seconds: float) -> float:
+    """Messages/s of the bare Redis work for a device without a stream: XADD to its mailbox, PUBLISH the hint and
+    XADD the ``message_waiting`` event, pipelined per BATCH (nothing is acknowledged)."""
+    client = aioredis.Redis.from_url(url)
+    retention_ms = 30 * 86_400_000
+    max_frames = int(seconds * 200_000 / BATCH / PAIRS) + 1
+    event = Event(message_waiting=MessageWaiting(address="username:floor@gatekeeper/1", pending=1))
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def worker(index: int) -> int:
+        user = f"username:offline-floor{index}@gatekeeper"
+        mailbox, channel = redis_keys.mailbox(user, 1), redis_keys.mailbox_channel(user, 1)
+        events = redis_keys.event_stream("offline-floor")
+        sender = f"username:s{index}@birdy/1"
+        count = 0
+        for frame in range(max_frames):
+            if time.perf_counter() >= deadline:
+                break
+            ts = int(time.time() * 1000)
+            pipe = client.pipeline(transaction=False)
+            for offset in range(BATCH):
+                fields = {"s": template, "t": ts, "m": f"f{frame}x{offset}", "f": sender, "r": "1"}
+                pipe.xadd(mailbox, fields, minid=ts - retention_ms, approximate=True)  # type: ignore[arg-type]
+                pipe.publish(channel, b"")
+                announced = {"type": "message_waiting", "event": event.SerializeToString()}
+                pipe.xadd(events, announced, maxlen=1_000_000, approximate=True)  # type: ignore[arg-type]
+            await pipe.execute()
+            count += BATCH
+        return count
+
+    total = sum(await asyncio.gather(*(worker(index) for index in range(PAIRS))))
+    elapsed = time.perf_counter() - start
+    await client.aclose()
+    return total / elapsed
+
+
+async def _offline(
+    relay_target: str, redis_url: str, pairs: Sequence[tuple[Device, Device]], idlers: Sequence[Device], seconds: float
+) -> Figure:
+    """Messages/s the relay accepts for devices without a stream (stored and announced), beside its Redis floor.
+
+    The senders push frames to idle devices whose streams are closed; every accepted stanza is then counted where
+    it waits (its recipient's mailbox) and in the ``message_waiting`` events, or the run fails.
+    """
+    _progress("offline recipients")
+    targets = [(sender, idler) for (sender, _), idler in zip(pairs, idlers, strict=False)]
+    client = Client(relay_target)
+    senders = [
+        Sender(client, sender, _stanza_template(sender.address, idler.address), f"o{index}x")
+        for index, (sender, idler) in enumerate(targets)
+    ]
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(sender.drained.wait() for sender in senders))
+    redis_client = aioredis.Redis.from_url(redis_url)
+    events_before = await redis_client.xlen(redis_keys.event_stream("relay"))
+    tally = Tally()
+    max_frames = int(seconds * 100_000 / BATCH / len(senders)) + 1
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def push(sender: Sender) -> None:
+        for _ in range(max_frames):
+            if time.perf_counter() >= deadline:
+                break
+            await sender.send_batch(tally)
+        await sender.settle()
+
+    await asyncio.gather(*(push(sender) for sender in senders))
+    elapsed = time.perf_counter() - start
+    await asyncio.gather(*(sender.close() for sender in senders))
+    await client.close()
+    if tally.refused:
+        raise SystemExit(f"FAILED: {len(tally.refused)} stanzas refused, e.g. {tally.refused[0]}")
+    accepted = len(tally.sent_at)
+    stored = 0
+    for _, idler in targets:
+        assert idler.address.device is not None
+        stored += await redis_client.xlen(redis_keys.mailbox(str(idler.address.user), idler.address.device))
+    announced = await redis_client.xlen(redis_keys.event_stream("relay")) - events_before
+    await redis_client.aclose()
+    if stored != accepted or announced != accepted:
+        raise SystemExit(f"FAILED: {accepted} accepted, {stored} stored, {announced} announced")
+    ours = accepted / elapsed
+    floor = await _redis_offline_floor(
+        redis_url, _stanza_template(targets[0][0].address, targets[0][1].address), seconds
+    )
+    _progress(f"  relay {ours:,.0f} messages/s for offline devices, bare Redis work {floor:,.0f} messages/s")
+    return Figure(
+        unit="messages/s",
+        ours=round(ours, 1),
+        floor=round(floor, 1),
+        extra={
+            "pairs": len(targets),
+            "stanzas_per_frame": BATCH,
+            "frames_in_flight": WINDOW,
+            "counted": accepted,
+            "floor_desc": "XADD to the mailbox + PUBLISH + XADD of the message_waiting event, pipelined per frame",
+        },
+    )
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -636,6 +743,7 @@ async def _measure(
     await relay.close()
     await floor.close()
     await redis_client.aclose()
+    offline_figure = await _offline(relay_target, redis_url, pairs, idlers, seconds)
 
     latencies = sorted(paced.latencies)
     floor_latencies = sorted(paced_floor.latencies)
@@ -677,6 +785,7 @@ async def _measure(
             },
         ),
         "unary_send": unary_figure,
+        "offline_recipients": offline_figure,
     }
 
 
