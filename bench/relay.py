@@ -32,7 +32,7 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +62,8 @@ STREAMS_PER_CHANNEL = 100
 DRAIN_TIMEOUT_S = 20.0
 # Generous: the machine is shared, and once in a few runs 500 streams closing at once took over 10 s.
 CLOSE_TIMEOUT_S = 30.0
+RETENTION_MS = 30 * 86_400_000
+"""The relay's default retention, as the floors trim mailboxes with it."""
 # Moderation's buckets hold this many tokens and refill a tenth of it per second: the load never meets a limit.
 UNLIMITED = 100_000_000
 LIMITS = ("SEND", "FIRST_CONTACT", "PROVIDER")
@@ -381,30 +383,21 @@ class Fleet:
         return [*self.senders, *self.receivers]
 
 
-async def _redis_floor(url: str, template: bytes, seconds: float) -> float:
-    """Messages/s of the bare per-message Redis work: XADD + PUBLISH, then XDEL, pipelined per BATCH."""
+async def _pipelined_rate(
+    url: str, seconds: float, frame: Callable[[aioredis.Redis, int, int], Awaitable[None]]
+) -> float:
+    """Messages/s of ``frame(client, worker, number)``, BATCH messages' Redis work each, from PAIRS workers."""
     client = aioredis.Redis.from_url(url)
-    retention_ms = 30 * 86_400_000
     max_frames = int(seconds * 200_000 / BATCH / PAIRS) + 1
     start = time.perf_counter()
     deadline = start + seconds
 
     async def worker(index: int) -> int:
-        user = f"username:floor{index}@gatekeeper"
-        mailbox, channel = redis_keys.mailbox(user, 1), redis_keys.mailbox_channel(user, 1)
-        sender = f"username:s{index}@birdy/1"
         count = 0
-        for frame in range(max_frames):
+        for number in range(max_frames):
             if time.perf_counter() >= deadline:
                 break
-            ts = int(time.time() * 1000)
-            pipe = client.pipeline(transaction=False)
-            for offset in range(BATCH):
-                fields = {"s": template, "t": ts, "m": f"f{frame}x{offset}", "f": sender, "r": "1"}
-                pipe.xadd(mailbox, fields, minid=ts - retention_ms, approximate=True)  # type: ignore[arg-type]
-                pipe.publish(channel, b"")
-            stored = await pipe.execute()
-            await client.xdel(mailbox, *stored[0::2])
+            await frame(client, index, number)
             count += BATCH
         return count
 
@@ -412,43 +405,55 @@ async def _redis_floor(url: str, template: bytes, seconds: float) -> float:
     elapsed = time.perf_counter() - start
     await client.aclose()
     return total / elapsed
+
+
+def _mailbox_entry(template: bytes, ts: int, index: int, number: int, offset: int) -> dict[str, bytes | str | int]:
+    """A mailbox entry with the relay's fields."""
+    return {"s": template, "t": ts, "m": f"f{number}x{offset}", "f": f"username:s{index}@birdy/1", "r": "1"}
+
+
+async def _redis_floor(url: str, template: bytes, seconds: float) -> float:
+    """Messages/s of the bare per-message Redis work: XADD + PUBLISH, then XDEL, pipelined per BATCH."""
+
+    async def frame(client: aioredis.Redis, index: int, number: int) -> None:
+        user = f"username:floor{index}@gatekeeper"
+        mailbox, channel = redis_keys.mailbox(user, 1), redis_keys.mailbox_channel(user, 1)
+        ts = int(time.time() * 1000)
+        pipe = client.pipeline(transaction=False)
+        for offset in range(BATCH):
+            entry = _mailbox_entry(template, ts, index, number, offset)
+            pipe.xadd(mailbox, entry, minid=ts - RETENTION_MS, approximate=True)  # type: ignore[arg-type]
+            pipe.publish(channel, b"")
+        stored = await pipe.execute()
+        await client.xdel(mailbox, *stored[0::2])
+
+    return await _pipelined_rate(url, seconds, frame)
 
 
 async def _redis_offline_floor(url: str, template: bytes, seconds: float) -> float:
     """Messages/s of the bare Redis work for a device without a stream: XADD to its mailbox, PUBLISH the hint and
     XADD the ``message_waiting`` event, pipelined per BATCH (nothing is acknowledged)."""
-    client = aioredis.Redis.from_url(url)
-    retention_ms = 30 * 86_400_000
-    max_frames = int(seconds * 200_000 / BATCH / PAIRS) + 1
-    event = Event(message_waiting=MessageWaiting(address="username:floor@gatekeeper/1", pending=1))
-    start = time.perf_counter()
-    deadline = start + seconds
+    announced = {
+        "type": "message_waiting",
+        "event": Event(
+            message_waiting=MessageWaiting(address="username:floor@gatekeeper/1", pending=1)
+        ).SerializeToString(),
+    }
+    events = redis_keys.event_stream("offline-floor")
 
-    async def worker(index: int) -> int:
+    async def frame(client: aioredis.Redis, index: int, number: int) -> None:
         user = f"username:offline-floor{index}@gatekeeper"
         mailbox, channel = redis_keys.mailbox(user, 1), redis_keys.mailbox_channel(user, 1)
-        events = redis_keys.event_stream("offline-floor")
-        sender = f"username:s{index}@birdy/1"
-        count = 0
-        for frame in range(max_frames):
-            if time.perf_counter() >= deadline:
-                break
-            ts = int(time.time() * 1000)
-            pipe = client.pipeline(transaction=False)
-            for offset in range(BATCH):
-                fields = {"s": template, "t": ts, "m": f"f{frame}x{offset}", "f": sender, "r": "1"}
-                pipe.xadd(mailbox, fields, minid=ts - retention_ms, approximate=True)  # type: ignore[arg-type]
-                pipe.publish(channel, b"")
-                announced = {"type": "message_waiting", "event": event.SerializeToString()}
-                pipe.xadd(events, announced, maxlen=1_000_000, approximate=True)  # type: ignore[arg-type]
-            await pipe.execute()
-            count += BATCH
-        return count
+        ts = int(time.time() * 1000)
+        pipe = client.pipeline(transaction=False)
+        for offset in range(BATCH):
+            entry = _mailbox_entry(template, ts, index, number, offset)
+            pipe.xadd(mailbox, entry, minid=ts - RETENTION_MS, approximate=True)  # type: ignore[arg-type]
+            pipe.publish(channel, b"")
+            pipe.xadd(events, announced, maxlen=1_000_000, approximate=True)  # type: ignore[arg-type]
+        await pipe.execute()
 
-    total = sum(await asyncio.gather(*(worker(index) for index in range(PAIRS))))
-    elapsed = time.perf_counter() - start
-    await client.aclose()
-    return total / elapsed
+    return await _pipelined_rate(url, seconds, frame)
 
 
 async def _offline(
