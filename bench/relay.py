@@ -407,51 +407,28 @@ async def _pipelined_rate(
     return total / elapsed
 
 
-def _mailbox_entry(template: bytes, ts: int, index: int, number: int, offset: int) -> dict[str, bytes | str | int]:
-    """A mailbox entry with the relay's fields."""
-    return {"s": template, "t": ts, "m": f"f{number}x{offset}", "f": f"username:s{index}@birdy/1", "r": "1"}
-
-
-async def _redis_floor(url: str, template: bytes, seconds: float) -> float:
-    """Messages/s of the bare per-message Redis work: XADD + PUBLISH, then XDEL, pipelined per BATCH."""
+async def _redis_floor(url: str, template: bytes, seconds: float, *, offline: bool = False) -> float:
+    """Messages/s of the bare per-message Redis work, pipelined per BATCH: an XADD to the mailbox with the relay's
+    fields and a PUBLISH of the hint, then the XDEL of the device's acknowledgement; or, ``offline``, the XADD of
+    the ``message_waiting`` event instead (nothing is acknowledged)."""
+    event = Event(message_waiting=MessageWaiting(address="username:floor@gatekeeper/1", pending=1))
+    announced = {"type": "message_waiting", "event": event.SerializeToString()}
+    events = redis_keys.event_stream("floor")
 
     async def frame(client: aioredis.Redis, index: int, number: int) -> None:
-        user = f"username:floor{index}@gatekeeper"
+        user = f"username:{'offline-' if offline else ''}floor{index}@gatekeeper"
         mailbox, channel = redis_keys.mailbox(user, 1), redis_keys.mailbox_channel(user, 1)
         ts = int(time.time() * 1000)
         pipe = client.pipeline(transaction=False)
         for offset in range(BATCH):
-            entry = _mailbox_entry(template, ts, index, number, offset)
+            entry = {"s": template, "t": ts, "m": f"f{number}x{offset}", "f": f"username:s{index}@birdy/1", "r": "1"}
             pipe.xadd(mailbox, entry, minid=ts - RETENTION_MS, approximate=True)  # type: ignore[arg-type]
             pipe.publish(channel, b"")
+            if offline:
+                pipe.xadd(events, announced, maxlen=1_000_000, approximate=True)  # type: ignore[arg-type]
         stored = await pipe.execute()
-        await client.xdel(mailbox, *stored[0::2])
-
-    return await _pipelined_rate(url, seconds, frame)
-
-
-async def _redis_offline_floor(url: str, template: bytes, seconds: float) -> float:
-    """Messages/s of the bare Redis work for a device without a stream: XADD to its mailbox, PUBLISH the hint and
-    XADD the ``message_waiting`` event, pipelined per BATCH (nothing is acknowledged)."""
-    announced = {
-        "type": "message_waiting",
-        "event": Event(
-            message_waiting=MessageWaiting(address="username:floor@gatekeeper/1", pending=1)
-        ).SerializeToString(),
-    }
-    events = redis_keys.event_stream("offline-floor")
-
-    async def frame(client: aioredis.Redis, index: int, number: int) -> None:
-        user = f"username:offline-floor{index}@gatekeeper"
-        mailbox, channel = redis_keys.mailbox(user, 1), redis_keys.mailbox_channel(user, 1)
-        ts = int(time.time() * 1000)
-        pipe = client.pipeline(transaction=False)
-        for offset in range(BATCH):
-            entry = _mailbox_entry(template, ts, index, number, offset)
-            pipe.xadd(mailbox, entry, minid=ts - RETENTION_MS, approximate=True)  # type: ignore[arg-type]
-            pipe.publish(channel, b"")
-            pipe.xadd(events, announced, maxlen=1_000_000, approximate=True)  # type: ignore[arg-type]
-        await pipe.execute()
+        if not offline:
+            await client.xdel(mailbox, *stored[0::2])
 
     return await _pipelined_rate(url, seconds, frame)
 
@@ -503,9 +480,8 @@ async def _offline(
     if stored != accepted or announced != accepted:
         raise SystemExit(f"FAILED: {accepted} accepted, {stored} stored, {announced} announced")
     ours = accepted / elapsed
-    floor = await _redis_offline_floor(
-        redis_url, _stanza_template(targets[0][0].address, targets[0][1].address), seconds
-    )
+    template = _stanza_template(targets[0][0].address, targets[0][1].address)
+    floor = await _redis_floor(redis_url, template, seconds, offline=True)
     _progress(f"  relay {ours:,.0f} messages/s for offline devices, bare Redis work {floor:,.0f} messages/s")
     return Figure(
         unit="messages/s",
