@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from parley.common.v1.common_pb2 import ErrorReason, Feature, IdentifierKind, ProviderStatus
-from parley.events.v1.events_pb2 import ConsentChanged, Event, ProviderAvailable, ProviderStatusChanged
+from parley.events.v1.events_pb2 import ConsentChanged, DeviceRemoved, Event, ProviderAvailable, ProviderStatusChanged
 from parley.identity.v1.identity_pb2 import ConsentState, InboxMode, Provider, Reachability
 from parley_identity.directory import IdentityProviderDirectory
 from parley_identity.model import ConsentRecord, DeviceRecord, StoredProvider
@@ -312,6 +312,8 @@ class IdentityHandler:
         """
         if not await self._store.remove_device(str(user), device_id):
             raise not_found(ErrorReason.ERROR_REASON_DEVICE_NOT_FOUND, f"no device {device_id}")
+        # Notification drops its push token on this event; its relay mailbox expires with the retention.
+        await self._events.publish(Event(device_removed=DeviceRemoved(address=str(user.with_device(device_id)))))
 
     async def list_devices(self, user: Address) -> list[DeviceRecord]:
         """The user's devices."""

@@ -172,6 +172,9 @@ class EventIntake:
                 if taken
                 else []
             )
+            for event in taken:
+                if event.forget_push_token is not None:
+                    await self._store.forget_push_token(*event.forget_push_token)
             # Acknowledged only now: everything the events ask for is in Redis (or they can never be delivered).
             await self._store.ack(stream, self._policy.group, [entry_id for entry_id, _ in chunk])
             queued = False
@@ -188,7 +191,9 @@ class EventIntake:
         merged = sum(1 for outcome in outcomes if outcome == MERGED)
         if merged:
             self._coalesced.add(merged)
-        return "queued" if event.deliveries or event.notices else "ignored"
+        if event.deliveries or event.notices:
+            return "queued"
+        return "applied" if event.forget_push_token is not None else "ignored"
 
     async def _route(self, fields: dict[bytes, bytes]) -> RoutedEvent | str:
         """The event's deliveries and notices, or why it has none ("unreadable", "unroutable")."""
@@ -207,4 +212,4 @@ class EventIntake:
             except ValueError as exc:
                 _log.warning("event %s cannot be routed: %s", event.event_id, exc)
                 return "unroutable"
-        return RoutedEvent(event.event_id, routed.deliveries, routed.notices)
+        return RoutedEvent(event.event_id, routed.deliveries, routed.notices, routed.forget_push_token)

@@ -98,3 +98,5 @@ class RoutedEvent:
     event_id: str
     deliveries: Sequence[NewDelivery]
     notices: Sequence[Notice]
+    forget_push_token: tuple[str, int] | None = None
+    """(user, device id) whose push token is to go: the device was removed."""

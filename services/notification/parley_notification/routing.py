@@ -13,6 +13,7 @@ name included), so a webhook leaks nothing a provider does not already hold.
 | ``provider_status_changed`` | every other approved provider | — |
 | ``report_resolved`` | the reporter's provider | the reporter |
 | ``consent_changed`` | — (telling other providers would reveal whom a user allows) | — |
+| ``device_removed`` | — (the device's push token is dropped) | — |
 
 Only approved providers with a registered webhook receive deliveries.
 """
@@ -59,6 +60,8 @@ class Routed:
 
     deliveries: list[NewDelivery]
     notices: list[Notice]
+    forget_push_token: tuple[str, int] | None = None
+    """(user, device id) whose push token is to go."""
 
 
 def delivery_id(event_id: str, provider_id: str) -> str:
@@ -92,33 +95,44 @@ class Router:
         Raises:
             ValueError: the event names a malformed address (such an event can never be delivered).
         """
-        kind = event.WhichOneof("payload")
-        at = event.occurred_at_ms
-        if kind == "message_waiting":
-            waiting = event.message_waiting
-            device = _device(waiting.address)
-            data = {"address": str(device), "pending": waiting.pending}
-            data.update(await self._push_token(device))
-            deliveries = await self._to(event, [device.provider], "message_waiting", data, coalesce=str(device))
-            return Routed(deliveries, [])
-        if kind == "prekeys_low":
-            low = event.prekeys_low
-            device = _device(low.address)
-            data = {"address": str(device), "remaining": low.remaining, "low_watermark": low.low_watermark}
-            data.update(await self._push_token(device))
-            notice = _notice(str(device.user), NoticeKind.NOTICE_KIND_PREKEYS_LOW, str(device), at)
-            return Routed(await self._to(event, [device.provider], kind, data), [notice])
-        if kind == "identity_key_changed":
-            return await self._identity_key_changed(event)
-        if kind in ("provider_available", "provider_status_changed"):
-            return await self._provider_news(event)
-        if kind == "report_resolved":
-            report = event.report_resolved
-            reporter = Address.parse(report.reporter).user
-            data = {"report_id": report.report_id, "reporter": str(reporter), "outcome": report.outcome}
-            notice = _notice(str(reporter), NoticeKind.NOTICE_KIND_REPORT_RESOLVED, report.report_id, at)
-            return Routed(await self._to(event, [reporter.provider], kind, data), [notice])
-        return Routed([], [])
+        handlers = {
+            "message_waiting": self._message_waiting,
+            "prekeys_low": self._prekeys_low,
+            "identity_key_changed": self._identity_key_changed,
+            "provider_available": self._provider_news,
+            "provider_status_changed": self._provider_news,
+            "report_resolved": self._report_resolved,
+            "device_removed": self._device_removed,
+        }
+        handler = handlers.get(event.WhichOneof("payload") or "")
+        return await handler(event) if handler is not None else Routed([], [])
+
+    async def _message_waiting(self, event: Event) -> Routed:
+        waiting = event.message_waiting
+        device = _device(waiting.address)
+        data = {"address": str(device), "pending": waiting.pending}
+        data.update(await self._push_token(device))
+        return Routed(await self._to(event, [device.provider], "message_waiting", data, coalesce=str(device)), [])
+
+    async def _prekeys_low(self, event: Event) -> Routed:
+        low = event.prekeys_low
+        device = _device(low.address)
+        data = {"address": str(device), "remaining": low.remaining, "low_watermark": low.low_watermark}
+        data.update(await self._push_token(device))
+        notice = _notice(str(device.user), NoticeKind.NOTICE_KIND_PREKEYS_LOW, str(device), event.occurred_at_ms)
+        return Routed(await self._to(event, [device.provider], "prekeys_low", data), [notice])
+
+    async def _report_resolved(self, event: Event) -> Routed:
+        report = event.report_resolved
+        reporter = Address.parse(report.reporter).user
+        data = {"report_id": report.report_id, "reporter": str(reporter), "outcome": report.outcome}
+        notice = _notice(str(reporter), NoticeKind.NOTICE_KIND_REPORT_RESOLVED, report.report_id, event.occurred_at_ms)
+        return Routed(await self._to(event, [reporter.provider], "report_resolved", data), [notice])
+
+    async def _device_removed(self, event: Event) -> Routed:
+        removed = _device(event.device_removed.address)
+        assert removed.device is not None
+        return Routed([], [], forget_push_token=(str(removed.user), removed.device))
 
     async def _identity_key_changed(self, event: Event) -> Routed:
         changed = event.identity_key_changed

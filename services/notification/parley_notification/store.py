@@ -58,6 +58,9 @@ class NotificationStore(Protocol):
     async def push_token(self, user: str, device_id: int) -> str:
         """The device's push token, or "" when none is registered."""
 
+    async def forget_push_token(self, user: str, device_id: int) -> None:
+        """Drops one device's push token (idempotent)."""
+
     async def take_events(
         self,
         events: Sequence[RoutedEvent],
@@ -210,6 +213,9 @@ class RedisNotificationStore:
     async def push_token(self, user: str, device_id: int) -> str:
         token = await self._bounded(self._client.hget(redis_keys.push_targets(user), str(device_id)))
         return "" if token is None else _text(token)
+
+    async def forget_push_token(self, user: str, device_id: int) -> None:
+        await self._bounded(self._client.hdel(redis_keys.push_targets(user), str(device_id)))
 
     async def take_events(
         self,

@@ -131,6 +131,23 @@ async def test_register_push_target_needs_a_device_identity_knows(cluster: Clust
     assert await _keys(cluster, "push:*") == [f"push:{{{BOB}}}".encode()]
 
 
+async def test_removing_a_device_drops_its_push_token_and_only_its(cluster: Cluster) -> None:
+    birdy, stub = await _setup(cluster)
+    await cluster.register_user(birdy, BOB, devices=2)
+    for device_id in (1, 2):
+        await stub.RegisterPushTarget(
+            pb.RegisterPushTargetRequest(push_token=f"tok-{device_id}"), metadata=birdy.auth(BOB, device_id)
+        )
+    # Identity announces the removal on events:{identity}; notification takes the event in and drops the token.
+    await cluster.identity().RemoveDevice(id_pb.RemoveDeviceRequest(device_id=2), metadata=birdy.auth(BOB))
+    client = aioredis.Redis.from_url(cluster.redis_url)
+    try:
+        await drained(cluster.redis_url, "identity")
+        assert await client.hgetall(f"push:{{{BOB}}}") == {b"1": b"tok-1"}
+    finally:
+        await client.aclose()
+
+
 async def test_register_push_target_refuses_while_identity_is_down(cluster: Cluster) -> None:
     birdy, stub = await _setup(cluster)
     await cluster.servers["identity"].stop(0)
