@@ -110,14 +110,25 @@ class ReplayGuard(Protocol):
         """Records ``jti``; True the first time it is seen, False on any later use."""
 
 
+_REFUSAL_BY_STATUS = {
+    ProviderStatus.PROVIDER_STATUS_SUSPENDED: (ErrorReason.ERROR_REASON_PROVIDER_SUSPENDED, "suspended"),
+    ProviderStatus.PROVIDER_STATUS_REVOKED: (ErrorReason.ERROR_REASON_PROVIDER_REVOKED, "revoked"),
+}
+
+
+def provider_refusal(record: ProviderRecord) -> ErrorReason.ValueType | None:
+    """Why a provider's traffic is refused (suspended, revoked, not approved), or None when it is approved."""
+    if record.status == ProviderStatus.PROVIDER_STATUS_APPROVED:
+        return None
+    return _REFUSAL_BY_STATUS.get(record.status, (ErrorReason.ERROR_REASON_PROVIDER_NOT_APPROVED, ""))[0]
+
+
 def check_provider_status(record: ProviderRecord) -> None:
     """Raises PERMISSION_DENIED unless the provider is approved."""
-    if record.status == ProviderStatus.PROVIDER_STATUS_APPROVED:
+    reason = provider_refusal(record)
+    if reason is None:
         return
-    reason, what = {
-        ProviderStatus.PROVIDER_STATUS_SUSPENDED: (ErrorReason.ERROR_REASON_PROVIDER_SUSPENDED, "suspended"),
-        ProviderStatus.PROVIDER_STATUS_REVOKED: (ErrorReason.ERROR_REASON_PROVIDER_REVOKED, "revoked"),
-    }.get(record.status, (ErrorReason.ERROR_REASON_PROVIDER_NOT_APPROVED, "not approved"))
+    what = _REFUSAL_BY_STATUS.get(record.status, (reason, "not approved"))[1]
     raise permission_denied(reason, f"provider {record.provider_id} is {what}", provider_id=record.provider_id)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry import metrics
 
-from parley.common.v1.common_pb2 import ErrorReason, ProviderStatus
+from parley.common.v1.common_pb2 import ErrorReason
 from parley.events.v1.events_pb2 import Event, ReportResolved
 from parley.moderation.v1.moderation_pb2 import ReportOutcome, Verdict
 from parley_crypto import FrankingError, franking_context, verify_report
@@ -35,7 +35,7 @@ from parley_moderation.model import (
     SendShape,
 )
 from parley_moderation.store import ModerationStore
-from parley_runtime.auth import ProviderDirectory
+from parley_runtime.auth import ProviderDirectory, provider_refusal
 from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found, reason_name
 from parley_runtime.events import EventPublisher
 from parley_runtime.ratelimit import Limit, RateLimiter
@@ -54,10 +54,6 @@ _MAX_NOTE = 1000
 # Franking keys, commitments and stamps are 32 bytes; anything much longer is junk, refused before any work.
 _MAX_FRANKING_FIELD = 64
 
-_REFUSAL_BY_STATUS = {
-    ProviderStatus.PROVIDER_STATUS_SUSPENDED: ErrorReason.ERROR_REASON_PROVIDER_SUSPENDED,
-    ProviderStatus.PROVIDER_STATUS_REVOKED: ErrorReason.ERROR_REASON_PROVIDER_REVOKED,
-}
 _RESOLVED_OUTCOMES = frozenset(
     {
         ReportOutcome.REPORT_OUTCOME_DISMISSED,
@@ -273,10 +269,8 @@ class ModerationHandler:
         record = self._providers.get(provider_id)
         if record is None:
             return Decision(Verdict.VERDICT_REFUSE, ErrorReason.ERROR_REASON_UNKNOWN_PROVIDER)
-        if record.status == ProviderStatus.PROVIDER_STATUS_APPROVED:
-            return None
-        reason = _REFUSAL_BY_STATUS.get(record.status, ErrorReason.ERROR_REASON_PROVIDER_NOT_APPROVED)
-        return Decision(Verdict.VERDICT_REFUSE, reason)
+        reason = provider_refusal(record)
+        return None if reason is None else Decision(Verdict.VERDICT_REFUSE, reason)
 
     def _shape(self, provider_id: str) -> SendShape:
         shape = self._shapes.get(provider_id)
