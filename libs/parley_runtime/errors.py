@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 
 from parley.common.v1.common_pb2 import ErrorReason
+from parley_stanza import Address, InvalidAddressError
 
 ERROR_DOMAIN = "parley.dev"
 _REASON_PREFIX = "ERROR_REASON_"
@@ -73,6 +74,22 @@ def missing_field(field: str) -> ParleyError:
     return ParleyError(
         Code.INVALID_ARGUMENT, ErrorReason.ERROR_REASON_MISSING_FIELD, f"{field} is required", field=field
     )
+
+
+def parse_address(text: str, field: str) -> Address:
+    """The address in request field ``field``.
+
+    Raises:
+        ParleyError: INVALID_ARGUMENT / MISSING_FIELD when empty, INVALID_ADDRESS when it does not parse.
+    """
+    if not text:
+        raise missing_field(field)
+    try:
+        return Address.parse(text)
+    except InvalidAddressError as exc:
+        raise ParleyError(
+            Code.INVALID_ARGUMENT, ErrorReason.ERROR_REASON_INVALID_ADDRESS, f"{field}: {exc}", field=field
+        ) from None
 
 
 def invalid_field(field: str, why: str) -> ParleyError:

@@ -24,10 +24,10 @@ from parley_identity.store import (
     IdentityStore,
 )
 from parley_runtime.auth import ProviderRecord
-from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found
+from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found, parse_address
 from parley_runtime.events import EventPublisher
 from parley_runtime.ratelimit import Limit, RateLimiter
-from parley_stanza import Address, AddressKind, InvalidAddressError
+from parley_stanza import Address, AddressKind
 
 _PROVIDER_ID = re.compile(r"[a-z][a-z0-9-]{1,31}")
 _MAX_REGISTRATION_ID = 16380
@@ -419,7 +419,7 @@ class IdentityHandler:
             ParleyError: INVALID_ARGUMENT / INVALID_ADDRESS; RESOURCE_EXHAUSTED / RATE_LIMITED;
                 NOT_FOUND / USER_NOT_FOUND.
         """
-        target = _parse_address(address, "address")
+        target = parse_address(address, "address")
         await self._limiter.take(str(asker), self._limits.lookup)
         resolution = await self._resolve(asker.provider, asker.user, target.user)
         if resolution.reachability != Reachability.REACHABILITY_REACHABLE:
@@ -432,8 +432,8 @@ class IdentityHandler:
         Raises:
             ParleyError: INVALID_ARGUMENT / INVALID_ADDRESS.
         """
-        sender_address = _parse_address(sender, "sender")
-        recipient_address = _parse_address(recipient, "recipient")
+        sender_address = parse_address(sender, "sender")
+        recipient_address = parse_address(recipient, "recipient")
         return await self._resolve(sender_address.provider, sender_address.user, recipient_address.user)
 
     async def _resolve(self, asking_provider: str, sender: Address, recipient: Address) -> Resolution:
@@ -453,17 +453,6 @@ class IdentityHandler:
             # that the user exists.
             return Resolution(Reachability.REACHABILITY_READ_ONLY, recipient)
         return Resolution(Reachability.REACHABILITY_NOT_FOUND, recipient)
-
-
-def _parse_address(text: str, field: str) -> Address:
-    if not text:
-        raise missing_field(field)
-    try:
-        return Address.parse(text)
-    except InvalidAddressError as exc:
-        raise ParleyError(
-            Code.INVALID_ARGUMENT, ErrorReason.ERROR_REASON_INVALID_ADDRESS, f"{field}: {exc}", field=field
-        ) from None
 
 
 def _check_signing_key(key: bytes, field: str) -> None:

@@ -26,10 +26,10 @@ from parley_keydir.store import (
     KeyStore,
     PublishRefusedError,
 )
-from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found
+from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found, parse_address
 from parley_runtime.events import EventPublisher
 from parley_runtime.ratelimit import Limit, RateLimiter
-from parley_stanza import Address, InvalidAddressError
+from parley_stanza import Address
 
 _MAX_PREKEY_ID = 0xFFFFFF  # libsignal's prekey ids are 24-bit
 _MAX_REGISTRATION_ID = 16380
@@ -222,14 +222,7 @@ class KeyDirectoryHandler:
                 NOT_FOUND / USER_NOT_FOUND (unreachable: the same answer for every reason);
                 FAILED_PRECONDITION / READ_ONLY_CHAT; NOT_FOUND / DEVICE_NOT_FOUND; NOT_FOUND / KEYS_NOT_FOUND.
         """
-        if not address:
-            raise missing_field("address")
-        try:
-            target = Address.parse(address)
-        except InvalidAddressError as exc:
-            raise ParleyError(
-                Code.INVALID_ARGUMENT, ErrorReason.ERROR_REASON_INVALID_ADDRESS, f"address: {exc}", field="address"
-            ) from None
+        target = parse_address(address, "address")
         await self._limiter.take(str(requester.user), self._limits.fetch)
         view = await self._recipients.resolve(requester, target.user)
         if view.reachability == Reachability.REACHABILITY_READ_ONLY:

@@ -36,7 +36,7 @@ from parley_moderation.model import (
 )
 from parley_moderation.store import ModerationStore
 from parley_runtime.auth import ProviderDirectory, provider_refusal
-from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found, reason_name
+from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found, parse_address, reason_name
 from parley_runtime.events import EventPublisher
 from parley_runtime.ratelimit import Limit, RateLimiter
 from parley_stanza import Address, InvalidAddressError
@@ -231,8 +231,8 @@ class ModerationHandler:
 
     def _send(self, request: SendRequest, prefix: str) -> tuple[SendAttempt, Decision | None]:
         """A validated send, and its verdict when the provider cache alone decides it (no Redis work)."""
-        sender_user = _parse_address(request.sender, f"{prefix}sender").user
-        recipient_user = _parse_address(request.recipient, f"{prefix}recipient").user
+        sender_user = parse_address(request.sender, f"{prefix}sender").user
+        recipient_user = parse_address(request.recipient, f"{prefix}recipient").user
         if request.fan_out > self._limits.max_fan_out:
             raise invalid_field(f"{prefix}fan_out", f"at most {self._limits.max_fan_out}")
         attempt = SendAttempt(
@@ -288,7 +288,7 @@ class ModerationHandler:
             ParleyError: INVALID_ARGUMENT / MISSING_FIELD, INVALID_ADDRESS, INVALID_FIELD (oneself);
                 RESOURCE_EXHAUSTED / TOO_LARGE when the user holds the maximum of blocks.
         """
-        blocked = _parse_address(address, "address").user
+        blocked = parse_address(address, "address").user
         if blocked == user.user:
             raise invalid_field("address", "a user cannot block themselves")
         if not await self._store.block(str(user.user), str(blocked), self._limits.max_blocks):
@@ -305,7 +305,7 @@ class ModerationHandler:
         Raises:
             ParleyError: INVALID_ARGUMENT / MISSING_FIELD, INVALID_ADDRESS.
         """
-        blocked = _parse_address(address, "address").user
+        blocked = parse_address(address, "address").user
         await self._store.unblock(str(user.user), str(blocked))
 
     async def list_blocks(self, user: Address, page_size: int, page_token: str) -> tuple[list[str], str]:
@@ -391,7 +391,7 @@ class ModerationHandler:
             raise missing_field("message_id")
         if not _MESSAGE_ID.fullmatch(submission.message_id):
             raise invalid_field("message_id", "not a stanza id")
-        sender = _parse_address(submission.sender, "sender")
+        sender = parse_address(submission.sender, "sender")
         if sender.user == reporter.user:
             raise invalid_field("sender", "a user cannot report their own message")
         if not submission.plaintext:
@@ -514,17 +514,6 @@ def _decide(checks: SendChecks) -> Decision:
     if checks.blocked:
         return Decision(Verdict.VERDICT_DROP_SILENTLY)
     return Decision(Verdict.VERDICT_ALLOW)
-
-
-def _parse_address(text: str, field: str) -> Address:
-    if not text:
-        raise missing_field(field)
-    try:
-        return Address.parse(text)
-    except InvalidAddressError as exc:
-        raise ParleyError(
-            Code.INVALID_ARGUMENT, ErrorReason.ERROR_REASON_INVALID_ADDRESS, f"{field}: {exc}", field=field
-        ) from None
 
 
 def _page_size(requested: int) -> int:
