@@ -17,6 +17,16 @@ ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 Metadata = tuple[tuple[str, str], ...]
 
 
+def service_env(redis_url: str) -> dict[str, str]:
+    """The environment every bench service process shares: the bench's Redis and tokens, quiet logs."""
+    return {
+        "PARLEY_REDIS_URL": redis_url,
+        "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "PARLEY_INTERNAL_TOKEN": INTERNAL_TOKEN,
+        "PARLEY_LOG_LEVEL": "WARNING",
+    }
+
+
 async def enlist(identity: identity_pb2_grpc.IdentityServiceStub, provider_id: str) -> Ed25519PrivateKey:
     """Enlists and approves a provider (usernames, text); returns its signing key."""
     key = Ed25519PrivateKey.generate()

@@ -33,7 +33,7 @@ from typing import Any
 import grpc.aio
 import redis.asyncio as aioredis
 from benchlib import Figure, parse_args, write_results
-from benchworld import ADMIN_TOKEN, INTERNAL_TOKEN, enlist
+from benchworld import INTERNAL_TOKEN, enlist, service_env
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley.identity.v1 import identity_pb2_grpc
@@ -93,12 +93,7 @@ async def main() -> None:
     seconds = 3.0 if args.quick else 10.0
     rounds = 2 if args.quick else 3
     with RedisServer() as redis_server:
-        env = {
-            "PARLEY_REDIS_URL": redis_server.url,
-            "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
-            "PARLEY_INTERNAL_TOKEN": INTERNAL_TOKEN,
-            "PARLEY_LOG_LEVEL": "WARNING",
-        }
+        env = service_env(redis_server.url)
         identity_process = ServiceProcess("parley_identity", env)
         identity_process.start()
         identity_channel = grpc.aio.insecure_channel(identity_process.target)

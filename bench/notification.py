@@ -26,7 +26,7 @@ import grpc.aio
 import redis.asyncio as aioredis
 from aiohttp import web
 from benchlib import Figure, parse_args, write_results
-from benchworld import ADMIN_TOKEN, INTERNAL_TOKEN, enlist
+from benchworld import enlist, service_env
 
 from parley.events.v1.events_pb2 import Event, MessageWaiting
 from parley.identity.v1 import identity_pb2_grpc
@@ -143,12 +143,7 @@ def main() -> None:
 
 async def _run(port: int, *, events: int, rounds: int) -> Figure:
     with RedisServer() as redis_server:
-        env = {
-            "PARLEY_REDIS_URL": redis_server.url,
-            "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
-            "PARLEY_INTERNAL_TOKEN": INTERNAL_TOKEN,
-            "PARLEY_LOG_LEVEL": "WARNING",
-        }
+        env = service_env(redis_server.url)
         identity_process = ServiceProcess("parley_identity", env)
         identity_process.start()
         notification_process = ServiceProcess(

@@ -39,7 +39,7 @@ from pathlib import Path
 import grpc.aio
 import redis.asyncio as aioredis
 from benchlib import Figure, parse_args, write_results
-from benchworld import ADMIN_TOKEN, INTERNAL_TOKEN, enlist
+from benchworld import enlist, service_env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from parley.events.v1.events_pb2 import Event, MessageWaiting
@@ -579,10 +579,7 @@ async def main() -> None:
     idle = 200 if args.quick else 500
     with RedisServer() as redis_server:
         env = {
-            "PARLEY_REDIS_URL": redis_server.url,
-            "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
-            "PARLEY_INTERNAL_TOKEN": INTERNAL_TOKEN,
-            "PARLEY_LOG_LEVEL": "WARNING",
+            **service_env(redis_server.url),
             "PARLEY_MAX_INFLIGHT_CALLS": "100000",
         }
         identity_process = ServiceProcess("parley_identity", env)
