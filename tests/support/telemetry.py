@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -12,7 +12,8 @@ Points = dict[tuple[tuple[str, str], ...], float]
 
 
 def sums(reader: InMemoryMetricReader, name: str) -> Points:
-    """The current value of each data point of metric ``name``, by its sorted (attribute, value) pairs."""
+    """The current value of each data point of metric ``name`` (a histogram's: its count), by its sorted
+    (attribute, value) pairs."""
     values: Points = {}
     data = reader.get_metrics_data()
     if data is None:
@@ -24,7 +25,8 @@ def sums(reader: InMemoryMetricReader, name: str) -> Points:
                     continue
                 for point in metric.data.data_points:
                     key = tuple(sorted((k, str(v)) for k, v in (point.attributes or {}).items()))
-                    values[key] = values.get(key, 0) + point.value
+                    value = point.count if isinstance(point, HistogramDataPoint) else point.value
+                    values[key] = values.get(key, 0) + value
     return values
 
 

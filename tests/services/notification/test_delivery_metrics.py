@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from support.cluster import Cluster
 from support.notification import (
     Received,
@@ -22,6 +22,7 @@ from support.notification import (
     register_webhook,
     start_notification,
 )
+from support.telemetry import sums
 
 HELD = "metered"
 PROMPT = "tallied"
@@ -33,21 +34,10 @@ DEPTH = "notification.queue.depth"
 def _per_provider(reader: InMemoryMetricReader) -> dict[tuple[str, str], float]:
     """(metric, provider) -> the counter's sum, the histogram's count, or the gauge's value."""
     values: dict[tuple[str, str], float] = {}
-    data = reader.get_metrics_data()
-    if data is None:
-        return values
-    for resource in data.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name not in (*COUNTERS, LATENCY, DEPTH):
-                    continue
-                for point in metric.data.data_points:
-                    provider = str((point.attributes or {}).get("parley.provider", ""))
-                    key = (metric.name, provider)
-                    if isinstance(point, HistogramDataPoint):
-                        values[key] = values.get(key, 0) + point.count
-                    elif isinstance(point, NumberDataPoint):
-                        values[key] = values.get(key, 0) + point.value
+    for name in (*COUNTERS, LATENCY, DEPTH):
+        for attributes, value in sums(reader, name).items():
+            key = (name, dict(attributes).get("parley.provider", ""))
+            values[key] = values.get(key, 0) + value
     return values
 
 
