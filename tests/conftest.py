@@ -55,6 +55,15 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
+async def own_redis_cluster(telemetry: Telemetry) -> AsyncIterator[tuple[Cluster, RedisServer]]:
+    """A cluster on a Redis of its own with append-only persistence, for tests that restart or stop Redis."""
+    with RedisServer(appendonly=True) as server:
+        local = Cluster(server.url, telemetry)
+        yield local, server
+        await local.close()
+
+
+@pytest.fixture
 async def cluster(redis_url: str, telemetry: Telemetry) -> AsyncIterator[Cluster]:
     """An empty local cluster; tests start the services they need."""
     local = Cluster(redis_url, telemetry)

@@ -5,25 +5,16 @@ Uses a Redis of its own (append-only, so a restart keeps the data) instead of th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
 from support.cluster import Cluster, error_reason
 
 from parley.identity.v1 import identity_pb2 as pb
-from parley_runtime.telemetry import Telemetry
 from parley_runtime.testing import RedisServer
 
 USER = "username:ann@birdy"
-
-
-@pytest.fixture
-async def own_redis_cluster(telemetry: Telemetry) -> AsyncIterator[tuple[Cluster, RedisServer]]:
-    with RedisServer(appendonly=True) as server:
-        cluster = Cluster(server.url, telemetry)
-        yield cluster, server
-        await cluster.close()
 
 
 async def test_redis_outage_fails_closed_and_recovers(own_redis_cluster: tuple[Cluster, RedisServer]) -> None:

@@ -6,27 +6,16 @@ The restarted Redis has forgotten the Lua scripts, so recovery also exercises th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import pytest
 from support.cluster import Cluster, error_reason
 from support.moderation import NO_REFILL, check, start_moderation
 
 from parley.moderation.v1 import moderation_pb2 as pb
-from parley_runtime.telemetry import Telemetry
 from parley_runtime.testing import RedisServer
 
 BOB = "phone:+4915112345678@gatekeeper"
 ALICE = "username:alice@birdy"
-
-
-@pytest.fixture
-async def own_redis_cluster(telemetry: Telemetry) -> AsyncIterator[tuple[Cluster, RedisServer]]:
-    with RedisServer(appendonly=True) as server:
-        cluster = Cluster(server.url, telemetry)
-        yield cluster, server
-        await cluster.close()
 
 
 async def test_decisions_fail_closed_and_recover(own_redis_cluster: tuple[Cluster, RedisServer]) -> None:

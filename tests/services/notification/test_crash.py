@@ -21,7 +21,6 @@ from support.notification import (
 from parley_notification.model import NewDelivery, RoutedEvent
 from parley_notification.store import RedisNotificationStore
 from parley_runtime.redis_client import connect
-from parley_runtime.telemetry import Telemetry
 from parley_runtime.testing import RedisServer
 
 DEVICES = [f"username:user{n}@birdy/1" for n in range(12)]
@@ -112,66 +111,64 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def test_the_retry_schedule_survives_a_restart_of_redis_and_the_service(telemetry: Telemetry) -> None:
+async def test_the_retry_schedule_survives_a_restart_of_redis_and_the_service(
+    own_redis_cluster: tuple[Cluster, RedisServer],
+) -> None:
+    cluster, redis_server = own_redis_cluster
     failing = True
 
     async def behaviour(_request: object, _index: int) -> int:
         return 503 if failing else 200
 
     receiver = WebhookReceiver(behaviour=behaviour)
-    with RedisServer(appendonly=True) as redis_server:
-        cluster = Cluster(redis_server.url, telemetry)
-        try:
-            birdy = await _setup(cluster)
-            # Retries far apart, so the delivery sits in the schedule while everything restarts.
-            settings = {"backoff_base_ms": 60_000, "backoff_max_ms": 60_000, "max_attempts": 5}
-            await start_notification(cluster, **settings)
-            await drained(cluster.redis_url, "identity")
-            await register_webhook(cluster, birdy, await receiver.start())
-            await publish(cluster.redis_url, "relay", message_waiting(DEVICES[0]))
-            await receiver.wait_for(lambda: len(receiver.received) == 1)
-            await cluster.close()
+    try:
+        birdy = await _setup(cluster)
+        # Retries far apart, so the delivery sits in the schedule while everything restarts.
+        settings = {"backoff_base_ms": 60_000, "backoff_max_ms": 60_000, "max_attempts": 5}
+        await start_notification(cluster, **settings)
+        await drained(cluster.redis_url, "identity")
+        await register_webhook(cluster, birdy, await receiver.start())
+        await publish(cluster.redis_url, "relay", message_waiting(DEVICES[0]))
+        await receiver.wait_for(lambda: len(receiver.received) == 1)
+        await cluster.close()
 
-            redis_server.restart()
-            client = aioredis.Redis.from_url(redis_server.url)
-            schedule: Any = await client.zrange("notify:{queue}:due", 0, -1, withscores=True)
-            [(delivery_id, due)] = schedule
-            assert delivery_id.decode() == receiver.received[0].key
-            # Make it due now, as the passing of time would.
-            await client.zadd("notify:{queue}:due", {delivery_id: 0})
-            await client.aclose()
+        redis_server.restart()
+        client = aioredis.Redis.from_url(redis_server.url)
+        schedule: Any = await client.zrange("notify:{queue}:due", 0, -1, withscores=True)
+        [(delivery_id, due)] = schedule
+        assert delivery_id.decode() == receiver.received[0].key
+        # Make it due now, as the passing of time would.
+        await client.zadd("notify:{queue}:due", {delivery_id: 0})
+        await client.aclose()
 
-            failing = False
-            await cluster.start_identity()
-            await start_notification(cluster, **settings)
-            await receiver.wait_for(lambda: len(receiver.accepted) == 1)
-            assert receiver.accepted[0].key == receiver.received[0].key
-            assert receiver.accepted[0].headers["Parley-Attempt"] == "2"
-            assert due > time.time() * 1000  # it was scheduled in the future, not lost or sent early
-        finally:
-            await cluster.close()
-            await receiver.stop()
+        failing = False
+        await cluster.start_identity()
+        await start_notification(cluster, **settings)
+        await receiver.wait_for(lambda: len(receiver.accepted) == 1)
+        assert receiver.accepted[0].key == receiver.received[0].key
+        assert receiver.accepted[0].headers["Parley-Attempt"] == "2"
+        assert due > time.time() * 1000  # it was scheduled in the future, not lost or sent early
+    finally:
+        await receiver.stop()
 
 
-async def test_the_service_rides_out_a_redis_restart(telemetry: Telemetry) -> None:
+async def test_the_service_rides_out_a_redis_restart(own_redis_cluster: tuple[Cluster, RedisServer]) -> None:
+    cluster, redis_server = own_redis_cluster
     receiver = WebhookReceiver()
-    with RedisServer(appendonly=True) as redis_server:
-        cluster = Cluster(redis_server.url, telemetry)
-        try:
-            birdy = await _setup(cluster)
-            await start_notification(cluster)
-            await drained(cluster.redis_url, "identity")
-            await register_webhook(cluster, birdy, await receiver.start())
-            await publish(cluster.redis_url, "relay", message_waiting(DEVICES[0]))
-            await receiver.wait_for(lambda: len(receiver.accepted) == 1)
+    try:
+        birdy = await _setup(cluster)
+        await start_notification(cluster)
+        await drained(cluster.redis_url, "identity")
+        await register_webhook(cluster, birdy, await receiver.start())
+        await publish(cluster.redis_url, "relay", message_waiting(DEVICES[0]))
+        await receiver.wait_for(lambda: len(receiver.accepted) == 1)
 
-            redis_server.restart()  # the services keep running; their loops reconnect with backoff
-            await publish(cluster.redis_url, "relay", message_waiting(DEVICES[1]))
-            await receiver.wait_for(lambda: len(receiver.accepted) == 2)
-            assert receiver.accepted[1].document["data"]["address"] == DEVICES[1]
-        finally:
-            await cluster.close()
-            await receiver.stop()
+        redis_server.restart()  # the services keep running; their loops reconnect with backoff
+        await publish(cluster.redis_url, "relay", message_waiting(DEVICES[1]))
+        await receiver.wait_for(lambda: len(receiver.accepted) == 2)
+        assert receiver.accepted[1].document["data"]["address"] == DEVICES[1]
+    finally:
+        await receiver.stop()
 
 
 async def test_idle_consumers_without_pending_events_are_forgotten(cluster: Cluster) -> None:

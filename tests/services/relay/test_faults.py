@@ -16,7 +16,6 @@ from support.relay import World, raw_message, start_world
 
 from parley.relay.v1 import relay_pb2 as pb
 from parley.relay.v1 import relay_pb2_grpc
-from parley_runtime.telemetry import Telemetry
 from parley_runtime.testing import RedisServer, ServiceProcess
 from parley_sdk import DeviceClient, RelayConnection, StreamClosedError
 from parley_stanza import Message, encode
@@ -95,29 +94,29 @@ async def test_killing_a_relay_replica_mid_stream_loses_nothing(cluster: Cluster
 
 
 @pytest.mark.timeout(180)
-async def test_redis_restart_with_persistence_loses_nothing_acknowledged(telemetry: Telemetry) -> None:
-    with RedisServer(appendonly=True) as redis_server:
-        cluster = Cluster(redis_server.url, telemetry)
-        world = await start_world(cluster)
-        ana, ben = world["ana_phone"], world["ben"]
-        stub = relay_pb2_grpc.RelayServiceStub(cluster.channel("relay"))
-        for i in range(20):
-            await _send(stub, ben, _stanza(world, "ben", "ana_phone", f"p{i}"))
-        await asyncio.to_thread(redis_server.restart)
-        # Services reconnect on their own; sends after the restart work too.
-        for _ in range(50):
-            try:
-                await _send(stub, ben, _stanza(world, "ben", "ana_phone", "after"))
-                break
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the relay did not recover from the Redis restart within 5 s")
-        seen: set[str] = set()
-        await _collect(ana, stub, seen, 21)
-        assert seen == {f"p{i}" for i in range(20)} | {"after"}
-        await world.close()
-        await cluster.close()
+async def test_redis_restart_with_persistence_loses_nothing_acknowledged(
+    own_redis_cluster: tuple[Cluster, RedisServer],
+) -> None:
+    cluster, redis_server = own_redis_cluster
+    world = await start_world(cluster)
+    ana, ben = world["ana_phone"], world["ben"]
+    stub = relay_pb2_grpc.RelayServiceStub(cluster.channel("relay"))
+    for i in range(20):
+        await _send(stub, ben, _stanza(world, "ben", "ana_phone", f"p{i}"))
+    await asyncio.to_thread(redis_server.restart)
+    # Services reconnect on their own; sends after the restart work too.
+    for _ in range(50):
+        try:
+            await _send(stub, ben, _stanza(world, "ben", "ana_phone", "after"))
+            break
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the relay did not recover from the Redis restart within 5 s")
+    seen: set[str] = set()
+    await _collect(ana, stub, seen, 21)
+    assert seen == {f"p{i}" for i in range(20)} | {"after"}
+    await world.close()
 
 
 async def test_graceful_shutdown_keeps_unacknowledged_stanzas_for_another_replica(cluster: Cluster) -> None:
