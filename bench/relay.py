@@ -35,6 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc.aio
 import redis.asyncio as aioredis
@@ -190,7 +191,26 @@ class Client:
             await channel.close()
 
 
-class Receiver:
+class _Stream:
+    """A device's ``Connect`` stream read by a task of its own."""
+
+    _call: Any
+    _task: asyncio.Task[None]
+    drained: asyncio.Event
+    """Set once the stream has delivered its backlog."""
+
+    async def close(self) -> None:
+        """Half-closes the stream and waits for the server to end it (so the last frames are processed)."""
+        await self._call.done_writing()
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await self._task
+
+    def failed(self) -> BaseException | None:
+        """The stream's error, if it broke."""
+        return self._task.exception() if self._task.done() else None
+
+
+class Receiver(_Stream):
     """A connected recipient device that acknowledges every frame of deliveries."""
 
     def __init__(self, client: Client, device: Device) -> None:
@@ -214,18 +234,8 @@ class Receiver:
             elif kind == "queue_drained":
                 self.drained.set()
 
-    async def close(self) -> None:
-        """Half-closes the stream and waits for the server to end it (so the last acks are processed)."""
-        await self._call.done_writing()
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            await self._task
 
-    def failed(self) -> BaseException | None:
-        """The receiver's error, if its stream broke."""
-        return self._task.exception() if self._task.done() else None
-
-
-class Sender:
+class Sender(_Stream):
     """A connected sender device pushing ``BATCH``-stanza frames, at most ``WINDOW`` unanswered, or unary sends."""
 
     def __init__(self, client: Client, device: Device, template: bytes, prefix: str) -> None:
@@ -288,16 +298,6 @@ class Sender:
         for _ in range(WINDOW):
             self._window.release()
 
-    async def close(self) -> None:
-        """Half-closes the stream and waits for its end."""
-        await self._call.done_writing()
-        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-            await self._task
-
-    def failed(self) -> BaseException | None:
-        """The sender's error, if its stream broke."""
-        return self._task.exception() if self._task.done() else None
-
 
 @dataclass
 class Fleet:
@@ -316,7 +316,7 @@ class Fleet:
             Sender(client, sender, _stanza_template(sender.address, recipient.address), f"{prefix}{index}x")
             for index, (sender, recipient) in enumerate(pairs)
         ]
-        streams: list[Sender | Receiver] = [*receivers, *senders]
+        streams: list[_Stream] = [*receivers, *senders]
         async with asyncio.timeout(30):
             await asyncio.gather(*(stream.drained.wait() for stream in streams))
         return cls(client, senders, receivers)
@@ -379,7 +379,7 @@ class Fleet:
         await asyncio.gather(*(stream.close() for stream in self._streams()))
         await self.client.close()
 
-    def _streams(self) -> list[Sender | Receiver]:
+    def _streams(self) -> list[_Stream]:
         return [*self.senders, *self.receivers]
 
 
