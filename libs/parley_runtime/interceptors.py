@@ -225,11 +225,16 @@ class AuthInterceptor(_WrappingInterceptor):
     Args:
         authenticator: verifies credentials.
         access: full method name (``/package.Service/Method``) -> accepted principals.
+        client_certificates: whether the server requires TLS client certificates (then checked against the
+            certificate a provider enlisted); without them no call carries one worth reading.
     """
 
-    def __init__(self, authenticator: Authenticator, access: Mapping[str, Access]) -> None:
+    def __init__(
+        self, authenticator: Authenticator, access: Mapping[str, Access], *, client_certificates: bool = False
+    ) -> None:
         self._authenticator = authenticator
         self._access = dict(access)
+        self._client_certificates = client_certificates
 
     async def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> None:
         if method.startswith(_PUBLIC_PREFIXES):
@@ -239,8 +244,7 @@ class AuthInterceptor(_WrappingInterceptor):
         if access is None:
             raise ParleyError(Code.PERMISSION_DENIED, ErrorReason.ERROR_REASON_INTERNAL, "method has no policy")
         metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
-        # Present only on servers that require client certificates (PARLEY_TLS_CLIENT_CA_FILE).
-        certificates = context.auth_context().get("x509_pem_cert")
+        certificates = context.auth_context().get("x509_pem_cert") if self._client_certificates else None
         _principal.set(
             await self._authenticator.authenticate(
                 metadata, access, peer_cert_pem=certificates[0] if certificates else None

@@ -82,7 +82,9 @@ class GrpcServer:
                 ),
                 ErrorMappingInterceptor(telemetry.meter(f"parley.{definition.name}")),
                 LimitsInterceptor(settings.max_inflight_calls),
-                AuthInterceptor(authenticator, definition.access),
+                AuthInterceptor(
+                    authenticator, definition.access, client_certificates=bool(settings.tls_client_ca_file)
+                ),
             ],
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,14 +88,7 @@ class Router:
     def __init__(self, providers: Providers, lookups: RoutingLookups) -> None:
         self._providers = providers
         self._lookups = lookups
-
-    async def route(self, event: Event) -> Routed:
-        """The deliveries and notices ``event`` asks for (empty for events nobody is told of).
-
-        Raises:
-            ValueError: the event names a malformed address (such an event can never be delivered).
-        """
-        handlers = {
+        self._handlers: dict[str, Callable[[Event], Awaitable[Routed]]] = {
             "message_waiting": self._message_waiting,
             "prekeys_low": self._prekeys_low,
             "identity_key_changed": self._identity_key_changed,
@@ -104,7 +97,14 @@ class Router:
             "report_resolved": self._report_resolved,
             "device_removed": self._device_removed,
         }
-        handler = handlers.get(event.WhichOneof("payload") or "")
+
+    async def route(self, event: Event) -> Routed:
+        """The deliveries and notices ``event`` asks for (empty for events nobody is told of).
+
+        Raises:
+            ValueError: the event names a malformed address (such an event can never be delivered).
+        """
+        handler = self._handlers.get(event.WhichOneof("payload") or "")
         return await handler(event) if handler is not None else Routed([], [])
 
     async def _message_waiting(self, event: Event) -> Routed:
