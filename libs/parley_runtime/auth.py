@@ -110,6 +110,17 @@ class ReplayGuard(Protocol):
         """Records ``jti``; True the first time it is seen, False on any later use."""
 
 
+class RegistrationCheck(Protocol):
+    """Identity's word on whether a user, and one of its devices, is registered (``parley_runtime.recipients``)."""
+
+    async def check_registered(self, user: Address, device_id: int | None) -> None:
+        """Returns when registered.
+
+        Raises:
+            ParleyError: NOT_FOUND / USER_NOT_FOUND or DEVICE_NOT_FOUND.
+        """
+
+
 _REFUSAL_BY_STATUS = {
     ProviderStatus.PROVIDER_STATUS_SUSPENDED: (ErrorReason.ERROR_REASON_PROVIDER_SUSPENDED, "suspended"),
     ProviderStatus.PROVIDER_STATUS_REVOKED: (ErrorReason.ERROR_REASON_PROVIDER_REVOKED, "revoked"),
@@ -157,6 +168,8 @@ class Authenticator:
         internal_token: the token Parley's services present to one another; empty disables it.
         max_lifetime_s: the longest ``exp - iat`` accepted.
         clock_skew_s: leeway for ``iat``/``exp``.
+        registration: when given, a user assertion is accepted only for a registered user (and device), so a
+            provider cannot act for identities it minted (and walk around limits kept per user or device).
     """
 
     def __init__(
@@ -169,6 +182,7 @@ class Authenticator:
         internal_token: str,
         max_lifetime_s: int = 300,
         clock_skew_s: int = 30,
+        registration: RegistrationCheck | None = None,
     ) -> None:
         self._providers = providers
         self._replay_guard = replay_guard
@@ -177,12 +191,18 @@ class Authenticator:
         self._internal_token = internal_token.encode()
         self._max_lifetime_s = max_lifetime_s
         self._clock_skew_s = clock_skew_s
+        self._registration = registration
 
     @classmethod
     def from_settings(
-        cls, settings: ServiceSettings, providers: ProviderDirectory, replay_guard: ReplayGuard
+        cls,
+        settings: ServiceSettings,
+        providers: ProviderDirectory,
+        replay_guard: ReplayGuard,
+        *,
+        registration: RegistrationCheck | None = None,
     ) -> Authenticator:
-        """An authenticator configured from the service's settings."""
+        """An authenticator configured from the service's settings (``registration`` as in the constructor)."""
         return cls(
             providers,
             replay_guard,
@@ -191,6 +211,7 @@ class Authenticator:
             internal_token=settings.internal_token.get_secret_value(),
             max_lifetime_s=settings.assertion_max_lifetime_s,
             clock_skew_s=settings.clock_skew_s,
+            registration=registration,
         )
 
     async def authenticate(
@@ -206,7 +227,9 @@ class Authenticator:
 
         Raises:
             ParleyError: UNAUTHENTICATED for missing, malformed, expired or replayed credentials;
-                PERMISSION_DENIED for a valid credential of the wrong kind or a provider not approved.
+                PERMISSION_DENIED for a valid credential of the wrong kind or a provider not approved;
+                NOT_FOUND / USER_NOT_FOUND or DEVICE_NOT_FOUND for an identity not registered (with a
+                registration check).
         """
         if access == Access.PUBLIC:
             return None
@@ -223,6 +246,8 @@ class Authenticator:
             allowed = Access.USER in access or (Access.DEVICE in access and principal.device_id is not None)
         if not allowed:
             raise _assertion_not_accepted(access)
+        if self._registration is not None and isinstance(principal, UserPrincipal):
+            await self._registration.check_registered(principal.user, principal.device_id)
         return principal
 
     def _static_principal(self, token: bytes, access: Access) -> Principal:

@@ -6,7 +6,6 @@ from pydantic import Field
 
 from parley.keydir.v1 import keydir_pb2_grpc
 from parley_keydir.handler import KeyDirectoryHandler, KeyDirectoryLimits
-from parley_keydir.identity_client import IdentityRecipientResolver
 from parley_keydir.servicer import ACCESS, SERVICE_NAME, KeyDirectoryServicer
 from parley_keydir.store import RedisKeyStore
 from parley_runtime.auth import Authenticator
@@ -14,6 +13,7 @@ from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.events import EventPublisher
 from parley_runtime.providers import RedisReplayGuard, follow_identity
 from parley_runtime.ratelimit import Limit, RateLimiter
+from parley_runtime.recipients import IdentityRecipients
 from parley_runtime.redis_client import connect
 from parley_runtime.server import GrpcServer, ServiceDefinition
 from parley_runtime.telemetry import Telemetry
@@ -26,6 +26,9 @@ class KeyDirectorySettings(IdentityPeerSettings):
     max_one_time_prekeys_per_call: int = Field(100, ge=1, le=10_000, description="One-time prekeys per upload.")
     max_one_time_prekeys: int = Field(1000, ge=1, le=100_000, description="Unclaimed one-time prekeys per device.")
     low_watermark: int = Field(10, ge=0, le=10_000, description="Below this many one-time prekeys, ask to refill.")
+    recipient_cache_s: float = Field(
+        1.0, ge=0, le=1, description="Reuse of identity's answers (consent, devices, registration); at most 1 s."
+    )
     fetch_burst: int = Field(100, ge=1, le=10_000_000, description="Bundle fetches a user may burst.")
     fetch_per_second: float = Field(1.0, gt=0, le=10_000_000, description="Sustained bundle fetches per user.")
 
@@ -34,9 +37,10 @@ async def build_keydir(settings: KeyDirectorySettings, telemetry: Telemetry) -> 
     """Creates the key-directory server (not started); waits for identity's provider snapshot first."""
     client = connect(settings.redis_url, max_connections=settings.redis_max_connections)
     identity, providers = await follow_identity(settings, telemetry)
+    recipients = IdentityRecipients(identity, ttl_s=settings.recipient_cache_s)
     handler = KeyDirectoryHandler(
         RedisKeyStore(client),
-        IdentityRecipientResolver(identity),
+        recipients,
         EventPublisher(client, "keys"),
         RateLimiter(client),
         KeyDirectoryLimits(
@@ -55,5 +59,5 @@ async def build_keydir(settings: KeyDirectorySettings, telemetry: Telemetry) -> 
         access=ACCESS,
         on_stop=[providers.stop, identity.close, client.aclose],
     )
-    authenticator = Authenticator.from_settings(settings, providers, RedisReplayGuard(client))
+    authenticator = Authenticator.from_settings(settings, providers, RedisReplayGuard(client), registration=recipients)
     return GrpcServer(settings, definition, authenticator, telemetry)

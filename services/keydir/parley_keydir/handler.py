@@ -29,6 +29,7 @@ from parley_keydir.store import (
 from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found, parse_address
 from parley_runtime.events import EventPublisher
 from parley_runtime.ratelimit import Limit, RateLimiter
+from parley_runtime.recipients import Recipient
 from parley_stanza import Address
 
 _MAX_PREKEY_ID = 0xFFFFFF  # libsignal's prekey ids are 24-bit
@@ -36,18 +37,10 @@ _MAX_REGISTRATION_ID = 16380
 _SIGNATURE_SIZE = 64
 
 
-@dataclass(frozen=True, slots=True)
-class RecipientView:
-    """What identity says about a recipient, as the key directory needs it."""
-
-    reachability: Reachability.ValueType
-    device_ids: tuple[int, ...]
-
-
 class RecipientResolver(Protocol):
-    """Asks identity whether ``sender`` may reach ``recipient`` (see ``identity_client``)."""
+    """Asks identity whether ``sender`` may reach ``recipient`` (``parley_runtime.recipients.IdentityRecipients``)."""
 
-    async def resolve(self, sender: Address, recipient: Address) -> RecipientView:
+    async def resolve(self, sender: Address, recipient: Address) -> Recipient:
         """Reachability and the recipient's registered device ids."""
 
 
@@ -117,7 +110,7 @@ class KeyDirectoryHandler:
 
         Raises:
             ParleyError: INVALID_ARGUMENT (MISSING_FIELD, INVALID_FIELD, MALFORMED_KEY, BAD_SIGNATURE,
-                BATCH_TOO_LARGE); NOT_FOUND / DEVICE_NOT_FOUND for a device identity does not know;
+                BATCH_TOO_LARGE);
                 RESOURCE_EXHAUSTED / TOO_LARGE when the device would hold too many one-time prekeys.
         """
         if registration_id is not None and not 1 <= registration_id <= _MAX_REGISTRATION_ID:
@@ -125,7 +118,6 @@ class KeyDirectoryHandler:
         if identity_key is not None:
             _check_curve_key(identity_key, "identity_key")
         self._check_one_time_prekeys(one_time_prekeys)
-        await self._check_registered(device)
         assert device.device is not None
         user = str(device.user)
         # Signatures are checked against the key that will be current: the new one, else the stored one. The
@@ -201,11 +193,6 @@ class KeyDirectoryHandler:
                 raise invalid_field("one_time_prekeys", f"key id {key.key_id} is out of range or repeated")
             seen.add(key.key_id)
             _check_curve_key(key.public_key, "one_time_prekeys")
-
-    async def _check_registered(self, device: Address) -> None:
-        view = await self._recipients.resolve(device, device.user)
-        if device.device not in view.device_ids:
-            raise not_found(ErrorReason.ERROR_REASON_DEVICE_NOT_FOUND, f"device {device} is not registered")
 
     async def count(self, device: Address) -> tuple[int, bool]:
         """Unclaimed one-time prekeys and whether a PQ prekey is published."""

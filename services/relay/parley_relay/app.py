@@ -13,7 +13,6 @@ from parley.relay.v1 import relay_pb2_grpc
 from parley_relay.connection import StreamSettings
 from parley_relay.handler import RelayHandler, RelayLimits, SendPolicy
 from parley_relay.hub import MailboxHub
-from parley_relay.identity_client import CachingRecipientResolver
 from parley_relay.media import MediaHandler, MediaLimits
 from parley_relay.moderation_client import ModerationPolicy, NoModeration
 from parley_relay.servicer import ACCESS, SERVICE_NAME, RelayServicer
@@ -23,6 +22,7 @@ from parley_runtime.clients import internal_channel, peer_tls_ca
 from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.events import EventPublisher
 from parley_runtime.providers import RedisReplayGuard, follow_identity
+from parley_runtime.recipients import IdentityRecipients
 from parley_runtime.redis_client import connect
 from parley_runtime.server import GrpcServer, ServiceDefinition
 from parley_runtime.telemetry import Telemetry
@@ -39,7 +39,9 @@ class RelaySettings(IdentityPeerSettings):
     )
     max_stanza_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest stanza.")
     retention_s: int = Field(30 * 86_400, ge=60, le=365 * 86_400, description="How long undelivered stanzas wait.")
-    recipient_cache_s: float = Field(1.0, ge=0, le=60, description="Reuse of identity's recipient answers.")
+    recipient_cache_s: float = Field(
+        1.0, ge=0, le=1, description="Reuse of identity's answers (consent, devices, registration); at most 1 s."
+    )
     stream_window: int = Field(256, ge=1, le=100_000, description="Unacknowledged deliveries per stream.")
     stream_poll_s: float = Field(
         30.0, gt=0, le=600, description="Safety-net mailbox re-read interval of idle streams (hints wake them)."
@@ -77,13 +79,14 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         channels.append(moderation)
         policy = ModerationPolicy(moderation)
     store = RedisMailboxStore(client)
+    recipients = IdentityRecipients(identity, ttl_s=settings.recipient_cache_s)
     hub = MailboxHub(client, store, replica=settings.replica)
     await hub.start()
     # Open streams re-check their provider's status when it changes (the kill switch), not on a timer.
     providers.on_change(hub.wake_provider)
     handler = RelayHandler(
         store,
-        CachingRecipientResolver(identity, ttl_s=settings.recipient_cache_s),
+        recipients,
         policy,
         EventPublisher(client, "relay"),
         franking_key=base64.b64decode(settings.franking_key.get_secret_value()),
@@ -125,5 +128,5 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         on_stop=[hub.stop, providers.stop, close_channels, client.aclose],
         untraced_streams=[f"/{SERVICE_NAME}/Connect"],
     )
-    authenticator = Authenticator.from_settings(settings, providers, RedisReplayGuard(client))
+    authenticator = Authenticator.from_settings(settings, providers, RedisReplayGuard(client), registration=recipients)
     return GrpcServer(settings, definition, authenticator, telemetry)

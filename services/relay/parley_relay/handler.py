@@ -24,6 +24,7 @@ from parley_crypto import franking_context, stamp_commitment
 from parley_relay.store import MailboxStore, StoredStanza, StoreRequest, StoreResult
 from parley_runtime.errors import Code, ParleyError, invalid_field, not_found
 from parley_runtime.events import EventPublisher
+from parley_runtime.recipients import Recipient
 from parley_stanza import (
     Address,
     ChatState,
@@ -69,16 +70,8 @@ class SendPolicy(Protocol):
         """
 
 
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    """What identity says about a recipient user, as the relay needs it."""
-
-    reachability: Reachability.ValueType
-    device_ids: tuple[int, ...]
-
-
 class RecipientResolver(Protocol):
-    """Identity's view of recipients (see ``identity_client``)."""
+    """Identity's view of recipients (``parley_runtime.recipients.IdentityRecipients``)."""
 
     async def resolve(self, sender: Address, recipient: Address) -> Recipient:
         """Reachability of ``recipient`` for ``sender`` and the recipient's device ids."""

@@ -1,0 +1,117 @@
+"""Identity's answers about users, as the relay and the key directory need them: reachability, devices, and
+whether the user or device an assertion acts for is registered at all.
+
+Every send and every key fetch needs these answers, and conversations ask about the same users many times a
+second, so answers are reused for ``ttl_s`` (one second by default): a consent change, a removed device or a
+new one takes at most that long to show. Registration checks run on every call a provider makes for a user, so
+a provider minting identities that were never registered (``sub=username:ghost@A``, or ``dev=42`` of a real user)
+must not cost identity a call each time either: a confirmed absence is remembered for ``ttl_s`` too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc.aio
+
+from parley.common.v1.common_pb2 import ErrorReason
+from parley.identity.v1 import identity_pb2, identity_pb2_grpc
+from parley.identity.v1.identity_pb2 import Reachability
+from parley_runtime.errors import not_found
+from parley_stanza import Address, AddressKind
+
+_MAX_ENTRIES = 100_000
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """What identity says about a recipient user: may the sender reach it, and its registered device ids."""
+
+    reachability: Reachability.ValueType
+    device_ids: tuple[int, ...]
+
+
+class IdentityRecipients:
+    """Identity's ``ResolveRecipient`` behind a bounded cache of ``ttl_s``; also the registration check of
+    :class:`parley_runtime.auth.Authenticator`.
+
+    Args:
+        channel: internal channel to identity.
+        ttl_s: how long an answer is reused; 0 disables the cache.
+        timeout_s: deadline of each call.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, *, ttl_s: float = 1.0, timeout_s: float = 2.0) -> None:
+        self._stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        self._ttl_s = ttl_s
+        self._timeout_s = timeout_s
+        self._cache: OrderedDict[tuple[AddressKind, str, str, Address], tuple[float, Recipient]] = OrderedDict()
+        self._absent: OrderedDict[tuple[Address, int | None], tuple[float, ErrorReason.ValueType]] = OrderedDict()
+
+    async def resolve(self, sender: Address, recipient: Address, *, fresh: bool = False) -> Recipient:
+        """Reachability and device ids of ``recipient`` as seen by ``sender``'s user.
+
+        Args:
+            sender: the asking user or device.
+            recipient: the user asked about (a device part is ignored).
+            fresh: ask identity even when a cached answer is still valid.
+
+        Raises:
+            grpc.aio.AioRpcError: identity failed or did not answer in time.
+        """
+        # The sender's user by its parts: ``sender.user`` would build and validate a new Address on every send.
+        key = (sender.kind, sender.identifier, sender.provider, recipient)
+        now = time.monotonic()
+        if not fresh:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        response = await self._stub.ResolveRecipient(
+            identity_pb2.ResolveRecipientRequest(sender=str(sender), recipient=str(recipient)),
+            timeout=self._timeout_s,
+        )
+        answer = Recipient(response.reachability, tuple(device.device_id for device in response.devices))
+        if self._ttl_s > 0:
+            _remember(self._cache, key, (now + self._ttl_s, answer))
+        return answer
+
+    async def check_registered(self, user: Address, device_id: int | None) -> None:
+        """Refuses a user (and device) that identity does not know.
+
+        A cached answer may predate a registration made a moment ago, so a miss is asked again fresh before it is
+        refused; the refusal is then remembered, so repeating it costs identity nothing for ``ttl_s``.
+
+        Raises:
+            ParleyError: NOT_FOUND / USER_NOT_FOUND or DEVICE_NOT_FOUND.
+            grpc.aio.AioRpcError: identity failed or did not answer in time.
+        """
+        now = time.monotonic()
+        known = self._absent.get((user, device_id))
+        if known is not None and known[0] > now:
+            reason = known[1]
+        else:
+            for fresh in (False, True):
+                answer = await self.resolve(user, user, fresh=fresh)
+                # A user asking about itself is answered without consent rules: REACHABLE exactly when it exists.
+                exists = answer.reachability == Reachability.REACHABILITY_REACHABLE
+                if exists and (device_id is None or device_id in answer.device_ids):
+                    return
+            reason = ErrorReason.ERROR_REASON_DEVICE_NOT_FOUND if exists else ErrorReason.ERROR_REASON_USER_NOT_FOUND
+            if self._ttl_s > 0:
+                _remember(self._absent, (user, device_id), (now + self._ttl_s, reason))
+        if reason == ErrorReason.ERROR_REASON_DEVICE_NOT_FOUND:
+            raise not_found(reason, f"device {device_id} of {user} is not registered")
+        raise not_found(reason, f"user {user} is not registered")
+
+
+def _remember(cache: OrderedDict[_K, _V], key: _K, value: _V) -> None:
+    """Stores ``value`` as the newest entry, dropping the oldest beyond the bound."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > _MAX_ENTRIES:
+        cache.popitem(last=False)
