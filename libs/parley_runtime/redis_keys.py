@@ -78,6 +78,12 @@ def mailbox_channel(address: str, device_id: int) -> str:
     return f"mbox:{{{address}}}:{device_id}:hint"
 
 
+def replica_channel(replica: str) -> str:
+    """Pub/sub channel of one relay replica, subscribed for the replica's life so its hint connection is set up
+    once, before any stream registers (nothing is published to it yet)."""
+    return f"relay:{{{replica}}}:replica"
+
+
 def accepted(address: str, sender: str, message_id: str) -> str:
     """STRING with TTL (the mailbox retention): ``sender``'s message ``message_id`` was stored for ``address``."""
     return f"seen:{{{address}}}:{sender}:{message_id}"

@@ -9,6 +9,12 @@ other way. Ephemeral stanzas (typing) travel in the hint itself and are never st
 Presence (which replica streams to a device, so acceptance can tell offline devices apart) is marked when a
 device's first stream opens, cleared when its last closes, and refreshed for all devices at once by one task,
 so an idle stream costs no task and no Redis command of its own.
+
+The subscription is one connection shared by every stream, so only the dispatcher reads it and writes
+(SUBSCRIBE, UNSUBSCRIBE) take turns under one lock; the connection is set up at start, before any stream, because
+redis-py reads a health check reply when it sends the first SUBSCRIBE, which would race the dispatcher's read
+when thousands of streams open at once. A stream's registration is all or nothing: if its device cannot be
+subscribed and marked present, the stream fails and leaves nothing behind (no listener, no presence refresh).
 """
 
 from __future__ import annotations
@@ -61,6 +67,16 @@ class Listener:
         return taken
 
 
+class _Registration:
+    """The outcome of subscribing one device's channel, awaited by its other streams opening meanwhile."""
+
+    __slots__ = ("done", "failed")
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+        self.failed = False
+
+
 class _Subscription(PubSub):
     """The replica's pub/sub connection. Hints published while it was down are lost, so every (re)connect, after
     redis-py has subscribed the channels again, wakes all streams to re-read their mailboxes."""
@@ -93,10 +109,19 @@ class MailboxHub:
         self._pubsub = _Subscription(client, self.wake_all)
         self._listeners: dict[bytes, set[Listener]] = defaultdict(set)
         self._devices: dict[bytes, tuple[str, int]] = {}
+        # Per device channel being subscribed: set once its first stream's registration finished (either way).
+        self._ready: dict[bytes, _Registration] = {}
+        self._writing = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Starts dispatching hints and refreshing presence."""
+        """Sets up the subscription, then starts dispatching hints and refreshing presence.
+
+        Raises:
+            RedisError: Redis is unreachable.
+        """
+        async with self._writing:
+            await self._pubsub.subscribe(redis_keys.replica_channel(self._replica))
         self._tasks = [
             asyncio.create_task(self._dispatch(), name="mailbox-hints"),
             asyncio.create_task(self._refresh_presence(), name="presence"),
@@ -108,15 +133,36 @@ class MailboxHub:
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
     async def register(self, user: str, device_id: int) -> Listener:
-        """Subscribes a new stream of the device and marks the device present here."""
+        """Subscribes a new stream of the device and marks the device present here, or leaves nothing behind.
+
+        Raises:
+            RedisError, OSError: the device could not be subscribed or marked present (the stream must fail).
+        """
         channel = redis_keys.mailbox_channel(user, device_id).encode()
         listener = Listener()
-        first = not self._listeners[channel]
         self._listeners[channel].add(listener)
-        if first:
-            self._devices[channel] = (user, device_id)
-            await self._pubsub.subscribe(channel)
-            await self._store.mark_present([(user, device_id)], self._replica, self._presence_ttl_ms)
+        try:
+            registration = self._ready.get(channel)
+            if registration is None:
+                registration = self._ready[channel] = _Registration()
+                self._devices[channel] = (user, device_id)
+                try:
+                    async with self._writing:
+                        await self._pubsub.subscribe(channel)
+                    await self._store.mark_present([(user, device_id)], self._replica, self._presence_ttl_ms)
+                except BaseException:
+                    registration.failed = True
+                    raise
+                finally:
+                    registration.done.set()
+            else:
+                # Another stream of the device is subscribing it; this one stands or falls with it.
+                await registration.done.wait()
+                if registration.failed:
+                    raise RedisError("the device's subscription failed")
+        except BaseException:
+            await self.unregister(user, device_id, listener)
+            raise
         return listener
 
     async def unregister(self, user: str, device_id: int, listener: Listener) -> None:
@@ -128,10 +174,12 @@ class MailboxHub:
         listeners.discard(listener)
         if not listeners:
             del self._listeners[channel]
-            del self._devices[channel]
-            with contextlib.suppress(RedisError):
-                await self._pubsub.unsubscribe(channel)
-            with contextlib.suppress(RedisError):
+            self._devices.pop(channel, None)
+            self._ready.pop(channel, None)
+            with contextlib.suppress(RedisError, OSError):
+                async with self._writing:
+                    await self._pubsub.unsubscribe(channel)
+            with contextlib.suppress(RedisError, OSError):
                 await self._store.mark_absent(user, device_id, self._replica)
 
     def wake_all(self) -> None:
@@ -162,10 +210,6 @@ class MailboxHub:
 
     async def _dispatch(self) -> None:
         while True:
-            if not self._listeners or self._pubsub.connection is None:
-                # Nothing subscribed yet (the first stream's SUBSCRIBE may still be on its way).
-                await asyncio.sleep(0.05)
-                continue
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except (RedisError, OSError) as exc:
@@ -173,7 +217,8 @@ class MailboxHub:
                 # Streams keep polling their mailboxes meanwhile; resubscribe everything on the new connection.
                 await asyncio.sleep(0.5)
                 with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.subscribe(*self._listeners)
+                    async with self._writing:
+                        await self._pubsub.subscribe(redis_keys.replica_channel(self._replica), *self._listeners)
                 continue
             if message is None or message.get("type") != "message":
                 continue

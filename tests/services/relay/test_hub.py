@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from parley_relay.hub import MailboxHub
 from parley_relay.store import RedisMailboxStore
@@ -63,4 +66,51 @@ async def test_a_provider_change_wakes_only_that_providers_streams(redis_url: st
     assert birdy.wake.is_set()
     assert gatekeeper.wake.is_set()
     await hub.stop()
+    await client.aclose()
+
+
+async def test_bursts_of_streams_opening_at_once_all_register_and_leave_nothing_behind(redis_url: str) -> None:
+    """Thousands of streams opening at once share the one hint connection: none may fail, and once they close no
+    presence mark or subscription stays behind (a leftover mark makes the relay believe the device online)."""
+    client = connect(redis_url)
+    admin = aioredis.Redis.from_url(redis_url)
+    hub = MailboxHub(client, RedisMailboxStore(client), replica="r1")
+    await hub.start()
+    devices = [(f"username:u{index}@birdy", 1) for index in range(2000)]
+    for _burst in range(3):
+        outcomes = await asyncio.gather(*(hub.register(user, d) for user, d in devices), return_exceptions=True)
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        assert errors == []
+        assert len(await admin.pubsub_channels("mbox:*")) == len(devices)
+        assert len([key async for key in admin.scan_iter("presence:*", count=1000)]) == len(devices)
+        listeners = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+        await asyncio.gather(*(hub.unregister(u, d, lst) for (u, d), lst in zip(devices, listeners, strict=True)))
+        assert await admin.pubsub_channels("mbox:*") == []
+        assert [key async for key in admin.scan_iter("presence:*", count=1000)] == []
+    await hub.stop()
+    await admin.aclose()
+    await client.aclose()
+
+
+async def test_a_failed_registration_leaves_nothing_behind(redis_url: str) -> None:
+    """A device that cannot be marked present fails its stream and every other stream of it opening meanwhile,
+    and nothing keeps it marked present afterwards (the presence refresher must not know it)."""
+    client = connect(redis_url)
+    admin = aioredis.Redis.from_url(redis_url)
+
+    class FlakyStore(RedisMailboxStore):
+        async def mark_present(self, devices: Sequence[tuple[str, int]], replica: str, ttl_ms: int) -> None:
+            if devices == [(USER, 1)]:  # the registration's own mark; the refresher's marks go through
+                raise RedisConnectionError("Redis went away")
+            await super().mark_present(devices, replica, ttl_ms)
+
+    hub = MailboxHub(client, FlakyStore(client), replica="r1", presence_ttl_ms=300)
+    await hub.start()
+    outcomes = await asyncio.gather(hub.register(USER, 1), hub.register(USER, 1), return_exceptions=True)
+    assert all(isinstance(outcome, RedisError) for outcome in outcomes)
+    await asyncio.sleep(0.5)  # several refresh rounds (every 0.1 s)
+    assert await admin.get(f"presence:{{{USER}}}:1") is None
+    assert await admin.pubsub_channels("mbox:*") == []
+    await hub.stop()
+    await admin.aclose()
     await client.aclose()
