@@ -43,7 +43,9 @@ class RelayConnection:
     """The device's ``Connect`` stream. Use as an async context manager.
 
     Deliveries arrive in order; acknowledge each with :meth:`ack` once it is processed (persisted), never
-    before: unacknowledged stanzas are delivered again on the next connection.
+    before: unacknowledged stanzas are delivered again on the next connection. :meth:`send` and :meth:`ack` may
+    be called from many tasks at once: writes take turns on the stream (gRPC allows one write in flight per
+    call), and sends are pipelined, each waiting only for its own results.
 
     Args:
         stub: relay stub.
@@ -57,6 +59,7 @@ class RelayConnection:
         self._incoming: asyncio.Queue[Incoming | BaseException | None] = asyncio.Queue(_QUEUE)
         self._results: dict[int, asyncio.Future[pb.SendResults]] = {}
         self._batch_ids = itertools.count(1)
+        self._writing = asyncio.Lock()
         self.drained = asyncio.Event()
         """Set once the backlog queued before the connection has been delivered."""
         self._reader: asyncio.Task[None] | None = None
@@ -149,12 +152,17 @@ class RelayConnection:
         batch_id = next(self._batch_ids)
         future: asyncio.Future[pb.SendResults] = asyncio.get_running_loop().create_future()
         self._results[batch_id] = future
-        await self._write(pb.ConnectRequest(send=pb.SendBatch(batch_id=batch_id, stanzas=list(stanzas))))
+        try:
+            await self._write(pb.ConnectRequest(send=pb.SendBatch(batch_id=batch_id, stanzas=list(stanzas))))
+        except BaseException:
+            self._results.pop(batch_id, None)
+            raise
         return await future
 
     async def _write(self, request: pb.ConnectRequest) -> None:
         try:
-            await self._call.write(request)
+            async with self._writing:
+                await self._call.write(request)
         except asyncio.InvalidStateError:
             raise StreamClosedError(
                 "the relay stream has ended; reconnect (unacknowledged stanzas come again)"
