@@ -72,6 +72,9 @@ class ServiceSettings(BaseSettings):
     max_message_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest gRPC message accepted."
     )
+    readiness_interval_s: float = Field(
+        1.0, gt=0, le=60, description="Time between checks of the dependencies readiness follows (Redis, identity)."
+    )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level of the JSON logs.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 disables it.")
     tls_cert_file: str = Field(

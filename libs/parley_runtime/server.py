@@ -1,9 +1,10 @@
 """The ``grpc.aio`` server bootstrap every Parley service runs on.
 
 It installs, in order: OpenTelemetry tracing, error mapping with RPC metrics, request limits and
-authentication; the standard health service (one status per service plus the overall ``""``) and server
-reflection; and graceful shutdown: on SIGTERM the health status turns NOT_SERVING (so load balancers stop
-sending), the server stops accepting calls, and in-flight calls get ``shutdown_grace_s`` to finish.
+authentication; the standard health service (``liveness``, and ``readiness`` with the overall ``""`` and one
+status per service following the dependency checks: see :mod:`parley_runtime.health`) and server reflection; and
+graceful shutdown: on SIGTERM every health status turns NOT_SERVING (so load balancers stop sending), the server
+stops accepting calls, and in-flight calls get ``shutdown_grace_s`` to finish.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from parley_runtime.auth import Access, Authenticator
 from parley_runtime.config import ConfigError, ServiceSettings, SettingsT, load_settings
+from parley_runtime.health import Check, Readiness
 from parley_runtime.interceptors import AuthInterceptor, ErrorMappingInterceptor, LimitsInterceptor
 from parley_runtime.logs import configure_logging
 from parley_runtime.telemetry import Telemetry, configure_telemetry
@@ -46,6 +48,8 @@ class ServiceDefinition:
         untraced_streams: full names of long-lived streaming methods that get no call-long span. Such a span
             would live (and hold memory) as long as the connection and be exported only when it ends; the
             service traces the stream's frames itself instead.
+        readiness: named checks of the dependencies the service cannot work without (see
+            :mod:`parley_runtime.health`); readiness follows them.
     """
 
     name: str
@@ -54,6 +58,7 @@ class ServiceDefinition:
     access: Mapping[str, Access]
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     untraced_streams: Collection[str] = ()
+    readiness: Sequence[tuple[str, Check]] = ()
 
 
 class GrpcServer:
@@ -97,6 +102,12 @@ class GrpcServer:
             ],
         )
         self._health = health_aio.HealthServicer()
+        self._readiness = Readiness(
+            self._health,
+            ["", *definition.service_names],
+            definition.readiness,
+            interval_s=settings.readiness_interval_s,
+        )
         self.port = 0
 
     async def start(self) -> int:
@@ -121,14 +132,14 @@ class GrpcServer:
         if not self.port:
             raise OSError(f"could not bind {self._settings.host}:{self._settings.port}")
         await self._server.start()
-        for name in ("", *definition.service_names):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._readiness.start()
         _log.info("serving", extra={"service": definition.name, "port": self.port})
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains: NOT_SERVING, stop accepting, let in-flight calls finish within ``grace`` seconds."""
         grace = self._settings.shutdown_grace_s if grace is None else grace
+        await self._readiness.stop()
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
         for hook in self._definition.on_stop:

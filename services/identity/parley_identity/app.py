@@ -12,6 +12,7 @@ from parley_identity.store import RedisIdentityStore
 from parley_runtime.auth import Authenticator
 from parley_runtime.config import ServiceSettings
 from parley_runtime.events import EventPublisher
+from parley_runtime.health import service_dependencies
 from parley_runtime.providers import RedisReplayGuard
 from parley_runtime.ratelimit import Limit, RateLimiter
 from parley_runtime.redis_client import connect
@@ -51,6 +52,7 @@ async def build_identity(settings: IdentitySettings, telemetry: Telemetry) -> Gr
         service_names=[SERVICE_NAME],
         register=lambda server: identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, server),
         access=ACCESS,
+        readiness=service_dependencies(client),
         on_stop=[directory.stop, client.aclose],
     )
     authenticator = Authenticator.from_settings(settings, directory, RedisReplayGuard(client))

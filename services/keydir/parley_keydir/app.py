@@ -11,6 +11,7 @@ from parley_keydir.store import RedisKeyStore
 from parley_runtime.auth import Authenticator
 from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.events import EventPublisher
+from parley_runtime.health import service_dependencies
 from parley_runtime.providers import RedisReplayGuard, follow_identity
 from parley_runtime.ratelimit import Limit, RateLimiter
 from parley_runtime.recipients import IdentityRecipients
@@ -57,6 +58,7 @@ async def build_keydir(settings: KeyDirectorySettings, telemetry: Telemetry) -> 
         service_names=[SERVICE_NAME],
         register=lambda server: keydir_pb2_grpc.add_KeyDirectoryServiceServicer_to_server(servicer, server),
         access=ACCESS,
+        readiness=service_dependencies(client, identity),
         on_stop=[providers.stop, identity.close, client.aclose],
     )
     authenticator = Authenticator.from_settings(settings, providers, RedisReplayGuard(client), registration=recipients)

@@ -14,6 +14,7 @@ from parley_moderation.store import RedisModerationStore
 from parley_runtime.auth import Authenticator
 from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.events import EventPublisher
+from parley_runtime.health import service_dependencies
 from parley_runtime.providers import RedisReplayGuard, follow_identity
 from parley_runtime.ratelimit import Limit, RateLimiter
 from parley_runtime.redis_client import connect
@@ -121,6 +122,7 @@ async def build_moderation(settings: ModerationSettings, telemetry: Telemetry) -
         service_names=[SERVICE_NAME],
         register=lambda server: moderation_pb2_grpc.add_ModerationServiceServicer_to_server(servicer, server),
         access=ACCESS,
+        readiness=service_dependencies(client, identity),
         on_stop=[providers.stop, identity.close, client.aclose],
     )
     authenticator = Authenticator.from_settings(settings, providers, RedisReplayGuard(client))

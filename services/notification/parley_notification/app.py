@@ -22,6 +22,7 @@ from parley_notification.webhook_client import WebhookClient
 from parley_runtime import redis_keys
 from parley_runtime.auth import Authenticator
 from parley_runtime.config import IdentityPeerSettings
+from parley_runtime.health import service_dependencies
 from parley_runtime.providers import RedisReplayGuard, follow_identity
 from parley_runtime.redis_client import connect
 from parley_runtime.server import GrpcServer, ServiceDefinition
@@ -151,6 +152,7 @@ async def build_notification(settings: NotificationSettings, telemetry: Telemetr
         service_names=[SERVICE_NAME],
         register=lambda server: notification_pb2_grpc.add_NotificationServiceServicer_to_server(servicer, server),
         access=ACCESS,
+        readiness=service_dependencies(client, identity),
         on_stop=[
             intake.stop,
             worker.stop,

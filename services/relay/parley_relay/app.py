@@ -21,6 +21,7 @@ from parley_runtime.auth import Authenticator
 from parley_runtime.clients import internal_channel, peer_tls_ca
 from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.events import EventPublisher
+from parley_runtime.health import service_dependencies
 from parley_runtime.providers import RedisReplayGuard, follow_identity
 from parley_runtime.recipients import IdentityRecipients
 from parley_runtime.redis_client import connect
@@ -125,6 +126,7 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         service_names=[SERVICE_NAME],
         register=lambda server: relay_pb2_grpc.add_RelayServiceServicer_to_server(servicer, server),
         access=ACCESS,
+        readiness=service_dependencies(client, identity),
         on_stop=[hub.stop, providers.stop, close_channels, client.aclose],
         untraced_streams=[f"/{SERVICE_NAME}/Connect"],
     )
