@@ -11,11 +11,13 @@ import grpc.aio
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from parley_runtime.config import ServiceSettings
+from parley_runtime.deadlines import bounded_timeout
 from parley_runtime.telemetry import Telemetry
 
 
 class _TokenMixin:
-    """Adds ``authorization: Bearer <token>`` to calls that carry no credentials of their own."""
+    """Adds ``authorization: Bearer <token>`` to calls that carry no credentials of their own, and ends each call
+    no later than the call being served (see :mod:`parley_runtime.deadlines`)."""
 
     def __init__(self, token: str) -> None:
         self._metadata = ("authorization", f"Bearer {token}")
@@ -24,7 +26,7 @@ class _TokenMixin:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         if "authorization" not in metadata:
             metadata.add(*self._metadata)
-        return details._replace(metadata=metadata)
+        return details._replace(metadata=metadata, timeout=bounded_timeout(details.timeout))
 
 
 # grpc.aio files each interceptor under the first call shape it implements, so every shape needs its own class.

@@ -48,6 +48,9 @@ class ServiceSettings(BaseSettings):
         "redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://", description="Redis connection URL."
     )
     redis_max_connections: int = Field(64, ge=1, le=10_000, description="Connection pool size per process.")
+    redis_timeout_s: float = Field(
+        1.0, gt=0, le=30, description="Deadline of each Redis command; beyond it the call fails as UNAVAILABLE."
+    )
     admin_token: SecretStr = Field(SecretStr(""), description="Bearer token for admin RPCs; empty disables admin RPCs.")
     internal_token: SecretStr = Field(
         SecretStr(""), description="Bearer token Parley's services present to one another."

@@ -112,6 +112,21 @@ def unauthenticated(reason: ErrorReason.ValueType, message: str) -> ParleyError:
     return ParleyError(Code.UNAUTHENTICATED, reason, message)
 
 
+DEPENDENCY_RETRY_AFTER_MS = 1000
+"""What a refusal for an unavailable dependency suggests waiting before a retry."""
+
+
+def dependency_unavailable(message: str) -> ParleyError:
+    """UNAVAILABLE / DEPENDENCY_UNAVAILABLE with a ``retry_after_ms`` hint: Redis or a peer service did not
+    answer in time, or a state it holds is changing; the same call may pass on a retry."""
+    return ParleyError(
+        Code.UNAVAILABLE,
+        ErrorReason.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
+        message,
+        retry_after_ms=DEPENDENCY_RETRY_AFTER_MS,
+    )
+
+
 def rate_limited(retry_after_ms: int, what: str) -> ParleyError:
     """RESOURCE_EXHAUSTED / RATE_LIMITED with the time until a retry can pass."""
     return ParleyError(

@@ -25,7 +25,8 @@ from redis.exceptions import RedisError
 
 from parley.common.v1.common_pb2 import ErrorReason
 from parley_runtime.auth import Access, Authenticator, Principal
-from parley_runtime.errors import ERROR_DOMAIN, Code, ParleyError
+from parley_runtime.deadlines import call_deadline
+from parley_runtime.errors import ERROR_DOMAIN, Code, ParleyError, dependency_unavailable
 
 _log = logging.getLogger(__name__)
 
@@ -106,19 +107,13 @@ def _classify(exc: Exception) -> ParleyError:
         return exc
     if isinstance(exc, RedisError):
         _log.warning("redis unavailable: %s", exc)
-        return ParleyError(
-            Code.UNAVAILABLE, ErrorReason.ERROR_REASON_DEPENDENCY_UNAVAILABLE, "storage is unavailable; retry"
-        )
+        return dependency_unavailable("storage is unavailable; retry")
     if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
     ):
         _log.warning("dependency unavailable: %s", exc.code())
-        return ParleyError(
-            Code.UNAVAILABLE,
-            ErrorReason.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
-            "a dependency is unavailable; retry",
-        )
+        return dependency_unavailable("a dependency is unavailable; retry")
     _log.exception("unexpected error")
     return ParleyError(Code.INTERNAL, ErrorReason.ERROR_REASON_INTERNAL, "internal error")
 
@@ -127,7 +122,8 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
     """Turns exceptions into gRPC statuses with ``ErrorInfo`` and records per-RPC metrics.
 
     ``ParleyError`` keeps its code and reason; Redis failures and unavailable dependencies become UNAVAILABLE /
-    DEPENDENCY_UNAVAILABLE; anything else is logged with its trace id and becomes INTERNAL (no details leak).
+    DEPENDENCY_UNAVAILABLE with a ``retry_after_ms`` hint; anything else is logged with its trace id and becomes
+    INTERNAL (no details leak).
     Metrics: ``rpc.server.duration`` (ms) and ``rpc.server.active_requests``, by service, method and code.
     """
 
@@ -154,7 +150,9 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
         code = grpc.StatusCode.OK
         self._active.add(1, {"rpc.method": method})
         try:
-            return await call()
+            # Calls this one makes to other services end with it (streams are long-lived and carry none).
+            with call_deadline(context.time_remaining()):
+                return await call()
         except grpc.aio.AbortError:
             code = grpc.StatusCode.UNKNOWN
             raise

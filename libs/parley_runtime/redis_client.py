@@ -13,16 +13,18 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Redis = aioredis.Redis
 
 
-def connect(url: str, *, max_connections: int = 64, pool_timeout_s: float = 5.0) -> Redis:
-    """A pooled client that retries transient connection errors with jittered exponential backoff.
+def connect(url: str, *, max_connections: int = 64, timeout_s: float = 1.0, blocking_reads_s: float = 0.0) -> Redis:
+    """A pooled client whose every command has a deadline, retrying lost connections with jittered backoff.
 
-    Retries cover connection loss and timeouts only; a retried write may therefore run twice, which is why
-    every multi-step write is an idempotent script or is followed by consumers that de-duplicate.
+    A command that gets no answer within ``timeout_s`` (Redis paused, overloaded or partitioned away) fails with
+    a timeout at once and is not retried, so a call waiting on Redis fails fast as UNAVAILABLE /
+    DEPENDENCY_UNAVAILABLE instead of hanging for retries of retries. Lost connections (a Redis restart) are
+    retried: a retried write may therefore run twice, which is why every multi-step write is an idempotent
+    script or is followed by consumers that de-duplicate.
 
     The pool blocks: a burst wider than ``max_connections`` (hundreds of streams opening at once) waits for a
     free connection instead of failing, and the process never holds more connections (memory, Redis clients)
@@ -31,7 +33,9 @@ def connect(url: str, *, max_connections: int = 64, pool_timeout_s: float = 5.0)
     Args:
         url: ``redis://``, ``rediss://`` or ``unix://`` URL.
         max_connections: pool size.
-        pool_timeout_s: how long a command waits for a free connection before failing as unavailable.
+        timeout_s: deadline of each command, of connecting, and of waiting for a free pooled connection.
+        blocking_reads_s: the longest a blocking read (``XREAD BLOCK``) of this client waits on purpose; its
+            commands' deadline is ``timeout_s`` beyond it.
 
     Returns:
         The client (bytes in, bytes out).
@@ -39,11 +43,12 @@ def connect(url: str, *, max_connections: int = 64, pool_timeout_s: float = 5.0)
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
-        timeout=pool_timeout_s,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=1.0), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        socket_connect_timeout=2.0,
-        socket_timeout=5.0,
+        timeout=timeout_s,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.25), retries=3),
+        retry_on_error=[RedisConnectionError],
+        retry_on_timeout=False,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s + blocking_reads_s,
         health_check_interval=30,
     )
     return aioredis.Redis.from_pool(pool)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -85,6 +86,7 @@ class RedisServer:
         """Stops the server (SIGKILL when ``kill``), keeping its data directory."""
         if self._process is None:
             return
+        self.resume()  # a paused server would not act on SIGTERM
         if kill:
             self._process.kill()
         else:
@@ -95,6 +97,17 @@ class RedisServer:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+    def pause(self) -> None:
+        """Freezes the server (SIGSTOP): connections stay open but nothing is answered, as in a long GC pause or a
+        partition, until :meth:`resume`."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Lets a paused server go on (SIGCONT)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         """Stops and starts again on the same port and data directory."""

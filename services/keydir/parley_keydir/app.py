@@ -36,7 +36,9 @@ class KeyDirectorySettings(IdentityPeerSettings):
 
 async def build_keydir(settings: KeyDirectorySettings, telemetry: Telemetry) -> GrpcServer:
     """Creates the key-directory server (not started); waits for identity's provider snapshot first."""
-    client = connect(settings.redis_url, max_connections=settings.redis_max_connections)
+    client = connect(
+        settings.redis_url, max_connections=settings.redis_max_connections, timeout_s=settings.redis_timeout_s
+    )
     identity, providers = await follow_identity(settings, telemetry)
     recipients = IdentityRecipients(identity, ttl_s=settings.recipient_cache_s)
     handler = KeyDirectoryHandler(

@@ -26,7 +26,15 @@ from parley_keydir.store import (
     KeyStore,
     PublishRefusedError,
 )
-from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found, parse_address
+from parley_runtime.errors import (
+    Code,
+    ParleyError,
+    dependency_unavailable,
+    invalid_field,
+    missing_field,
+    not_found,
+    parse_address,
+)
 from parley_runtime.events import EventPublisher
 from parley_runtime.ratelimit import Limit, RateLimiter
 from parley_runtime.recipients import Recipient
@@ -171,11 +179,7 @@ class KeyDirectoryHandler:
         if code == INCOMPLETE_FIRST_PUBLICATION:
             return missing_field("identity_key")
         if code == STALE_IDENTITY:
-            return ParleyError(
-                Code.UNAVAILABLE,
-                ErrorReason.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
-                "the identity key changed concurrently; retry",
-            )
+            return dependency_unavailable("the identity key changed concurrently; retry")
         return ParleyError(Code.INTERNAL, ErrorReason.ERROR_REASON_INTERNAL, f"unexpected store outcome {code}")
 
     def _check_one_time_prekeys(self, keys: Sequence[OneTimeKey]) -> None:

@@ -87,8 +87,17 @@ def _consumer_name(configured: str) -> str:
 async def build_notification(settings: NotificationSettings, telemetry: Telemetry) -> GrpcServer:
     """Creates the notification server (not started); waits for identity's provider snapshot first, and starts
     the event intake, the delivery worker and the notice hub, which stop with the server."""
-    client = connect(settings.redis_url, max_connections=settings.redis_max_connections)
-    notice_client = connect(settings.redis_url, max_connections=4)
+    # Intake and notices read with XREAD BLOCK: their commands' deadline runs past the wait.
+    blocking = settings.read_block_ms / 1000
+    client = connect(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout_s=settings.redis_timeout_s,
+        blocking_reads_s=blocking,
+    )
+    notice_client = connect(
+        settings.redis_url, max_connections=4, timeout_s=settings.redis_timeout_s, blocking_reads_s=blocking
+    )
     identity, providers = await follow_identity(settings, telemetry)
     store = RedisNotificationStore(
         client,

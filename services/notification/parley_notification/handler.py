@@ -19,7 +19,7 @@ from parley.common.v1.common_pb2 import ErrorReason
 from parley_notification.model import DeadLetter, Notice, Webhook
 from parley_notification.notices import NoticeHub, TooManyWatchersError
 from parley_notification.store import DeadLetterMissingError, NotificationStore
-from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found
+from parley_runtime.errors import Code, ParleyError, dependency_unavailable, invalid_field, missing_field, not_found
 from parley_stanza import Address
 
 SECRET_BYTES = 32
@@ -190,11 +190,7 @@ class NotificationHandler:
         if status is DeviceStatus.PROVIDER_UNAVAILABLE:
             # This replica's provider list lags identity's by up to a second. A retry is authenticated against
             # the new status and gets its exact refusal (or passes, if the provider was approved again).
-            raise ParleyError(
-                Code.UNAVAILABLE,
-                ErrorReason.ERROR_REASON_DEPENDENCY_UNAVAILABLE,
-                "the provider's status is changing; retry",
-            )
+            raise dependency_unavailable("the provider's status is changing; retry")
         await self._store.set_push_token(str(device.user), device.device, push_token)
 
     async def watch_notices(self, user: Address) -> AsyncIterator[Notice]:

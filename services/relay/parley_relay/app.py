@@ -68,7 +68,9 @@ class RelaySettings(IdentityPeerSettings):
 
 async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServer:
     """Creates the relay server (not started); waits for identity's provider snapshot first."""
-    client = connect(settings.redis_url, max_connections=settings.redis_max_connections)
+    client = connect(
+        settings.redis_url, max_connections=settings.redis_max_connections, timeout_s=settings.redis_timeout_s
+    )
     identity, providers = await follow_identity(settings, telemetry)
     channels = [identity]
     policy: SendPolicy = NoModeration()

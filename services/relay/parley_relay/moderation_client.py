@@ -10,7 +10,7 @@ import grpc.aio
 from parley.common.v1.common_pb2 import ErrorReason
 from parley.moderation.v1 import moderation_pb2, moderation_pb2_grpc
 from parley_relay.handler import Send, SendDecision
-from parley_runtime.errors import Code, ParleyError
+from parley_runtime.errors import Code, ParleyError, dependency_unavailable
 
 _CODE_BY_REASON = {
     ErrorReason.ERROR_REASON_RATE_LIMITED: Code.RESOURCE_EXHAUSTED,
@@ -60,8 +60,7 @@ class ModerationPolicy:
             except grpc.aio.AioRpcError as error:
                 if error.code() not in _UNAVAILABLE:
                     raise
-                unavailable = ErrorReason.ERROR_REASON_DEPENDENCY_UNAVAILABLE
-                raise ParleyError(Code.UNAVAILABLE, unavailable, "moderation is unavailable; retry") from None
+                raise dependency_unavailable("moderation is unavailable; retry") from None
             decisions.extend(_decision(answer) for answer in response.decisions)
         return decisions
 
