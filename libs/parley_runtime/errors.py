@@ -128,10 +128,11 @@ def dependency_unavailable(message: str) -> ParleyError:
 
 
 def rate_limited(retry_after_ms: int, what: str) -> ParleyError:
-    """RESOURCE_EXHAUSTED / RATE_LIMITED with the time until a retry can pass."""
+    """RESOURCE_EXHAUSTED / RATE_LIMITED with the time until a retry can pass and the limit's name (``limit``)."""
     return ParleyError(
         Code.RESOURCE_EXHAUSTED,
         ErrorReason.ERROR_REASON_RATE_LIMITED,
         f"rate limit for {what} exceeded; retry in {retry_after_ms} ms",
         retry_after_ms=retry_after_ms,
+        limit=what,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from parley_runtime import redis_keys
 from parley_runtime.errors import rate_limited
@@ -28,6 +30,7 @@ class RateLimiter:
     """Checks token buckets; see ``lua/token_bucket.lua``."""
 
     def __init__(self, client: Redis) -> None:
+        self._client = client
         self._script = load_script(client, "parley_runtime", "token_bucket")
 
     async def try_take(self, subject: str, limit: Limit, cost: float = 1.0) -> int:
@@ -47,3 +50,26 @@ class RateLimiter:
         retry_after_ms = await self.try_take(subject, limit, cost)
         if retry_after_ms:
             raise rate_limited(retry_after_ms, limit.name)
+
+    async def take_all(self, checks: Sequence[tuple[str, Limit]]) -> None:
+        """Takes one token from each (subject, limit) bucket in one round trip.
+
+        Every bucket is charged, even when an earlier one refuses (they are checked together, not in turn).
+
+        Raises:
+            ParleyError: RESOURCE_EXHAUSTED / RATE_LIMITED for the first bucket that refused, with ``limit`` =
+                that bucket's name and the longest ``retry_after_ms`` of the refusals.
+        """
+        async with self._client.pipeline(transaction=False) as pipe:
+            for subject, limit in checks:
+                await self._script(
+                    keys=[redis_keys.rate_limit(subject, limit.name)],
+                    args=[limit.capacity, limit.per_second, 1.0],
+                    client=pipe,
+                )
+            answers: list[Any] = await pipe.execute()
+        refused = [
+            (limit, int(wait)) for (_, limit), (allowed, wait) in zip(checks, answers, strict=True) if not allowed
+        ]
+        if refused:
+            raise rate_limited(max(wait for _, wait in refused), refused[0][0].name)

@@ -55,6 +55,11 @@ def device_one_time_prekeys(address: str, device_id: int) -> str:
     return f"keys:{{{address}}}:{device_id}:otpk"
 
 
+def device_claims(address: str, device_id: int) -> str:
+    """STRING counter with TTL = the drain-guard window: one-time prekeys claimed from the device in the window."""
+    return f"keys:{{{address}}}:{device_id}:claims"
+
+
 def user_key_devices(address: str) -> str:
     """SET: ids of the user's devices that have published keys."""
     return f"keys:{{{address}}}:devices"

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from parley.keydir.v1 import keydir_pb2_grpc
 from parley_keydir.handler import KeyDirectoryHandler, KeyDirectoryLimits
+from parley_keydir.model import DrainGuard
 from parley_keydir.servicer import ACCESS, SERVICE_NAME, KeyDirectoryServicer
 from parley_keydir.store import RedisKeyStore
 from parley_runtime.auth import Authenticator
@@ -32,6 +33,16 @@ class KeyDirectorySettings(IdentityPeerSettings):
     )
     fetch_burst: int = Field(100, ge=1, le=10_000_000, description="Bundle fetches a user may burst.")
     fetch_per_second: float = Field(1.0, gt=0, le=10_000_000, description="Sustained bundle fetches per user.")
+    provider_fetch_burst: int = Field(
+        10_000, ge=1, le=10_000_000, description="Bundle fetches a provider's users together may burst."
+    )
+    provider_fetch_per_second: float = Field(
+        1000.0, gt=0, le=10_000_000, description="Sustained bundle fetches per provider, all its users together."
+    )
+    drain_guard_claims: int = Field(
+        50, ge=1, le=1_000_000, description="One-time prekeys one device hands out per guard window, whoever asks."
+    )
+    drain_guard_window_s: int = Field(3600, ge=1, le=30 * 86_400, description="The drain guard's window.")
 
 
 async def build_keydir(settings: KeyDirectorySettings, telemetry: Telemetry) -> GrpcServer:
@@ -51,6 +62,12 @@ async def build_keydir(settings: KeyDirectorySettings, telemetry: Telemetry) -> 
             max_one_time_prekeys=settings.max_one_time_prekeys,
             low_watermark=settings.low_watermark,
             fetch=Limit("keyfetch", capacity=settings.fetch_burst, per_second=settings.fetch_per_second),
+            provider_fetch=Limit(
+                "keyfetch_provider",
+                capacity=settings.provider_fetch_burst,
+                per_second=settings.provider_fetch_per_second,
+            ),
+            drain=DrainGuard(max_claims=settings.drain_guard_claims, window_ms=settings.drain_guard_window_s * 1000),
         ),
         telemetry.meter("parley.keydir"),
     )

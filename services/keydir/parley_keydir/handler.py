@@ -14,10 +14,10 @@ from typing import Protocol
 from opentelemetry import metrics
 
 from parley.common.v1.common_pb2 import ErrorReason
-from parley.events.v1.events_pb2 import Event, IdentityKeyChanged, PreKeysLow
+from parley.events.v1.events_pb2 import Event, IdentityKeyChanged, PreKeysDrained, PreKeysLow
 from parley.identity.v1.identity_pb2 import Reachability
 from parley_crypto import InvalidKeyError, KemPublicKey, PublicKey, verify_signature
-from parley_keydir.model import Bundle, OneTimeKey, PublishResult, SignedKey
+from parley_keydir.model import Bundle, DrainGuard, OneTimeKey, PublishResult, SignedKey
 from parley_keydir.store import (
     IDENTITY_WITHOUT_SIGNED_PREKEY,
     INCOMPLETE_FIRST_PUBLICATION,
@@ -60,6 +60,13 @@ class KeyDirectoryLimits:
     max_one_time_prekeys: int = 1000
     low_watermark: int = 10
     fetch: Limit = field(default_factory=lambda: Limit("keyfetch", capacity=100, per_second=1.0))
+    """Bundle fetches per requesting user."""
+    provider_fetch: Limit = field(
+        default_factory=lambda: Limit("keyfetch_provider", capacity=10_000, per_second=1000.0)
+    )
+    """Bundle fetches per requesting provider, all its users together."""
+    drain: DrainGuard = field(default_factory=DrainGuard)
+    """One-time prekeys one device hands out per window, whoever asks."""
     max_requesters: int = 1000
     requester_ttl_ms: int = 30 * 24 * 3600 * 1000
 
@@ -95,6 +102,14 @@ class KeyDirectoryHandler:
         self._clock = clock
         self._claimed = meter.create_counter(
             "keydir.one_time_prekeys.claimed", unit="{bundle}", description="Bundles handed out"
+        )
+        self._withheld = meter.create_counter(
+            "keydir.one_time_prekeys.withheld",
+            unit="{bundle}",
+            description="Bundles handed out without a one-time prekey by a device's drain guard",
+        )
+        self._refused = meter.create_counter(
+            "keydir.fetches.refused", unit="{fetch}", description="Bundle fetches refused by a rate limit"
         )
 
     @property
@@ -214,7 +229,14 @@ class KeyDirectoryHandler:
                 FAILED_PRECONDITION / READ_ONLY_CHAT; NOT_FOUND / DEVICE_NOT_FOUND; NOT_FOUND / KEYS_NOT_FOUND.
         """
         target = parse_address(address, "address")
-        await self._limiter.take(str(requester.user), self._limits.fetch)
+        limits = self._limits
+        try:
+            await self._limiter.take_all(
+                [(str(requester.user), limits.fetch), (requester.provider, limits.provider_fetch)]
+            )
+        except ParleyError as error:
+            self._refused.add(1, {"limit": error.metadata.get("limit", "")})
+            raise
         view = await self._recipients.resolve(requester, target.user)
         if view.reachability == Reachability.REACHABILITY_READ_ONLY:
             raise ParleyError(
@@ -235,17 +257,32 @@ class KeyDirectoryHandler:
             devices,
             str(requester.user),
             now_ms=int(self._clock() * 1000),
-            max_requesters=self._limits.max_requesters,
-            requester_ttl_ms=self._limits.requester_ttl_ms,
+            max_requesters=limits.max_requesters,
+            requester_ttl_ms=limits.requester_ttl_ms,
+            guard=limits.drain,
         )
         if not bundles:
             raise not_found(ErrorReason.ERROR_REASON_KEYS_NOT_FOUND, "no device of this user has published keys")
-        await self._signal_low(target.user, bundles)
+        await self._after_claim(target.user, bundles)
         return bundles
 
-    async def _signal_low(self, user: Address, bundles: Sequence[Bundle]) -> None:
+    async def _after_claim(self, user: Address, bundles: Sequence[Bundle]) -> None:
+        """Counts the claims and raises the alarms they call for: ``prekeys_drained`` once per guard window,
+        ``prekeys_low`` when a device's one-time prekeys cross the watermark."""
         watermark = self._limits.low_watermark
+        guard = self._limits.drain
         for bundle in bundles:
+            if bundle.claims_in_window > guard.max_claims:
+                self._withheld.add(1)
+                if bundle.claims_in_window == guard.max_claims + 1:
+                    # Once per window: the first bundle the guard withholds a one-time prekey from.
+                    drained = PreKeysDrained(
+                        address=str(user.with_device(bundle.device_id)),
+                        limit=guard.max_claims,
+                        window_s=guard.window_ms // 1000,
+                    )
+                    await self._events.publish(Event(prekeys_drained=drained))
+                continue
             exhausted = bundle.one_time_prekey is None
             self._claimed.add(1, {"exhausted": exhausted})
             left = bundle.remaining_one_time_prekeys

@@ -42,6 +42,16 @@ class Bundle:
     one_time_prekey: OneTimeKey | None
     pq_prekey: SignedKey | None
     remaining_one_time_prekeys: int
+    claims_in_window: int = 0
+    """One-time prekey claims of the device in the drain guard's current window, this one included."""
+
+
+@dataclass(frozen=True, slots=True)
+class DrainGuard:
+    """How many one-time prekeys one device hands out per window, whoever asks (beyond: bundles without one)."""
+
+    max_claims: int = 50
+    window_ms: int = 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from parley_keydir.model import Bundle, OneTimeKey, PublishResult, SignedKey
+from parley_keydir.model import Bundle, DrainGuard, OneTimeKey, PublishResult, SignedKey
 from parley_runtime import redis_keys
 from parley_runtime.redis_client import Redis, load_script
 
@@ -22,7 +22,7 @@ IDENTITY_WITHOUT_SIGNED_PREKEY = -3
 TOO_MANY_ONE_TIME_PREKEYS = -4
 """``publish`` outcome: the one-time prekeys would exceed the maximum."""
 
-_FIELDS_PER_DEVICE = 11
+_FIELDS_PER_DEVICE = 12
 
 
 class PublishRefusedError(Exception):
@@ -71,8 +71,10 @@ class KeyStore(Protocol):
         now_ms: int,
         max_requesters: int,
         requester_ttl_ms: int,
+        guard: DrainGuard,
     ) -> list[Bundle]:
-        """Claims one bundle per device that has keys, in ``device_ids`` order."""
+        """Claims one bundle per device that has keys, in ``device_ids`` order; a device past its drain ``guard``
+        gives its bundle without a one-time prekey."""
 
     async def recent_requesters(self, address: str, limit: int) -> list[str]:
         """Users who recently fetched ``address``'s keys, newest first."""
@@ -144,17 +146,20 @@ class RedisKeyStore:
         now_ms: int,
         max_requesters: int,
         requester_ttl_ms: int,
+        guard: DrainGuard,
     ) -> list[Bundle]:
         keys = [redis_keys.user_key_requesters(address)]
         for device_id in device_ids:
             keys += [
                 redis_keys.device_keys(address, device_id),
                 redis_keys.device_one_time_prekeys(address, device_id),
+                redis_keys.device_claims(address, device_id),
             ]
-        raw: list[Any] = await self._claim(keys=keys, args=[requester, now_ms, max_requesters, requester_ttl_ms])
+        args: list[str | int] = [requester, now_ms, max_requesters, requester_ttl_ms, guard.max_claims, guard.window_ms]
+        raw: list[Any] = await self._claim(keys=keys, args=args)
         bundles = []
         for index, device_id in enumerate(device_ids):
-            found, reg, ik, spk_id, spk, spk_sig, pq_id, pq, pq_sig, otpk, left = raw[
+            found, reg, ik, spk_id, spk, spk_sig, pq_id, pq, pq_sig, otpk, left, claims = raw[
                 index * _FIELDS_PER_DEVICE : (index + 1) * _FIELDS_PER_DEVICE
             ]
             if not int(found):
@@ -168,6 +173,7 @@ class RedisKeyStore:
                     one_time_prekey=OneTimeKey.unpack(otpk) if otpk else None,
                     pq_prekey=SignedKey(int(pq_id), pq, pq_sig) if pq else None,
                     remaining_one_time_prekeys=int(left),
+                    claims_in_window=int(claims),
                 )
             )
         return bundles

@@ -279,7 +279,7 @@ async def test_fetches_are_rate_limited_per_requester(cluster: Cluster) -> None:
 
 
 async def test_no_one_time_prekey_is_handed_out_twice_under_concurrency(cluster: Cluster) -> None:
-    gatekeeper, birdy = await _setup(cluster, fetch_burst=10_000, max_one_time_prekeys=1000)
+    gatekeeper, birdy = await _setup(cluster, fetch_burst=10_000, max_one_time_prekeys=1000, drain_guard_claims=10_000)
     keydir = cluster.keydir()
     device = DeviceKeys()
     await keydir.PublishKeys(device.publish_request(100), metadata=gatekeeper.auth(BOB, 1))
