@@ -73,6 +73,10 @@ async def main() -> None:
                 "PARLEY_IDENTITY_TARGET": identity_process.target,
                 "PARLEY_FETCH_BURST": "10000000",
                 "PARLEY_FETCH_PER_SECOND": "10000000",
+                "PARLEY_PROVIDER_FETCH_BURST": "10000000",
+                "PARLEY_PROVIDER_FETCH_PER_SECOND": "10000000",
+                # One requester fetches one device in a loop: the drain guard would rightly withhold its keys.
+                "PARLEY_DRAIN_GUARD_CLAIMS": "1000000",
                 "PARLEY_MAX_INFLIGHT_CALLS": "100000",
             },
         )
@@ -133,10 +137,12 @@ async def _measure(
         redis_keys.user_key_requesters(BOB),
         redis_keys.device_keys(BOB, 2),
         redis_keys.device_one_time_prekeys(BOB, 2),
+        redis_keys.device_claims(BOB, 2),
     ]
 
     async def floor() -> None:
-        result = await script(keys=floor_keys, args=[ALICE, int(time.time() * 1000), 1000, 86_400_000])
+        now_ms = int(time.time() * 1000)
+        result = await script(keys=floor_keys, args=[ALICE, now_ms, 1000, 86_400_000, 1_000_000, 3_600_000])
         assert result[9]
 
     await _run_for(0.5, ours)  # warm-up: connections, script cache, JIT-free but cache-warm paths
