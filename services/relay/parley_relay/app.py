@@ -40,6 +40,9 @@ class RelaySettings(IdentityPeerSettings):
     )
     max_stanza_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest stanza.")
     retention_s: int = Field(30 * 86_400, ge=60, le=365 * 86_400, description="How long undelivered stanzas wait.")
+    max_backlog: int = Field(
+        10_000, ge=1, le=10_000_000, description="Undelivered stanzas one device's mailbox may hold (MAILBOX_FULL)."
+    )
     recipient_cache_s: float = Field(
         1.0, ge=0, le=1, description="Reuse of identity's answers (consent, devices, registration); at most 1 s."
     )
@@ -94,7 +97,9 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         EventPublisher(client, "relay"),
         franking_key=base64.b64decode(settings.franking_key.get_secret_value()),
         limits=RelayLimits(
-            stanza=Limits(max_bytes=settings.max_stanza_bytes), retention_ms=settings.retention_s * 1000
+            stanza=Limits(max_bytes=settings.max_stanza_bytes),
+            retention_ms=settings.retention_s * 1000,
+            backlog_cap=settings.max_backlog,
         ),
         meter=telemetry.meter("parley.relay"),
     )

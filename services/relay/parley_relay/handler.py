@@ -112,6 +112,8 @@ class RelayLimits:
 
     stanza: Limits = field(default_factory=Limits)
     retention_ms: int = 30 * 24 * 3600 * 1000
+    backlog_cap: int = 10_000
+    """Undelivered stanzas one recipient device's mailbox may hold; beyond, sends to it are refused (MAILBOX_FULL)."""
 
 
 class RelayHandler:
@@ -329,34 +331,63 @@ class RelayHandler:
         ts = int(self._clock() * 1000)
         forwarded = self._stamp(message, recipient, ts) or targets.data
         delivered = targets.recipient_devices if decision.deliver else ()
-        copies = ((recipient, delivered), (device.user, targets.own_devices))
+        # The recipient's mailboxes are capped (others' traffic fills them); the sender's own are not.
+        copies = ((recipient, delivered, True), (device.user, targets.own_devices, False))
         requests = tuple(
-            self._store_request(user, device_ids, forwarded, message, ts, device)
-            for user, device_ids in copies
+            self._store_request(user, device_ids, forwarded, message, ts, device, capped=capped)
+            for user, device_ids, capped in copies
             if device_ids
         )
         return _CheckedMessage(message, ts, requests)
 
-    async def _store_checked(self, checked: Sequence[_CheckedMessage]) -> list[Accepted]:
-        """Stores every copy of the checked messages in one round trip; their acceptances, in order."""
+    async def _store_checked(self, checked: Sequence[_CheckedMessage]) -> list[Accepted | ParleyError]:
+        """Stores every copy of the checked messages in one round trip; their acceptances or refusals, in order."""
         results = iter(await self._store.store_many([r for message in checked for r in message.requests]))
-        accepted = []
+        outcomes: list[Accepted | ParleyError] = []
         copies = 0
         waiting: list[Event] = []
         for message in checked:
-            first: StoreResult | None = None
-            for request in message.requests:
-                result = next(results)
+            stored = [(request, next(results)) for request in message.requests]
+            full = next(((request, result) for request, result in stored if result.full is not None), None)
+            if full is not None:
+                outcomes.append(await self._refuse_full(full[0], full[1], stored, waiting))
+                continue
+            for request, result in stored:
                 copies += _new_copies(request, result, waiting)
-                first = first or result
-            if first is None:  # no device to deliver to at all: an empty fan-out is still an acceptance
-                accepted.append(Accepted(message.message.id, message.ts, False))
+            if not stored:  # no device to deliver to at all: an empty fan-out is still an acceptance
+                outcomes.append(Accepted(message.message.id, message.ts, False))
             else:
-                accepted.append(Accepted(message.message.id, first.ts, first.duplicate))
+                first = stored[0][1]
+                outcomes.append(Accepted(message.message.id, first.ts, first.duplicate))
         if copies:
             self._stored.add(copies)
         await self._events.publish_many(waiting)
-        return accepted
+        return outcomes
+
+    async def _refuse_full(
+        self,
+        request: StoreRequest,
+        result: StoreResult,
+        stored: Sequence[tuple[StoreRequest, StoreResult]],
+        waiting: list[Event],
+    ) -> ParleyError:
+        """The refusal of a stanza whose recipient has a full mailbox, once every copy it left elsewhere (the
+        sender's own devices, stored in the same round trip) is taken back; the full device's provider is woken."""
+        for other, other_result in stored:
+            if other_result.delivery_ids:
+                await self._store.withdraw(other, other_result)
+        assert result.full is not None
+        device_id, pending = result.full
+        address = str(Address.parse(request.user).with_device(device_id))
+        waiting.append(Event(message_waiting=MessageWaiting(address=address, pending=pending)))
+        cap = self._limits.backlog_cap
+        return ParleyError(
+            Code.RESOURCE_EXHAUSTED,
+            ErrorReason.ERROR_REASON_MAILBOX_FULL,
+            f"the recipient device {address} has {pending} undelivered stanzas waiting (the cap is {cap}); retry later",
+            limit=cap,
+            device=address,
+        )
 
     def _stamp(self, message: Message, recipient: Address, ts: int) -> bytes | None:
         """The stanza with the relay's franking stamp added, when it carries a commitment."""
@@ -388,16 +419,28 @@ class RelayHandler:
     ) -> Accepted | None:
         if not device_ids:
             return None
-        request = self._store_request(user, device_ids, data, stanza, ts, sender)
+        request = self._store_request(user, device_ids, data, stanza, ts, sender, capped=user != sender.user)
         result = (await self._store.store_many([request]))[0]
         waiting: list[Event] = []
+        if result.full is not None:
+            refusal = await self._refuse_full(request, result, [], waiting)
+            await self._events.publish_many(waiting)
+            raise refusal
         if copies := _new_copies(request, result, waiting):
             self._stored.add(copies)
         await self._events.publish_many(waiting)
         return Accepted(stanza.id, result.ts, result.duplicate)
 
     def _store_request(
-        self, user: Address, device_ids: Sequence[int], data: bytes, stanza: Message | Receipt, ts: int, sender: Address
+        self,
+        user: Address,
+        device_ids: Sequence[int],
+        data: bytes,
+        stanza: Message | Receipt,
+        ts: int,
+        sender: Address,
+        *,
+        capped: bool,
     ) -> StoreRequest:
         return StoreRequest(
             user=str(user),
@@ -408,6 +451,7 @@ class RelayHandler:
             sender=str(sender),
             receipt_requested=isinstance(stanza, Message) and stanza.receipt_requested,
             retention_ms=self._limits.retention_ms,
+            backlog_cap=self._limits.backlog_cap if capped else 0,
         )
 
     async def _send_receipt(self, device: Address, receipt: Receipt, data: bytes, *, sync: bool = True) -> Accepted:

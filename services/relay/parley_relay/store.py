@@ -52,6 +52,10 @@ class StoreResult:
     ts: int
     offline: tuple[tuple[int, int], ...] = ()
     """(device id, mailbox length) of the target devices without a live stream."""
+    delivery_ids: tuple[str, ...] = ()
+    """The stored copies' entry ids, in the request's device order (empty unless stored)."""
+    full: tuple[int, int] | None = None
+    """(device id, mailbox length) of a target device at the backlog cap: then nothing was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,8 @@ class StoreRequest:
     sender: str
     receipt_requested: bool
     retention_ms: int
+    backlog_cap: int = 0
+    """Refuse (store nothing) when a target mailbox holds this many entries; 0: no cap."""
 
 
 class MailboxStore(Protocol):
@@ -79,6 +85,10 @@ class MailboxStore(Protocol):
 
     async def acknowledge(self, user: str, device_id: int, delivery_ids: Sequence[str]) -> int:
         """Drops acknowledged entries; returns how many existed."""
+
+    async def withdraw(self, request: StoreRequest, result: StoreResult) -> None:
+        """Takes back the copies a stored request wrote, and its acceptance marker (the stanza was refused after
+        all: its recipient's mailbox was full), so that a retry is stored afresh."""
 
     async def publish_ephemeral(self, user: str, device_ids: Sequence[int], stanza: bytes) -> None:
         """Hands a stanza that is never stored (typing) to whichever replica streams to each device."""
@@ -145,6 +155,13 @@ class RedisMailboxStore:
             for entry_id, fields in entries
         ]
 
+    async def withdraw(self, request: StoreRequest, result: StoreResult) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for device_id, delivery_id in zip(request.device_ids, result.delivery_ids, strict=True):
+                pipe.xdel(redis_keys.mailbox(request.user, device_id), delivery_id)
+            pipe.delete(redis_keys.accepted(request.user, request.sender, request.message_id))
+            await pipe.execute()
+
     async def acknowledge(self, user: str, device_id: int, delivery_ids: Sequence[str]) -> int:
         if not delivery_ids:
             return 0
@@ -186,14 +203,20 @@ def _store_call(request: StoreRequest) -> tuple[list[str], list[bytes | str | in
         request.sender,
         "1" if request.receipt_requested else "0",
         request.retention_ms,
+        request.backlog_cap,
     ]
     return keys, args
 
 
 def _store_result(request: StoreRequest, result: list[Any]) -> StoreResult:
     """The script's answer as a :class:`StoreResult`."""
-    if not int(result[0]):
-        return StoreResult(duplicate=True, ts=int(result[1]))
+    outcome, ts = int(result[0]), int(result[1])
     device_ids = request.device_ids
-    offline = tuple((device_ids[int(result[i]) - 1], int(result[i + 1])) for i in range(2, len(result), 2))
-    return StoreResult(duplicate=False, ts=int(result[1]), offline=offline)
+    if outcome == 0:
+        return StoreResult(duplicate=True, ts=ts)
+    if outcome == 2:
+        return StoreResult(duplicate=False, ts=ts, full=(device_ids[int(result[2]) - 1], int(result[3])))
+    n = len(device_ids)
+    ids = tuple(entry.decode() for entry in result[2 : 2 + n])
+    offline = tuple((device_ids[int(result[i]) - 1], int(result[i + 1])) for i in range(2 + n, len(result), 2))
+    return StoreResult(duplicate=False, ts=ts, offline=offline, delivery_ids=ids)
