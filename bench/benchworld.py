@@ -9,20 +9,21 @@ from parley.common.v1.common_pb2 import Feature, IdentifierKind
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1 import identity_pb2_grpc
 from parley_runtime.auth import mint_assertion
+from parley_runtime.credentials import new_credentials
 
 ADMIN_TOKEN = "bench-admin"  # noqa: S105 -- a throwaway token of a bench-local cluster
-INTERNAL_TOKEN = "bench-internal"  # noqa: S105 -- likewise
+CREDENTIALS = new_credentials()
+"""Each bench service's credential (fresh per run); ServiceProcess(..., credentials=CREDENTIALS) hands them out."""
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 
 Metadata = tuple[tuple[str, str], ...]
 
 
 def service_env(redis_url: str) -> dict[str, str]:
-    """The environment every bench service process shares: the bench's Redis and tokens, quiet logs."""
+    """The environment every bench service process shares: the bench's Redis and admin token, quiet logs."""
     return {
         "PARLEY_REDIS_URL": redis_url,
         "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
-        "PARLEY_INTERNAL_TOKEN": INTERNAL_TOKEN,
         "PARLEY_LOG_LEVEL": "WARNING",
     }
 

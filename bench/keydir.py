@@ -19,7 +19,7 @@ from typing import Any
 import grpc.aio
 import redis.asyncio as aioredis
 from benchlib import Figure, parse_args, write_results
-from benchworld import auth, enlist, service_env
+from benchworld import CREDENTIALS, auth, enlist, service_env
 
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1 import identity_pb2_grpc
@@ -64,7 +64,7 @@ async def main() -> None:
     rounds = 2 if args.quick else 3
     with RedisServer() as redis_server:
         env = service_env(redis_server.url)
-        identity_process = ServiceProcess("parley_identity", env)
+        identity_process = ServiceProcess("parley_identity", env, credentials=CREDENTIALS)
         identity_process.start()
         keydir_process = ServiceProcess(
             "parley_keydir",
@@ -79,6 +79,7 @@ async def main() -> None:
                 "PARLEY_DRAIN_GUARD_CLAIMS": "1000000",
                 "PARLEY_MAX_INFLIGHT_CALLS": "100000",
             },
+            credentials=CREDENTIALS,
         )
         keydir_process.start()
         try:

@@ -33,7 +33,7 @@ from typing import Any
 import grpc.aio
 import redis.asyncio as aioredis
 from benchlib import Figure, parse_args, write_results
-from benchworld import INTERNAL_TOKEN, enlist, service_env
+from benchworld import CREDENTIALS, enlist, service_env
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley.identity.v1 import identity_pb2_grpc
@@ -44,7 +44,8 @@ from parley_moderation.store import check_send_calls
 from parley_runtime.redis_client import load_script
 from parley_runtime.testing import RedisServer, ServiceProcess
 
-INTERNAL = (("authorization", f"Bearer {INTERNAL_TOKEN}"),)
+# The bench asks for send decisions as the relay does, with the relay's credential.
+INTERNAL = (("authorization", f"Bearer {CREDENTIALS['relay']}"),)
 CONCURRENCY = 32
 BATCH = 50
 BATCH_CONCURRENCY = 8
@@ -94,7 +95,7 @@ async def main() -> None:
     rounds = 2 if args.quick else 3
     with RedisServer() as redis_server:
         env = service_env(redis_server.url)
-        identity_process = ServiceProcess("parley_identity", env)
+        identity_process = ServiceProcess("parley_identity", env, credentials=CREDENTIALS)
         identity_process.start()
         identity_channel = grpc.aio.insecure_channel(identity_process.target)
         identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
@@ -111,6 +112,7 @@ async def main() -> None:
                 **{f"PARLEY_{name}_PER_SECOND": str(UNLIMITED // 10) for name in ("SEND", "FIRST_CONTACT", "PROVIDER")},
                 "PARLEY_MAX_INFLIGHT_CALLS": "100000",
             },
+            credentials=CREDENTIALS,
         )
         moderation_process.start()
         try:

@@ -26,7 +26,7 @@ import grpc.aio
 import redis.asyncio as aioredis
 from aiohttp import web
 from benchlib import Figure, parse_args, write_results
-from benchworld import enlist, service_env
+from benchworld import CREDENTIALS, enlist, service_env
 
 from parley.events.v1.events_pb2 import Event, MessageWaiting
 from parley.identity.v1 import identity_pb2_grpc
@@ -144,7 +144,7 @@ def main() -> None:
 async def _run(port: int, *, events: int, rounds: int) -> Figure:
     with RedisServer() as redis_server:
         env = service_env(redis_server.url)
-        identity_process = ServiceProcess("parley_identity", env)
+        identity_process = ServiceProcess("parley_identity", env, credentials=CREDENTIALS)
         identity_process.start()
         notification_process = ServiceProcess(
             "parley_notification",
@@ -155,6 +155,7 @@ async def _run(port: int, *, events: int, rounds: int) -> Figure:
                 "PARLEY_DELIVERY_CONCURRENCY": str(CONCURRENCY),
                 "PARLEY_COALESCE_WINDOW_MS": "0",
             },
+            credentials=CREDENTIALS,
         )
         notification_process.start()
         try:

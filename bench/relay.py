@@ -40,7 +40,7 @@ from typing import Any
 import grpc.aio
 import redis.asyncio as aioredis
 from benchlib import Figure, parse_args, write_results
-from benchworld import enlist, service_env
+from benchworld import CREDENTIALS, enlist, service_env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from parley.events.v1.events_pb2 import Event, MessageWaiting
@@ -582,7 +582,7 @@ async def main() -> None:
             **service_env(redis_server.url),
             "PARLEY_MAX_INFLIGHT_CALLS": "100000",
         }
-        identity_process = ServiceProcess("parley_identity", env)
+        identity_process = ServiceProcess("parley_identity", env, credentials=CREDENTIALS)
         moderation_process = None
         relay_process = None
         echo_port = free_port()
@@ -602,11 +602,13 @@ async def main() -> None:
                     **{f"PARLEY_{name}_BURST": str(UNLIMITED) for name in LIMITS},
                     **{f"PARLEY_{name}_PER_SECOND": str(UNLIMITED // 10) for name in LIMITS},
                 },
+                credentials=CREDENTIALS,
             )
             moderation_process.start()
             relay_process = ServiceProcess(
                 "parley_relay",
                 {**peers, "PARLEY_MODERATION_TARGET": moderation_process.target, "PARLEY_FRANKING_KEY": franking_key},
+                credentials=CREDENTIALS,
             )
             relay_process.start()
             assert relay_process.process is not None

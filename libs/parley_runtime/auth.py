@@ -13,7 +13,7 @@ import enum
 import hmac
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from parley.common.v1.common_pb2 import ErrorReason, Feature, IdentifierKind, ProviderStatus
 from parley_runtime.config import ServiceSettings
+from parley_runtime.credentials import credential_hash, parse_peers
 from parley_runtime.errors import ParleyError, permission_denied, unauthenticated
 from parley_stanza import Address, InvalidAddressError
 
@@ -49,7 +50,9 @@ class AdminPrincipal:
 
 @dataclass(frozen=True, slots=True)
 class ServicePrincipal:
-    """Another Parley service."""
+    """Another Parley service, by the name its credential carries (``relay``, ``keydir``, ...)."""
+
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +168,8 @@ class Authenticator:
         replay_guard: one-time use of assertion ids.
         audience: the ``aud`` assertions must name.
         admin_token: the admin bearer token; empty disables admin access.
-        internal_token: the token Parley's services present to one another; empty disables it.
+        internal_peers: the services that may call internal RPCs, each with the SHA-256 hex digests of the
+            credentials it may present (:mod:`parley_runtime.credentials`); empty disables internal access.
         max_lifetime_s: the longest ``exp - iat`` accepted.
         clock_skew_s: leeway for ``iat``/``exp``.
         registration: when given, a user assertion is accepted only for a registered user (and device), so a
@@ -179,7 +183,7 @@ class Authenticator:
         *,
         audience: str,
         admin_token: str,
-        internal_token: str,
+        internal_peers: Mapping[str, frozenset[str]],
         max_lifetime_s: int = 300,
         clock_skew_s: int = 30,
         registration: RegistrationCheck | None = None,
@@ -188,7 +192,7 @@ class Authenticator:
         self._replay_guard = replay_guard
         self._audience = audience
         self._admin_token = admin_token.encode()
-        self._internal_token = internal_token.encode()
+        self._internal_peers = dict(internal_peers)
         self._max_lifetime_s = max_lifetime_s
         self._clock_skew_s = clock_skew_s
         self._registration = registration
@@ -208,20 +212,26 @@ class Authenticator:
             replay_guard,
             audience=settings.audience,
             admin_token=settings.admin_token.get_secret_value(),
-            internal_token=settings.internal_token.get_secret_value(),
+            internal_peers=parse_peers(settings.internal_peers),
             max_lifetime_s=settings.assertion_max_lifetime_s,
             clock_skew_s=settings.clock_skew_s,
             registration=registration,
         )
 
     async def authenticate(
-        self, metadata: Mapping[str, str], access: Access, *, peer_cert_pem: bytes | None = None
+        self,
+        metadata: Mapping[str, str],
+        access: Access,
+        *,
+        peer_cert_pem: bytes | None = None,
+        callers: Collection[str] | None = None,
     ) -> Principal | None:
         """Returns the caller's principal, or None for a PUBLIC call.
 
         Args:
             metadata: the call's invocation metadata (lower-case keys).
             access: what the RPC accepts.
+            callers: for an RPC open to INTERNAL callers, the services it serves (None: every peer).
             peer_cert_pem: the TLS client certificate the caller presented (servers requiring one); a provider
                 that enlisted a certificate must present exactly that one.
 
@@ -238,7 +248,7 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token:
             raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_MISSING, "missing `authorization: Bearer ...`")
         if token.count(".") != 2:
-            return self._static_principal(token.encode(), access)
+            return self._static_principal(token, access, callers)
         principal = await self._verify_assertion(token, peer_cert_pem)
         if isinstance(principal, ProviderPrincipal):
             allowed = Access.PROVIDER in access
@@ -250,21 +260,41 @@ class Authenticator:
             await self._registration.check_registered(principal.user, principal.device_id)
         return principal
 
-    def _static_principal(self, token: bytes, access: Access) -> Principal:
+    def _static_principal(self, token: str, access: Access, callers: Collection[str] | None) -> Principal:
         # Constant-time comparisons: the tokens are secrets.
-        if self._admin_token and hmac.compare_digest(token, self._admin_token):
+        if self._admin_token and hmac.compare_digest(token.encode(), self._admin_token):
             if Access.ADMIN in access:
                 return AdminPrincipal()
             raise permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, "admin token not accepted here")
-        if self._internal_token and hmac.compare_digest(token, self._internal_token):
-            if Access.INTERNAL in access:
-                return ServicePrincipal()
-            raise permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, "internal token not accepted here")
+        service = self._peer(token)
+        if service is not None:
+            if Access.INTERNAL not in access:
+                raise permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, "service credentials not accepted here")
+            if callers is not None and service not in callers:
+                raise permission_denied(
+                    ErrorReason.ERROR_REASON_INTERNAL_ONLY,
+                    f"this internal call serves {', '.join(sorted(callers))}, not the {service} service",
+                    service=service,
+                )
+            return ServicePrincipal(service)
         if Access.ADMIN in access:
             raise permission_denied(ErrorReason.ERROR_REASON_ADMIN_REQUIRED, "this call needs the admin token")
         if Access.INTERNAL in access and not access & (Access.USER | Access.DEVICE | Access.PROVIDER):
             raise permission_denied(ErrorReason.ERROR_REASON_INTERNAL_ONLY, "this call is internal")
         raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "bearer token is not a valid assertion")
+
+    def _peer(self, token: str) -> str | None:
+        """The service whose credential ``token`` is, or None."""
+        name = token.partition(":")[0]
+        digests = self._internal_peers.get(name)
+        if not digests:
+            return None
+        presented = credential_hash(token)
+        # Every digest compared, in constant time: which one matched (or how many) must not show in the timing.
+        matched = False
+        for digest in digests:
+            matched |= hmac.compare_digest(presented, digest)
+        return name if matched else None
 
     async def _verify_assertion(self, token: str, peer_cert_pem: bytes | None) -> ProviderPrincipal | UserPrincipal:
         try:

@@ -65,7 +65,7 @@ def internal_channel(
 
     Args:
         target: ``host:port`` (or any gRPC target string).
-        internal_token: the shared internal token.
+        internal_token: this service's own credential (``<service>:<secret>``).
         telemetry: the process's telemetry (trace context is propagated on every call).
         tls_ca: PEM CA bundle to verify the peer with over TLS; None for plaintext.
     """

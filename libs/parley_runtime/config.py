@@ -22,6 +22,8 @@ from typing import TypeVar, get_args
 from pydantic import Field, SecretBytes, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from parley_runtime.credentials import credential_service, parse_peers
+
 ENV_PREFIX = "PARLEY_"
 
 # The message echoes each bad value, which goes to logs: a URL's password (redis://:secret@host) must not.
@@ -53,7 +55,13 @@ class ServiceSettings(BaseSettings):
     )
     admin_token: SecretStr = Field(SecretStr(""), description="Bearer token for admin RPCs; empty disables admin RPCs.")
     internal_token: SecretStr = Field(
-        SecretStr(""), description="Bearer token Parley's services present to one another."
+        SecretStr(""),
+        description="This service's own credential `<service>:<secret>`, presented on its calls to other services.",
+    )
+    internal_peers: str = Field(
+        "",
+        description="Services allowed to call this one's internal RPCs: `name=<sha256 hex of its credential>`"
+        "[`|<another hash, while rotating>`], comma-separated; empty: no internal RPCs.",
     )
     audience: str = Field("parley", min_length=1, description="Audience (`aud`) user assertions must name.")
     assertion_max_lifetime_s: int = Field(
@@ -96,6 +104,19 @@ class ServiceSettings(BaseSettings):
     def _readable_file(cls, value: str) -> str:
         if value and not os.access(value, os.R_OK):
             raise ValueError("no readable file at this path")
+        return value
+
+    @field_validator("internal_token")
+    @classmethod
+    def _service_credential(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            credential_service(value.get_secret_value())
+        return value
+
+    @field_validator("internal_peers")
+    @classmethod
+    def _peers(cls, value: str) -> str:
+        parse_peers(value)
         return value
 
     @model_validator(mode="after")

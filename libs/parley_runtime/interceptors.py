@@ -225,14 +225,21 @@ class AuthInterceptor(_WrappingInterceptor):
         access: full method name (``/package.Service/Method``) -> accepted principals.
         client_certificates: whether the server requires TLS client certificates (then checked against the
             certificate a provider enlisted); without them no call carries one worth reading.
+        internal_callers: full method name -> the services an INTERNAL method serves (absent: every peer).
     """
 
     def __init__(
-        self, authenticator: Authenticator, access: Mapping[str, Access], *, client_certificates: bool = False
+        self,
+        authenticator: Authenticator,
+        access: Mapping[str, Access],
+        *,
+        client_certificates: bool = False,
+        internal_callers: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._access = dict(access)
         self._client_certificates = client_certificates
+        self._callers = dict(internal_callers or {})
 
     async def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> None:
         if method.startswith(_PUBLIC_PREFIXES):
@@ -245,7 +252,10 @@ class AuthInterceptor(_WrappingInterceptor):
         certificates = context.auth_context().get("x509_pem_cert") if self._client_certificates else None
         _principal.set(
             await self._authenticator.authenticate(
-                metadata, access, peer_cert_pem=certificates[0] if certificates else None
+                metadata,
+                access,
+                peer_cert_pem=certificates[0] if certificates else None,
+                callers=self._callers.get(method),
             )
         )
 

@@ -50,6 +50,7 @@ class ServiceDefinition:
             service traces the stream's frames itself instead.
         readiness: named checks of the dependencies the service cannot work without (see
             :mod:`parley_runtime.health`); readiness follows them.
+        internal_callers: full method name -> the services (by credential name) an INTERNAL method serves.
     """
 
     name: str
@@ -59,6 +60,7 @@ class ServiceDefinition:
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     untraced_streams: Collection[str] = ()
     readiness: Sequence[tuple[str, Check]] = ()
+    internal_callers: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 class GrpcServer:
@@ -88,7 +90,10 @@ class GrpcServer:
                 ErrorMappingInterceptor(telemetry.meter(f"parley.{definition.name}")),
                 LimitsInterceptor(settings.max_inflight_calls),
                 AuthInterceptor(
-                    authenticator, definition.access, client_certificates=bool(settings.tls_client_ca_file)
+                    authenticator,
+                    definition.access,
+                    client_certificates=bool(settings.tls_client_ca_file),
+                    internal_callers=definition.internal_callers,
                 ),
             ],
             options=[

@@ -15,10 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 import redis
+
+from parley_runtime.credentials import credential_env
 
 
 def free_port() -> int:
@@ -136,13 +139,23 @@ class ServiceProcess:
     Args:
         module: e.g. ``"parley_identity"``.
         env: ``PARLEY_*`` settings; ``PARLEY_PORT`` is set to a free port unless given.
+        credentials: every service's credential (``parley_runtime.credentials.new_credentials``): the process
+            presents its service's and accepts them all as peers.
         log_path: where the process's stderr goes (JSON logs); a temporary file by default.
     """
 
-    def __init__(self, module: str, env: dict[str, str], *, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        env: dict[str, str],
+        *,
+        credentials: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.module = module
         self.port = int(env.get("PARLEY_PORT") or free_port())
-        self._env = {**os.environ, **env, "PARLEY_PORT": str(self.port)}
+        own = credential_env(module.removeprefix("parley_"), credentials) if credentials else {}
+        self._env = {**os.environ, **env, **own, "PARLEY_PORT": str(self.port)}
         self.log_path = log_path or Path(tempfile.mkstemp(prefix=f"parley-{module}-", suffix=".log")[1])
         self.process: subprocess.Popen[bytes] | None = None
 

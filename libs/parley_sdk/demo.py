@@ -36,6 +36,7 @@ from parley.moderation.v1 import moderation_pb2_grpc
 from parley.notification.v1 import notification_pb2 as note_pb
 from parley.notification.v1 import notification_pb2_grpc
 from parley_crypto import Fingerprint, decrypt_attachment, encrypt_attachment
+from parley_runtime.credentials import new_credentials
 from parley_runtime.testing import RedisServer, ServiceProcess
 from parley_sdk import DeviceClient, ProviderBackend, RelayConnection, webhooks
 from parley_stanza import Address, ChatState, ChatStateKind, Message, Receipt
@@ -148,25 +149,28 @@ async def _enlist(
 async def run() -> int:
     """Runs the scenario; returns the process exit status."""
     admin_token = secrets.token_urlsafe(24)
+    credentials = new_credentials()
     env = {
         "PARLEY_ADMIN_TOKEN": admin_token,
-        "PARLEY_INTERNAL_TOKEN": secrets.token_urlsafe(24),
         "PARLEY_LOG_LEVEL": "WARNING",
     }
     _step("Starting Redis and the identity, key directory, moderation, notification and relay services as processes")
     with RedisServer() as redis_server:
         env["PARLEY_REDIS_URL"] = redis_server.url
-        identity = ServiceProcess("parley_identity", env)
+        identity = ServiceProcess("parley_identity", env, credentials=credentials)
         identity.start()
         peers = {**env, "PARLEY_IDENTITY_TARGET": identity.target}
         franking_key = base64.b64encode(secrets.token_bytes(32)).decode()
         services = {"identity": identity}
-        services["keydir"] = ServiceProcess("parley_keydir", peers)
-        services["moderation"] = ServiceProcess("parley_moderation", {**peers, "PARLEY_FRANKING_KEY": franking_key})
+        services["keydir"] = ServiceProcess("parley_keydir", peers, credentials=credentials)
+        services["moderation"] = ServiceProcess(
+            "parley_moderation", {**peers, "PARLEY_FRANKING_KEY": franking_key}, credentials=credentials
+        )
         # Loopback HTTP webhooks are for development only; Birdy's endpoint in this demo is one.
         services["notification"] = ServiceProcess(
             "parley_notification",
             {**peers, "PARLEY_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true", "PARLEY_COALESCE_WINDOW_MS": "3000"},
+            credentials=credentials,
         )
         try:
             for name in ("keydir", "moderation", "notification"):
@@ -178,6 +182,7 @@ async def run() -> int:
                     "PARLEY_MODERATION_TARGET": services["moderation"].target,
                     "PARLEY_FRANKING_KEY": franking_key,
                 },
+                credentials=credentials,
             )
             services["relay"].start()
             _say(f"redis {redis_server.url}")

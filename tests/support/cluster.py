@@ -25,11 +25,15 @@ from parley_identity.app import IdentitySettings, build_identity
 from parley_keydir.app import KeyDirectorySettings, build_keydir
 from parley_runtime.auth import mint_assertion
 from parley_runtime.config import SettingsT, load_settings
+from parley_runtime.credentials import SERVICES, peers_line
 from parley_runtime.server import GrpcServer
 from parley_runtime.telemetry import Telemetry
 
 ADMIN_TOKEN = "test-admin-token"
-INTERNAL_TOKEN = "test-internal-token"
+CREDENTIALS = {service: f"{service}:test-credential-of-the-{service}" for service in SERVICES}
+"""Each service's credential in test clusters; every service accepts all of them as peers."""
+INTERNAL_TOKEN = CREDENTIALS["relay"]
+"""The credential tests call internal RPCs with: the relay's, which every internal RPC of a test serves."""
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 INTERNAL = (("authorization", f"Bearer {INTERNAL_TOKEN}"),)
 
@@ -91,12 +95,15 @@ class Cluster:
         self.servers: dict[str, GrpcServer] = {}
         self._channels: list[grpc.aio.Channel] = []
 
-    def _common(self) -> dict[str, object]:
+    def _common(self, name: str) -> dict[str, object]:
+        # Replicas ("relay-1") present their service's credential.
+        service = name.split("-", maxsplit=1)[0]
         return {
             "port": 0,
             "redis_url": self.redis_url,
             "admin_token": ADMIN_TOKEN,
-            "internal_token": INTERNAL_TOKEN,
+            "internal_token": CREDENTIALS.get(service, INTERNAL_TOKEN),
+            "internal_peers": peers_line(CREDENTIALS),
             "shutdown_grace_s": 1.0,
         }
 
@@ -115,7 +122,7 @@ class Cluster:
         Returns:
             The service's ``host:port``.
         """
-        common = self._common()
+        common = self._common(name)
         if "identity_target" in settings_class.model_fields and "identity" in self.servers:
             common["identity_target"] = self.target("identity")
         settings = load_settings(settings_class, **{**common, **overrides})

@@ -7,7 +7,7 @@ from pydantic import Field
 from parley.identity.v1 import identity_pb2_grpc
 from parley_identity.directory import IdentityProviderDirectory
 from parley_identity.handler import IdentityHandler, IdentityLimits
-from parley_identity.servicer import ACCESS, SERVICE_NAME, IdentityServicer
+from parley_identity.servicer import ACCESS, INTERNAL_CALLERS, SERVICE_NAME, IdentityServicer
 from parley_identity.store import RedisIdentityStore
 from parley_runtime.auth import Authenticator
 from parley_runtime.config import ServiceSettings
@@ -54,6 +54,7 @@ async def build_identity(settings: IdentitySettings, telemetry: Telemetry) -> Gr
         service_names=[SERVICE_NAME],
         register=lambda server: identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, server),
         access=ACCESS,
+        internal_callers=INTERNAL_CALLERS,
         readiness=service_dependencies(client),
         on_stop=[directory.stop, client.aclose],
     )

@@ -43,6 +43,17 @@ _ACCESS_BY_METHOD: dict[str, Access] = {
 ACCESS = {f"/{SERVICE_NAME}/{method}": access for method, access in _ACCESS_BY_METHOD.items()}
 """Full method name -> accepted principals, for the auth interceptor."""
 
+_FOLLOWERS = frozenset({"keydir", "moderation", "notification", "relay"})
+INTERNAL_CALLERS = {
+    f"/{SERVICE_NAME}/{method}": callers
+    for method, callers in {
+        "GetProvider": _FOLLOWERS,
+        "WatchProviders": _FOLLOWERS,
+        "ResolveRecipient": frozenset({"keydir", "notification", "relay"}),
+    }.items()
+}
+"""Internal method -> the services (by credential name) it serves; WatchProviders hands out every provider's keys."""
+
 _StatusChangeRequest = pb.ApproveProviderRequest | pb.SuspendProviderRequest | pb.RevokeProviderRequest
 _StatusChangeResponseT = TypeVar(
     "_StatusChangeResponseT", pb.ApproveProviderResponse, pb.SuspendProviderResponse, pb.RevokeProviderResponse

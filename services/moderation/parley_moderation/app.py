@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from parley.moderation.v1 import moderation_pb2_grpc
 from parley_moderation.handler import ModerationHandler, ModerationLimits
-from parley_moderation.servicer import ACCESS, SERVICE_NAME, ModerationServicer
+from parley_moderation.servicer import ACCESS, INTERNAL_CALLERS, SERVICE_NAME, ModerationServicer
 from parley_moderation.store import RedisModerationStore
 from parley_runtime.auth import Authenticator
 from parley_runtime.config import IdentityPeerSettings
@@ -124,6 +124,7 @@ async def build_moderation(settings: ModerationSettings, telemetry: Telemetry) -
         service_names=[SERVICE_NAME],
         register=lambda server: moderation_pb2_grpc.add_ModerationServiceServicer_to_server(servicer, server),
         access=ACCESS,
+        internal_callers=INTERNAL_CALLERS,
         readiness=service_dependencies(client, identity),
         on_stop=[providers.stop, identity.close, client.aclose],
     )

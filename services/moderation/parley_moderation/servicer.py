@@ -29,6 +29,9 @@ _ACCESS_BY_METHOD: dict[str, Access] = {
 ACCESS = {f"/{SERVICE_NAME}/{method}": access for method, access in _ACCESS_BY_METHOD.items()}
 """Full method name -> accepted principals, for the auth interceptor."""
 
+INTERNAL_CALLERS = {f"/{SERVICE_NAME}/{method}": frozenset({"relay"}) for method in ("CheckSend", "CheckSendBatch")}
+"""Internal method -> the services (by credential name) it serves: only the relay asks for send decisions."""
+
 
 def _user() -> Address:
     principal = current_principal()

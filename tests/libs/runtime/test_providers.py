@@ -22,7 +22,7 @@ async def test_a_start_that_never_hears_identity_times_out_and_leaves_no_watch_b
         IdentityPeerSettings,
         identity_target=f"127.0.0.1:{free_port()}",
         startup_timeout_s=0.3,
-        internal_token="test-internal-token",
+        internal_token="keydir:test-credential-of-the-keydir",
     )
     before = asyncio.all_tasks()
     with pytest.raises(TimeoutError):

@@ -35,7 +35,7 @@ async def _waiting(redis_url: str) -> list[tuple[str, int]]:
 
 
 async def _drain(device: DeviceClient, expected: int) -> list[str]:
-    received = []
+    received: list[str] = []
     async with device.connect() as stream:
         async with asyncio.timeout(20):
             while len(received) < expected:

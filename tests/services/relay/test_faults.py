@@ -11,7 +11,7 @@ import contextlib
 
 import grpc
 import pytest
-from support.cluster import ADMIN_TOKEN, INTERNAL_TOKEN, Cluster
+from support.cluster import ADMIN_TOKEN, CREDENTIALS, Cluster
 from support.relay import World, raw_message, start_world
 
 from parley.relay.v1 import relay_pb2 as pb
@@ -55,12 +55,13 @@ async def test_killing_a_relay_replica_mid_stream_loses_nothing(cluster: Cluster
     env = {
         "PARLEY_REDIS_URL": redis_url,
         "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
-        "PARLEY_INTERNAL_TOKEN": INTERNAL_TOKEN,
         "PARLEY_IDENTITY_TARGET": cluster.target("identity"),
         "PARLEY_STREAM_POLL_S": "0.5",
         "PARLEY_LOG_LEVEL": "WARNING",
     }
-    replicas = [ServiceProcess("parley_relay", {**env, "PARLEY_REPLICA": f"r{i}"}) for i in range(2)]
+    replicas = [
+        ServiceProcess("parley_relay", {**env, "PARLEY_REPLICA": f"r{i}"}, credentials=CREDENTIALS) for i in range(2)
+    ]
     for replica in replicas:
         await asyncio.to_thread(replica.start)
     stubs = [relay_pb2_grpc.RelayServiceStub(grpc.aio.insecure_channel(r.target)) for r in replicas]
