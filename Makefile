@@ -12,7 +12,7 @@ PROTOS := $(shell find protos -name '*.proto')
 # Source roots that make up the importable tree (see docs/layout.md).
 ROOTS := libs $(GEN_DIR) $(wildcard services/*)
 
-.PHONY: all setup paths gen interop-venv lint fmt test test-fast demo bench bench-quick redis-server constraints clean
+.PHONY: all setup paths gen interop-venv lint fmt test test-fast demo soak bench bench-quick redis-server constraints clean
 
 all: test
 
@@ -85,6 +85,12 @@ test: setup
 
 demo: setup
 	$(PY) -m parley_sdk.demo
+
+# A bounded fault soak of the local services (not part of `make test`, which runs a two-minute one):
+# `make soak SOAK_ARGS="--minutes 30 --seed 7"`; exits non-zero on any loss.
+SOAK_ARGS ?= --minutes 10
+soak: setup
+	$(PY) -m parley_soak $(SOAK_ARGS)
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable, Iterable
 
 import grpc
@@ -173,5 +174,10 @@ class RedisReplayGuard:
         """True when ``jti`` had not been used before (and records it until ``expires_at``)."""
         # The key outlives the assertion by a minute so clock skew cannot reopen a window for replay.
         expire_ms = int(expires_at * 1000) + 60_000
-        stored = await self._client.set(redis_keys.assertion_id(provider_id, jti), b"1", nx=True, pxat=expire_ms)
-        return bool(stored)
+        # The client retries a command whose connection dropped, so this SET may run twice for one call; each call
+        # writes its own nonce and reads back what was there, and finding its own nonce is still its first use.
+        nonce = secrets.token_bytes(8)
+        before = await self._client.set(
+            redis_keys.assertion_id(provider_id, jti), nonce, nx=True, pxat=expire_ms, get=True
+        )
+        return before is None or before == nonce

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -11,7 +13,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from parley.common.v1.common_pb2 import ProviderStatus
 from parley.identity.v1.identity_pb2 import Provider
 from parley_runtime.config import IdentityPeerSettings, load_settings
-from parley_runtime.providers import ProviderCache, follow_identity
+from parley_runtime.providers import ProviderCache, RedisReplayGuard, follow_identity
+from parley_runtime.redis_client import connect
 from parley_runtime.telemetry import Telemetry
 from parley_runtime.testing import free_port
 
@@ -46,3 +49,23 @@ def test_listeners_hear_which_provider_changed_or_that_everything_may_have() -> 
     record = cache.get("birdy")
     assert record is not None
     assert record.status == ProviderStatus.PROVIDER_STATUS_SUSPENDED
+
+
+async def test_a_retried_replay_guard_write_is_still_the_first_use(redis_url: str) -> None:
+    """redis-py re-sends a command whose connection dropped before its reply (a Redis restart); the replay guard's
+    write must count that as the one first use, not refuse the caller's fresh assertion as replayed (found by the
+    fault soak: TOKEN_REPLAYED refusals after Redis restarts)."""
+    client = connect(redis_url)
+    real_set = client.set
+
+    async def set_twice(*args: Any, **kwargs: Any) -> Any:
+        await real_set(*args, **kwargs)  # executed, but its reply is lost with the connection
+        return await real_set(*args, **kwargs)  # the retry
+
+    guard = RedisReplayGuard(client)
+    client.set = set_twice  # type: ignore[method-assign]
+    assert await guard.first_use("birdy", "jti-retried-0001", time.time() + 60)
+    client.set = real_set  # type: ignore[method-assign]
+    # A real second use is still a replay.
+    assert not await guard.first_use("birdy", "jti-retried-0001", time.time() + 60)
+    await client.aclose()
