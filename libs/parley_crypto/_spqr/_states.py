@@ -203,7 +203,7 @@ def _scka_key(shared_secret: bytes, epoch: int) -> bytes:
 
 def _send_ct2(epoch: int, auth: Authenticator, ek: bytes, es: bytes, ct1: bytes, kem: IncrementalKem) -> Ct2Sampled:
     try:
-        ct2 = kem.encaps2(ek, es)
+        ct2 = kem.encaps2(ek, _repair_libcrux_1275(es))
     except CryptoError as exc:
         # Only a key that matched its authenticated header reaches here; the KEM refusing it is the peer's doing.
         raise SpqrErroneousDataError(f"encapsulation failed: {exc}") from exc
@@ -333,6 +333,31 @@ def recv(  # noqa: PLR0911, PLR0912 - one case per state and payload, as the ref
             _check_ek(kem, key_vector, hdr)
             return _send_ct2(epoch, auth, key_vector, es, ct1, kem), None
     return state, None
+
+
+# In the encapsulation state r̂ (3 x 256 i16) comes first, then e2 (256 i16), then 32 bytes of m.
+_E2 = slice(3 * 512, 4 * 512)
+_E2_BYTE_SWAPPED = frozenset({0x0100, 0x0200, -257})  # 1, 2 and -2 written big-endian, read little-endian
+
+
+def _repair_libcrux_1275(es: bytes) -> bytes:
+    """The encapsulation state as libcrux reads it, repaired if an old libcrux wrote it byte-swapped.
+
+    libcrux issue 1275 stored the i16s of this state big-endian for a while; SPQR detects such states by e2,
+    whose values must lie in [-2, 2], and swaps every i16 back (``incremental_mlkem768.rs``). Parley never
+    writes such a state, but the reference's check costs little and keeps its behaviour whole.
+    """
+    e2 = es[_E2]
+    for offset in range(0, len(e2), 2):
+        value = int.from_bytes(e2[offset : offset + 2], "little", signed=True)
+        if value in (0, -1):  # the same bytes in either order: undecided, look further
+            continue
+        if value in _E2_BYTE_SWAPPED:
+            body = bytearray(es[:-32])
+            body[0::2], body[1::2] = body[1::2], body[0::2]
+            return bytes(body) + es[-32:]
+        return es  # a well-formed value (or garbage the reference also leaves alone)
+    return es
 
 
 def _check_ek(kem: IncrementalKem, ek: bytes, hdr: bytes) -> None:

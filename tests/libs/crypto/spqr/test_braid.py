@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 from support.spqr import seeded
 
+from parley_crypto import _mlkem768_incremental as mlkem
 from parley_crypto._errors import CryptoError
 from parley_crypto._spqr import (
     ChainParams,
@@ -340,3 +341,36 @@ def test_self_session_parameters_survive_serialization() -> None:
     # Stored as the reference stores it (the default max_ooo_keys as zero), read back with the same bounds.
     assert (chain.params.jump, chain.params.ooo) == (2**32 - 1, 2000)
     assert chain.params.max_ooo_keys == 0
+
+
+def _byte_swapped(es: bytes) -> bytes:
+    body = bytearray(es[:-32])
+    body[0::2], body[1::2] = body[1::2], body[0::2]
+    return bytes(body) + es[-32:]
+
+
+def test_encapsulation_state_written_by_libcrux_issue_1275_is_repaired() -> None:
+    # States saved by libsignal builds with libcrux issue 1275 hold the i16s big-endian; SPQR swaps them back.
+    keys = mlkem.generate(bytes(64))
+    _, es, _ = mlkem.encaps1(keys.header, bytes(32))
+    assert _states._repair_libcrux_1275(es) == es
+    assert _states._repair_libcrux_1275(_byte_swapped(es)) == es
+
+
+def test_braid_finishes_an_epoch_from_a_byte_swapped_saved_state() -> None:
+    alex, blake = Party(Direction.A2B, 33), Party(Direction.B2A, 34)
+    while True:
+        msg, key = alex.send()
+        assert blake.recv(msg) == key
+        parsed = _PqRatchetState.from_proto(blake.state)
+        if isinstance(parsed.inner, _states.Ct1Sampled):
+            break
+        msg, key = blake.send()
+        assert alex.recv(msg) == key
+    parsed.inner.es = _byte_swapped(parsed.inner.es)
+    blake.state = parsed.to_proto()
+    while alex.epoch < 2:
+        msg, key = blake.send()
+        assert alex.recv(msg) == key
+        msg, key = alex.send()
+        assert blake.recv(msg) == key
