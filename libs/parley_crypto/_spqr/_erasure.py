@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from parley_crypto import _protobuf as pb
 from parley_crypto._spqr import _codec
 from parley_crypto._spqr import _gf16 as gf
@@ -80,12 +82,15 @@ def _evaluate(coefficients: list[int], x: int) -> int:
 class PolyEncoder:
     """Turns one message into an endless stream of chunks; ``next_chunk`` yields index 0, 1, 2, ...
 
-    Exactly one of ``points`` (the message values, per polynomial) and ``polys`` (coefficients) is set.
+    Exactly one of ``points`` (each polynomial's message values) and ``polys`` (its coefficients, lowest
+    first) is set, each as packed big-endian u16s: the state is saved after every message, so the form it is
+    saved in is the form it is kept in.
     """
 
     idx: int
-    points: list[list[int]] | None
-    polys: list[list[int]] | None = None
+    points: list[bytes] | None
+    polys: list[bytes] | None = None
+    _coefficients: list[list[int]] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def encode(cls, message: bytes) -> PolyEncoder:
@@ -98,28 +103,34 @@ class PolyEncoder:
             raise EncodingError("message length must be divisible by 2")
         if len(message) > MAX_MESSAGE:
             raise EncodingError("message length is too long")
-        points: list[list[int]] = [[] for _ in range(NUM_POLYS)]
-        for i in range(0, len(message), 2):
-            points[(i // 2) % NUM_POLYS].append(message[i] << 8 | message[i + 1])
-        return cls(idx=0, points=points)
+        values = np.frombuffer(message, dtype=">u2")
+        return cls(idx=0, points=[values[poly::NUM_POLYS].tobytes() for poly in range(NUM_POLYS)])
 
-    def _point_at(self, poly: int, x: int) -> int:
-        if self.points is not None:
-            if x < len(self.points[poly]):
-                return self.points[poly][x]
-            # First value beyond the message: from now on every chunk is computed, so the reference swaps its
-            # stored points for coefficients (and serializes those from then on).
-            self.polys = [_interpolate(list(range(len(ys))), ys) for ys in self.points]
-            self.points = None
-        assert self.polys is not None
-        return _evaluate(self.polys[poly], x)
+    def _switch_to_polys(self) -> list[list[int]]:
+        # First value beyond the message: from now on every chunk is computed, so the reference swaps its
+        # stored points for coefficients (and serializes those from then on).
+        assert self.points is not None
+        coefficients = []
+        for packed in self.points:
+            ys = _u16s(packed)
+            coefficients.append(_interpolate(list(range(len(ys))), ys))
+        self.polys = [np.array(c, dtype=">u2").tobytes() for c in coefficients]
+        self.points = None
+        return coefficients
 
     def chunk_at(self, index: int) -> Chunk:
         """The chunk with ``index`` (0..65535); may switch the encoder to coefficient form."""
-        data = bytearray()
-        for poly in range(NUM_POLYS):
-            data += self._point_at(poly, index).to_bytes(2, "big")
-        return Chunk(index, bytes(data))
+        at = 2 * index
+        if self.points is not None:
+            if all(at < len(packed) for packed in self.points):
+                return Chunk(index, b"".join(packed[at : at + 2] for packed in self.points))
+            # Some polynomials may still hold this x (messages not a multiple of 32 bytes), but the reference
+            # switches to coefficients at the first missing value and evaluates every polynomial from then on.
+            self._coefficients = self._switch_to_polys()
+        if self._coefficients is None:
+            assert self.polys is not None
+            self._coefficients = [_u16s(packed) for packed in self.polys]
+        return Chunk(index, b"".join(_evaluate(c, index).to_bytes(2, "big") for c in self._coefficients))
 
     def next_chunk(self) -> Chunk:
         """The next chunk in sequence; the counter is a ``u32`` whose low 16 bits are the chunk index."""
@@ -129,15 +140,9 @@ class PolyEncoder:
 
     def to_proto(self) -> bytes:
         """``PolynomialEncoder { idx = 1; repeated bytes pts = 2; repeated bytes polys = 3; }``."""
-        out = _codec.opt_varint(1, self.idx)
-        if self.points is not None:
-            for values in self.points:
-                out += pb.field_bytes(2, b"".join(v.to_bytes(2, "big") for v in values))
-        else:
-            assert self.polys is not None
-            for coefficients in self.polys:
-                out += pb.field_bytes(3, b"".join(c.to_bytes(2, "big") for c in coefficients))
-        return out
+        number, packed = (2, self.points) if self.points is not None else (3, self.polys)
+        assert packed is not None
+        return _codec.opt_varint(1, self.idx) + b"".join(pb.field_bytes(number, p) for p in packed)
 
     @classmethod
     def from_proto(cls, data: bytes) -> PolyEncoder:
@@ -153,11 +158,11 @@ class PolyEncoder:
         if raw_points:
             if raw_polys or len(raw_points) != NUM_POLYS or any(len(p) % 2 for p in raw_points):
                 raise SpqrStateError("invalid polynomial encoder")
-            return cls(idx=idx, points=[_u16s(p) for p in raw_points])
+            return cls(idx=idx, points=raw_points)
         if len(raw_polys) == NUM_POLYS:
             if any(not p or len(p) % 2 for p in raw_polys):
                 raise SpqrStateError("invalid polynomial encoder")
-            return cls(idx=idx, points=None, polys=[_u16s(p) for p in raw_polys])
+            return cls(idx=idx, points=None, polys=raw_polys)
         raise SpqrStateError("invalid polynomial encoder")
 
 
@@ -218,9 +223,8 @@ class PolyDecoder:
         out = _codec.opt_varint(1, self.pts_needed)
         out += pb.field_varint(2, NUM_POLYS)
         for points in self.pts:
-            out += pb.field_bytes(
-                3, b"".join(x.to_bytes(2, "big") + y.to_bytes(2, "big") for x, y in sorted(points.items()))
-            )
+            packed = np.array(sorted(points.items()), dtype=">u2").tobytes() if points else b""
+            out += pb.field_bytes(3, packed)
         if self.is_complete:
             out += pb.field_varint(4, 1)
         return out
@@ -237,14 +241,11 @@ class PolyDecoder:
         pts_needed = _codec.get_int(fields, 1, 0xFFFFFFFF)
         if len(raw) != NUM_POLYS or any(len(p) % 4 for p in raw):
             raise SpqrStateError("invalid polynomial decoder")
-        pts: list[dict[int, int]] = []
-        for packed in raw:
-            points: dict[int, int] = {}
-            for k in range(0, len(packed), 4):
-                points[int.from_bytes(packed[k : k + 2], "big")] = int.from_bytes(packed[k + 2 : k + 4], "big")
-            pts.append(points)
+        # A repeated x keeps its last y, as the reference's sorted-set push does while it reads them in.
+        pts = [dict(np.frombuffer(packed, dtype=">u2").reshape(-1, 2).tolist()) for packed in raw]
         return cls(pts_needed=pts_needed, pts=pts, is_complete=bool(_codec.get_int(fields, 4)))
 
 
 def _u16s(packed: bytes) -> list[int]:
-    return [int.from_bytes(packed[k : k + 2], "big") for k in range(0, len(packed), 2)]
+    values: list[int] = np.frombuffer(packed, dtype=">u2").tolist()
+    return values
