@@ -31,8 +31,8 @@ from parley_crypto._wire import MAC_SIZE, SignalMessage, encode_signal_message, 
 MAX_MESSAGE_KEYS = 2000
 MAX_FORWARD_JUMPS = 25_000
 MAX_RECEIVER_CHAINS = 5
-_NO_SPQR_SEND = _spqr.SendResult(b"", b"", None)
-_NO_SPQR_RECV = _spqr.RecvResult(b"", None)
+# What a session without SPQR sends in field 5, and the key it salts with: nothing (libsignal's empty state).
+_NO_SPQR: tuple[bytes, bytes | None] = (b"", None)
 
 
 class ReceiverChain:
@@ -70,13 +70,13 @@ class SessionState:
     __slots__ = (
         "_mac_prefix_recv",
         "_mac_prefix_send",
+        "_pq",
         "_sender_key_bytes",
         "_version_prefix",
         "alice_base_key",
         "local_identity",
         "local_registration_id",
         "pending_prekey",
-        "pq_ratchet_state",
         "previous_counter",
         "receiver_chains",
         "remote_identity",
@@ -119,14 +119,23 @@ class SessionState:
         self.alice_base_key = alice_base_key
         self.local_registration_id = local_registration_id
         self.remote_registration_id = remote_registration_id
-        # SPQR's serialized state; empty for sessions that run none (version 3, and version 4 before SPQR).
-        self.pq_ratchet_state = pq_ratchet_state
+        # SPQR's state, None for sessions that run none (version 3, and version 4 records from before SPQR).
+        self._pq = _spqr.PqRatchet(pq_ratchet_state) if pq_ratchet_state else None
         # Per-message constants, derived once: the MAC's identity prefix in each direction.
         local, remote = local_identity.serialize(), remote_identity.serialize()
         self._mac_prefix_send = local + remote
         self._mac_prefix_recv = remote + local
         self._version_prefix = version_byte(version)
         self._sender_key_bytes = sender_ratchet.public_key.serialize()
+
+    @property
+    def pq_ratchet_state(self) -> bytes:
+        """SPQR's serialized state, as the session record keeps it (empty: this session runs no SPQR)."""
+        return self._pq.serialize() if self._pq is not None else b""
+
+    @pq_ratchet_state.setter
+    def pq_ratchet_state(self, state: bytes) -> None:
+        self._pq = _spqr.PqRatchet(state) if state else None
 
     def receiver_chain(self, ratchet_key: PublicKey) -> ReceiverChain | None:
         """The receiving chain for a remote ratchet key, if this session has one."""
@@ -150,15 +159,13 @@ class SessionState:
         """
         chain_key = self.sender_chain_key
         seed, next_chain_key = chain_step(chain_key)
-        # An empty SPQR state is version 0: send() would return it unchanged with no message and no key.
-        pq = _spqr.send(self.pq_ratchet_state, secrets.token_bytes) if self.pq_ratchet_state else _NO_SPQR_SEND
-        cipher_key, mac_key, iv = message_keys(seed, pq.key)
+        pq_msg, pq_key = self._pq.send(secrets.token_bytes) if self._pq else _NO_SPQR
+        cipher_key, mac_key, iv = message_keys(seed, pq_key)
         ciphertext = aes_cbc_encrypt(cipher_key, iv, plaintext)
         authenticated = encode_signal_message(
-            self._version_prefix, self._sender_key_bytes, self.sender_index, self.previous_counter, ciphertext, pq.msg
+            self._version_prefix, self._sender_key_bytes, self.sender_index, self.previous_counter, ciphertext, pq_msg
         )
         tag = mac(mac_key, self._mac_prefix_send + authenticated)[:MAC_SIZE]
-        self.pq_ratchet_state = pq.state
         self.sender_chain_key = next_chain_key
         self.sender_index += 1
         return authenticated + tag
@@ -212,20 +219,20 @@ class SessionState:
             index += 1
         # SPQR's key salts the message keys; its new state waits, like the rest, for the MAC (libsignal's order).
         try:
-            pq = _spqr.recv(self.pq_ratchet_state, message.pq_ratchet) if self.pq_ratchet_state else _NO_SPQR_RECV
+            next_pq, pq_key = self._pq.recv(message.pq_ratchet) if self._pq else (None, None)
         except (_spqr.SpqrMinimumVersionError, _spqr.SpqrVersionMismatchError):
             raise  # the peer's SPQR version: a typed answer the caller can act on
         except _spqr.SpqrMessageError as exc:
             # Field 5 sits under the MAC, so a genuine message always fits; one that does not is forged, or
             # from a session this state is not (a stale one): the same answer as a MAC failure.
             raise BadMacError(f"bad MAC (post-quantum ratchet error: {exc})") from exc
-        cipher_key, mac_key, iv = message_keys(seed, pq.key)
+        cipher_key, mac_key, iv = message_keys(seed, pq_key)
         expected = mac(mac_key, self._mac_prefix_recv + message.authenticated)[:MAC_SIZE]
         if not secrets.compare_digest(expected, message.mac):
             raise BadMacError("bad MAC")
         plaintext = aes_cbc_decrypt(cipher_key, iv, message.ciphertext)
         # Authenticated: commit.
-        self.pq_ratchet_state = pq.state
+        self._pq = next_pq
         if chain is None:
             chain = ReceiverChain(message.ratchet_key, chain_key, index)
             self.add_receiver_chain(chain)

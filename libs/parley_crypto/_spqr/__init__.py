@@ -9,6 +9,7 @@ See docs/crypto.md, "SPQR".
 
 from parley_crypto._spqr._api import (
     CurrentVersion,
+    PqRatchet,
     RecvResult,
     SendResult,
     Version,
@@ -41,6 +42,7 @@ __all__ = [
     "CurrentVersion",
     "Direction",
     "IncrementalKem",
+    "PqRatchet",
     "RecvResult",
     "SendResult",
     "SpqrChainNotAvailableError",

@@ -188,23 +188,12 @@ def current_version(state: bytes) -> CurrentVersion:
     return CurrentVersion(parsed.version, minimum)
 
 
-def send(state: bytes, rng: RandomSource, kem: IncrementalKem = ML_KEM_768) -> SendResult:
-    """Advances the state for one outgoing message.
-
-    Args:
-        state: the current serialized state.
-        rng: a source of random bytes (``os.urandom``); 64 bytes per new key pair, 32 per encapsulation.
-        kem: the incremental ML-KEM-768 (tests may pass another implementation of the protocol).
-
-    Returns:
-        The next state, the ``pq_ratchet`` bytes and the message key (None before the first epoch key).
-
-    Raises:
-        SpqrStateError: malformed state.
-    """
-    parsed = _PqRatchetState.from_proto(state)
+def _send(
+    parsed: _PqRatchetState, rng: RandomSource, kem: IncrementalKem
+) -> tuple[_PqRatchetState, bytes, bytes | None]:
+    """``send`` on a parsed state, which it may change in place: ``(next state, message, key)``."""
     if parsed.inner is None:
-        return SendResult(b"", b"", None)
+        return _PqRatchetState(None, None, None), b"", None
     inner, msg, epoch_secret = _states.send(parsed.inner, rng, kem)
     chain = parsed.chain
     if chain is None:
@@ -220,8 +209,57 @@ def send(state: bytes, rng: RandomSource, kem: IncrementalKem = ML_KEM_768) -> S
         index, key = chain.send_key(msg.epoch - 1)
     elif epoch_secret is not None:
         raise SpqrStateError("an epoch secret with no chain to take it")
-    next_state = _PqRatchetState(parsed.negotiation, chain, inner)
-    return SendResult(next_state.to_proto(), msg.serialize(index), key or None)
+    return _PqRatchetState(parsed.negotiation, chain, inner), msg.serialize(index), key or None
+
+
+def _recv(parsed: _PqRatchetState, msg: bytes, kem: IncrementalKem) -> tuple[_PqRatchetState, bytes | None]:
+    """``recv`` on a parsed state, which it may change in place: ``(next state, key)``; the very same object
+    back means "unchanged"."""
+    if not msg:
+        msg_version = Version.V0
+    elif msg[0] in (Version.V0, Version.V1):
+        msg_version = Version(msg[0])
+    else:
+        # Newer than anything we speak: keep sending our own version and let the peer negotiate down.
+        return parsed, None
+    if msg_version < parsed.version:
+        negotiation = parsed.negotiation
+        if negotiation is None:
+            raise SpqrVersionMismatchError
+        if msg_version < negotiation.min_version:
+            raise SpqrMinimumVersionError
+        parsed = _PqRatchetState(
+            None, parsed.chain_or_new(), _inner_for(msg_version, negotiation.direction, negotiation.auth_key)
+        )
+    if parsed.inner is None:
+        return _PqRatchetState(None, None, None), None
+    message, index = Message.deserialize(msg)
+    inner, epoch_secret = _states.recv(parsed.inner, message, kem)
+    chain = parsed.chain_or_new()
+    if epoch_secret is not None:
+        chain.add_epoch(epoch_secret.epoch, epoch_secret.secret)
+    key_epoch = message.epoch - 1
+    key = b"" if key_epoch == 0 and index == 0 else chain.recv_key(key_epoch, index)
+    # Receiving ends negotiation: from here on the peer's version is known.
+    return _PqRatchetState(None, chain, inner), key or None
+
+
+def send(state: bytes, rng: RandomSource, kem: IncrementalKem = ML_KEM_768) -> SendResult:
+    """Advances the state for one outgoing message.
+
+    Args:
+        state: the current serialized state.
+        rng: a source of random bytes (``os.urandom``); 64 bytes per new key pair, 32 per encapsulation.
+        kem: the incremental ML-KEM-768 (tests may pass another implementation of the protocol).
+
+    Returns:
+        The next state, the ``pq_ratchet`` bytes and the message key (None before the first epoch key).
+
+    Raises:
+        SpqrStateError: malformed state.
+    """
+    next_state, msg, key = _send(_PqRatchetState.from_proto(state), rng, kem)
+    return SendResult(next_state.to_proto(), msg, key)
 
 
 def recv(state: bytes, msg: bytes, kem: IncrementalKem = ML_KEM_768) -> RecvResult:
@@ -238,30 +276,72 @@ def recv(state: bytes, msg: bytes, kem: IncrementalKem = ML_KEM_768) -> RecvResu
         SpqrStateError: malformed state.
     """
     parsed = _PqRatchetState.from_proto(state)
-    if not msg:
-        msg_version = Version.V0
-    elif msg[0] in (Version.V0, Version.V1):
-        msg_version = Version(msg[0])
-    else:
-        # Newer than anything we speak: keep sending our own version and let the peer negotiate down.
-        return RecvResult(state, None)
-    if msg_version < parsed.version:
-        negotiation = parsed.negotiation
-        if negotiation is None:
-            raise SpqrVersionMismatchError
-        if msg_version < negotiation.min_version:
-            raise SpqrMinimumVersionError
-        parsed = _PqRatchetState(
-            None, parsed.chain_or_new(), _inner_for(msg_version, negotiation.direction, negotiation.auth_key)
-        )
-    if parsed.inner is None:
-        return RecvResult(b"", None)
-    message, index = Message.deserialize(msg)
-    inner, epoch_secret = _states.recv(parsed.inner, message, kem)
-    chain = parsed.chain_or_new()
-    if epoch_secret is not None:
-        chain.add_epoch(epoch_secret.epoch, epoch_secret.secret)
-    key_epoch = message.epoch - 1
-    key = b"" if key_epoch == 0 and index == 0 else chain.recv_key(key_epoch, index)
-    # Receiving ends negotiation: from here on the peer's version is known.
-    return RecvResult(_PqRatchetState(None, chain, inner).to_proto(), key or None)
+    next_state, key = _recv(parsed, msg, kem)
+    return RecvResult(state if next_state is parsed else next_state.to_proto(), key)
+
+
+class PqRatchet:
+    """One session's SPQR state, kept parsed between messages: the hot path neither re-parses nor re-serializes.
+
+    The same protocol as :func:`send` and :func:`recv` over bytes (the tests hold both to the same answers).
+    ``send`` advances this state in place. ``recv`` leaves it as it was and returns the next state, so the
+    Double Ratchet adopts it only once the message authenticated; to make that possible without copying, this
+    state keeps its serialized form (computed at most once per change) and re-parses it if ever used again.
+    """
+
+    __slots__ = ("_parsed", "_serialized")
+
+    def __init__(self, state: bytes = b"") -> None:
+        self._serialized: bytes | None = state
+        self._parsed: _PqRatchetState | None = None
+
+    @classmethod
+    def _of(cls, parsed: _PqRatchetState, serialized: bytes | None) -> PqRatchet:
+        ratchet = cls.__new__(cls)
+        ratchet._parsed, ratchet._serialized = parsed, serialized
+        return ratchet
+
+    def serialize(self) -> bytes:
+        """The state as bytes (SPQR's ``PqRatchetState``), for the session record."""
+        if self._serialized is None:
+            assert self._parsed is not None
+            self._serialized = self._parsed.to_proto()
+        return self._serialized
+
+    def _parsed_state(self) -> _PqRatchetState:
+        if self._parsed is None:
+            assert self._serialized is not None
+            self._parsed = _PqRatchetState.from_proto(self._serialized)
+        return self._parsed
+
+    def send(self, rng: RandomSource, kem: IncrementalKem = ML_KEM_768) -> tuple[bytes, bytes | None]:
+        """Advances this state for one outgoing message: ``(pq_ratchet bytes, message key or None)``.
+
+        Raises:
+            SpqrStateError: malformed state (the state is then unusable, as the session it belongs to).
+        """
+        parsed = self._parsed_state()
+        self._parsed, self._serialized = None, None
+        next_state, msg, key = _send(parsed, rng, kem)
+        self._parsed = next_state
+        return msg, key
+
+    def recv(self, msg: bytes, kem: IncrementalKem = ML_KEM_768) -> tuple[PqRatchet, bytes | None]:
+        """The state after one incoming message, and its key; this state stays as it was.
+
+        Raises:
+            The errors of :func:`recv`; this state is unchanged by them.
+        """
+        self.serialize()  # what this state falls back to if the caller never adopts the result
+        parsed = self._parsed_state()
+        # The parsed object is about to change: from here on this state is its bytes alone.
+        self._parsed = None
+        next_state, key = _recv(parsed, msg, kem)
+        if next_state is parsed:
+            self._parsed = parsed
+            return self, key
+        return PqRatchet._of(next_state, None), key
+
+    def __bool__(self) -> bool:
+        # Truthiness is "runs SPQR at all": the empty state (version 0) is false.
+        return self._parsed.inner is not None if self._parsed is not None else bool(self._serialized)

@@ -90,7 +90,8 @@ class PolyEncoder:
     idx: int
     points: list[bytes] | None
     polys: list[bytes] | None = None
-    _coefficients: list[list[int]] | None = field(default=None, repr=False, compare=False)
+    # The coefficients as logarithms (and which are non-zero), for evaluating all 16 polynomials at once.
+    _logs: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def encode(cls, message: bytes) -> PolyEncoder:
@@ -106,7 +107,7 @@ class PolyEncoder:
         values = np.frombuffer(message, dtype=">u2")
         return cls(idx=0, points=[values[poly::NUM_POLYS].tobytes() for poly in range(NUM_POLYS)])
 
-    def _switch_to_polys(self) -> list[list[int]]:
+    def _switch_to_polys(self) -> None:
         # First value beyond the message: from now on every chunk is computed, so the reference swaps its
         # stored points for coefficients (and serializes those from then on).
         assert self.points is not None
@@ -116,7 +117,6 @@ class PolyEncoder:
             coefficients.append(_interpolate(list(range(len(ys))), ys))
         self.polys = [np.array(c, dtype=">u2").tobytes() for c in coefficients]
         self.points = None
-        return coefficients
 
     def chunk_at(self, index: int) -> Chunk:
         """The chunk with ``index`` (0..65535); may switch the encoder to coefficient form."""
@@ -126,11 +126,11 @@ class PolyEncoder:
                 return Chunk(index, b"".join(packed[at : at + 2] for packed in self.points))
             # Some polynomials may still hold this x (messages not a multiple of 32 bytes), but the reference
             # switches to coefficients at the first missing value and evaluates every polynomial from then on.
-            self._coefficients = self._switch_to_polys()
-        if self._coefficients is None:
+            self._switch_to_polys()
+        if self._logs is None:
             assert self.polys is not None
-            self._coefficients = [_u16s(packed) for packed in self.polys]
-        return Chunk(index, b"".join(_evaluate(c, index).to_bytes(2, "big") for c in self._coefficients))
+            self._logs = _log_matrix(self.polys)
+        return Chunk(index, _evaluate_all(self._logs, index))
 
     def next_chunk(self) -> Chunk:
         """The next chunk in sequence; the counter is a ``u32`` whose low 16 bits are the chunk index."""
@@ -244,6 +244,34 @@ class PolyDecoder:
         # A repeated x keeps its last y, as the reference's sorted-set push does while it reads them in.
         pts = [dict(np.frombuffer(packed, dtype=">u2").reshape(-1, 2).tolist()) for packed in raw]
         return cls(pts_needed=pts_needed, pts=pts, is_complete=bool(_codec.get_int(fields, 4)))
+
+
+_EXP = np.array(gf.EXP, dtype=np.uint32)
+_LOG = np.array(gf.LOG, dtype=np.int64)
+
+
+def _log_matrix(polys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The 16 coefficient lists as one zero-padded matrix of logarithms, and the mask of non-zero entries."""
+    width = max(len(p) for p in polys) // 2
+    matrix = np.zeros((NUM_POLYS, width), dtype=np.int64)
+    for row, packed in enumerate(polys):
+        values = np.frombuffer(packed, dtype=">u2")
+        matrix[row, : len(values)] = values
+    return _LOG[matrix], matrix != 0
+
+
+def _evaluate_all(logs: tuple[np.ndarray, np.ndarray], x: int) -> bytes:
+    """All 16 polynomials at ``x``, as 32 big-endian bytes: sum of c_k * x^k through log tables, vectorized."""
+    log_coefficients, nonzero = logs
+    if log_coefficients.shape[1] == 0:  # an empty message: every polynomial is zero
+        return bytes(CHUNK_SIZE)
+    if x == 0:
+        values = np.where(nonzero[:, 0], _EXP[log_coefficients[:, 0]], 0)
+    else:
+        powers = (np.arange(log_coefficients.shape[1], dtype=np.int64) * gf.LOG[x]) % gf.ORDER
+        terms = np.where(nonzero, _EXP[log_coefficients + powers], 0)
+        values = np.bitwise_xor.reduce(terms, axis=1)
+    return bytes(values.astype(">u2").tobytes())
 
 
 def _u16s(packed: bytes) -> list[int]:

@@ -15,6 +15,7 @@ from parley_crypto._spqr import (
     ChainParams,
     CurrentVersion,
     Direction,
+    PqRatchet,
     SpqrEpochOutOfRangeError,
     SpqrErroneousDataError,
     SpqrError,
@@ -374,3 +375,48 @@ def test_braid_finishes_an_epoch_from_a_byte_swapped_saved_state() -> None:
         assert alex.recv(msg) == key
         msg, key = alex.send()
         assert blake.recv(msg) == key
+
+
+def test_parsed_handle_gives_the_same_answers_as_the_bytes_functions() -> None:
+    # PqRatchet (what sessions keep) against send/recv over bytes: same randomness, same messages, keys, states.
+    rng = random.Random(35)
+    alex = Party(Direction.A2B, 36)
+    blake = Party(Direction.B2A, 37)
+    alex_handle, alex_rng = PqRatchet(alex.state), seeded(36)
+    blake_handle, blake_rng = PqRatchet(blake.state), seeded(37)
+    for _ in range(150):
+        if rng.random() < 0.5:
+            msg, key = alex.send()
+            assert alex_handle.send(alex_rng) == (msg, key)
+            assert alex_handle.serialize() == alex.state
+            if rng.random() < 0.8:
+                blake.recv(msg)
+                blake_handle, got = blake_handle.recv(msg)
+                assert got == key
+                assert blake_handle.serialize() == blake.state
+        else:
+            msg, key = blake.send()
+            assert blake_handle.send(blake_rng) == (msg, key)
+            if rng.random() < 0.8:
+                alex.recv(msg)
+                alex_handle, got = alex_handle.recv(msg)
+                assert got == key
+                assert alex_handle.serialize() == alex.state
+    assert min(alex.epoch, blake.epoch) >= 1
+
+
+def test_parsed_handle_is_unchanged_by_a_receive_it_does_not_adopt() -> None:
+    alex, blake = Party(Direction.A2B, 38), Party(Direction.B2A, 39)
+    handle = PqRatchet(blake.state)
+    msg, key = alex.send()
+    pending, got = handle.recv(msg)
+    assert got == key
+    assert handle.serialize() == blake.state  # not adopted: the old state stands
+    again, got_again = handle.recv(msg)  # and can take the same message again
+    assert got_again == key
+    assert again.serialize() == pending.serialize()
+    with pytest.raises(SpqrEpochOutOfRangeError):
+        handle.recv(Message(9, MessageType.NONE).serialize(1))
+    assert handle.serialize() == blake.state
+    assert not PqRatchet(b"")
+    assert handle

@@ -196,3 +196,20 @@ def test_odd_and_oversized_messages_are_refused() -> None:
         PolyEncoder.encode(bytes((1 << 20) + 2))
     with pytest.raises(EncodingError):
         PolyDecoder.for_length(3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 40).map(lambda n: 2 * n), st.randoms(use_true_random=False), st.integers(0, 0xFFFF))
+def test_vectorized_evaluation_matches_horner(size: int, rng: random.Random, index: int) -> None:
+    # Every computed chunk equals each polynomial evaluated one multiplication at a time (any message size).
+    message = rng.randbytes(size)
+    encoder = PolyEncoder.encode(message)
+    encoder.chunk_at(size // 2 + 17)  # beyond the message: coefficient form from here on
+    assert encoder.polys is not None
+    expected = b""
+    for packed in encoder.polys:
+        value = 0
+        for k in range(len(packed) - 2, -2, -2):
+            value = gf.mul(value, index) ^ int.from_bytes(packed[k : k + 2], "big")
+        expected += value.to_bytes(2, "big")
+    assert encoder.chunk_at(index).data == expected
