@@ -213,8 +213,8 @@ def _send(
 
 
 def _recv(parsed: _PqRatchetState, msg: bytes, kem: IncrementalKem) -> tuple[_PqRatchetState, bytes | None]:
-    """``recv`` on a parsed state, which it may change in place: ``(next state, key)``; the very same object
-    back means "unchanged"."""
+    """``recv`` on a parsed state, which it leaves as it was: ``(next state, key)``; the very same object back
+    means "unchanged". The next state shares what receiving does not change (copy on write)."""
     if not msg:
         msg_version = Version.V0
     elif msg[0] in (Version.V0, Version.V1):
@@ -235,7 +235,7 @@ def _recv(parsed: _PqRatchetState, msg: bytes, kem: IncrementalKem) -> tuple[_Pq
         return _PqRatchetState(None, None, None), None
     message, index = Message.deserialize(msg)
     inner, epoch_secret = _states.recv(parsed.inner, message, kem)
-    chain = parsed.chain_or_new()
+    chain = parsed.chain.copy_for_receive() if parsed.chain is not None else parsed.chain_or_new()
     if epoch_secret is not None:
         chain.add_epoch(epoch_secret.epoch, epoch_secret.secret)
     key_epoch = message.epoch - 1
@@ -284,9 +284,9 @@ class PqRatchet:
     """One session's SPQR state, kept parsed between messages: the hot path neither re-parses nor re-serializes.
 
     The same protocol as :func:`send` and :func:`recv` over bytes (the tests hold both to the same answers).
-    ``send`` advances this state in place. ``recv`` leaves it as it was and returns the next state, so the
-    Double Ratchet adopts it only once the message authenticated; to make that possible without copying, this
-    state keeps its serialized form (computed at most once per change) and re-parses it if ever used again.
+    ``send`` advances this state in place. ``recv`` leaves it as it was and returns the next state, which
+    shares what receiving does not change, so the Double Ratchet adopts it only once the message
+    authenticated. The serialized form is computed when asked for, at most once per change.
     """
 
     __slots__ = ("_parsed", "_serialized")
@@ -332,13 +332,9 @@ class PqRatchet:
         Raises:
             The errors of :func:`recv`; this state is unchanged by them.
         """
-        self.serialize()  # what this state falls back to if the caller never adopts the result
         parsed = self._parsed_state()
-        # The parsed object is about to change: from here on this state is its bytes alone.
-        self._parsed = None
         next_state, key = _recv(parsed, msg, kem)
         if next_state is parsed:
-            self._parsed = parsed
             return self, key
         return PqRatchet._of(next_state, None), key
 

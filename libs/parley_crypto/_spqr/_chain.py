@@ -235,13 +235,26 @@ class Chain:
                 older.send.next = b""
         return self.links[index].send.next_key()
 
+    def copy_for_receive(self) -> Chain:
+        """A copy that ``add_epoch`` and ``recv_key`` may change while this chain stays as it was.
+
+        Receiving touches one receive half of one link, which :meth:`recv_key` replaces rather than changes;
+        the rest is shared.
+        """
+        return Chain(self.direction, self.current_epoch, self.send_epoch, list(self.links), self.next_root, self.params)
+
     def recv_key(self, epoch: int, index: int) -> bytes:
         """The receive key ``index`` of ``epoch``, each handed out once.
 
         Raises:
             SpqrEpochOutOfRangeError, SpqrKeyJumpError, SpqrKeyTrimmedError, SpqrKeyAlreadyRequestedError.
         """
-        return self.links[self._index(epoch)].recv.key(index, self.params)
+        at = self._index(epoch)
+        link = self.links[at]
+        recv = _EpochDirection(link.recv.ctr, link.recv.next, _History(bytearray(link.recv.prev.data)))
+        key = recv.key(index, self.params)
+        self.links[at] = _Epoch(link.send, recv)  # a new link: one that a kept copy of this chain holds stays
+        return key
 
     def to_proto(self) -> bytes:
         """``Chain { direction = 1; current_epoch = 2; links = 3; next_root = 4; send_epoch = 5; params = 6; }``."""

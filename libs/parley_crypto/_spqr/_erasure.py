@@ -197,6 +197,12 @@ class PolyDecoder:
             if x < necessary or len(self.pts[poly]) < necessary:
                 self.pts[poly][x] = chunk.data[2 * poly] << 8 | chunk.data[2 * poly + 1]
 
+    def with_chunk(self, chunk: Chunk) -> PolyDecoder:
+        """A copy of this decoder that took ``chunk``; this one is left as it was."""
+        copy = PolyDecoder(self.pts_needed, [dict(points) for points in self.pts], self.is_complete)
+        copy.add_chunk(chunk)
+        return copy
+
     def decoded_message(self) -> bytes | None:
         """The message once every polynomial has enough points, else None."""
         if self.is_complete:

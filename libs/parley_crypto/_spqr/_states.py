@@ -18,7 +18,7 @@ than the state can reach are refused. The serialized form is SPQR's ``V1State`` 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from parley_crypto._errors import CryptoError
 from parley_crypto._kdf import hkdf_sha256
@@ -252,6 +252,9 @@ def recv(  # noqa: PLR0911, PLR0912 - one case per state and payload, as the ref
 ) -> tuple[State, EpochSecret | None]:
     """Takes one incoming braid message: ``(next state, epoch secret it completed or None)``.
 
+    ``state`` itself is never changed (a decoder is copied before it takes a chunk), so a caller can keep it
+    until the message authenticated.
+
     Raises:
         SpqrEpochOutOfRangeError: the message is from an epoch this state cannot have reached.
         SpqrMacError: a completed header or ciphertext fails its MAC.
@@ -273,10 +276,10 @@ def recv(  # noqa: PLR0911, PLR0912 - one case per state and payload, as the ref
         case HeaderSent(auth=auth, dk=dk, sending_ek=sending_ek, receiving_ct1=decoder) if (
             kind is MessageType.CT1 and chunk is not None
         ):
-            decoder.add_chunk(chunk)
+            decoder = decoder.with_chunk(chunk)
             ct1 = decoder.decoded_message()
             if ct1 is None:
-                return state, None
+                return replace(state, receiving_ct1=decoder), None
             return Ct1Received(epoch, auth, dk, ct1, sending_ek), None
         case Ct1Received(auth=auth, dk=dk, ct1=ct1) if kind is MessageType.CT2 and chunk is not None:
             receiving_ct2 = PolyDecoder.for_length(_CT2_MSG)
@@ -285,10 +288,10 @@ def recv(  # noqa: PLR0911, PLR0912 - one case per state and payload, as the ref
         case EkSentCt1Received(auth=auth, dk=dk, ct1=ct1, receiving_ct2=decoder) if (
             kind is MessageType.CT2 and chunk is not None
         ):
-            decoder.add_chunk(chunk)
+            decoder = decoder.with_chunk(chunk)
             decoded = decoder.decoded_message()
             if decoded is None:
-                return state, None
+                return replace(state, receiving_ct2=decoder), None
             ct2, mac = decoded[: kemsizes.CIPHERTEXT2_SIZE], decoded[kemsizes.CIPHERTEXT2_SIZE :]
             secret = _scka_key(kem.decaps(dk, ct1, ct2), epoch)
             auth = auth.update(epoch, secret)
@@ -296,10 +299,10 @@ def recv(  # noqa: PLR0911, PLR0912 - one case per state and payload, as the ref
             next_state = NoHeaderReceived(epoch + 1, auth, PolyDecoder.for_length(_HDR_MSG))
             return next_state, EpochSecret(epoch, secret)
         case NoHeaderReceived(auth=auth, receiving_hdr=decoder) if kind is MessageType.HDR and chunk is not None:
-            decoder.add_chunk(chunk)
+            decoder = decoder.with_chunk(chunk)
             decoded = decoder.decoded_message()
             if decoded is None:
-                return state, None
+                return replace(state, receiving_hdr=decoder), None
             hdr, mac = decoded[: kemsizes.HEADER_SIZE], decoded[kemsizes.HEADER_SIZE :]
             auth.verify_hdr(epoch, hdr, mac)
             return HeaderReceived(epoch, auth, hdr, PolyDecoder.for_length(kemsizes.ENCAPSULATION_KEY_SIZE)), None
@@ -307,7 +310,7 @@ def recv(  # noqa: PLR0911, PLR0912 - one case per state and payload, as the ref
             kind in (MessageType.EK, MessageType.EK_CT1_ACK) and chunk is not None
         ):
             acked = kind is MessageType.EK_CT1_ACK
-            decoder.add_chunk(chunk)
+            decoder = decoder.with_chunk(chunk)
             key_vector = decoder.decoded_message()
             if key_vector is not None:
                 _check_ek(kem, key_vector, hdr)
@@ -316,7 +319,7 @@ def recv(  # noqa: PLR0911, PLR0912 - one case per state and payload, as the ref
                 return EkReceivedCt1Sampled(epoch, auth, es, key_vector, ct1, state.sending_ct1), None
             if acked:
                 return Ct1Acknowledged(epoch, auth, hdr, es, ct1, decoder), None
-            return state, None
+            return replace(state, receiving_ek=decoder), None
         case EkReceivedCt1Sampled(auth=auth, es=es, ek=ek, ct1=ct1) if kind in (
             MessageType.CT1_ACK,
             MessageType.EK_CT1_ACK,
@@ -326,10 +329,10 @@ def recv(  # noqa: PLR0911, PLR0912 - one case per state and payload, as the ref
             kind in (MessageType.EK, MessageType.EK_CT1_ACK) and chunk is not None
         ):
             # In order, no plain key chunk follows the first acking one; out of order they can, and count.
-            decoder.add_chunk(chunk)
+            decoder = decoder.with_chunk(chunk)
             key_vector = decoder.decoded_message()
             if key_vector is None:
-                return state, None
+                return replace(state, receiving_ek=decoder), None
             _check_ek(kem, key_vector, hdr)
             return _send_ct2(epoch, auth, key_vector, es, ct1, kem), None
     return state, None
