@@ -321,8 +321,14 @@ class PqRatchet:
             SpqrStateError: malformed state (the state is then unusable, as the session it belongs to).
         """
         parsed = self._parsed_state()
+        saved = self._serialized
         self._parsed, self._serialized = None, None
-        next_state, msg, key = _send(parsed, rng, kem)
+        try:
+            next_state, msg, key = _send(parsed, rng, kem)
+        except Exception:
+            # Only a corrupt state fails here; fall back to its saved bytes when there are any.
+            self._parsed, self._serialized = (None, saved) if saved is not None else (parsed, None)
+            raise
         self._parsed = next_state
         return msg, key
 

@@ -21,6 +21,7 @@ from parley_crypto._spqr import (
     SpqrError,
     SpqrMacError,
     SpqrMinimumVersionError,
+    SpqrSendKeyEpochDecreasedError,
     SpqrStateError,
     SpqrVersionMismatchError,
     Version,
@@ -427,3 +428,18 @@ def test_parsed_handle_is_unchanged_by_a_receive_it_does_not_adopt() -> None:
     assert handle.send(seeded(5)) == PqRatchet(blake.state).send(seeded(5))
     assert not PqRatchet(b"")
     assert handle
+
+
+def test_a_send_that_fails_on_a_corrupt_state_leaves_its_bytes() -> None:
+    alex = Party(Direction.A2B, 40)
+    alex.send()
+    parsed = _PqRatchetState.from_proto(alex.state)
+    assert parsed.chain is not None
+    parsed.chain.send_epoch = 7  # later than any epoch this chain holds
+    corrupt = parsed.to_proto()
+    handle = PqRatchet(corrupt)
+    with pytest.raises(SpqrSendKeyEpochDecreasedError):
+        handle.send(seeded(0))
+    assert handle.serialize() == corrupt
+    with pytest.raises(SpqrSendKeyEpochDecreasedError):
+        send(corrupt, seeded(0))
