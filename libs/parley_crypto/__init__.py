@@ -63,6 +63,7 @@ from parley_crypto._sender_keys import (
     group_encrypt,
     process_sender_key_distribution_message,
 )
+from parley_crypto._spqr import SpqrError, SpqrMinimumVersionError, SpqrVersionMismatchError
 from parley_crypto._stores import (
     Direction,
     IdentityKeyStore,
@@ -119,6 +120,9 @@ __all__ = [
     "SessionStore",
     "SignedPreKeyRecord",
     "SignedPreKeyStore",
+    "SpqrError",
+    "SpqrMinimumVersionError",
+    "SpqrVersionMismatchError",
     "UnknownPreKeyError",
     "UntrustedIdentityError",
     "create_sender_key_distribution_message",

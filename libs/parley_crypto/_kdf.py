@@ -38,12 +38,13 @@ def hkdf_sha256(ikm: bytes, salt: bytes | None, info: bytes, length: int) -> byt
     return HKDF(_SHA256, length, salt, info).derive(ikm)
 
 
-def message_keys(seed: bytes) -> tuple[bytes, bytes, bytes]:
+def message_keys(seed: bytes, salt: bytes | None = None) -> tuple[bytes, bytes, bytes]:
     """Expands a message-key seed into ``(cipher_key, mac_key, iv)`` as libsignal's ``MessageKeys`` does.
 
-    HKDF(seed, no salt, "WhisperMessageKeys", 80).
+    HKDF(seed, salt, "WhisperMessageKeys", 80); the salt is the message's SPQR key in sessions that run SPQR
+    and absent otherwise (and before SPQR's first epoch key).
     """
-    derived = HKDF(_SHA256, 80, None, _MESSAGE_KEYS_INFO).derive(seed)
+    derived = HKDF(_SHA256, 80, salt, _MESSAGE_KEYS_INFO).derive(seed)
     return derived[:32], derived[32:64], derived[64:]
 
 

@@ -4,6 +4,10 @@ Decryption computes everything it would change (new chains, skipped keys, the ne
 the MAC and the padding, and only then writes to the state, so a forged or corrupted message changes nothing.
 Bounds follow libsignal: 2000 skipped message keys kept per receiver chain, a jump of at most 25,000 messages,
 five receiver chains kept per session.
+
+Version-4 sessions run SPQR beside the Double Ratchet (libsignal's triple ratchet): every message carries the
+SPQR message in its ``pq_ratchet`` field, and SPQR's message key salts the HKDF of the message keys. The SPQR
+state is bytes in the session; on receipt its new value, like everything else, is committed only after the MAC.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from parley_crypto import _spqr
 from parley_crypto._errors import (
     BadMacError,
     CounterTooFarError,
@@ -26,6 +31,8 @@ from parley_crypto._wire import MAC_SIZE, SignalMessage, encode_signal_message, 
 MAX_MESSAGE_KEYS = 2000
 MAX_FORWARD_JUMPS = 25_000
 MAX_RECEIVER_CHAINS = 5
+# What a session without SPQR sends in field 5, and the key it salts with: nothing (libsignal's empty state).
+_NO_SPQR: tuple[bytes, bytes | None] = (b"", None)
 
 
 class ReceiverChain:
@@ -63,6 +70,7 @@ class SessionState:
     __slots__ = (
         "_mac_prefix_recv",
         "_mac_prefix_send",
+        "_pq",
         "_sender_key_bytes",
         "_version_prefix",
         "alice_base_key",
@@ -96,6 +104,7 @@ class SessionState:
         pending_prekey: PendingPreKey | None = None,
         local_registration_id: int = 0,
         remote_registration_id: int = 0,
+        pq_ratchet_state: bytes = b"",
     ) -> None:
         self.version = version
         self.local_identity = local_identity
@@ -110,12 +119,23 @@ class SessionState:
         self.alice_base_key = alice_base_key
         self.local_registration_id = local_registration_id
         self.remote_registration_id = remote_registration_id
+        # SPQR's state, None for sessions that run none (version 3, and version 4 records from before SPQR).
+        self._pq = _spqr.PqRatchet(pq_ratchet_state) if pq_ratchet_state else None
         # Per-message constants, derived once: the MAC's identity prefix in each direction.
         local, remote = local_identity.serialize(), remote_identity.serialize()
         self._mac_prefix_send = local + remote
         self._mac_prefix_recv = remote + local
         self._version_prefix = version_byte(version)
         self._sender_key_bytes = sender_ratchet.public_key.serialize()
+
+    @property
+    def pq_ratchet_state(self) -> bytes:
+        """SPQR's serialized state, as the session record keeps it (empty: this session runs no SPQR)."""
+        return self._pq.serialize() if self._pq is not None else b""
+
+    @pq_ratchet_state.setter
+    def pq_ratchet_state(self, state: bytes) -> None:
+        self._pq = _spqr.PqRatchet(state) if state else None
 
     def receiver_chain(self, ratchet_key: PublicKey) -> ReceiverChain | None:
         """The receiving chain for a remote ratchet key, if this session has one."""
@@ -139,10 +159,11 @@ class SessionState:
         """
         chain_key = self.sender_chain_key
         seed, next_chain_key = chain_step(chain_key)
-        cipher_key, mac_key, iv = message_keys(seed)
+        pq_msg, pq_key = self._pq.send(secrets.token_bytes) if self._pq else _NO_SPQR
+        cipher_key, mac_key, iv = message_keys(seed, pq_key)
         ciphertext = aes_cbc_encrypt(cipher_key, iv, plaintext)
         authenticated = encode_signal_message(
-            self._version_prefix, self._sender_key_bytes, self.sender_index, self.previous_counter, ciphertext
+            self._version_prefix, self._sender_key_bytes, self.sender_index, self.previous_counter, ciphertext, pq_msg
         )
         tag = mac(mac_key, self._mac_prefix_send + authenticated)[:MAC_SIZE]
         self.sender_chain_key = next_chain_key
@@ -158,6 +179,10 @@ class SessionState:
             CounterTooFarError: the counter jumps beyond the bounded skip window.
             BadMacError: the MAC does not verify.
             InvalidMessageError: a low-order ratchet key, or a ciphertext malformed under a valid MAC.
+            SpqrMinimumVersionError: the peer runs no SPQR though this session requires it (libsignal's
+                "post-quantum ratchet error: Minimum version"); both are ``InvalidMessageError``s.
+            SpqrVersionMismatchError: the peer dropped SPQR after it was negotiated.
+            SpqrStateError: the stored SPQR state is corrupt (an ``InvalidStateError``).
         """
         if message.version != self.version:
             raise InvalidVersionError(f"message version {message.version} in a version {self.version} session")
@@ -192,12 +217,22 @@ class SessionState:
                 index += 1
             seed, chain_key = chain_step(chain_key)
             index += 1
-        cipher_key, mac_key, iv = message_keys(seed)
+        # SPQR's key salts the message keys; its new state waits, like the rest, for the MAC (libsignal's order).
+        try:
+            next_pq, pq_key = self._pq.recv(message.pq_ratchet) if self._pq else (None, None)
+        except (_spqr.SpqrMinimumVersionError, _spqr.SpqrVersionMismatchError):
+            raise  # the peer's SPQR version: a typed answer the caller can act on
+        except _spqr.SpqrMessageError as exc:
+            # Field 5 sits under the MAC, so a genuine message always fits; one that does not is forged, or
+            # from a session this state is not (a stale one): the same answer as a MAC failure.
+            raise BadMacError(f"bad MAC (post-quantum ratchet error: {exc})") from exc
+        cipher_key, mac_key, iv = message_keys(seed, pq_key)
         expected = mac(mac_key, self._mac_prefix_recv + message.authenticated)[:MAC_SIZE]
         if not secrets.compare_digest(expected, message.mac):
             raise BadMacError("bad MAC")
         plaintext = aes_cbc_decrypt(cipher_key, iv, message.ciphertext)
         # Authenticated: commit.
+        self._pq = next_pq
         if chain is None:
             chain = ReceiverChain(message.ratchet_key, chain_key, index)
             self.add_receiver_chain(chain)

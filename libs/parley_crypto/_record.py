@@ -1,12 +1,14 @@
 """Session records (the current session plus archived ones) and their versioned serialization.
 
-Serialized form, version 1: one format byte ``0x01`` then a protobuf laid out like libsignal's
+Serialized form, version 2: one format byte ``0x02`` then a protobuf laid out like libsignal's
 ``RecordStructure`` (1 current session, 2 previous sessions), each session like libsignal's
 ``SessionStructure``: 1 version, 2 local identity, 3 remote identity, 4 root key, 5 previous counter,
 6 sender chain, 7 receiver chains, 9 pending prekey, 10 remote registration id, 11 local registration id,
-13 Alice's base key, 15 pending PQ prekey. A chain is 1 ratchet public key, 2 ratchet private key (sender
-only), 3 chain key {1 index, 2 key}, 4 skipped message keys {1 index, 5 seed}. A pending prekey is
-1 one-time prekey id, 2 base key, 3 signed prekey id; a pending PQ prekey 1 id, 2 ciphertext.
+13 Alice's base key, 14 pending PQ prekey, 15 SPQR state (``pq_ratchet_state``, opaque bytes). Version 1
+differed only in keeping the pending PQ prekey in field 15 and having no SPQR state. A chain is 1 ratchet
+public key, 2 ratchet private key (sender only), 3 chain key {1 index, 2 key}, 4 skipped message keys
+{1 index, 5 seed}. A pending prekey is 1 one-time prekey id, 2 base key, 3 signed prekey id; a pending PQ
+prekey 1 id, 2 ciphertext.
 :data:`_READERS` maps every format version ever written to its reader; tests keep golden files of each.
 """
 
@@ -21,7 +23,10 @@ from parley_crypto._ratchet import PendingPreKey, ReceiverChain, SessionState
 
 # libsignal keeps up to 40 archived sessions per address.
 ARCHIVED_STATES_MAX = 40
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Where each format keeps the pending PQ prekey (format 1 put it where libsignal keeps the SPQR state).
+_PENDING_KYBER_FIELD = {1: 15, 2: 14}
+_PQ_RATCHET_FIELD = 15
 
 
 class SessionRecord:
@@ -118,13 +123,15 @@ def _write_state(state: SessionState) -> bytes:
         if pending.kyber_prekey_id is not None and pending.kyber_ciphertext is not None:
             parts.append(
                 pb.field_bytes(
-                    15,
+                    _PENDING_KYBER_FIELD[FORMAT_VERSION],
                     pb.field_varint(1, pending.kyber_prekey_id) + pb.field_bytes(2, pending.kyber_ciphertext),
                 )
             )
     parts.append(pb.field_varint(10, state.remote_registration_id))
     parts.append(pb.field_varint(11, state.local_registration_id))
     parts.append(pb.field_bytes(13, state.alice_base_key.serialize()))
+    if state.pq_ratchet_state:
+        parts.append(pb.field_bytes(_PQ_RATCHET_FIELD, state.pq_ratchet_state))
     return b"".join(parts)
 
 
@@ -140,8 +147,9 @@ def _read_chain_key(data: bytes) -> tuple[int, bytes]:
     return pb.get_int(fields, 1), _key32(pb.get_bytes(fields, 2))
 
 
-def _read_state(data: bytes) -> SessionState:
+def _read_state(data: bytes, format_version: int) -> SessionState:
     fields = pb.decode(data)
+    kyber_field = _PENDING_KYBER_FIELD[format_version]
     sender = pb.decode(pb.get_bytes(fields, 6))
     sender_public = PublicKey.deserialize(pb.get_bytes(sender, 1))
     sender_index, sender_chain_key = _read_chain_key(pb.get_bytes(sender, 3))
@@ -162,8 +170,8 @@ def _read_state(data: bytes) -> SessionState:
             pb.get_int(pending_fields, 3),
             PublicKey.deserialize(pb.get_bytes(pending_fields, 2)),
         )
-        if 15 in fields:
-            kyber_fields = pb.decode(pb.get_bytes(fields, 15))
+        if kyber_field in fields:
+            kyber_fields = pb.decode(pb.get_bytes(fields, kyber_field))
             pending.kyber_prekey_id = pb.get_int(kyber_fields, 1)
             pending.kyber_ciphertext = pb.get_bytes(kyber_fields, 2)
     version = pb.get_int(fields, 1)
@@ -183,13 +191,18 @@ def _read_state(data: bytes) -> SessionState:
         alice_base_key=PublicKey.deserialize(pb.get_bytes(fields, 13)),
         remote_registration_id=pb.get_int(fields, 10, 0),
         local_registration_id=pb.get_int(fields, 11, 0),
+        pq_ratchet_state=pb.get_bytes(fields, _PQ_RATCHET_FIELD, b"") if format_version >= 2 else b"",
     )
 
 
-def _read_v1(data: bytes) -> SessionRecord:
-    fields = pb.decode(data)
-    current = _read_state(pb.get_bytes(fields, 1)) if 1 in fields else None
-    return SessionRecord(current, [_read_state(raw) for raw in pb.get_repeated_bytes(fields, 2)])
+def _reader(format_version: int) -> Callable[[bytes], SessionRecord]:
+    def read(data: bytes) -> SessionRecord:
+        fields = pb.decode(data)
+        current = _read_state(pb.get_bytes(fields, 1), format_version) if 1 in fields else None
+        previous = [_read_state(raw, format_version) for raw in pb.get_repeated_bytes(fields, 2)]
+        return SessionRecord(current, previous)
+
+    return read
 
 
-_READERS: dict[int, Callable[[bytes], SessionRecord]] = {1: _read_v1}
+_READERS: dict[int, Callable[[bytes], SessionRecord]] = {1: _reader(1), 2: _reader(2)}

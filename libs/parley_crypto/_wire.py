@@ -5,6 +5,7 @@ PQXDH sessions) and the low nibble the sender's current version, which receivers
 A ``SignalMessage`` is ``version || protobuf || mac[:8]`` where the MAC is HMAC-SHA256 keyed by the message key
 over ``sender_identity || receiver_identity || version || protobuf`` (identities in 33-byte serialized form).
 A ``PreKeySignalMessage`` is ``version || protobuf`` and carries a whole ``SignalMessage`` in field 4.
+Version-4 sessions add the SPQR message as ``SignalMessage`` field 5 (``pq_ratchet``), inside the MAC.
 The protobuf bodies use the generated code of protos/parley/signal/v1/wire.proto (libsignal's field numbers):
 measured, its upb runtime parses a ``SignalMessage`` in 1.0 us and builds one in 0.7 us, against 2.9 us and
 1.1 us for the hand-rolled codec this library started with.
@@ -79,6 +80,7 @@ class SignalMessage(NamedTuple):
     ciphertext: bytes
     authenticated: bytes
     mac: bytes
+    pq_ratchet: bytes = b""
 
     @classmethod
     def parse(cls, data: bytes) -> SignalMessage:
@@ -110,6 +112,7 @@ class SignalMessage(NamedTuple):
             body.ciphertext,
             data[:-MAC_SIZE],
             data[-MAC_SIZE:],
+            body.pq_ratchet,
         )
 
 
@@ -188,15 +191,23 @@ class PreKeySignalMessage:
 
 
 def encode_signal_message(
-    version_prefix: bytes, ratchet_key: bytes, counter: int, previous_counter: int, ciphertext: bytes
+    version_prefix: bytes,
+    ratchet_key: bytes,
+    counter: int,
+    previous_counter: int,
+    ciphertext: bytes,
+    pq_ratchet: bytes = b"",
 ) -> bytes:
-    """``version || SignalMessage`` (the bytes the MAC covers), from a serialized ratchet key."""
-    return (
-        version_prefix
-        + wire_pb2.SignalMessage(
-            ratchet_key=ratchet_key, counter=counter, previous_counter=previous_counter, ciphertext=ciphertext
-        ).SerializeToString()
+    """``version || SignalMessage`` (the bytes the MAC covers), from a serialized ratchet key.
+
+    ``pq_ratchet`` (field 5) is left out when empty, as libsignal leaves it out.
+    """
+    body = wire_pb2.SignalMessage(
+        ratchet_key=ratchet_key, counter=counter, previous_counter=previous_counter, ciphertext=ciphertext
     )
+    if pq_ratchet:
+        body.pq_ratchet = pq_ratchet
+    return version_prefix + body.SerializeToString()
 
 
 def encode_prekey_message(

@@ -3,14 +3,17 @@
 The master secret is ``0xFF * 32 || DH1 || DH2 || DH3 [|| DH4] [|| KEM shared secret]`` with
 DH1 = DH(IK_A, SPK_B), DH2 = DH(EK_A, IK_B), DH3 = DH(EK_A, SPK_B), DH4 = DH(EK_A, OPK_B). HKDF-SHA256 with a
 zero salt and info ``"WhisperText"`` (X3DH) or ``"WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024"`` (PQXDH)
-yields the first root key and chain key. The initiator then takes one DH ratchet step against the signed prekey,
-which doubles as the responder's first ratchet key.
+yields the first root key and chain key, and for PQXDH a third 32 bytes: SPQR's authentication key, from which
+both sides start the post-quantum ratchet (libsignal's ``pqr_key``; the initiator is SPQR's party A). The
+initiator then takes one DH ratchet step against the signed prekey, which doubles as the responder's first
+ratchet key.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parley_crypto import _spqr
 from parley_crypto._errors import InvalidKeyError, InvalidMessageError, InvalidSignatureError
 from parley_crypto._kdf import hkdf_sha256, root_step
 from parley_crypto._keys import IdentityKeyPair, KemKeyPair, KemPublicKey, KeyPair, PublicKey
@@ -54,9 +57,15 @@ class PreKeyBundle:
     kyber_prekey_signature: bytes | None = None
 
 
-def _derive(info: bytes, secret: bytes) -> tuple[bytes, bytes]:
-    derived = hkdf_sha256(secret, None, info, 64)
-    return derived[:32], derived[32:]
+def _derive(info: bytes, secret: bytes) -> tuple[bytes, bytes, bytes]:
+    # HKDF output is a prefix-stable stream: asking for 96 bytes leaves the root and chain keys unchanged.
+    derived = hkdf_sha256(secret, None, info, 96)
+    return derived[:32], derived[32:64], derived[64:]
+
+
+def _spqr_state(pqr_key: bytes, direction: _spqr.Direction) -> bytes:
+    # As libsignal: SPQR V1 is required of the peer (min_version V1), with libsignal's chain bounds (the defaults).
+    return _spqr.initial_state(auth_key=pqr_key, direction=direction, min_version=_spqr.Version.V1)
 
 
 def initiate(identity: IdentityKeyPair, bundle: PreKeyBundle, *, local_registration_id: int) -> SessionState:
@@ -99,7 +108,7 @@ def initiate(identity: IdentityKeyPair, bundle: PreKeyBundle, *, local_registrat
     if kyber is not None:
         shared, kyber_ciphertext = kyber.encapsulate()
         parts.append(shared)
-    root_key, chain_key = _derive(_PQXDH_INFO if kyber else _X3DH_INFO, b"".join(parts))
+    root_key, chain_key, pqr_key = _derive(_PQXDH_INFO if kyber else _X3DH_INFO, b"".join(parts))
     sender = KeyPair.generate()
     root_key, sender_chain = root_step(root_key, sender.agree(bundle.signed_prekey))
     return SessionState(
@@ -120,6 +129,7 @@ def initiate(identity: IdentityKeyPair, bundle: PreKeyBundle, *, local_registrat
         ),
         local_registration_id=local_registration_id,
         remote_registration_id=bundle.registration_id,
+        pq_ratchet_state=_spqr_state(pqr_key, _spqr.Direction.A2B) if kyber else b"",
     )
 
 
@@ -160,7 +170,7 @@ def respond(
             parts.append(kyber_prekey.decapsulate(kyber_ciphertext))
         except InvalidKeyError as exc:
             raise InvalidMessageError("malformed PQ ciphertext") from exc
-    root_key, chain_key = _derive(_PQXDH_INFO if kyber_prekey else _X3DH_INFO, b"".join(parts))
+    root_key, chain_key, pqr_key = _derive(_PQXDH_INFO if kyber_prekey else _X3DH_INFO, b"".join(parts))
     return SessionState(
         version=version,
         local_identity=identity.public_key,
@@ -171,4 +181,5 @@ def respond(
         alice_base_key=their_base_key,
         local_registration_id=local_registration_id,
         remote_registration_id=remote_registration_id,
+        pq_ratchet_state=_spqr_state(pqr_key, _spqr.Direction.B2A) if kyber_prekey else b"",
     )

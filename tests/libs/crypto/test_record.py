@@ -1,7 +1,9 @@
 """Session records: versioned serialization, with golden files of every format version ever written.
 
-golden/state_v1.json holds records saved by format version 1 together with messages that were still in flight
+golden/state_v<N>.json holds records saved by format version N together with messages that were still in flight
 when they were saved. A later format must keep reading them: these tests then exercise the migration path.
+Version 2 added the SPQR state; its PQXDH record was saved mid-epoch (Bob sending his header chunks, one epoch
+complete) and its in-flight messages arrive newest first, so both ratchets use skipped keys.
 """
 
 from __future__ import annotations
@@ -25,16 +27,26 @@ from parley_crypto import (
 )
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "state_v1.json").read_text())
+GOLDEN_V2 = json.loads((Path(__file__).parent / "golden" / "state_v2.json").read_text())
+CURRENT_FORMAT = 2
 ALICE = ProtocolAddress("alice", 1)
 
 
-@pytest.mark.parametrize("name", ["x3dh", "pqxdh"])
-def test_golden_v1_record_still_decrypts_in_flight_messages(name: str) -> None:
-    golden: dict[str, Any] = GOLDEN[name]
+@pytest.mark.parametrize(("version", "name"), [(1, "x3dh"), (1, "pqxdh"), (2, "x3dh"), (2, "pqxdh")], ids=str)
+def test_golden_record_still_decrypts_in_flight_messages(version: int, name: str) -> None:
+    golden: dict[str, Any] = (GOLDEN if version == 1 else GOLDEN_V2)[name]
     raw = bytes.fromhex(golden["record"])
-    assert raw[0] == 1
+    assert raw[0] == version
     record = SessionRecord.deserialize(raw)
-    assert record.serialize() == raw, "reading and writing the current format is lossless"
+    assert record.current is not None
+    # Format 1 predates SPQR; format 2's PQXDH session runs it.
+    assert bool(record.current.pq_ratchet_state) == (version == 2 and name == "pqxdh")
+    if version == CURRENT_FORMAT:
+        assert record.serialize() == raw, "reading and writing the current format is lossless"
+    else:
+        rewritten = record.serialize()
+        assert rewritten[0] == CURRENT_FORMAT
+        assert SessionRecord.deserialize(rewritten).serialize() == rewritten, "migration is lossless"
     identity = IdentityKeyPair.deserialize(bytes.fromhex(golden["identity_key_pair"]))
     store = InMemoryProtocolStore(identity, 1)
     store.store_session(ALICE, record)
@@ -60,7 +72,7 @@ def test_round_trip_keeps_archived_sessions() -> None:
     assert again.serialize() == first.serialize()
 
 
-@pytest.mark.parametrize("data", [b"", b"\x02", b"\x63", b"\x01\x0a\xff", b"\x01\x0a\x02\x08\x03"])
+@pytest.mark.parametrize("data", [b"", b"\x03", b"\x63", b"\x01\x0a\xff", b"\x01\x0a\x02\x08\x03"])
 def test_malformed_or_unknown_format_raises_invalid_state(data: bytes) -> None:
     with pytest.raises(InvalidStateError):
         SessionRecord.deserialize(data)

@@ -1,0 +1,361 @@
+"""The module-lattice core shared by round-3 Kyber and ML-KEM (FIPS 203): ring arithmetic and the K-PKE scheme.
+
+Polynomials of R_q = Z_q[X]/(X^256 + 1), q = 3329, are numpy ``int64`` arrays whose last axis holds the 256
+coefficients; a vector of k polynomials is a ``(k, 256)`` array and a matrix a ``(k, k, 256)`` one, so each step
+below runs once for a whole vector instead of once per coefficient in Python.
+
+Why it is shaped this way:
+- The NTT is linear over Z_q, so it is one matrix product with a 256x256 matrix built once at import by running
+  the textbook butterfly loops (FIPS 203 Algorithms 9 and 10) on the identity. The product runs in float64 (BLAS):
+  every term is below q^2 and a row sums 256 of them, under 2^32, far inside float64's exact-integer range (2^53).
+  Measured here, one product for a 4-polynomial vector costs about as much as a single numpy butterfly layer.
+- Base multiplication (FIPS 203 Algorithm 12) multiplies the 128 degree-1 residues pairwise with their gammas;
+  matrix-vector products sum those over the rank axis before a single reduction (int64 cannot overflow: each
+  term is below q^3 and at most 4 are summed).
+- Rejection sampling of the public matrix squeezes enough SHAKE128 output for all k^2 entries at once and only
+  falls back to a longer squeeze for the rare entry that did not yield 256 coefficients.
+
+Both KEMs share everything up to the K-PKE layer (:func:`pke_keygen`, :func:`pke_encrypt`, :func:`pke_decrypt`);
+they differ only in how the seeds and the shared secret are hashed (see ``_kyber1024.py`` and
+``_mlkem768_incremental.py``). :func:`pke_encrypt_c1` and :func:`pke_encrypt_c2` split encryption the way the
+incremental ML-KEM needs: the first half depends only on the matrix seed, the second on the noisy vector t.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+Q: Final = 3329
+N: Final = 256
+# 128^-1 mod q: the scale the inverse NTT applies after its butterflies (FIPS 203 Algorithm 10, last step).
+_INV_128: Final = 3303
+# SHAKE128 rate: squeezing whole blocks is what the reference implementations do, and three of them give ~273
+# candidates for 256 slots (acceptance 3329/4096), so a retry is rare.
+_XOF_BLOCK: Final = 168
+_XOF_FIRST_SQUEEZE: Final = 3 * _XOF_BLOCK
+
+Array = npt.NDArray[np.int64]
+
+
+def _bit_reverse7(value: int) -> int:
+    return int(f"{value:07b}"[::-1], 2)
+
+
+# zeta = 17 is the primitive 256th root of unity mod q that both standards use.
+_ZETAS: Final = [pow(17, _bit_reverse7(i), Q) for i in range(128)]
+_GAMMAS: Final = np.array([pow(17, 2 * _bit_reverse7(i) + 1, Q) for i in range(128)], dtype=np.int64)
+
+
+def _butterflies_forward(rows: Array) -> Array:
+    """FIPS 203 Algorithm 9 on every row of ``rows``, one whole layer at a time."""
+    f = rows.copy()
+    k = 1
+    length = 128
+    while length >= 2:
+        groups = N // (2 * length)
+        view = f.reshape(f.shape[0], groups, 2, length)
+        zetas = np.array(_ZETAS[k : k + groups], dtype=np.int64).reshape(1, groups, 1)
+        k += groups
+        t = (zetas * view[:, :, 1, :]) % Q
+        low = view[:, :, 0, :].copy()
+        view[:, :, 1, :] = (low - t) % Q
+        view[:, :, 0, :] = (low + t) % Q
+        length //= 2
+    return f
+
+
+def _butterflies_inverse(rows: Array) -> Array:
+    """FIPS 203 Algorithm 10 on every row of ``rows``, one whole layer at a time."""
+    f = rows.copy()
+    k = 127
+    length = 2
+    while length <= 128:
+        groups = N // (2 * length)
+        view = f.reshape(f.shape[0], groups, 2, length)
+        # The inverse walks the zetas downwards, one per group, groups in ascending order.
+        zetas = np.array(_ZETAS[k - groups + 1 : k + 1][::-1], dtype=np.int64).reshape(1, groups, 1)
+        k -= groups
+        low = view[:, :, 0, :].copy()
+        high = view[:, :, 1, :].copy()
+        view[:, :, 0, :] = (low + high) % Q
+        view[:, :, 1, :] = (zetas * (high - low)) % Q
+        length *= 2
+    return (f * _INV_128) % Q
+
+
+# Row j of each matrix is the transform of the j-th unit polynomial, so ``f @ matrix`` transforms f.
+_NTT_MATRIX: Final = _butterflies_forward(np.eye(N, dtype=np.int64)).astype(np.float64)
+_INV_NTT_MATRIX: Final = _butterflies_inverse(np.eye(N, dtype=np.int64)).astype(np.float64)
+
+
+def _transform(f: Array, matrix: npt.NDArray[np.float64]) -> Array:
+    # Inputs may be small negatives (noise) or anything in [0, q): sums stay far below 2^53 either way.
+    return np.mod(f.astype(np.float64) @ matrix, Q).astype(np.int64)
+
+
+def ntt(f: Array) -> Array:
+    """The number-theoretic transform of each polynomial in ``f`` (last axis), coefficients in [0, q)."""
+    return _transform(f, _NTT_MATRIX)
+
+
+def inverse_ntt(f_hat: Array) -> Array:
+    """The inverse transform of each polynomial in ``f_hat`` (last axis), coefficients in [0, q)."""
+    return _transform(f_hat, _INV_NTT_MATRIX)
+
+
+def _base_products(a: Array, b: Array) -> tuple[Array, Array]:
+    """Unreduced even and odd coefficients of the pairwise products of NTT-domain polynomials (broadcasting)."""
+    a0, a1 = a[..., 0::2], a[..., 1::2]
+    b0, b1 = b[..., 0::2], b[..., 1::2]
+    even = a0 * b0 + ((a1 * b1) % Q) * _GAMMAS
+    odd = a0 * b1 + a1 * b0
+    return even, odd
+
+
+def _interleave(even: Array, odd: Array) -> Array:
+    out = np.empty((*even.shape[:-1], N), dtype=np.int64)
+    out[..., 0::2] = even % Q
+    out[..., 1::2] = odd % Q
+    return out
+
+
+def multiply_ntts(a: Array, b: Array) -> Array:
+    """The product of NTT-domain polynomials (FIPS 203 Algorithm 11), broadcasting over leading axes."""
+    return _interleave(*_base_products(a, b))
+
+
+def matrix_vector(matrix: Array, vector: Array, *, transpose: bool = False) -> Array:
+    """``matrix ∘ vector`` (or ``matrixᵀ ∘ vector``) in the NTT domain: a ``(k, 256)`` result."""
+    m = np.swapaxes(matrix, 0, 1) if transpose else matrix
+    even, odd = _base_products(m, vector[np.newaxis, :, :])
+    return _interleave(even.sum(axis=1), odd.sum(axis=1))
+
+
+def inner_product(a: Array, b: Array) -> Array:
+    """``aᵀ ∘ b`` for two ``(k, 256)`` NTT-domain vectors: one polynomial."""
+    even, odd = _base_products(a, b)
+    return _interleave(even.sum(axis=0), odd.sum(axis=0))
+
+
+def _uniform_candidates(stream: npt.NDArray[np.uint8]) -> Array:
+    """Every 3 bytes give two 12-bit candidates (FIPS 203 Algorithm 7), in stream order."""
+    triples = stream[: len(stream) - len(stream) % 3].reshape(-1, 3).astype(np.int64)
+    d1 = triples[:, 0] | ((triples[:, 1] & 0x0F) << 8)
+    d2 = (triples[:, 1] >> 4) | (triples[:, 2] << 4)
+    return np.stack((d1, d2), axis=1).reshape(-1)
+
+
+def _sample_ntt_slow(seed: bytes) -> Array:
+    length = _XOF_FIRST_SQUEEZE
+    while True:
+        length += _XOF_BLOCK
+        candidates = _uniform_candidates(np.frombuffer(hashlib.shake_128(seed).digest(length), dtype=np.uint8))
+        accepted = candidates[candidates < Q]
+        if len(accepted) >= N:
+            return accepted[:N]
+
+
+def sample_matrix(rho: bytes, k: int) -> Array:
+    """The public matrix Â: entry (i, j) is SampleNTT(rho || j || i), as in both standards.
+
+    Args:
+        rho: the 32-byte public seed.
+        k: the module rank.
+
+    Returns:
+        A ``(k, k, 256)`` array in the NTT domain.
+    """
+    seeds = [rho + bytes((j, i)) for i in range(k) for j in range(k)]
+    streams = np.frombuffer(
+        b"".join(hashlib.shake_128(seed).digest(_XOF_FIRST_SQUEEZE) for seed in seeds), dtype=np.uint8
+    ).reshape(k * k, _XOF_FIRST_SQUEEZE)
+    candidates = np.stack([_uniform_candidates(row) for row in streams])
+    accepted = candidates < Q
+    # Keep each row's first 256 accepted candidates, in order; a row short of 256 is squeezed further alone.
+    keep = accepted & (np.cumsum(accepted, axis=1) <= N)
+    counts = keep.sum(axis=1)
+    out = np.empty((k * k, N), dtype=np.int64)
+    full = counts == N
+    out[full] = candidates[full][keep[full]].reshape(-1, N)
+    for row in np.flatnonzero(~full):
+        out[row] = _sample_ntt_slow(seeds[row])
+    return out.reshape(k, k, N)
+
+
+def prf(seed: bytes, nonce: int, eta: int) -> bytes:
+    """PRF_eta(s, b) = SHAKE256(s || b), 64·eta bytes."""
+    return hashlib.shake_256(seed + bytes((nonce,))).digest(64 * eta)
+
+
+def sample_cbd(data: bytes, eta: int) -> Array:
+    """Centered binomial samples (FIPS 203 Algorithm 8) from 64·eta bytes per polynomial.
+
+    Args:
+        data: the concatenated PRF outputs of one or more polynomials.
+        eta: the distribution parameter (2 or 3).
+
+    Returns:
+        A ``(len(data) // (64·eta), 256)`` array with coefficients in [-eta, eta].
+    """
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little").reshape(-1, N, 2, eta)
+    sums: Array = bits.sum(axis=3, dtype=np.int64)
+    return sums[:, :, 0] - sums[:, :, 1]
+
+
+def sample_noise(seed: bytes, first_nonce: int, count: int, eta: int) -> Array:
+    """``count`` CBD_eta polynomials from PRF(seed, first_nonce), PRF(seed, first_nonce + 1), ..."""
+    return sample_cbd(b"".join(prf(seed, first_nonce + i, eta) for i in range(count)), eta)
+
+
+def compress(x: Array, d: int) -> Array:
+    """Compress_d: round(2^d / q · x) mod 2^d for x in [0, q) (no ties occur: q is odd)."""
+    return (((x << d) + Q // 2) // Q) & ((1 << d) - 1)
+
+
+def decompress(y: Array, d: int) -> Array:
+    """Decompress_d: round(q / 2^d · y), ties rounded up as the standards do."""
+    return (y * Q + (1 << (d - 1))) >> d
+
+
+def byte_encode(values: Array, d: int) -> bytes:
+    """ByteEncode_d (FIPS 203 Algorithm 5): d bits per coefficient, least significant bit first."""
+    bits = (values.reshape(-1, 1) >> np.arange(d, dtype=np.int64)) & 1
+    return np.packbits(bits.astype(np.uint8).reshape(-1), bitorder="little").tobytes()
+
+
+def byte_decode(data: bytes, d: int) -> Array:
+    """ByteDecode_d without the mod-q step of d = 12 (callers that need it check the range themselves).
+
+    Returns:
+        A ``(len(data) * 8 // (256·d), 256)`` array of d-bit values.
+    """
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little").reshape(-1, d)
+    values = bits.astype(np.int64) @ (np.int64(1) << np.arange(d, dtype=np.int64))
+    return values.reshape(-1, N)
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """One parameter set of the K-PKE scheme.
+
+    Attributes:
+        k: module rank (3 for the 768 sets, 4 for the 1024 sets).
+        eta1: CBD parameter of the secret and of r.
+        eta2: CBD parameter of e1 and e2.
+        du: bits per coefficient of the compressed u.
+        dv: bits per coefficient of the compressed v.
+    """
+
+    k: int
+    eta1: int
+    eta2: int
+    du: int
+    dv: int
+
+    @property
+    def vector_bytes(self) -> int:
+        """Size of a 12-bit encoded vector (t̂ or ŝ)."""
+        return 384 * self.k
+
+    @property
+    def public_key_bytes(self) -> int:
+        """Size of the K-PKE public key t̂ || rho."""
+        return self.vector_bytes + 32
+
+    @property
+    def c1_bytes(self) -> int:
+        """Size of the compressed u."""
+        return 32 * self.du * self.k
+
+    @property
+    def c2_bytes(self) -> int:
+        """Size of the compressed v."""
+        return 32 * self.dv
+
+    @property
+    def ciphertext_bytes(self) -> int:
+        """Size of a whole ciphertext c1 || c2."""
+        return self.c1_bytes + self.c2_bytes
+
+
+def decode_vector(data: bytes, params: Params) -> Array | None:
+    """Decodes a 12-bit encoded vector, or None if a coefficient is not below q (FIPS 203's modulus check)."""
+    vector = byte_decode(data, 12)
+    if vector.shape[0] != params.k or bool((vector >= Q).any()):
+        return None
+    return vector
+
+
+def pke_keygen(rho: bytes, sigma: bytes, params: Params) -> tuple[Array, Array]:
+    """K-PKE key generation from its two seeds.
+
+    Returns:
+        ``(t_hat, s_hat)``: the public noisy vector and the secret vector, both in the NTT domain.
+    """
+    matrix = sample_matrix(rho, params.k)
+    noise = sample_noise(sigma, 0, 2 * params.k, params.eta1)
+    s_hat = ntt(noise[: params.k])
+    e_hat = ntt(noise[params.k :])
+    t_hat = (matrix_vector(matrix, s_hat) + e_hat) % Q
+    return t_hat, s_hat
+
+
+def pke_encrypt_c1(matrix: Array, coins: bytes, params: Params) -> tuple[bytes, Array, Array]:
+    """The first half of K-PKE encryption: the compressed u, which needs only the matrix.
+
+    Args:
+        matrix: Â from :func:`sample_matrix`.
+        coins: the 32-byte encryption randomness r.
+        params: the parameter set.
+
+    Returns:
+        ``(c1, r_hat, e2)``: the encoded compressed u, and what :func:`pke_encrypt_c2` needs to finish.
+    """
+    k = params.k
+    if params.eta1 == params.eta2:
+        noise = sample_noise(coins, 0, 2 * k + 1, params.eta1)
+        r, e1, e2 = noise[:k], noise[k : 2 * k], noise[2 * k]
+    else:
+        r = sample_noise(coins, 0, k, params.eta1)
+        rest = sample_noise(coins, k, k + 1, params.eta2)
+        e1, e2 = rest[:k], rest[k]
+    r_hat = ntt(r)
+    u = (inverse_ntt(matrix_vector(matrix, r_hat, transpose=True)) + e1) % Q
+    return byte_encode(compress(u, params.du), params.du), r_hat, e2
+
+
+def pke_encrypt_c2(t_hat: Array, r_hat: Array, e2: Array, message: bytes, params: Params) -> bytes:
+    """The second half of K-PKE encryption: the compressed v, which needs t̂ and the message.
+
+    Args:
+        t_hat: the public noisy vector.
+        r_hat: from :func:`pke_encrypt_c1`.
+        e2: from :func:`pke_encrypt_c1`.
+        message: the 32-byte message.
+        params: the parameter set.
+
+    Returns:
+        The encoded compressed v.
+    """
+    mu = decompress(byte_decode(message, 1)[0], 1)
+    v = (inverse_ntt(inner_product(t_hat, r_hat)) + e2 + mu) % Q
+    return byte_encode(compress(v, params.dv), params.dv)
+
+
+def pke_encrypt(t_hat: Array, rho: bytes, message: bytes, coins: bytes, params: Params) -> bytes:
+    """K-PKE encryption of a 32-byte message with 32 bytes of coins: c1 || c2."""
+    c1, r_hat, e2 = pke_encrypt_c1(sample_matrix(rho, params.k), coins, params)
+    return c1 + pke_encrypt_c2(t_hat, r_hat, e2, message, params)
+
+
+def pke_decrypt(s_hat: Array, ciphertext: bytes, params: Params) -> bytes:
+    """K-PKE decryption: the 32-byte message (any ciphertext of the right size decrypts to something)."""
+    u = decompress(byte_decode(ciphertext[: params.c1_bytes], params.du), params.du)
+    v = decompress(byte_decode(ciphertext[params.c1_bytes :], params.dv)[0], params.dv)
+    w = (v - inverse_ntt(inner_product(s_hat, ntt(u)))) % Q
+    return byte_encode(compress(w, 1), 1)
