@@ -17,7 +17,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 Redis = aioredis.Redis
 
 
-def connect(url: str, *, max_connections: int = 64, timeout_s: float = 1.0, blocking_reads_s: float = 0.0) -> Redis:
+def connect(
+    url: str,
+    *,
+    max_connections: int = 64,
+    timeout_s: float = 1.0,
+    blocking_reads_s: float = 0.0,
+    pool_timeout_s: float = 5.0,
+) -> Redis:
     """A pooled client whose every command has a deadline, retrying lost connections with jittered backoff.
 
     A command that gets no answer within ``timeout_s`` (Redis paused, overloaded or partitioned away) fails with
@@ -33,9 +40,12 @@ def connect(url: str, *, max_connections: int = 64, timeout_s: float = 1.0, bloc
     Args:
         url: ``redis://``, ``rediss://`` or ``unix://`` URL.
         max_connections: pool size.
-        timeout_s: deadline of each command, of connecting, and of waiting for a free pooled connection.
+        timeout_s: deadline of each command and of connecting.
         blocking_reads_s: the longest a blocking read (``XREAD BLOCK``) of this client waits on purpose; its
             commands' deadline is ``timeout_s`` beyond it.
+        pool_timeout_s: how long a command waits for a free pooled connection before failing as unavailable:
+            queueing behind a burst (thousands of streams opening at once) is not Redis being slow, so this is
+            longer than a command's deadline.
 
     Returns:
         The client (bytes in, bytes out).
@@ -43,7 +53,7 @@ def connect(url: str, *, max_connections: int = 64, timeout_s: float = 1.0, bloc
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
-        timeout=timeout_s,
+        timeout=pool_timeout_s,
         retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.25), retries=3),
         retry_on_error=[RedisConnectionError],
         retry_on_timeout=False,

@@ -10,10 +10,13 @@ Presence (which replica streams to a device, so acceptance can tell offline devi
 device's first stream opens, cleared when its last closes, and refreshed for all devices at once by one task,
 so an idle stream costs no task and no Redis command of its own.
 
-The subscription is one connection shared by every stream, so only the dispatcher reads it and writes
-(SUBSCRIBE, UNSUBSCRIBE) take turns under one lock; the connection is set up at start, before any stream, because
-redis-py reads a health check reply when it sends the first SUBSCRIBE, which would race the dispatcher's read
-when thousands of streams open at once. A stream's registration is all or nothing: if its device cannot be
+The subscription is one connection shared by every stream, so only the dispatcher task reads it and only the
+writer task writes it (SUBSCRIBE, UNSUBSCRIBE, queued by the streams and sent in batches). A stream never writes
+itself: redis-py drops a connection whose command was cancelled mid-write, and a stream's task is cancelled
+whenever its client goes away, which used to cut every stream's subscription at once in bursts of closing
+streams (and fail the next write with "'NoneType' object has no attribute 'writelines'"). The connection is set
+up at start, before any stream, because redis-py reads a health check reply when it sends the first SUBSCRIBE,
+which would race the dispatcher's read. A stream's registration is all or nothing: if its device cannot be
 subscribed and marked present, the stream fails and leaves nothing behind (no listener, no presence refresh).
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -37,6 +41,8 @@ from parley_runtime.redis_client import Redis
 _log = logging.getLogger(__name__)
 
 _EPHEMERAL_QUEUE = 64
+_WRITE_BATCH = 500
+"""Most channels one SUBSCRIBE or UNSUBSCRIBE names (a burst of streams opening at once is one command)."""
 
 
 class Listener:
@@ -111,7 +117,7 @@ class MailboxHub:
         self._devices: dict[bytes, tuple[str, int]] = {}
         # Per device channel being subscribed: set once its first stream's registration finished (either way).
         self._ready: dict[bytes, _Registration] = {}
-        self._writing = asyncio.Lock()
+        self._writes: asyncio.Queue[tuple[str, bytes, asyncio.Future[None] | None]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -120,9 +126,9 @@ class MailboxHub:
         Raises:
             RedisError: Redis is unreachable.
         """
-        async with self._writing:
-            await self._pubsub.subscribe(redis_keys.replica_channel(self._replica))
+        await self._pubsub.subscribe(redis_keys.replica_channel(self._replica))
         self._tasks = [
+            asyncio.create_task(self._write(), name="mailbox-subscriptions"),
             asyncio.create_task(self._dispatch(), name="mailbox-hints"),
             asyncio.create_task(self._refresh_presence(), name="presence"),
         ]
@@ -147,8 +153,9 @@ class MailboxHub:
                 registration = self._ready[channel] = _Registration()
                 self._devices[channel] = (user, device_id)
                 try:
-                    async with self._writing:
-                        await self._pubsub.subscribe(channel)
+                    subscribed = asyncio.get_running_loop().create_future()
+                    self._writes.put_nowait(("subscribe", channel, subscribed))
+                    await asyncio.shield(subscribed)
                     await self._store.mark_present([(user, device_id)], self._replica, self._presence_ttl_ms)
                 except BaseException:
                     registration.failed = True
@@ -176,11 +183,10 @@ class MailboxHub:
             del self._listeners[channel]
             self._devices.pop(channel, None)
             self._ready.pop(channel, None)
+            self._writes.put_nowait(("unsubscribe", channel, None))
             with contextlib.suppress(RedisError, OSError):
-                async with self._writing:
-                    await self._pubsub.unsubscribe(channel)
-            with contextlib.suppress(RedisError, OSError):
-                await self._store.mark_absent(user, device_id, self._replica)
+                # Shielded: a stream closing because its client left is cancelled, and the mark must still go.
+                await asyncio.shield(self._store.mark_absent(user, device_id, self._replica))
 
     def wake_all(self) -> None:
         """Wakes every stream: hints may have been lost."""
@@ -208,6 +214,29 @@ class MailboxHub:
                 # Marks expiring only make acceptance announce devices as offline (a spare wake-up), never lose.
                 _log.warning("presence refresh failed: %s", exc)
 
+    async def _write(self) -> None:
+        """Sends the queued (un)subscriptions, consecutive ones of a kind as one command, in queue order."""
+        while True:
+            batch = [await self._writes.get()]
+            while not self._writes.empty() and len(batch) < _WRITE_BATCH:
+                batch.append(self._writes.get_nowait())
+            for kind, group in itertools.groupby(batch, key=lambda write: write[0]):
+                writes = list(group)
+                command = self._pubsub.subscribe if kind == "subscribe" else self._pubsub.unsubscribe
+                error: BaseException | None = None
+                try:
+                    await command(*(channel for _, channel, _ in writes))
+                except Exception as exc:  # noqa: BLE001  # whatever broke a write fails its streams, never the writer
+                    # The dispatcher's read fails too and queues every channel again once reconnected.
+                    _log.warning("mailbox %s failed: %r", kind, exc, exc_info=True)
+                    error = exc
+                for _, _, done in writes:
+                    if done is not None and not done.done():
+                        if error is None:
+                            done.set_result(None)
+                        else:
+                            done.set_exception(error)
+
     async def _dispatch(self) -> None:
         while True:
             try:
@@ -216,9 +245,8 @@ class MailboxHub:
                 _log.warning("mailbox hints interrupted: %s", exc)
                 # Streams keep polling their mailboxes meanwhile; resubscribe everything on the new connection.
                 await asyncio.sleep(0.5)
-                with contextlib.suppress(RedisError, OSError):
-                    async with self._writing:
-                        await self._pubsub.subscribe(redis_keys.replica_channel(self._replica), *self._listeners)
+                for channel in [redis_keys.replica_channel(self._replica).encode(), *self._listeners]:
+                    self._writes.put_nowait(("subscribe", channel, None))
                 continue
             if message is None or message.get("type") != "message":
                 continue

@@ -114,3 +114,34 @@ async def test_a_failed_registration_leaves_nothing_behind(redis_url: str) -> No
     await hub.stop()
     await admin.aclose()
     await client.aclose()
+
+
+async def test_streams_cancelled_while_leaving_neither_cut_the_others_nor_stay_present(redis_url: str) -> None:
+    """A stream's task is cancelled when its client goes away; redis-py drops a connection whose command was cut
+    mid-write, so a stream must never write on the shared subscription itself (it used to: every stream of the
+    replica lost its hints, and the next write failed with "'NoneType' object has no attribute 'writelines'")."""
+    client = connect(redis_url)
+    admin = aioredis.Redis.from_url(redis_url)
+    hub = MailboxHub(client, RedisMailboxStore(client), replica="r1")
+    await hub.start()
+    await hub.register(USER, 99)
+    before = await admin.client_list(_type="pubsub")
+    leaving = [(f"username:l{index}@birdy", await hub.register(f"username:l{index}@birdy", 1)) for index in range(200)]
+    tasks = [asyncio.create_task(hub.unregister(user, 1, listener)) for user, listener in leaving]
+    await asyncio.sleep(0)  # each has started leaving
+    for task in tasks:
+        task.cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [o for o in outcomes if o is not None and not isinstance(o, asyncio.CancelledError)] == []
+    staying = ([f"mbox:{{{USER}}}:99:hint".encode()], [f"presence:{{{USER}}}:99".encode()])
+    for _ in range(200):  # the leavers' unsubscriptions and presence marks finish in the background
+        now = (await admin.pubsub_channels("mbox:*"), [key async for key in admin.scan_iter("presence:*")])
+        if now == staying:
+            break
+        await asyncio.sleep(0.05)
+    assert now == staying
+    # The one subscription connection was never dropped.
+    assert [c["id"] for c in await admin.client_list(_type="pubsub")] == [c["id"] for c in before]
+    await hub.stop()
+    await admin.aclose()
+    await client.aclose()
