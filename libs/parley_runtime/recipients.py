@@ -2,30 +2,46 @@
 whether the user or device an assertion acts for is registered at all.
 
 Every send and every key fetch needs these answers, and conversations ask about the same users many times a
-second, so answers are reused for ``ttl_s`` (one second by default): a consent change, a removed device or a
-new one takes at most that long to show. Registration checks run on every call a provider makes for a user, so
+second, so answers are reused for ``ttl_s`` (one second by default). Identity's ``consent_changed`` and
+``device_removed`` events drop the answers about that user as soon as they are read (:meth:`follow`), so a
+withdrawn consent or a removed device normally shows within milliseconds, and within ``ttl_s`` at worst (an
+event missed while Redis was away). Registration checks run on every call a provider makes for a user, so
 a provider minting identities that were never registered (``sub=username:ghost@A``, or ``dev=42`` of a real user)
 must not cost identity a call each time either: a confirmed absence is remembered for ``ttl_s`` too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc.aio
+from google.protobuf.message import DecodeError
+from redis.exceptions import RedisError
 
 from parley.common.v1.common_pb2 import ErrorReason
+from parley.events.v1.events_pb2 import Event
 from parley.identity.v1 import identity_pb2, identity_pb2_grpc
 from parley.identity.v1.identity_pb2 import Reachability
+from parley_runtime import redis_keys
+from parley_runtime.background import cancel_and_wait
 from parley_runtime.errors import not_found
-from parley_stanza import Address, AddressKind
+from parley_runtime.redis_client import Redis
+from parley_stanza import Address, AddressKind, InvalidAddressError
 
 _MAX_ENTRIES = 100_000
+_EVENT_BATCH = 500
+_log = logging.getLogger(__name__)
 _K = TypeVar("_K")
 _V = TypeVar("_V")
+
+
+_Key = tuple[AddressKind, str, str, Address]
+"""A cached answer's key: the asking user by its parts, and the recipient."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +66,9 @@ class IdentityRecipients:
         self._stub = identity_pb2_grpc.IdentityServiceStub(channel)
         self._ttl_s = ttl_s
         self._timeout_s = timeout_s
-        self._cache: OrderedDict[tuple[AddressKind, str, str, Address], tuple[float, Recipient]] = OrderedDict()
+        self._cache: OrderedDict[_Key, tuple[float, Recipient]] = OrderedDict()
+        self._keys_by_recipient: dict[Address, set[_Key]] = {}
+        self._follower: asyncio.Task[None] | None = None
         self._absent: OrderedDict[tuple[Address, int | None], tuple[float, ErrorReason.ValueType]] = OrderedDict()
 
     async def resolve(self, sender: Address, recipient: Address, *, fresh: bool = False) -> Recipient:
@@ -77,8 +95,57 @@ class IdentityRecipients:
         )
         answer = Recipient(response.reachability, tuple(device.device_id for device in response.devices))
         if self._ttl_s > 0:
-            _remember(self._cache, key, (now + self._ttl_s, answer))
+            self._cache[key] = (now + self._ttl_s, answer)
+            self._cache.move_to_end(key)
+            self._keys_by_recipient.setdefault(recipient, set()).add(key)
+            while len(self._cache) > _MAX_ENTRIES:
+                oldest, _ = self._cache.popitem(last=False)
+                self._unindex(oldest)
         return answer
+
+    def forget(self, user: Address) -> None:
+        """Drops every cached answer about ``user`` (as a recipient; a user asking about itself included)."""
+        for key in self._keys_by_recipient.pop(user, ()):
+            self._cache.pop(key, None)
+
+    def _unindex(self, key: _Key) -> None:
+        keys = self._keys_by_recipient.get(key[3])
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._keys_by_recipient[key[3]]
+
+    def follow(self, client: Redis, *, block_ms: int = 1000) -> None:
+        """Starts reading identity's event stream from now on, forgetting the users its events name.
+
+        Args:
+            client: a Redis client whose commands may block ``block_ms`` (``connect(..., blocking_reads_s=...)``).
+            block_ms: how long one read waits for new events.
+        """
+        self._follower = asyncio.create_task(self._follow(client, block_ms), name="identity-events")
+
+    async def stop(self) -> None:
+        """Stops following identity's events."""
+        if self._follower is not None:
+            await cancel_and_wait([self._follower])
+
+    async def _follow(self, client: Redis, block_ms: int) -> None:
+        stream = redis_keys.event_stream("identity")
+        last = "$"
+        while True:
+            try:
+                reply: Any = await client.xread({stream: last}, count=_EVENT_BATCH, block=block_ms)
+            except (RedisError, OSError) as exc:
+                # Missed events only leave answers to expire with their TTL, as without a follower.
+                _log.warning("identity events interrupted: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    user = _event_user(fields)
+                    if user is not None:
+                        self.forget(user)
 
     async def check_registered(self, user: Address, device_id: int | None) -> None:
         """Refuses a user (and device) that identity does not know.
@@ -107,6 +174,20 @@ class IdentityRecipients:
         if reason == ErrorReason.ERROR_REASON_DEVICE_NOT_FOUND:
             raise not_found(reason, f"device {device_id} of {user} is not registered")
         raise not_found(reason, f"user {user} is not registered")
+
+
+def _event_user(fields: dict[bytes, bytes]) -> Address | None:
+    """The user an identity event changes answers about, or None for events about something else."""
+    kind = fields.get(b"type", b"")
+    if kind not in (b"consent_changed", b"device_removed"):
+        return None
+    try:
+        event = Event.FromString(fields[b"event"])
+        address = event.consent_changed.address or event.device_removed.address
+        return Address.parse(address).user
+    except (KeyError, DecodeError, InvalidAddressError):
+        _log.warning("unreadable identity event of type %s", kind.decode(errors="replace"))
+        return None
 
 
 def _remember(cache: OrderedDict[_K, _V], key: _K, value: _V) -> None:

@@ -52,6 +52,11 @@ async def build_keydir(settings: KeyDirectorySettings, telemetry: Telemetry) -> 
     )
     identity, providers = await follow_identity(settings, telemetry)
     recipients = IdentityRecipients(identity, ttl_s=settings.recipient_cache_s)
+    # Identity's consent and device events drop cached answers at once; one connection blocks on them.
+    events_client = connect(
+        settings.redis_url, max_connections=1, timeout_s=settings.redis_timeout_s, blocking_reads_s=1.0
+    )
+    recipients.follow(events_client)
     handler = KeyDirectoryHandler(
         RedisKeyStore(client),
         recipients,
@@ -78,7 +83,7 @@ async def build_keydir(settings: KeyDirectorySettings, telemetry: Telemetry) -> 
         register=lambda server: keydir_pb2_grpc.add_KeyDirectoryServiceServicer_to_server(servicer, server),
         access=ACCESS,
         readiness=service_dependencies(client, identity),
-        on_stop=[providers.stop, identity.close, client.aclose],
+        on_stop=[recipients.stop, providers.stop, identity.close, events_client.aclose, client.aclose],
     )
     authenticator = Authenticator.from_settings(settings, providers, RedisReplayGuard(client), registration=recipients)
     return GrpcServer(settings, definition, authenticator, telemetry)

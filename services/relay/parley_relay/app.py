@@ -86,6 +86,11 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         policy = ModerationPolicy(moderation)
     store = RedisMailboxStore(client)
     recipients = IdentityRecipients(identity, ttl_s=settings.recipient_cache_s)
+    # Identity's consent and device events drop cached answers at once; one connection blocks on them.
+    events_client = connect(
+        settings.redis_url, max_connections=1, timeout_s=settings.redis_timeout_s, blocking_reads_s=1.0
+    )
+    recipients.follow(events_client)
     hub = MailboxHub(client, store, replica=settings.replica)
     await hub.start()
     # Open streams re-check their provider's status when it changes (the kill switch), not on a timer.
@@ -134,7 +139,7 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         register=lambda server: relay_pb2_grpc.add_RelayServiceServicer_to_server(servicer, server),
         access=ACCESS,
         readiness=service_dependencies(client, identity),
-        on_stop=[hub.stop, providers.stop, close_channels, client.aclose],
+        on_stop=[hub.stop, recipients.stop, providers.stop, close_channels, events_client.aclose, client.aclose],
         untraced_streams=[f"/{SERVICE_NAME}/Connect"],
     )
     authenticator = Authenticator.from_settings(settings, providers, RedisReplayGuard(client), registration=recipients)

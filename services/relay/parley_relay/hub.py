@@ -226,7 +226,7 @@ class MailboxHub:
                 error: BaseException | None = None
                 try:
                     await command(*(channel for _, channel, _ in writes))
-                except Exception as exc:  # noqa: BLE001  # whatever broke a write fails its streams, never the writer
+                except Exception as exc:  # whatever broke a write fails its streams, never the writer
                     # The dispatcher's read fails too and queues every channel again once reconnected.
                     _log.warning("mailbox %s failed: %r", kind, exc, exc_info=True)
                     error = exc
