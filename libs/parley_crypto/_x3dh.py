@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parley_crypto._errors import InvalidKeyError, InvalidMessageError, InvalidSignatureError
+from parley_crypto._errors import (
+    InvalidKeyError,
+    InvalidMessageError,
+    InvalidSignatureError,
+    PqPrekeyRequiredError,
+)
 from parley_crypto._kdf import hkdf_sha256, root_step
 from parley_crypto._keys import IdentityKeyPair, KemKeyPair, KemPublicKey, KeyPair, PublicKey
 from parley_crypto._ratchet import PendingPreKey, ReceiverChain, SessionState
@@ -59,18 +64,24 @@ def _derive(info: bytes, secret: bytes) -> tuple[bytes, bytes]:
     return derived[:32], derived[32:]
 
 
-def initiate(identity: IdentityKeyPair, bundle: PreKeyBundle, *, local_registration_id: int) -> SessionState:
+def initiate(
+    identity: IdentityKeyPair, bundle: PreKeyBundle, *, local_registration_id: int, allow_x3dh: bool = False
+) -> SessionState:
     """The initiator's ("Alice's") side: verifies the bundle and builds a session that sends prekey messages.
 
     Args:
         identity: our identity key pair.
         bundle: the remote device's prekey bundle.
         local_registration_id: our registration id, repeated in each prekey message.
+        allow_x3dh: start an X3DH (version 3) session when the bundle has no PQ prekey, for peers that predate
+            PQXDH (python-axolotl, old libsignal); off by default, as libsignal no longer speaks version 3.
 
     Returns:
-        A new session state; PQXDH (version 4) when the bundle has a PQ prekey, X3DH (version 3) otherwise.
+        A new session state: PQXDH (version 4), or X3DH (version 3) only when allowed and the bundle has no
+        PQ prekey.
 
     Raises:
+        PqPrekeyRequiredError: the bundle has no PQ prekey and X3DH is not allowed.
         InvalidSignatureError: a prekey signature does not verify.
         InvalidKeyError: the bundle is incomplete (a prekey without its id, a PQ key without signature) or holds
             a low-order key.
@@ -81,6 +92,8 @@ def initiate(identity: IdentityKeyPair, bundle: PreKeyBundle, *, local_registrat
     if (bundle.prekey is None) != (bundle.prekey_id is None):
         raise InvalidKeyError("one-time prekey and its id must come together")
     kyber = bundle.kyber_prekey
+    if kyber is None and not allow_x3dh:
+        raise PqPrekeyRequiredError("bundle has no PQ prekey; X3DH (version 3) sessions are not allowed")
     if kyber is not None:
         if bundle.kyber_prekey_id is None or bundle.kyber_prekey_signature is None:
             raise InvalidKeyError("PQ prekey without id or signature")
