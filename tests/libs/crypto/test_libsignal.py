@@ -3,7 +3,8 @@
 The peer is ``libsignal/peer.js`` under Node, a subprocess spoken to in JSON lines; ``make setup`` installs its
 node_modules. Full one-to-one sessions need the SPQR ratchet (libsignal runs it on every session since 0.83),
 which lives in ``_spqr/``; these tests cover what does not depend on it: Kyber1024 keys and their signatures
-both ways, and the Kyber1024 ciphertext libsignal puts in a PQXDH prekey message for our bundle.
+both ways, the Kyber1024 ciphertext libsignal puts in a PQXDH prekey message for our bundle, sender-key
+messages both ways (in order and out of order), and safety numbers (versions 1 and 2) both ways.
 """
 
 from __future__ import annotations
@@ -12,13 +13,27 @@ import hashlib
 import json
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from parley_crypto import IdentityKeyPair, KemKeyPair, KemPublicKey, generate_kyber_prekey, verify_signature
+from parley_crypto import (
+    Fingerprint,
+    IdentityKeyPair,
+    InvalidSignatureError,
+    KemKeyPair,
+    KemPublicKey,
+    ProtocolAddress,
+    create_sender_key_distribution_message,
+    generate_kyber_prekey,
+    group_decrypt,
+    group_encrypt,
+    process_sender_key_distribution_message,
+    verify_signature,
+)
 from parley_crypto import _kyber1024 as kyber1024
 from parley_crypto import _lattice as lattice
 from parley_crypto._wire import PreKeySignalMessage
@@ -181,3 +196,66 @@ def test_libsignal_refuses_a_bundle_whose_kyber_signature_is_forged(peer: Libsig
             kyber_prekey_signature=bytes(64).hex(),
             plaintext=b"hello".hex(),
         )
+
+
+LIBSIGNAL_SENDER = ProtocolAddress("libsignal", 1)
+
+
+def test_libsignal_sender_key_messages_decrypt_here_in_and_out_of_order(peer: LibsignalPeer) -> None:
+    group = uuid.uuid4()
+    device = make_device("parley")
+    distribution = bytes.fromhex(peer.call("sender_key_distribution", distribution_id=str(group)))
+    process_sender_key_distribution_message(device.store, LIBSIGNAL_SENDER, distribution)
+    texts = [b"group %d" % i for i in range(6)]
+    messages = [bytes.fromhex(peer.call("group_encrypt", distribution_id=str(group), plaintext=t.hex())) for t in texts]
+    for index in (0, 3, 1, 5, 2, 4):
+        assert group_decrypt(device.store, LIBSIGNAL_SENDER, messages[index]) == texts[index]
+    fresh = bytes.fromhex(peer.call("group_encrypt", distribution_id=str(group), plaintext=b"last".hex()))
+    with pytest.raises(InvalidSignatureError):
+        group_decrypt(device.store, LIBSIGNAL_SENDER, fresh[:-1] + bytes((fresh[-1] ^ 1,)))
+    assert group_decrypt(device.store, LIBSIGNAL_SENDER, fresh) == b"last"
+
+
+def test_our_sender_key_messages_decrypt_in_libsignal_in_and_out_of_order(peer: LibsignalPeer) -> None:
+    group = uuid.uuid4()
+    device = make_device("parley")
+    distribution = create_sender_key_distribution_message(device.store, device.address, group)
+    peer.call("process_distribution", name=device.address.name, message=distribution.hex())
+    texts = [b"ours %d" % i for i in range(6)]
+    messages = [group_encrypt(device.store, device.address, group, text) for text in texts]
+    for index in (2, 0, 5, 1, 4, 3):
+        assert (
+            bytes.fromhex(peer.call("group_decrypt", name=device.address.name, message=messages[index].hex()))
+            == texts[index]
+        )
+    with pytest.raises(RuntimeError):
+        peer.call("group_decrypt", name=device.address.name, message=(messages[0][:-1] + b"\x00").hex())
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_safety_numbers_agree_with_libsignal_both_ways(peer: LibsignalPeer, version: int) -> None:
+    ours, theirs = IdentityKeyPair.generate().public_key, IdentityKeyPair.generate().public_key
+    our_id, their_id = b"+14155550100", b"+14155550199"
+    local = Fingerprint.create(our_id, ours, their_id, theirs, version=version)
+    remote = Fingerprint.create(their_id, theirs, our_id, ours, version=version)
+    as_us = peer.call(
+        "fingerprint",
+        version=version,
+        local_id=our_id.hex(),
+        local_key=ours.serialize().hex(),
+        remote_id=their_id.hex(),
+        remote_key=theirs.serialize().hex(),
+    )
+    assert as_us["display"] == local.display == remote.display
+    assert bytes.fromhex(as_us["scannable"]) == local.scannable
+    # What libsignal on the other side shows as a QR code is what our side accepts when scanned.
+    as_them = peer.call(
+        "fingerprint",
+        version=version,
+        local_id=their_id.hex(),
+        local_key=theirs.serialize().hex(),
+        remote_id=our_id.hex(),
+        remote_key=ours.serialize().hex(),
+    )
+    assert local.matches_scanned(bytes.fromhex(as_them["scannable"]))
+    assert bytes.fromhex(as_them["scannable"]) == remote.scannable

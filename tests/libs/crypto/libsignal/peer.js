@@ -55,7 +55,22 @@ class Identities extends S.IdentityKeyStore {
   }
 }
 
+class SenderKeys extends S.SenderKeyStore {
+  constructor() {
+    super();
+    this.records = new Map();
+  }
+  async saveSenderKey(sender, distributionId, record) {
+    this.records.set(`${sender.toString()}/${distributionId}`, record.serialize());
+  }
+  async getSenderKey(sender, distributionId) {
+    const stored = this.records.get(`${sender.toString()}/${distributionId}`);
+    return stored ? S.SenderKeyRecord.deserialize(stored) : null;
+  }
+}
+
 const sessions = new Sessions();
+const senderKeys = new SenderKeys();
 const identities = new Identities();
 
 const handlers = {
@@ -77,6 +92,36 @@ const handlers = {
 
   verify: ({ identity_key, message, signature }) =>
     S.PublicKey.deserialize(bytes(identity_key)).verify(bytes(message), bytes(signature)),
+
+  // Sender keys: libsignal's own chain (as localAddress), and the chains of senders it heard from.
+  sender_key_distribution: async ({ distribution_id }) => {
+    const message = await S.SenderKeyDistributionMessage.create(localAddress, distribution_id, senderKeys);
+    return hex(message.serialize());
+  },
+  group_encrypt: async ({ distribution_id, plaintext }) =>
+    hex((await S.groupEncrypt(localAddress, distribution_id, senderKeys, bytes(plaintext))).serialize()),
+  process_distribution: async ({ name, message }) => {
+    const sender = S.ProtocolAddress.new(name, 1);
+    await S.processSenderKeyDistributionMessage(sender, S.SenderKeyDistributionMessage.deserialize(bytes(message)), senderKeys);
+    return null;
+  },
+  group_decrypt: async ({ name, message }) =>
+    hex(await S.groupDecrypt(S.ProtocolAddress.new(name, 1), senderKeys, bytes(message))),
+
+  fingerprint: ({ version, local_id, local_key, remote_id, remote_key }) => {
+    const fingerprint = S.Fingerprint.new(
+      5200,
+      version,
+      bytes(local_id),
+      S.PublicKey.deserialize(bytes(local_key)),
+      bytes(remote_id),
+      S.PublicKey.deserialize(bytes(remote_key)),
+    );
+    return {
+      display: fingerprint.displayableFingerprint().toString(),
+      scannable: hex(fingerprint.scannableFingerprint().toBuffer()),
+    };
+  },
 
   // Processes our bundle (PQXDH: libsignal encapsulates to our Kyber prekey) and encrypts a first message.
   start_session: async (request) => {
