@@ -12,11 +12,11 @@ PROTOS := $(shell find protos -name '*.proto')
 # Source roots that make up the importable tree (see docs/layout.md).
 ROOTS := libs $(GEN_DIR) $(wildcard services/*)
 
-.PHONY: all setup paths gen interop-venv lint fmt test test-fast demo soak bench bench-quick redis-server constraints clean
+.PHONY: all setup paths gen interop-venv libsignal-node lint fmt test test-fast demo soak bench bench-quick redis-server constraints clean
 
 all: test
 
-setup: $(STAMP) paths $(GEN_STAMP) redis-server interop-venv
+setup: $(STAMP) paths $(GEN_STAMP) redis-server interop-venv libsignal-node
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -56,6 +56,28 @@ $(INTEROP_STAMP): $(INTEROP_REQS)
 	@touch $@
 
 interop-venv: $(INTEROP_STAMP)
+
+# The real libsignal (@signalapp/libsignal-client, pinned by its package-lock.json) for the interop tests in
+# tests/libs/crypto/test_libsignal.py, which drive it under Node. Node and npm come from Debian, installed with
+# apt-get when running as root. Without them setup goes on and those tests skip, saying what is missing. The
+# package's install script only prints a hint (its native library ships prebuilt), so scripts stay off.
+LIBSIGNAL_DIR := tests/libs/crypto/libsignal
+LIBSIGNAL_STAMP := $(LIBSIGNAL_DIR)/node_modules/.parley-installed
+
+$(LIBSIGNAL_STAMP): $(LIBSIGNAL_DIR)/package.json $(LIBSIGNAL_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nodejs and npm with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  fi; }
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(LIBSIGNAL_DIR) && npm ci --no-audit --no-fund --ignore-scripts --silent && touch node_modules/.parley-installed; \
+	else \
+	  echo "Node.js/npm are not installed (Debian/Ubuntu: sudo apt-get install nodejs npm);"; \
+	  echo "the libsignal interop tests will be skipped until they are and make setup runs again."; \
+	fi
+
+libsignal-node: $(LIBSIGNAL_STAMP)
 
 # Finds redis-server, or installs it with apt-get when running as root.
 redis-server:
@@ -102,4 +124,4 @@ constraints: $(STAMP)
 	@{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) $(GEN_DIR) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(GEN_DIR) .mypy_cache .ruff_cache .pytest_cache .hypothesis $(LIBSIGNAL_DIR)/node_modules

@@ -19,6 +19,7 @@ from parley_crypto._errors import (
     InvalidVersionError,
     MediaIntegrityError,
     NoSessionError,
+    PqPrekeyRequiredError,
     UnknownPreKeyError,
     UntrustedIdentityError,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "MediaIntegrityError",
     "MessageType",
     "NoSessionError",
+    "PqPrekeyRequiredError",
     "PreKeyBundle",
     "PreKeyRecord",
     "PreKeyStore",

@@ -11,6 +11,7 @@ from parley_crypto._errors import (
     DuplicateMessageError,
     InvalidKeyError,
     InvalidMessageError,
+    InvalidVersionError,
     NoSessionError,
     UnknownPreKeyError,
     UntrustedIdentityError,
@@ -24,11 +25,13 @@ from parley_crypto._wire import (
     SignalMessage,
     encode_prekey_message,
 )
-from parley_crypto._x3dh import PreKeyBundle, initiate, respond
+from parley_crypto._x3dh import PQXDH_VERSION, PreKeyBundle, initiate, respond
 
 
-def process_prekey_bundle(store: ProtocolStore, address: ProtocolAddress, bundle: PreKeyBundle) -> None:
-    """Starts a session with a remote device from its prekey bundle (X3DH, or PQXDH with a PQ prekey).
+def process_prekey_bundle(
+    store: ProtocolStore, address: ProtocolAddress, bundle: PreKeyBundle, *, allow_x3dh: bool = False
+) -> None:
+    """Starts a session with a remote device from its prekey bundle: PQXDH (version 4).
 
     The next :meth:`SessionCipher.encrypt` for ``address`` then sends a prekey message.
 
@@ -36,15 +39,23 @@ def process_prekey_bundle(store: ProtocolStore, address: ProtocolAddress, bundle
         store: our stores.
         address: the remote device.
         bundle: its bundle, as fetched from the key directory.
+        allow_x3dh: accept a bundle without a PQ prekey and start an X3DH (version 3) session, for peers that
+            predate PQXDH; off by default (libsignal refuses version 3 since 0.75).
 
     Raises:
+        PqPrekeyRequiredError: the bundle has no PQ prekey and X3DH is not allowed.
         UntrustedIdentityError: the bundle's identity differs from the trusted one for ``address``.
         InvalidSignatureError: a prekey signature does not verify.
         InvalidKeyError: the bundle is malformed.
     """
     if not store.is_trusted_identity(address, bundle.identity_key, Direction.SENDING):
         raise UntrustedIdentityError(f"identity of {address} changed")
-    state = initiate(store.get_identity_key_pair(), bundle, local_registration_id=store.get_local_registration_id())
+    state = initiate(
+        store.get_identity_key_pair(),
+        bundle,
+        local_registration_id=store.get_local_registration_id(),
+        allow_x3dh=allow_x3dh,
+    )
     record = store.load_session(address) or SessionRecord()
     record.promote(state)
     store.store_session(address, record)
@@ -57,13 +68,16 @@ class SessionCipher:
     Args:
         store: our stores.
         address: the remote device.
+        allow_x3dh: accept prekey messages that start X3DH (version 3) sessions, for peers that predate
+            PQXDH; off by default. Sessions already stored keep working either way.
     """
 
-    __slots__ = ("_address", "_store")
+    __slots__ = ("_address", "_allow_x3dh", "_store")
 
-    def __init__(self, store: ProtocolStore, address: ProtocolAddress) -> None:
+    def __init__(self, store: ProtocolStore, address: ProtocolAddress, *, allow_x3dh: bool = False) -> None:
         self._store = store
         self._address = address
+        self._allow_x3dh = allow_x3dh
 
     def encrypt(self, plaintext: bytes) -> CiphertextMessage:
         """Encrypts one message with the current session.
@@ -146,7 +160,8 @@ class SessionCipher:
         Raises:
             UntrustedIdentityError: the sender's identity differs from the trusted one.
             UnknownPreKeyError: a signed, one-time or PQ prekey id we do not hold (already used, or never ours).
-            InvalidVersionError: unsupported message version.
+            InvalidVersionError: unsupported message version, or a version-3 (X3DH) session start while X3DH
+                is not allowed.
             DuplicateMessageError: already decrypted.
             BadMacError: fails authentication.
             InvalidMessageError: malformed.
@@ -161,6 +176,10 @@ class SessionCipher:
             plaintext = _decrypt_with_record(record, message.message)
             store.store_session(self._address, record)
             return plaintext
+        if message.version < PQXDH_VERSION and not self._allow_x3dh:
+            raise InvalidVersionError("X3DH (version 3) sessions are not allowed; PQXDH (version 4) is required")
+        if message.version >= PQXDH_VERSION and message.kyber_prekey_id is None:
+            raise InvalidMessageError("version-4 prekey message without a PQ prekey and ciphertext")
         signed = store.load_signed_prekey(message.signed_prekey_id)
         if signed is None:
             raise UnknownPreKeyError(f"unknown signed prekey {message.signed_prekey_id}")

@@ -15,6 +15,14 @@ class InvalidKeyError(CryptoError):
     """Key bytes are malformed: wrong length, unknown type byte, or not a valid key of their kind."""
 
 
+class PqPrekeyRequiredError(InvalidKeyError):
+    """A prekey bundle has no PQ prekey: PQXDH (version 4) cannot start, and falling back to X3DH is refused.
+
+    libsignal (since 0.75) neither builds nor accepts version-3 sessions, so a silent downgrade would produce
+    a session its peers refuse, and would drop post-quantum protection without anyone deciding to.
+    """
+
+
 class InvalidSignatureError(CryptoError):
     """A signature over a prekey (or a sender-key message) does not verify."""
 

@@ -1,8 +1,9 @@
-"""Curve25519 and ML-KEM-1024 keys in libsignal's serialized forms, XEdDSA signatures and prekey generation.
+"""Curve25519 and KEM keys in libsignal's serialized forms, XEdDSA signatures and prekey generation.
 
 Serialized forms (libsignal's):
 - Curve25519 public key: type byte ``0x05`` followed by the 32-byte Montgomery u-coordinate.
-- KEM public key and ciphertext: type byte ``0x0A`` followed by the ML-KEM-1024 bytes.
+- KEM public key and ciphertext: a type byte followed by 1568 bytes: ``0x08`` round-3 Kyber1024 (libsignal's
+  default and, since 0.75, the only type it accepts) or ``0x0A`` ML-KEM-1024 (FIPS 203, from ``cryptography``).
 - XEdDSA signature: 64 bytes, Ed25519 form. Ours follow the XEdDSA spec (signing key's Edwards sign bit forced
   to 0); older libsignal code puts that sign bit in the top bit of the last byte instead, which
   :func:`verify_signature` honours so signatures from either verify.
@@ -19,11 +20,15 @@ from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from nacl import bindings as nacl_bindings
 
+from parley_crypto import _kyber1024 as kyber1024
 from parley_crypto import _protobuf as pb
 from parley_crypto._errors import InvalidKeyError, InvalidStateError
 
 DJB_KEY_TYPE = 0x05
+# libsignal's KEM key types: 0x08 is round-3 Kyber1024 (what it generates and requires), 0x0A ML-KEM-1024.
+KYBER_1024_KEY_TYPE = 0x08
 MLKEM_1024_KEY_TYPE = 0x0A
+KEM_KEY_TYPES = (KYBER_1024_KEY_TYPE, MLKEM_1024_KEY_TYPE)
 CURVE25519_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 MLKEM1024_PUBLIC_KEY_SIZE = 1568
@@ -262,89 +267,145 @@ def verify_signature(public_key_bytes: bytes, message: bytes, signature: bytes) 
     return PublicKey.deserialize(public_key_bytes).verify(message, signature)
 
 
+def _kem_sizes(key_type: int) -> tuple[int, int]:
+    """(public key, ciphertext) sizes of a KEM key type, or InvalidKeyError for a type libsignal does not know."""
+    if key_type == KYBER_1024_KEY_TYPE:
+        return kyber1024.PUBLIC_KEY_SIZE, kyber1024.CIPHERTEXT_SIZE
+    if key_type == MLKEM_1024_KEY_TYPE:
+        return MLKEM1024_PUBLIC_KEY_SIZE, MLKEM1024_CIPHERTEXT_SIZE
+    raise InvalidKeyError(f"unknown KEM key type 0x{key_type:02x}")
+
+
 class KemPublicKey:
-    """An ML-KEM-1024 public key (a PQXDH last-resort or one-time PQ prekey)."""
+    """A PQXDH prekey's public key: Kyber1024 (``0x08``, what libsignal generates) or ML-KEM-1024 (``0x0A``).
 
-    __slots__ = ("_key", "raw")
+    Equality and hashing are by type and raw bytes.
+    """
 
-    def __init__(self, raw: bytes) -> None:
-        """Wraps the 1568 raw key bytes.
+    __slots__ = ("_key", "key_type", "raw")
+
+    def __init__(self, raw: bytes, *, key_type: int) -> None:
+        """Wraps the raw key bytes (1568 for either type) of the given type.
 
         Raises:
-            InvalidKeyError: wrong length or not a valid ML-KEM-1024 key.
+            InvalidKeyError: unknown type, wrong length or not a valid key of its type.
         """
-        if len(raw) != MLKEM1024_PUBLIC_KEY_SIZE:
-            raise InvalidKeyError(f"ML-KEM-1024 public key must be 1568 bytes, got {len(raw)}")
-        try:
-            self._key = MLKEM1024PublicKey.from_public_bytes(raw)
-        except ValueError as exc:
-            raise InvalidKeyError("invalid ML-KEM-1024 public key") from exc
+        size, _ = _kem_sizes(key_type)
+        if len(raw) != size:
+            raise InvalidKeyError(f"KEM public key of type 0x{key_type:02x} must be {size} bytes, got {len(raw)}")
+        self._key: kyber1024.PublicKey | MLKEM1024PublicKey
+        if key_type == KYBER_1024_KEY_TYPE:
+            self._key = kyber1024.PublicKey(raw)
+        else:
+            try:
+                self._key = MLKEM1024PublicKey.from_public_bytes(raw)
+            except ValueError as exc:
+                raise InvalidKeyError("invalid ML-KEM-1024 public key") from exc
+        self.key_type = key_type
         self.raw = bytes(raw)
 
     @classmethod
     def deserialize(cls, data: bytes) -> KemPublicKey:
-        """Parses the serialized form (``0x0A`` + 1568 bytes).
+        """Parses the serialized form: ``0x08`` or ``0x0A`` followed by 1568 bytes.
 
         Raises:
-            InvalidKeyError: wrong length, type byte or key.
+            InvalidKeyError: empty, unknown type byte, wrong length or invalid key.
         """
-        if not data or data[0] != MLKEM_1024_KEY_TYPE:
-            raise InvalidKeyError("unknown KEM public key type")
-        return cls(data[1:])
+        if not data:
+            raise InvalidKeyError("empty KEM public key")
+        return cls(data[1:], key_type=data[0])
 
     def serialize(self) -> bytes:
-        """The serialized form: ``0x0A`` + 1568 bytes."""
-        return bytes((MLKEM_1024_KEY_TYPE,)) + self.raw
+        """The serialized form: type byte + 1568 bytes (1569 in all, as libsignal's)."""
+        return bytes((self.key_type,)) + self.raw
 
     def encapsulate(self) -> tuple[bytes, bytes]:
         """Encapsulates a fresh shared secret to this key.
 
         Returns:
-            ``(shared_secret, serialized_ciphertext)``; the ciphertext carries the ``0x0A`` type byte.
+            ``(shared_secret, serialized_ciphertext)``; the ciphertext carries this key's type byte.
         """
-        shared, ciphertext = self._key.encapsulate()
-        return shared, bytes((MLKEM_1024_KEY_TYPE,)) + ciphertext
+        if isinstance(self._key, kyber1024.PublicKey):
+            ciphertext, shared = self._key.encapsulate()
+        else:
+            shared, ciphertext = self._key.encapsulate()
+        return shared, bytes((self.key_type,)) + ciphertext
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, KemPublicKey) and self.raw == other.raw
+        return isinstance(other, KemPublicKey) and (self.key_type, self.raw) == (other.key_type, other.raw)
 
     def __hash__(self) -> int:
-        return hash(self.raw)
+        return hash((self.key_type, self.raw))
+
+    def __repr__(self) -> str:
+        return f"KemPublicKey(0x{self.key_type:02x}, {self.raw.hex()[:16]}...)"
 
 
 class KemKeyPair:
-    """An ML-KEM-1024 key pair, stored as its 64-byte seed."""
+    """A PQXDH prekey's key pair, of either KEM type.
 
-    __slots__ = ("_private", "public_key", "seed")
+    The private key is kept in the form libsignal stores: for Kyber1024 the 3168-byte round-3 secret key; for
+    ML-KEM-1024 the 64-byte seed (``d || z``) the library has always stored.
+    """
 
-    def __init__(self, seed: bytes) -> None:
-        """Rebuilds a pair from its seed.
+    __slots__ = ("_private", "key_type", "private_key", "public_key")
+
+    def __init__(self, private_key: bytes, *, key_type: int) -> None:
+        """Rebuilds a pair from its private key.
 
         Raises:
-            InvalidKeyError: the seed is not 64 bytes.
+            InvalidKeyError: unknown type, or a private key malformed for its type.
         """
-        if len(seed) != MLKEM1024_SEED_SIZE:
-            raise InvalidKeyError(f"ML-KEM-1024 seed must be 64 bytes, got {len(seed)}")
-        self.seed = bytes(seed)
-        self._private = MLKEM1024PrivateKey.from_seed_bytes(self.seed)
-        self.public_key = KemPublicKey(self._private.public_key().public_bytes_raw())
+        _kem_sizes(key_type)
+        self._private: kyber1024.SecretKey | MLKEM1024PrivateKey
+        if key_type == KYBER_1024_KEY_TYPE:
+            self._private = kyber1024.SecretKey(private_key)
+            public = self._private.public_key.raw
+        else:
+            if len(private_key) != MLKEM1024_SEED_SIZE:
+                raise InvalidKeyError(f"ML-KEM-1024 seed must be 64 bytes, got {len(private_key)}")
+            self._private = MLKEM1024PrivateKey.from_seed_bytes(private_key)
+            public = self._private.public_key().public_bytes_raw()
+        self.key_type = key_type
+        self.private_key = bytes(private_key)
+        self.public_key = KemPublicKey(public, key_type=key_type)
 
     @classmethod
-    def generate(cls) -> KemKeyPair:
-        """A fresh random ML-KEM-1024 key pair."""
-        return cls(secrets.token_bytes(MLKEM1024_SEED_SIZE))
-
-    def decapsulate(self, serialized_ciphertext: bytes) -> bytes:
-        """Recovers the shared secret from a serialized ciphertext (``0x0A`` + 1568 bytes).
+    def generate(cls, key_type: int = KYBER_1024_KEY_TYPE) -> KemKeyPair:
+        """A fresh random key pair; Kyber1024 by default, the type libsignal generates and accepts.
 
         Raises:
-            InvalidKeyError: wrong type byte or length.
+            InvalidKeyError: unknown key type.
         """
-        if (
-            len(serialized_ciphertext) != MLKEM1024_CIPHERTEXT_SIZE + 1
-            or serialized_ciphertext[0] != MLKEM_1024_KEY_TYPE
-        ):
-            raise InvalidKeyError("malformed ML-KEM-1024 ciphertext")
+        if key_type == KYBER_1024_KEY_TYPE:
+            return cls(kyber1024.SecretKey.generate().raw, key_type=key_type)
+        _kem_sizes(key_type)
+        return cls(secrets.token_bytes(MLKEM1024_SEED_SIZE), key_type=key_type)
+
+    def serialize_private(self) -> bytes:
+        """The private key with its type byte, as a ``KyberPreKeyRecordStructure`` stores it."""
+        return bytes((self.key_type,)) + self.private_key
+
+    @classmethod
+    def deserialize_private(cls, data: bytes) -> KemKeyPair:
+        """Parses :meth:`serialize_private`'s output.
+
+        Raises:
+            InvalidKeyError: empty, unknown type byte or malformed key.
+        """
+        if not data:
+            raise InvalidKeyError("empty KEM private key")
+        return cls(data[1:], key_type=data[0])
+
+    def decapsulate(self, serialized_ciphertext: bytes) -> bytes:
+        """Recovers the shared secret from a serialized ciphertext (type byte + 1568 bytes).
+
+        Raises:
+            InvalidKeyError: a type byte other than this key's, or the wrong length.
+        """
+        _, size = _kem_sizes(self.key_type)
+        if len(serialized_ciphertext) != size + 1 or serialized_ciphertext[0] != self.key_type:
+            raise InvalidKeyError(f"malformed KEM ciphertext for key type 0x{self.key_type:02x}")
         return self._private.decapsulate(serialized_ciphertext[1:])
 
 
@@ -441,13 +502,13 @@ class SignedPreKeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class KyberPreKeyRecord:
-    """An ML-KEM-1024 prekey signed by the identity key (PQXDH).
+    """A KEM prekey (Kyber1024 or ML-KEM-1024) signed by the identity key (PQXDH).
 
     Attributes:
         id: the PQ prekey id (24-bit).
         timestamp: creation time in milliseconds since the epoch.
-        key_pair: the ML-KEM-1024 key pair.
-        signature: XEdDSA signature by the identity key over the serialized KEM public key (``0x0A`` + key).
+        key_pair: the KEM key pair.
+        signature: XEdDSA signature by the identity key over the serialized KEM public key (type byte + key).
     """
 
     id: int
@@ -456,11 +517,11 @@ class KyberPreKeyRecord:
     signature: bytes
 
     def serialize(self) -> bytes:
-        """libsignal's ``KyberPreKeyRecordStructure`` layout; the private key field holds ``0x0A`` + seed."""
+        """libsignal's ``KyberPreKeyRecordStructure`` layout; the private key field holds type byte + private key."""
         return (
             pb.field_varint(1, self.id)
             + pb.field_bytes(2, self.key_pair.public_key.serialize())
-            + pb.field_bytes(3, bytes((MLKEM_1024_KEY_TYPE,)) + self.key_pair.seed)
+            + pb.field_bytes(3, self.key_pair.serialize_private())
             + pb.field_bytes(4, self.signature)
             + pb.field_fixed64(5, self.timestamp)
         )
@@ -474,10 +535,7 @@ class KyberPreKeyRecord:
         """
         try:
             fields = pb.decode(data)
-            private = pb.get_bytes(fields, 3)
-            if not private or private[0] != MLKEM_1024_KEY_TYPE:
-                raise InvalidKeyError("unknown KEM private key type")
-            pair = KemKeyPair(private[1:])
+            pair = KemKeyPair.deserialize_private(pb.get_bytes(fields, 3))
             if pair.public_key != KemPublicKey.deserialize(pb.get_bytes(fields, 2)):
                 raise InvalidKeyError("KEM public key does not match its seed")
             return cls(pb.get_int(fields, 1), pb.get_int(fields, 5, 0), pair, pb.get_bytes(fields, 4))
@@ -517,20 +575,23 @@ def generate_prekeys(start_id: int, count: int) -> list[PreKeyRecord]:
     return [PreKeyRecord(((start_id + i - 1) % (MAX_PREKEY_ID - 1)) + 1, KeyPair.generate()) for i in range(count)]
 
 
-def generate_kyber_prekey(identity: IdentityKeyPair, prekey_id: int, *, timestamp: int) -> KyberPreKeyRecord:
-    """A fresh ML-KEM-1024 prekey signed by the identity key (over ``0x0A`` + public key).
+def generate_kyber_prekey(
+    identity: IdentityKeyPair, prekey_id: int, *, timestamp: int, key_type: int = KYBER_1024_KEY_TYPE
+) -> KyberPreKeyRecord:
+    """A fresh KEM prekey signed by the identity key (over its serialized public key, type byte included).
 
     Args:
         identity: the device's identity key pair.
         prekey_id: the PQ prekey id (0..0xFFFFFF).
         timestamp: creation time in ms since the epoch.
+        key_type: ``0x08`` Kyber1024 (the default, what libsignal generates) or ``0x0A`` ML-KEM-1024.
 
     Returns:
         The record to store locally; publish ``id``, ``key_pair.public_key.serialize()`` and ``signature``.
 
     Raises:
-        InvalidKeyError: ``prekey_id`` is out of range.
+        InvalidKeyError: ``prekey_id`` is out of range or ``key_type`` unknown.
     """
     _check_prekey_id(prekey_id)
-    pair = KemKeyPair.generate()
+    pair = KemKeyPair.generate(key_type)
     return KyberPreKeyRecord(prekey_id, timestamp, pair, identity.sign(pair.public_key.serialize()))

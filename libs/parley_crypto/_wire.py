@@ -126,7 +126,7 @@ class PreKeySignalMessage:
         prekey_id: the one-time prekey used, if any.
         signed_prekey_id: the signed prekey used.
         kyber_prekey_id: the PQ prekey used (PQXDH only).
-        kyber_ciphertext: the ML-KEM ciphertext, ``0x0A`` + 1568 bytes (PQXDH only).
+        kyber_ciphertext: the KEM ciphertext, type byte (``0x08`` or ``0x0A``) + 1568 bytes (PQXDH only).
         base_key: the sender's ephemeral base key.
         identity_key: the sender's identity key.
         message: the embedded ``SignalMessage``.

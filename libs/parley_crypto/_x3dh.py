@@ -14,7 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from parley_crypto import _spqr
-from parley_crypto._errors import InvalidKeyError, InvalidMessageError, InvalidSignatureError
+from parley_crypto._errors import (
+    InvalidKeyError,
+    InvalidMessageError,
+    InvalidSignatureError,
+    PqPrekeyRequiredError,
+)
 from parley_crypto._kdf import hkdf_sha256, root_step
 from parley_crypto._keys import IdentityKeyPair, KemKeyPair, KemPublicKey, KeyPair, PublicKey
 from parley_crypto._ratchet import PendingPreKey, ReceiverChain, SessionState
@@ -68,18 +73,24 @@ def _spqr_state(pqr_key: bytes, direction: _spqr.Direction) -> bytes:
     return _spqr.initial_state(auth_key=pqr_key, direction=direction, min_version=_spqr.Version.V1)
 
 
-def initiate(identity: IdentityKeyPair, bundle: PreKeyBundle, *, local_registration_id: int) -> SessionState:
+def initiate(
+    identity: IdentityKeyPair, bundle: PreKeyBundle, *, local_registration_id: int, allow_x3dh: bool = False
+) -> SessionState:
     """The initiator's ("Alice's") side: verifies the bundle and builds a session that sends prekey messages.
 
     Args:
         identity: our identity key pair.
         bundle: the remote device's prekey bundle.
         local_registration_id: our registration id, repeated in each prekey message.
+        allow_x3dh: start an X3DH (version 3) session when the bundle has no PQ prekey, for peers that predate
+            PQXDH (python-axolotl, old libsignal); off by default, as libsignal no longer speaks version 3.
 
     Returns:
-        A new session state; PQXDH (version 4) when the bundle has a PQ prekey, X3DH (version 3) otherwise.
+        A new session state: PQXDH (version 4), or X3DH (version 3) only when allowed and the bundle has no
+        PQ prekey.
 
     Raises:
+        PqPrekeyRequiredError: the bundle has no PQ prekey and X3DH is not allowed.
         InvalidSignatureError: a prekey signature does not verify.
         InvalidKeyError: the bundle is incomplete (a prekey without its id, a PQ key without signature) or holds
             a low-order key.
@@ -90,6 +101,8 @@ def initiate(identity: IdentityKeyPair, bundle: PreKeyBundle, *, local_registrat
     if (bundle.prekey is None) != (bundle.prekey_id is None):
         raise InvalidKeyError("one-time prekey and its id must come together")
     kyber = bundle.kyber_prekey
+    if kyber is None and not allow_x3dh:
+        raise PqPrekeyRequiredError("bundle has no PQ prekey; X3DH (version 3) sessions are not allowed")
     if kyber is not None:
         if bundle.kyber_prekey_id is None or bundle.kyber_prekey_signature is None:
             raise InvalidKeyError("PQ prekey without id or signature")

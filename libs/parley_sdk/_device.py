@@ -260,11 +260,14 @@ class DeviceClient:
     ) -> Message:
         """Encrypts ``content`` for every device of ``recipient`` and every other device of this user.
 
-        Sessions are started on first contact from freshly claimed prekey bundles (PQXDH when the bundle carries
-        an ML-KEM prekey).
+        Sessions are started on first contact from freshly claimed prekey bundles, always with PQXDH (version 4).
 
         Returns:
             The message stanza, ready for ``parley_stanza.encode`` and the relay.
+
+        Raises:
+            parley_crypto.PqPrekeyRequiredError: a recipient device's bundle has no PQ (Kyber) prekey; no session
+                is started with it rather than a downgraded version-3 one.
         """
         plaintext = encode_content(content)
         payloads = []

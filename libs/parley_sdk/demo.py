@@ -248,7 +248,7 @@ async def _set_up(admin_token: str, services: dict[str, ServiceProcess]) -> _Cas
     _say(f"Ana: {cast.ana_phone.address} and {cast.ana_laptop.address}; allows birdy, merged inbox")
     _say(f"Ben: {cast.ben.address}; allows gatekeeper")
 
-    _step("Every device publishes its keys (identity, signed prekey, ML-KEM-1024 last resort, one-time prekeys)")
+    _step("Every device publishes its keys (identity, signed prekey, Kyber1024 last resort, one-time prekeys)")
     for device in cast.devices:
         count = await device.publish_keys(20)
         _say(f"{device.address}: {count} one-time prekeys in the directory")

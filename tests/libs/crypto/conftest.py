@@ -59,10 +59,19 @@ def make_device(name: str) -> Device:
 
 
 def pair(*, pq: bool = True) -> tuple[SessionCipher, SessionCipher, Device, Device]:
-    """Alice with a session to Bob (from Bob's bundle) and the two ciphers: Alice's to Bob, Bob's to Alice."""
+    """Alice with a session to Bob (from Bob's bundle) and the two ciphers: Alice's to Bob, Bob's to Alice.
+
+    ``pq=False`` starts a version-3 (X3DH) session, with X3DH explicitly allowed on both sides.
+    """
     alice, bob = make_device("alice"), make_device("bob")
-    process_prekey_bundle(alice.store, bob.address, bob.bundle(pq=pq))
-    return SessionCipher(alice.store, bob.address), SessionCipher(bob.store, alice.address), alice, bob
+    legacy = not pq
+    process_prekey_bundle(alice.store, bob.address, bob.bundle(pq=pq), allow_x3dh=legacy)
+    return (
+        SessionCipher(alice.store, bob.address, allow_x3dh=legacy),
+        SessionCipher(bob.store, alice.address, allow_x3dh=legacy),
+        alice,
+        bob,
+    )
 
 
 @pytest.fixture

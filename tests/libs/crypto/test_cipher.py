@@ -18,15 +18,17 @@ from parley_crypto import (
     InvalidVersionError,
     MessageType,
     NoSessionError,
+    PqPrekeyRequiredError,
     ProtocolAddress,
     SessionCipher,
     SessionRecord,
     UnknownPreKeyError,
     UntrustedIdentityError,
+    generate_kyber_prekey,
     process_prekey_bundle,
 )
 from parley_crypto._ratchet import MAX_FORWARD_JUMPS, MAX_MESSAGE_KEYS
-from parley_crypto._wire import PreKeySignalMessage
+from parley_crypto._wire import PreKeySignalMessage, encode_prekey_message
 
 from .conftest import Device, make_device, pair
 
@@ -61,7 +63,7 @@ def test_session_setup_and_conversation(pq: bool) -> None:
 
 def test_session_without_one_time_prekey() -> None:
     alice, bob = make_device("alice"), make_device("bob")
-    process_prekey_bundle(alice.store, bob.address, bob.bundle(pq=False, one_time=False))
+    process_prekey_bundle(alice.store, bob.address, bob.bundle(one_time=False))
     message = SessionCipher(alice.store, bob.address).encrypt(b"x")
     assert PreKeySignalMessage.parse(message.body).prekey_id is None
     assert SessionCipher(bob.store, alice.address).decrypt(message) == b"x"
@@ -226,11 +228,11 @@ def test_replayed_one_time_prekey_in_a_new_session_is_rejected() -> None:
     # Another initiator was handed the same one-time prekey (a directory bug, or a replayed bundle).
     carol = make_device("carol")
     bundle = replace(bob.bundle(pq=False, one_time=False), prekey_id=1, prekey=consumed)
-    process_prekey_bundle(carol.store, bob.address, bundle)
+    process_prekey_bundle(carol.store, bob.address, bundle, allow_x3dh=True)
     message = SessionCipher(carol.store, bob.address).encrypt(b"again")
     before = snapshot(bob)
     with pytest.raises(UnknownPreKeyError):
-        SessionCipher(bob.store, carol.address).decrypt(message)
+        SessionCipher(bob.store, carol.address, allow_x3dh=True).decrypt(message)
     assert snapshot(bob) == before
 
 
@@ -348,3 +350,64 @@ def test_simultaneous_initiation_converges() -> None:
     assert alice_record.current is not None
     assert bob_record.current is not None
     assert alice_record.current.alice_base_key == bob_record.current.alice_base_key, "both use one session"
+
+
+def test_new_sessions_are_version_4() -> None:
+    to_bob, to_alice, _, _ = pair()
+    message = to_bob.encrypt(b"x")
+    assert PreKeySignalMessage.parse(message.body).version == 4
+    assert to_alice.decrypt(message) == b"x"
+
+
+def test_bundle_without_pq_prekey_is_refused_not_downgraded() -> None:
+    alice, bob = make_device("alice"), make_device("bob")
+    before = snapshot(alice)
+    with pytest.raises(PqPrekeyRequiredError):
+        process_prekey_bundle(alice.store, bob.address, bob.bundle(pq=False))
+    assert snapshot(alice) == before
+    assert alice.store.load_session(bob.address) is None
+
+
+def test_version_3_prekey_message_is_refused_unless_allowed() -> None:
+    alice, bob = make_device("alice"), make_device("bob")
+    process_prekey_bundle(alice.store, bob.address, bob.bundle(pq=False), allow_x3dh=True)
+    message = SessionCipher(alice.store, bob.address, allow_x3dh=True).encrypt(b"legacy")
+    assert PreKeySignalMessage.parse(message.body).version == 3
+    before = snapshot(bob)
+    with pytest.raises(InvalidVersionError):
+        SessionCipher(bob.store, alice.address).decrypt(message)
+    assert snapshot(bob) == before
+    assert SessionCipher(bob.store, alice.address, allow_x3dh=True).decrypt(message) == b"legacy"
+
+
+def test_version_4_prekey_message_without_pq_ciphertext_is_refused() -> None:
+    alice, bob = make_device("alice"), make_device("bob")
+    process_prekey_bundle(alice.store, bob.address, bob.bundle(pq=False), allow_x3dh=True)
+    legacy = PreKeySignalMessage.parse(SessionCipher(alice.store, bob.address, allow_x3dh=True).encrypt(b"x").body)
+    forged = encode_prekey_message(
+        version=4,
+        registration_id=legacy.registration_id,
+        prekey_id=legacy.prekey_id,
+        signed_prekey_id=legacy.signed_prekey_id,
+        kyber_prekey_id=None,
+        kyber_ciphertext=None,
+        base_key=legacy.base_key,
+        identity_key=legacy.identity_key,
+        message=legacy.message_bytes,
+    )
+    with pytest.raises(InvalidMessageError):
+        SessionCipher(bob.store, alice.address).decrypt(CiphertextMessage(MessageType.PREKEY, forged))
+
+
+def test_kyber1024_and_mlkem1024_prekeys_both_start_sessions() -> None:
+    for key_type in (0x08, 0x0A):
+        alice, bob = make_device("alice"), make_device("bob")
+        identity = bob.store.get_identity_key_pair()
+        bob.store.kyber_prekeys.clear()
+        bob.store.add_kyber_prekey(generate_kyber_prekey(identity, 1, timestamp=0, key_type=key_type), last_resort=True)
+        process_prekey_bundle(alice.store, bob.address, bob.bundle())
+        message = SessionCipher(alice.store, bob.address).encrypt(b"pq")
+        kyber_ciphertext = PreKeySignalMessage.parse(message.body).kyber_ciphertext
+        assert kyber_ciphertext is not None
+        assert kyber_ciphertext[0] == key_type
+        assert SessionCipher(bob.store, alice.address).decrypt(message) == b"pq"

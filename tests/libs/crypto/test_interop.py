@@ -141,7 +141,7 @@ def _conversation(ours: SessionCipher, peer: AxolotlPeer, *, rounds: int) -> Non
 def test_axolotl_starts_session_and_we_continue_it(peer: AxolotlPeer) -> None:
     device = make_device("parley")
     _give_peer_our_bundle(peer, device)
-    ours = SessionCipher(device.store, peer.address)
+    ours = SessionCipher(device.store, peer.address, allow_x3dh=True)
     first = [peer.encrypt(b"hello %d" % i) for i in range(3)]
     assert all(message.type == MessageType.PREKEY for message in first)
     # Out of order from the very first prekey message on.
@@ -154,8 +154,8 @@ def test_axolotl_starts_session_and_we_continue_it(peer: AxolotlPeer) -> None:
 
 def test_we_start_session_and_axolotl_continues_it(peer: AxolotlPeer) -> None:
     device = make_device("parley")
-    process_prekey_bundle(device.store, peer.address, _peer_bundle(peer))
-    ours = SessionCipher(device.store, peer.address)
+    process_prekey_bundle(device.store, peer.address, _peer_bundle(peer), allow_x3dh=True)
+    ours = SessionCipher(device.store, peer.address, allow_x3dh=True)
     first = [ours.encrypt(b"hi %d" % i) for i in range(3)]
     assert all(message.type == MessageType.PREKEY for message in first)
     assert first[0].body[0] >> 4 == 3
@@ -172,8 +172,8 @@ def test_we_start_session_and_axolotl_continues_it(peer: AxolotlPeer) -> None:
 
 def test_long_gap_of_skipped_messages_in_both_directions(peer: AxolotlPeer) -> None:
     device = make_device("parley")
-    process_prekey_bundle(device.store, peer.address, _peer_bundle(peer))
-    ours = SessionCipher(device.store, peer.address)
+    process_prekey_bundle(device.store, peer.address, _peer_bundle(peer), allow_x3dh=True)
+    ours = SessionCipher(device.store, peer.address, allow_x3dh=True)
     assert peer.decrypt(ours.encrypt(b"start")) == b"start"
     theirs = [peer.encrypt(b"t%d" % i) for i in range(40)]
     assert ours.decrypt(theirs[39]) == b"t39"
@@ -202,8 +202,8 @@ def test_axolotl_signatures_verify_here_and_ours_there(peer: AxolotlPeer) -> Non
 
 def test_axolotl_rejects_our_tampered_message(peer: AxolotlPeer) -> None:
     device = make_device("parley")
-    process_prekey_bundle(device.store, peer.address, _peer_bundle(peer))
-    ours = SessionCipher(device.store, peer.address)
+    process_prekey_bundle(device.store, peer.address, _peer_bundle(peer), allow_x3dh=True)
+    ours = SessionCipher(device.store, peer.address, allow_x3dh=True)
     assert peer.decrypt(ours.encrypt(b"first")) == b"first"
     assert ours.decrypt(peer.encrypt(b"ack")) == b"ack"
     message = ours.encrypt(b"second")
@@ -297,8 +297,8 @@ def test_our_sender_key_messages_open_in_axolotl(peer: AxolotlPeer) -> None:
 
 def test_late_messages_of_an_older_chain_after_a_ratchet_step_both_ways(peer: AxolotlPeer) -> None:
     device = make_device("parley")
-    process_prekey_bundle(device.store, peer.address, _peer_bundle(peer))
-    ours = SessionCipher(device.store, peer.address)
+    process_prekey_bundle(device.store, peer.address, _peer_bundle(peer), allow_x3dh=True)
+    ours = SessionCipher(device.store, peer.address, allow_x3dh=True)
     assert peer.decrypt(ours.encrypt(b"start")) == b"start"
     assert ours.decrypt(peer.encrypt(b"ack")) == b"ack"
     # Theirs: an old chain's messages arrive after the next chain's.

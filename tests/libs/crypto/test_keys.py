@@ -125,27 +125,78 @@ def test_prekey_id_out_of_range_raises() -> None:
         generate_signed_prekey(IdentityKeyPair.generate(), 0x1000000, timestamp=0)
 
 
-def test_kyber_prekey_serialized_form_and_signature() -> None:
+@pytest.mark.parametrize("key_type", [0x08, 0x0A])
+def test_kyber_prekey_serialized_form_and_signature(key_type: int) -> None:
     identity = IdentityKeyPair.generate()
-    record = generate_kyber_prekey(identity, 3, timestamp=5)
+    record = generate_kyber_prekey(identity, 3, timestamp=5, key_type=key_type)
     serialized = record.key_pair.public_key.serialize()
-    assert serialized[0] == 0x0A
+    assert serialized[0] == key_type
     assert len(serialized) == 1 + 1568
     assert verify_signature(identity.public_key.serialize(), serialized, record.signature)
     shared, ciphertext = KemPublicKey.deserialize(serialized).encapsulate()
-    assert ciphertext[0] == 0x0A
+    assert ciphertext[0] == key_type
+    assert len(ciphertext) == 1 + 1568
     assert record.key_pair.decapsulate(ciphertext) == shared
 
 
-@pytest.mark.parametrize("data", [b"", b"\x05" + bytes(1568), b"\x08" + bytes(1568), b"\x0a" + bytes(100)])
+def test_new_kyber_prekeys_are_kyber1024_as_libsignal_generates() -> None:
+    record = generate_kyber_prekey(IdentityKeyPair.generate(), 1, timestamp=0)
+    assert record.key_pair.key_type == 0x08
+    assert len(record.key_pair.public_key.serialize()) == 1569
+    assert len(record.key_pair.private_key) == 3168
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"\x05" + bytes(1568), b"\x09" + bytes(1568), b"\x08" + bytes(1567), b"\x0a" + bytes(100)]
+)
 def test_malformed_kem_public_key_raises(data: bytes) -> None:
     with pytest.raises(InvalidKeyError):
         KemPublicKey.deserialize(data)
 
 
-def test_malformed_kem_ciphertext_raises() -> None:
+def test_kyber1024_public_key_with_coefficient_not_below_q_raises() -> None:
     with pytest.raises(InvalidKeyError):
-        KemKeyPair.generate().decapsulate(b"\x0a" + bytes(10))
+        KemPublicKey.deserialize(b"\x08" + b"\xff" * 1568)
+
+
+@pytest.mark.parametrize("key_type", [0x08, 0x0A])
+def test_malformed_kem_ciphertext_raises(key_type: int) -> None:
+    pair = KemKeyPair.generate(key_type)
+    other = 0x0A if key_type == 0x08 else 0x08
+    for bad in (bytes((key_type,)) + bytes(10), bytes((other,)) + bytes(1568), bytes((key_type,)) + bytes(1569)):
+        with pytest.raises(InvalidKeyError):
+            pair.decapsulate(bad)
+
+
+def test_ciphertext_for_one_kem_type_does_not_open_with_the_other() -> None:
+    kyber, mlkem = KemKeyPair.generate(0x08), KemKeyPair.generate(0x0A)
+    _, ciphertext = kyber.public_key.encapsulate()
+    with pytest.raises(InvalidKeyError):
+        mlkem.decapsulate(ciphertext)
+
+
+def test_kem_keys_of_different_types_differ() -> None:
+    pair = KemKeyPair.generate(0x08)
+    assert pair.public_key == KemPublicKey.deserialize(pair.public_key.serialize())
+    # The raw layouts coincide (t̂ || rho), so only the type tells them apart.
+    as_mlkem = KemPublicKey(pair.public_key.raw, key_type=0x0A)
+    assert pair.public_key != as_mlkem
+    assert len({pair.public_key, as_mlkem}) == 2
+
+
+@pytest.mark.parametrize("key_type", [0x08, 0x0A])
+def test_kem_private_key_round_trips_with_its_type_byte(key_type: int) -> None:
+    pair = KemKeyPair.generate(key_type)
+    serialized = pair.serialize_private()
+    assert serialized[0] == key_type
+    again = KemKeyPair.deserialize_private(serialized)
+    assert again.public_key == pair.public_key
+    with pytest.raises(InvalidKeyError):
+        KemKeyPair.deserialize_private(b"\x07" + serialized[1:])
+    with pytest.raises(InvalidKeyError):
+        KemKeyPair.deserialize_private(b"")
+    with pytest.raises(InvalidKeyError):
+        KemKeyPair.generate(0x07)
 
 
 def test_records_round_trip() -> None:
@@ -157,10 +208,12 @@ def test_records_round_trip() -> None:
     signed = generate_signed_prekey(identity, 9, timestamp=123)
     signed_again = SignedPreKeyRecord.deserialize(signed.serialize())
     assert (signed_again.id, signed_again.timestamp, signed_again.signature) == (9, 123, signed.signature)
-    kyber = generate_kyber_prekey(identity, 4, timestamp=77)
-    kyber_again = KyberPreKeyRecord.deserialize(kyber.serialize())
-    assert kyber_again.key_pair.public_key == kyber.key_pair.public_key
-    assert (kyber_again.id, kyber_again.timestamp) == (4, 77)
+    for key_type in (0x08, 0x0A):
+        kyber = generate_kyber_prekey(identity, 4, timestamp=77, key_type=key_type)
+        kyber_again = KyberPreKeyRecord.deserialize(kyber.serialize())
+        assert kyber_again.key_pair.public_key == kyber.key_pair.public_key
+        assert kyber_again.key_pair.key_type == key_type
+        assert (kyber_again.id, kyber_again.timestamp) == (4, 77)
 
 
 @pytest.mark.parametrize("cls", [PreKeyRecord, SignedPreKeyRecord, KyberPreKeyRecord])
