@@ -22,6 +22,7 @@ from support.manifests import (
     settings_classes,
 )
 
+from parley_launcher import service_environments
 from parley_runtime.config import ENV_PREFIX, load_settings
 
 # A value every setting that a manifest fills from a Secret or the pod's metadata accepts (base64 of 32 bytes).
@@ -73,3 +74,17 @@ def test_every_compose_service_environment_matches_its_settings() -> None:
     assert {module for module, _ in environments.values()} == set(settings_classes())
     for name, (module, environment) in environments.items():
         _check(f"docker-compose.yml service {name}", module, environment)
+
+
+def test_every_launcher_process_environment_matches_its_settings() -> None:
+    ports = {
+        name: 7000 + n
+        for n, name in enumerate(["identity", "keydir", "moderation", "notification", "relay-1", "relay-2"])
+    }
+    secrets = {"PARLEY_ADMIN_TOKEN": "admin", "PARLEY_INTERNAL_TOKEN": "internal", "PARLEY_FRANKING_KEY": _REFERENCED}
+    environments = service_environments(
+        ports, {name: port + 2000 for name, port in ports.items()}, "redis://127.0.0.1:7179/0", secrets
+    )
+    assert {module for module, _ in environments.values()} == set(settings_classes())
+    for name, (module, environment) in environments.items():
+        _check(f"parley_launcher process {name}", module, environment)
