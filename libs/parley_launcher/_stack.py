@@ -146,12 +146,22 @@ class Stack:
         """The stack's admin token (identity's admin RPCs)."""
         return self._secrets()["PARLEY_ADMIN_TOKEN"]
 
-    def up(self, relays: int = 2, *, free_ports: bool = False, timeout: float = 60.0) -> list[Process]:
+    def up(
+        self,
+        relays: int = 2,
+        *,
+        free_ports: bool = False,
+        extra_env: Mapping[str, Mapping[str, str]] | None = None,
+        log_level: str | None = None,
+        timeout: float = 60.0,
+    ) -> list[Process]:
         """Starts Redis and every service (``relays`` relay replicas), waits until each is healthy.
 
         Args:
             relays: relay replicas, each on its own port.
             free_ports: pick free ports instead of the fixed defaults (tests; several stacks on one machine).
+            extra_env: process name -> settings added to that process's environment (the demo's webhook options).
+            log_level: ``PARLEY_LOG_LEVEL`` of every service instead of deploy/parley.env's.
             timeout: seconds each process may take to become healthy.
 
         Returns:
@@ -181,6 +191,9 @@ class Stack:
             environments = service_environments(ports, metrics, redis_url, self._secrets())
             # Identity first: the others wait at start for its provider list; relays last, as compose orders them.
             for name, (module, environment) in environments.items():
+                environment.update((extra_env or {}).get(name, {}))
+                if log_level is not None:
+                    environment["PARLEY_LOG_LEVEL"] = log_level
                 started.append(self._start_service(name, module, environment, timeout))
                 self._save(started)
         except BaseException:
