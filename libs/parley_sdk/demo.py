@@ -1,11 +1,12 @@
 """``make demo``: a cross-provider, end-to-end encrypted conversation on this machine.
 
-Starts a private Redis and the identity, key-directory, moderation and notification services and two relay
-replicas as separate processes (the launcher behind ``make up``, in a temporary run directory), enlists two
-providers (the gatekeeper's own app and a third-party app called "birdy"), and plays a scripted conversation between Ana (gatekeeper, a phone and a laptop) and Ben (birdy): opt-in, key publication,
-discovery, first contact with PQXDH, typing, replies with delivery receipts, a reaction, a photo through the media
-proxy, a block that silently swallows a message, Ben's sleeping phone woken through Birdy's signed webhook, and
-Ana's laptop coming online later and catching up. Every stanza goes through the relay; no service sees plaintext.
+Starts a private Redis and the identity, key-directory, moderation and notification services and two relay replicas
+as separate processes (the launcher behind ``make up``, in a temporary run directory), enlists two providers (the
+gatekeeper's own app and a third-party app called "birdy"), and plays a scripted conversation between Ana
+(gatekeeper, a phone and a laptop) and Ben (birdy): opt-in, key publication, discovery, first contact with PQXDH,
+typing, replies with delivery receipts, a reaction, a photo through the media proxy, a block that silently swallows
+a message, Ben's sleeping phone woken through Birdy's signed webhook, and Ana's laptop coming online later and
+catching up. Every stanza goes through the relay; no service sees plaintext.
 """
 
 from __future__ import annotations
