@@ -28,6 +28,8 @@ from parley_stanza import Address, Message
 
 # How long one inbox waits for a relay to take its stream again before the conversation fails.
 _RECONNECT_BUDGET_S = 90.0
+# Sends refused as UNAVAILABLE (a relay restarting) are tried again this often, 0.2 s apart.
+_SEND_ATTEMPTS = 100
 # How long the messages sent so far may take to arrive (a relay restart included).
 _DELIVERY_BUDGET_S = 90.0
 
@@ -203,5 +205,14 @@ async def converse(
 
 async def _say(sender: DeviceClient, recipient: DeviceClient, message_id: str, sent: list[str]) -> None:
     content = content_pb2.Content(text=content_pb2.Text(body=f"message {message_id}"))
-    await sender.send_content(recipient.user, content, message_id=message_id)
+    # A channel whose relay just restarted may fail a call or two (UNAVAILABLE) before it reconnects. A client
+    # sends again with the same message id: the relay stores it once and answers a repeat as a duplicate.
+    for attempt in range(_SEND_ATTEMPTS):
+        try:
+            await sender.send_content(recipient.user, content, message_id=message_id)
+            break
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == _SEND_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(0.2)
     sent.append(message_id)
