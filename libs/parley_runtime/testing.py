@@ -22,6 +22,7 @@ from types import TracebackType
 import redis
 
 from parley_runtime.credentials import credential_env
+from parley_runtime.healthcheck import is_serving
 
 
 def free_port() -> int:
@@ -178,7 +179,7 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 break
-            if _health_serving(self.target):
+            if is_serving(self.target):
                 return
             time.sleep(0.05)
         self.stop()
@@ -199,16 +200,3 @@ class ServiceProcess:
             status = self.process.wait()
         self.process = None
         return status
-
-
-def _health_serving(target: str) -> bool:
-    # Imported here so that users of RedisServer alone need no grpc import.
-    import grpc  # noqa: PLC0415
-    from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
-
-    with grpc.insecure_channel(target) as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-        except grpc.RpcError:
-            return False
-    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)

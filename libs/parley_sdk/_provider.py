@@ -14,6 +14,11 @@ from parley_runtime.auth import mint_assertion
 
 Metadata = tuple[tuple[str, str], ...]
 
+# Client-side balancing: a target that resolves to several replicas (a headless Kubernetes Service's DNS name, or
+# "ipv4:host:port,host:port" from `make up`) spreads calls and streams over all of them, and a replica that goes
+# away is left out until it is back; gRPC's default (pick_first) would pin everything to the first address.
+_BALANCED = [("grpc.lb_policy_name", "round_robin")]
+
 
 class ProviderBackend:
     """A provider's connection to the gatekeeper's Parley deployment.
@@ -26,7 +31,9 @@ class ProviderBackend:
         signing_key: the provider's Ed25519 private key.
         identity_target: ``host:port`` of the identity service.
         keydir_target: ``host:port`` of the key directory.
-        relay_target: ``host:port`` of the relay, when the backend sends and receives messages.
+        relay_target: ``host:port`` of the relay, when the backend sends and receives messages; a target naming
+            several replicas (``dns:///relay.parley.svc:7100`` of a headless Service, ``ipv4:a:7100,b:7100``)
+            is balanced round-robin.
         audience: the gatekeeper's audience (``PARLEY_AUDIENCE`` of the services).
         assertion_lifetime_s: lifetime of each assertion.
         channel_credentials: TLS for every channel, e.g. ``grpc.ssl_channel_credentials()`` (the system's roots)
@@ -61,8 +68,8 @@ class ProviderBackend:
 
     def _channel(self, target: str) -> grpc.aio.Channel:
         if self._credentials is None:
-            return grpc.aio.insecure_channel(target)
-        return grpc.aio.secure_channel(target, self._credentials)
+            return grpc.aio.insecure_channel(target, options=_BALANCED)
+        return grpc.aio.secure_channel(target, self._credentials, options=_BALANCED)
 
     @property
     def public_key(self) -> bytes:

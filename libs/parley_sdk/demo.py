@@ -1,26 +1,27 @@
 """``make demo``: a cross-provider, end-to-end encrypted conversation on this machine.
 
-Starts a private Redis and the identity, key-directory, relay, moderation and notification services as separate
-processes, enlists two providers (the gatekeeper's own app and a third-party app called "birdy"), and plays a
-scripted conversation between Ana (gatekeeper, a phone and a laptop) and Ben (birdy): opt-in, key publication,
-discovery, first contact with PQXDH, typing, replies with delivery receipts, a reaction, a photo through the media
-proxy, a block that silently swallows a message, Ben's sleeping phone woken through Birdy's signed webhook, and
-Ana's laptop coming online later and catching up. Every stanza goes through the relay; no service sees plaintext.
+Starts a private Redis and the identity, key-directory, moderation and notification services and two relay replicas
+as separate processes (the launcher behind ``make up``, in a temporary run directory), enlists two providers (the
+gatekeeper's own app and a third-party app called "birdy"), and plays a scripted conversation between Ana
+(gatekeeper, a phone and a laptop) and Ben (birdy): opt-in, key publication, discovery, first contact with PQXDH,
+typing, replies with delivery receipts, a reaction, a photo through the media proxy, a block that silently swallows
+a message, Ben's sleeping phone woken through Birdy's signed webhook, and Ana's laptop coming online later and
+catching up. Every stanza goes through the relay; no service sees plaintext.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import os
-import secrets
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -36,8 +37,7 @@ from parley.moderation.v1 import moderation_pb2_grpc
 from parley.notification.v1 import notification_pb2 as note_pb
 from parley.notification.v1 import notification_pb2_grpc
 from parley_crypto import Fingerprint, decrypt_attachment, encrypt_attachment
-from parley_runtime.credentials import new_credentials
-from parley_runtime.testing import RedisServer, ServiceProcess
+from parley_launcher import Stack, balanced_target
 from parley_sdk import DeviceClient, ProviderBackend, RelayConnection, webhooks
 from parley_stanza import Address, ChatState, ChatStateKind, Message, Receipt
 
@@ -148,61 +148,40 @@ async def _enlist(
 
 async def run() -> int:
     """Runs the scenario; returns the process exit status."""
-    admin_token = secrets.token_urlsafe(24)
-    credentials = new_credentials()
-    env = {
-        "PARLEY_ADMIN_TOKEN": admin_token,
-        "PARLEY_LOG_LEVEL": "WARNING",
-    }
-    _step("Starting Redis and the identity, key directory, moderation, notification and relay services as processes")
-    with RedisServer() as redis_server:
-        env["PARLEY_REDIS_URL"] = redis_server.url
-        identity = ServiceProcess("parley_identity", env, credentials=credentials)
-        identity.start()
-        peers = {**env, "PARLEY_IDENTITY_TARGET": identity.target}
-        franking_key = base64.b64encode(secrets.token_bytes(32)).decode()
-        services = {"identity": identity}
-        services["keydir"] = ServiceProcess("parley_keydir", peers, credentials=credentials)
-        services["moderation"] = ServiceProcess(
-            "parley_moderation", {**peers, "PARLEY_FRANKING_KEY": franking_key}, credentials=credentials
-        )
-        # Loopback HTTP webhooks are for development only; Birdy's endpoint in this demo is one.
-        services["notification"] = ServiceProcess(
-            "parley_notification",
-            {**peers, "PARLEY_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true", "PARLEY_COALESCE_WINDOW_MS": "3000"},
-            credentials=credentials,
-        )
+    _step(
+        "Starting Redis, identity, key directory, moderation, notification and two relay replicas (make up's launcher)"
+    )
+    with tempfile.TemporaryDirectory(prefix="parley-demo-") as run_dir:
+        stack = Stack(Path(run_dir))
         try:
-            for name in ("keydir", "moderation", "notification"):
-                services[name].start()
-            services["relay"] = ServiceProcess(
-                "parley_relay",
-                {
-                    **peers,
-                    "PARLEY_MODERATION_TARGET": services["moderation"].target,
-                    "PARLEY_FRANKING_KEY": franking_key,
+            # Loopback HTTP webhooks are for development only; Birdy's endpoint in this demo is one.
+            processes = stack.up(
+                relays=2,
+                free_ports=True,
+                extra_env={
+                    "notification": {"PARLEY_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true", "PARLEY_COALESCE_WINDOW_MS": "3000"}
                 },
-                credentials=credentials,
+                log_level="WARNING",
             )
-            services["relay"].start()
-            _say(f"redis {redis_server.url}")
-            _say(", ".join(f"{name} {service.target}" for name, service in services.items()))
-            return await _conversation(admin_token, services)
+            targets = {process.name: process.target for process in processes}
+            # Devices reach the relay replicas through one target that the SDK balances across them.
+            targets["relay"] = balanced_target(processes)
+            _say(", ".join(f"{name} {target}" for name, target in targets.items()))
+            return await _conversation(stack.admin_token, targets)
         finally:
-            for service in reversed(services.values()):
-                service.stop()
+            stack.down()
 
 
-async def _conversation(admin_token: str, services: dict[str, ServiceProcess]) -> int:
+async def _conversation(admin_token: str, targets: dict[str, str]) -> int:
     started = time.perf_counter()
-    cast = await _set_up(admin_token, services)
-    await _discover(cast, admin_token, services["identity"].target)
+    cast = await _set_up(admin_token, targets)
+    await _discover(cast, admin_token, targets["identity"])
     async with cast.ana_phone.connect() as ana, cast.ben.connect() as ben:
         await ana.drained.wait()
         await ben.drained.wait()
         await _chat(cast, ana, ben)
         await _photo(cast, ana)
-        await _block(cast, services["moderation"].target, ana)
+        await _block(cast, targets["moderation"], ana)
     await _wake_up(cast)
     await _catch_up(cast)
     ok = _summary(cast)
@@ -213,9 +192,9 @@ async def _conversation(admin_token: str, services: dict[str, ServiceProcess]) -
     return 0 if ok else 1
 
 
-async def _set_up(admin_token: str, services: dict[str, ServiceProcess]) -> _Cast:
+async def _set_up(admin_token: str, targets: dict[str, str]) -> _Cast:
     _step("The gatekeeper enlists two providers (and a third one for later)")
-    async with grpc.aio.insecure_channel(services["identity"].target) as channel:
+    async with grpc.aio.insecure_channel(targets["identity"]) as channel:
         admin = identity_pb2_grpc.IdentityServiceStub(channel)
         keys = {
             provider_id: await _enlist(admin, admin_token, provider_id, name)
@@ -225,9 +204,9 @@ async def _set_up(admin_token: str, services: dict[str, ServiceProcess]) -> _Cas
         provider_id: ProviderBackend(
             provider_id,
             key,
-            identity_target=services["identity"].target,
-            keydir_target=services["keydir"].target,
-            relay_target=services["relay"].target,
+            identity_target=targets["identity"],
+            keydir_target=targets["keydir"],
+            relay_target=targets["relay"],
         )
         for provider_id, key in keys.items()
     }
@@ -248,13 +227,13 @@ async def _set_up(admin_token: str, services: dict[str, ServiceProcess]) -> _Cas
     _say(f"Ana: {cast.ana_phone.address} and {cast.ana_laptop.address}; allows birdy, merged inbox")
     _say(f"Ben: {cast.ben.address}; allows gatekeeper")
 
-    _step("Every device publishes its keys (identity, signed prekey, Kyber1024 last resort, one-time prekeys)")
+    _step("Every device publishes its keys (identity, signed prekey, ML-KEM-1024 last resort, one-time prekeys)")
     for device in cast.devices:
         count = await device.publish_keys(20)
         _say(f"{device.address}: {count} one-time prekeys in the directory")
 
     _step("Birdy registers its webhook, and Ben's phone its push token, with the notification service")
-    async with grpc.aio.insecure_channel(services["notification"].target) as channel:
+    async with grpc.aio.insecure_channel(targets["notification"]) as channel:
         notification = notification_pb2_grpc.NotificationServiceStub(channel)
         registered = await notification.RegisterWebhook(
             note_pb.RegisterWebhookRequest(url=cast.webhook.url), metadata=backends["birdy"].credentials("birdy")
