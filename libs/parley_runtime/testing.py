@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,9 +25,21 @@ import redis
 from parley_runtime.credentials import credential_env
 from parley_runtime.healthcheck import is_serving
 
+_LISTEN_PORTS = range(20_000, 32_768)
+"""Where :func:`free_port` looks: below Linux's ephemeral range (32768-60999 by default), from which the kernel
+picks the local port of every outgoing connection, so a port chosen here is not taken by some client's connection
+between being chosen and being bound by the server it was chosen for (a test flake seen under load)."""
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, outside the kernel's range for outgoing connections."""
+    for port in random.sample(_LISTEN_PORTS, 64):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
