@@ -26,6 +26,7 @@ from parley_crypto import (
     InvalidSignatureError,
     KemKeyPair,
     KemPublicKey,
+    PreKeyBundle,
     ProtocolAddress,
     create_sender_key_distribution_message,
     generate_kyber_prekey,
@@ -138,28 +139,35 @@ def _is_valid_encapsulation(secret_key: bytes, ciphertext: bytes) -> bool:
     return lattice.pke_encrypt(t_hat, public[params.vector_bytes :], message, coins, params) == ciphertext
 
 
+def _session_arguments(name: str, bundle: PreKeyBundle) -> dict[str, object]:
+    """The harness's ``start_session`` arguments for ``bundle`` (with one-time and Kyber prekeys), sending "hello"."""
+    assert bundle.prekey is not None
+    assert bundle.kyber_prekey is not None
+    assert bundle.kyber_prekey_signature is not None
+    return {
+        "name": name,
+        "device_id": bundle.device_id,
+        "registration_id": bundle.registration_id,
+        "prekey_id": bundle.prekey_id,
+        "prekey": bundle.prekey.serialize().hex(),
+        "signed_prekey_id": bundle.signed_prekey_id,
+        "signed_prekey": bundle.signed_prekey.serialize().hex(),
+        "signed_prekey_signature": bundle.signed_prekey_signature.hex(),
+        "identity_key": bundle.identity_key.serialize().hex(),
+        "kyber_prekey_id": bundle.kyber_prekey_id,
+        "kyber_prekey": bundle.kyber_prekey.serialize().hex(),
+        "kyber_prekey_signature": bundle.kyber_prekey_signature.hex(),
+        "plaintext": b"hello".hex(),
+    }
+
+
 def test_libsignal_encapsulates_to_our_kyber_prekey_in_a_pqxdh_prekey_message(peer: LibsignalPeer) -> None:
     device = make_device("parley")
     bundle = device.bundle()
     assert bundle.prekey is not None
     assert bundle.kyber_prekey is not None
     assert bundle.kyber_prekey_signature is not None
-    message = peer.call(
-        "start_session",
-        name="parley",
-        device_id=bundle.device_id,
-        registration_id=bundle.registration_id,
-        prekey_id=bundle.prekey_id,
-        prekey=bundle.prekey.serialize().hex(),
-        signed_prekey_id=bundle.signed_prekey_id,
-        signed_prekey=bundle.signed_prekey.serialize().hex(),
-        signed_prekey_signature=bundle.signed_prekey_signature.hex(),
-        identity_key=bundle.identity_key.serialize().hex(),
-        kyber_prekey_id=bundle.kyber_prekey_id,
-        kyber_prekey=bundle.kyber_prekey.serialize().hex(),
-        kyber_prekey_signature=bundle.kyber_prekey_signature.hex(),
-        plaintext=b"hello".hex(),
-    )
+    message = peer.call("start_session", **_session_arguments("parley", bundle))
     assert message["type"] == 3  # libsignal's PreKey message type
     parsed = PreKeySignalMessage.parse(bytes.fromhex(message["body"]))
     assert parsed.version == 4
@@ -181,20 +189,7 @@ def test_libsignal_refuses_a_bundle_whose_kyber_signature_is_forged(peer: Libsig
     assert bundle.kyber_prekey_signature is not None
     with pytest.raises(RuntimeError, match="signature"):
         peer.call(
-            "start_session",
-            name="forged",
-            device_id=bundle.device_id,
-            registration_id=bundle.registration_id,
-            prekey_id=bundle.prekey_id,
-            prekey=bundle.prekey.serialize().hex(),
-            signed_prekey_id=bundle.signed_prekey_id,
-            signed_prekey=bundle.signed_prekey.serialize().hex(),
-            signed_prekey_signature=bundle.signed_prekey_signature.hex(),
-            identity_key=bundle.identity_key.serialize().hex(),
-            kyber_prekey_id=bundle.kyber_prekey_id,
-            kyber_prekey=bundle.kyber_prekey.serialize().hex(),
-            kyber_prekey_signature=bytes(64).hex(),
-            plaintext=b"hello".hex(),
+            "start_session", **{**_session_arguments("forged", bundle), "kyber_prekey_signature": bytes(64).hex()}
         )
 
 
