@@ -6,7 +6,9 @@ real moderation process (fed providers by a real identity process) and a real Re
 address parsing, the pipelined sender/recipient/provider scripts (one round trip) and the verdict. Floor: the
 very same pipeline of the three scripts (same keys, same arguments) called straight through redis-py from this
 process at the same concurrency. Both sides rotate through the same senders and recipients, with limits far
-above the offered load, so every decision is an ALLOW and takes tokens like production's common case. For
+above the offered load, so every decision is an ALLOW and takes tokens like production's common case: a message
+in a conversation (each recipient writes to its sender once before measuring, so no send is a first contact and
+none needs the provider's first-contact stage). For
 scale, ``extra`` also gives the rate of the gRPC health check on the same server at the same concurrency: what a
 call costs in this process before any moderation work.
 
@@ -51,6 +53,7 @@ BATCH = 50
 BATCH_CONCURRENCY = 8
 USERS = 500
 UNLIMITED = 100_000_000
+LIMITS = ("SEND", "FIRST_CONTACT", "PROVIDER", "PROVIDER_FIRST_CONTACT")
 SENDERS = [f"username:user{i}@birdy" for i in range(USERS)]
 RECIPIENTS = [f"username:user{i}@gatekeeper" for i in range(USERS)]
 # The service's shape with the bench's settings below (contacts as the defaults): the floor sends exactly this.
@@ -61,6 +64,8 @@ SHAPE = SendShape(
     first_contact_per_second=UNLIMITED / 10,
     provider_capacity=float(UNLIMITED),
     provider_per_second=UNLIMITED / 10,
+    provider_first_contact_capacity=float(UNLIMITED),
+    provider_first_contact_per_second=UNLIMITED / 10,
     provider_quota=0,
     quota_window_ms=86_400_000,
     breaker_threshold=1000,
@@ -108,8 +113,8 @@ async def main() -> None:
                 **env,
                 "PARLEY_IDENTITY_TARGET": identity_process.target,
                 "PARLEY_FRANKING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-                **{f"PARLEY_{name}_BURST": str(UNLIMITED) for name in ("SEND", "FIRST_CONTACT", "PROVIDER")},
-                **{f"PARLEY_{name}_PER_SECOND": str(UNLIMITED // 10) for name in ("SEND", "FIRST_CONTACT", "PROVIDER")},
+                **{f"PARLEY_{name}_BURST": str(UNLIMITED) for name in LIMITS},
+                **{f"PARLEY_{name}_PER_SECOND": str(UNLIMITED // 10) for name in LIMITS},
                 "PARLEY_MAX_INFLIGHT_CALLS": "100000",
             },
             credentials=CREDENTIALS,
@@ -136,6 +141,15 @@ async def _measure(
         pb.CheckSendRequest(sender=f"{sender}/1", recipient=recipient, fan_out=2)
         for sender, recipient in zip(SENDERS, RECIPIENTS, strict=True)
     ]
+
+    replies = [
+        pb.CheckSendRequest(sender=f"{recipient}/1", recipient=sender, fan_out=1)
+        for sender, recipient in zip(SENDERS, RECIPIENTS, strict=True)
+    ]
+    for start in range(0, USERS, BATCH):
+        await moderation.CheckSendBatch(
+            pb.CheckSendBatchRequest(checks=replies[start : start + BATCH]), metadata=INTERNAL
+        )
 
     async def ours(turn: int) -> None:
         response = await moderation.CheckSend(requests[turn % USERS], metadata=INTERNAL)

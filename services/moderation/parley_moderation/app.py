@@ -43,6 +43,12 @@ class ModerationSettings(IdentityPeerSettings):
     )
     provider_burst: float = Field(20_000, ge=1, le=_MAX_BURST, description="Messages a sender's provider may burst.")
     provider_per_second: float = Field(2_000, gt=0, le=_MAX_RATE, description="Sustained messages per sender provider.")
+    provider_first_contact_burst: float = Field(
+        10_000, ge=1, le=_MAX_BURST, description="First-contact messages all users of one provider may burst."
+    )
+    provider_first_contact_per_second: float = Field(
+        10_000 / 3600, gt=0, le=_MAX_RATE, description="Sustained first-contact messages per sender provider."
+    )
     provider_quota: int = Field(0, ge=0, description="Device copies a provider may send per quota window; 0: none.")
     provider_quota_overrides: dict[str, int] = Field(
         default_factory=dict, description='Per-provider quotas as JSON, e.g. {"birdy": 1000000}.'
@@ -82,6 +88,11 @@ class ModerationSettings(IdentityPeerSettings):
                 "first_contact", capacity=self.first_contact_burst, per_second=self.first_contact_per_second
             ),
             provider=Limit("provider_send", capacity=self.provider_burst, per_second=self.provider_per_second),
+            provider_first_contact=Limit(
+                "provider_first_contact",
+                capacity=self.provider_first_contact_burst,
+                per_second=self.provider_first_contact_per_second,
+            ),
             provider_quota=self.provider_quota,
             provider_quota_overrides=dict(self.provider_quota_overrides),
             quota_window_ms=self.quota_window_s * 1000,

@@ -24,6 +24,7 @@ from parley_moderation.model import (
     FIRST_CONTACT_BUCKET_EMPTY,
     PROVIDER_BUCKET_EMPTY,
     PROVIDER_CIRCUIT_OPEN,
+    PROVIDER_FIRST_CONTACT_EMPTY,
     PROVIDER_QUOTA_USED_UP,
     SENDER_BUCKET_EMPTY,
     SENDER_RESTRICTED,
@@ -70,6 +71,9 @@ class ModerationLimits:
     sender: Limit = field(default_factory=lambda: Limit("send", capacity=120, per_second=2.0))
     first_contact: Limit = field(default_factory=lambda: Limit("first_contact", capacity=10, per_second=10 / 3600))
     provider: Limit = field(default_factory=lambda: Limit("provider_send", capacity=20_000, per_second=2_000))
+    provider_first_contact: Limit = field(
+        default_factory=lambda: Limit("provider_first_contact", capacity=10_000, per_second=10_000 / 3600)
+    )
     provider_quota: int = 0
     provider_quota_overrides: Mapping[str, int] = field(default_factory=dict)
     quota_window_ms: int = 86_400_000
@@ -97,6 +101,8 @@ class ModerationLimits:
             first_contact_per_second=self.first_contact.per_second,
             provider_capacity=self.provider.capacity,
             provider_per_second=self.provider.per_second,
+            provider_first_contact_capacity=self.provider_first_contact.capacity,
+            provider_first_contact_per_second=self.provider_first_contact.per_second,
             provider_quota=self.provider_quota_overrides.get(provider_id, self.provider_quota),
             quota_window_ms=self.quota_window_ms,
             breaker_threshold=self.breaker_threshold,
@@ -489,6 +495,7 @@ _PROVIDER_REFUSALS = {
     PROVIDER_CIRCUIT_OPEN: (ErrorReason.ERROR_REASON_PROVIDER_THROTTLED, "provider_circuit"),
     PROVIDER_QUOTA_USED_UP: (ErrorReason.ERROR_REASON_QUOTA_EXCEEDED, "provider_quota"),
     PROVIDER_BUCKET_EMPTY: (ErrorReason.ERROR_REASON_RATE_LIMITED, "provider"),
+    PROVIDER_FIRST_CONTACT_EMPTY: (ErrorReason.ERROR_REASON_RATE_LIMITED, "provider_first_contact"),
 }
 _SENDER_REFUSALS = {
     SENDER_BUCKET_EMPTY: (ErrorReason.ERROR_REASON_RATE_LIMITED, "sender"),

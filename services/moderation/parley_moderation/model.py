@@ -13,6 +13,9 @@ SENDER_ALLOWED, SENDER_RESTRICTED, SENDER_BUCKET_EMPTY, FIRST_CONTACT_BUCKET_EMP
 PROVIDER_ALLOWED, PROVIDER_CIRCUIT_OPEN, PROVIDER_QUOTA_USED_UP, PROVIDER_BUCKET_EMPTY = range(4)
 """Outcomes of the sender's provider's checks (``lua/check_provider.lua``)."""
 
+PROVIDER_FIRST_CONTACT_EMPTY = 4
+"""The provider's first-contact bucket refused a first contact every other limit allowed (a second stage)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SendShape:
@@ -25,6 +28,8 @@ class SendShape:
         first_contact_per_second: first-contact bucket refill.
         provider_capacity: sender provider's bucket burst (messages).
         provider_per_second: sender provider's bucket refill.
+        provider_first_contact_capacity: first-contact bucket burst of the sender's provider (all its users).
+        provider_first_contact_per_second: that bucket's refill.
         provider_quota: device copies the sender's provider may send per quota window; 0 = unlimited.
         quota_window_ms: length of a quota window.
         breaker_threshold: limit refusals of one provider within ``breaker_window_ms`` that open its breaker.
@@ -40,6 +45,8 @@ class SendShape:
     first_contact_per_second: float
     provider_capacity: float
     provider_per_second: float
+    provider_first_contact_capacity: float
+    provider_first_contact_per_second: float
     provider_quota: int
     quota_window_ms: int
     breaker_threshold: int
@@ -97,8 +104,8 @@ class Decision:
         verdict: allow, drop silently, or refuse.
         reason: why, when refused.
         retry_after_ms: when a limit refused, ms until a retry could pass.
-        limit: which limit refused (``sender``, ``first_contact``, ``provider``, ``provider_quota``,
-            ``provider_circuit``), or "".
+        limit: which limit refused (``sender``, ``first_contact``, ``provider``, ``provider_first_contact``,
+            ``provider_quota``, ``provider_circuit``), or "".
     """
 
     verdict: Verdict.ValueType

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from redis.commands.core import AsyncScript
@@ -30,6 +31,7 @@ from redis.exceptions import NoScriptError
 from parley.moderation.v1.moderation_pb2 import ReportOutcome
 from parley_moderation.model import (
     PROVIDER_ALLOWED,
+    PROVIDER_FIRST_CONTACT_EMPTY,
     SENDER_ALLOWED,
     AuditRecord,
     Report,
@@ -119,6 +121,7 @@ class RedisModerationStore:
         self._save_report = load_script(client, "parley_moderation", "save_report")
         self._count_verified_report = load_script(client, "parley_moderation", "count_verified_report")
         self._resolve_report = load_script(client, "parley_moderation", "resolve_report")
+        self._token_bucket = load_script(client, "parley_runtime", "token_bucket")
         self._scripts = [value for value in vars(self).values() if isinstance(value, AsyncScript)]
 
     # --- send decisions -----------------------------------------------------------------------------------------
@@ -126,13 +129,35 @@ class RedisModerationStore:
     async def check_send_many(self, attempts: Sequence[SendAttempt], *, now_ms: int) -> list[SendChecks]:
         found: list[SendChecks] = []
         undo: list[_ScriptCall] = []
+        # A first contact every limit allowed still needs a token from its provider's first-contact bucket, a slot
+        # the sender's script cannot reach; that call goes first in the next pipeline, like a refund.
+        second_stage: tuple[SendAttempt, Any, Any] | None = None
         wave_size = len(attempts)
-        while len(found) < len(attempts) or undo:
+        while len(found) < len(attempts) or undo or second_stage:
             wave = attempts[len(found) : len(found) + wave_size]
+            head = [*undo, *([self._provider_first_contact_call(second_stage[0])] if second_stage else [])]
             calls = [call for attempt in wave for call in self._check_calls(attempt, now_ms)]
-            results = (await self._run(undo + calls))[len(undo) :]
-            undo = []
-            replies = [results[index : index + 3] for index in range(0, len(results), 3)]
+            results = await self._run(head + calls)
+            replies = [results[index : index + 3] for index in range(len(head), len(results), 3)]
+            staged, undo = results[len(undo) : len(head)], []
+            if second_stage is not None:
+                attempt, sender, provider = second_stage
+                second_stage = None
+                allowed, retry_after_ms = (int(value) for value in staged[0])
+                if not allowed:
+                    # Refused after all: what the first stage took goes back, after undoing the wave that ran
+                    # on the speculation that it would pass.
+                    found[-1] = replace(
+                        found[-1],
+                        provider_outcome=PROVIDER_FIRST_CONTACT_EMPTY,
+                        provider_retry_after_ms=retry_after_ms,
+                    )
+                    undo = [
+                        *self._undo_all(wave, replies, now_ms),
+                        self._refund_provider_call(attempt, provider),
+                        self._refund_sender_call(attempt, sender),
+                    ]
+                    continue
             for offset, (attempt, (sender, recipient, provider)) in enumerate(zip(wave, replies, strict=True)):
                 found.append(
                     SendChecks(
@@ -145,14 +170,13 @@ class RedisModerationStore:
                     )
                 )
                 refund = self._refund(attempt, sender, provider)
-                if refund is not None:
-                    speculated = zip(wave[offset + 1 :], replies[offset + 1 :], strict=True)
-                    undo = [
-                        call
-                        for later, later_replies in reversed(list(speculated))
-                        for call in self._undo(later, later_replies, now_ms)
-                    ]
-                    undo.append(refund)
+                needs_second_stage = refund is None and int(sender[0]) == SENDER_ALLOWED and int(sender[2]) == 1
+                if refund is not None or needs_second_stage:
+                    undo = self._undo_all(wave[offset + 1 :], replies[offset + 1 :], now_ms)
+                    if refund is not None:
+                        undo.append(refund)
+                    else:
+                        second_stage = (attempt, sender, provider)
                     # Speculating far past a send that needed a refund wastes work when refunds come often (a
                     # sender past its first-contact limit): the next wave is twice what this one got through.
                     wave_size = 2 * (offset + 1)
@@ -183,6 +207,16 @@ class RedisModerationStore:
             return self._refund_provider_call(attempt, provider)
         return None
 
+    def _undo_all(
+        self, attempts: Sequence[SendAttempt], replies: Sequence[Sequence[Any]], now_ms: int
+    ) -> list[_ScriptCall]:
+        """What undoes speculated sends, newest first."""
+        return [
+            call
+            for attempt, sent in reversed(list(zip(attempts, replies, strict=True)))
+            for call in self._undo(attempt, sent, now_ms)
+        ]
+
     def _undo(self, attempt: SendAttempt, replies: Sequence[Any], now_ms: int) -> list[_ScriptCall]:
         """What undoes a speculated send's three scripts, in reverse order of theirs."""
         sender, recipient, provider = replies
@@ -208,6 +242,14 @@ class RedisModerationStore:
             self._refund_sender,
             [redis_keys.rate_limit(attempt.sender, "send"), redis_keys.rate_limit(attempt.sender, "first_contact")],
             [attempt.shape.sender_capacity, attempt.shape.first_contact_capacity, int(sender[2])],
+        )
+
+    def _provider_first_contact_call(self, attempt: SendAttempt) -> _ScriptCall:
+        shape = attempt.shape
+        return (
+            self._token_bucket,
+            [redis_keys.rate_limit(attempt.provider_id, "provider_first_contact")],
+            [shape.provider_first_contact_capacity, shape.provider_first_contact_per_second, 1],
         )
 
     def _refund_provider_call(self, attempt: SendAttempt, provider: Any) -> _ScriptCall:

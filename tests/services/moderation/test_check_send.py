@@ -25,6 +25,7 @@ BOB = "phone:+4915112345678@gatekeeper"
 DAVE = "username:dave@gatekeeper"
 ALICE = "username:alice@birdy"
 CAROL = "username:carol@birdy"
+ZOE = "username:zoe@birdy"
 
 ALLOW = pb.VERDICT_ALLOW
 DROP = pb.VERDICT_DROP_SILENTLY
@@ -65,6 +66,51 @@ async def test_first_contact_is_limited_until_the_recipient_replies(cluster: Clu
     assert [(await check(moderation, f"{ALICE}/1", BOB)).verdict for _ in range(3)] == [ALLOW] * 3
     # Dave never replied.
     assert _refusal(await check(moderation, f"{ALICE}/1", DAVE))[2] == "first_contact"
+
+
+async def test_minted_senders_share_their_providers_first_contact_budget(cluster: Cluster) -> None:
+    # Regression (issue 10): each fresh sender has a full first-contact bucket of its own, so a provider minting
+    # users reached any number of strangers. Its users now share one first-contact budget as well.
+    moderation, _ = await start_with_providers(
+        cluster, provider_first_contact_burst=3, provider_first_contact_per_second=NO_REFILL
+    )
+    minted = [f"username:minted{index}@birdy/1" for index in range(6)]
+    decisions = [_refusal(await check(moderation, sender, BOB)) for sender in minted]
+    assert decisions[:3] == [(ALLOW, "UNSPECIFIED", "")] * 3
+    assert decisions[3:] == [(REFUSE, "RATE_LIMITED", "provider_first_contact")] * 3
+    refused = await check(moderation, f"{CAROL}/1", DAVE)
+    assert _refusal(refused)[2] == "provider_first_contact"
+    assert refused.retry_after_ms > 1000
+    # Messages within a conversation are no first contacts: Bob answers, and his correspondent goes on writing.
+    assert (await check(moderation, f"{BOB}/1", "username:minted0@birdy")).verdict == ALLOW
+    assert [(await check(moderation, minted[0], BOB)).verdict for _ in range(3)] == [ALLOW] * 3
+    # The gatekeeper's users draw on the gatekeeper's budget.
+    assert (await check(moderation, f"{DAVE}/1", ALICE)).verdict == ALLOW
+
+
+async def test_a_first_contact_its_provider_refuses_takes_no_tokens(cluster: Cluster) -> None:
+    moderation, _ = await start_with_providers(
+        cluster,
+        send_burst=2,
+        send_per_second=NO_REFILL,
+        first_contact_burst=2,
+        first_contact_per_second=NO_REFILL,
+        provider_burst=4,
+        provider_per_second=NO_REFILL,
+        provider_first_contact_burst=1,
+        provider_first_contact_per_second=NO_REFILL,
+        breaker_threshold=0,
+    )
+    assert (await check(moderation, f"{CAROL}/1", BOB)).verdict == ALLOW  # birdy's one first contact
+    for _ in range(4):
+        assert _refusal(await check(moderation, f"{ALICE}/1", BOB))[2] == "provider_first_contact"
+    # Alice's send and first-contact tokens, and birdy's send tokens, all came back.
+    assert (await check(moderation, f"{BOB}/1", ALICE)).verdict == ALLOW  # Bob writes to Alice first
+    assert [(await check(moderation, f"{ALICE}/1", BOB)).verdict for _ in range(2)] == [ALLOW, ALLOW]
+    assert _refusal(await check(moderation, f"{ALICE}/1", BOB))[2] == "sender"
+    # Birdy's send bucket (4) lost three tokens: Carol's first contact and Alice's two replies.
+    assert (await check(moderation, f"{BOB}/1", ZOE)).verdict == ALLOW
+    assert [_refusal(await check(moderation, f"{ZOE}/1", BOB))[2] for _ in range(2)] == ["", "provider"]
 
 
 async def test_a_refused_send_takes_no_sender_tokens(cluster: Cluster) -> None:
@@ -241,12 +287,24 @@ async def test_bad_input_is_refused_and_takes_nothing(
 
 async def test_a_decision_is_one_redis_round_trip(cluster: Cluster, spans: InMemorySpanExporter) -> None:
     moderation, _ = await start_with_providers(cluster)
+    await check(moderation, f"{BOB}/1", ALICE)  # a conversation: Alice's sends to Bob are no first contacts
     await check(moderation, f"{ALICE}/1", BOB)  # scripts loaded
     spans.clear()
     await check(moderation, f"{ALICE}/1", BOB)
     redis_spans = redis_spans_of(spans, "/CheckSend")
     assert len(redis_spans) == 1
     assert (redis_spans[0].attributes or {}).get("db.redis.pipeline_length") == 3
+
+
+async def test_a_first_contact_takes_a_second_round_trip_for_its_provider(
+    cluster: Cluster, spans: InMemorySpanExporter
+) -> None:
+    moderation, _ = await start_with_providers(cluster)
+    await check(moderation, f"{ALICE}/1", BOB)  # scripts loaded
+    spans.clear()
+    assert (await check(moderation, f"{ALICE}/1", BOB)).verdict == ALLOW  # Bob never wrote back
+    lengths = [(span.attributes or {}).get("db.redis.pipeline_length") for span in redis_spans_of(spans, "/CheckSend")]
+    assert lengths == [3, 1]
 
 
 async def test_scripts_flushed_from_redis_are_loaded_again(cluster: Cluster, redis_url: str) -> None:

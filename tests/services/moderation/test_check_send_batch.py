@@ -44,6 +44,7 @@ _TIGHT = {
     "send_per_second": NO_REFILL,
     "first_contact_burst": 2,
     "first_contact_per_second": NO_REFILL,
+    "provider_first_contact_per_second": NO_REFILL,
     "provider_burst": 30,
     "provider_per_second": NO_REFILL,
     "provider_quota": 14,
@@ -208,6 +209,31 @@ async def test_random_batches_decide_as_sends_one_by_one(cluster: Cluster, redis
     assert len({decision[:3] for decision in alone}) >= 4
 
 
+@pytest.mark.parametrize("seed", [4, 5])
+async def test_batches_with_provider_first_contact_refusals_decide_as_sends_one_by_one(
+    cluster: Cluster, redis_url: str, seed: int
+) -> None:
+    # The provider's first-contact stage runs after a send's three scripts; a refusal there gives back what
+    # they took and undoes the sends speculated after it.
+    users = [ALICE, CAROL, ZOE, BOB, DAVE, ERIN]
+    rng = random.Random(seed)
+    sends = [(f"{rng.choice(users)}/1", rng.choice(users), rng.randint(0, 3)) for _ in range(60)]
+    settings = {
+        **_TIGHT,
+        "send_burst": 10,
+        "first_contact_burst": 5,
+        "provider_burst": 40,
+        "provider_quota": 60,
+        "provider_first_contact_burst": 3,
+        "provider_first_contact_per_second": NO_REFILL,
+    }
+    alone, batched, alone_state, batched_state = await _both_ways(cluster, redis_url, sends, **settings)
+    assert batched == alone
+    assert batched_state == alone_state
+    assert ("REFUSE", "RATE_LIMITED", "provider_first_contact") in {decision[:3] for decision in alone}
+    assert ("ALLOW", "UNSPECIFIED", "") in {decision[:3] for decision in alone}
+
+
 async def test_a_contact_forgotten_on_speculation_comes_back(cluster: Cluster, redis_url: str) -> None:
     """A send run on speculation whose record forgot a contact (the bound) must give it back before the rerun."""
     moderation, _ = await start_with_providers(
@@ -291,15 +317,21 @@ async def test_an_oversized_batch_is_refused_and_changes_nothing(cluster: Cluste
 
 async def test_a_batch_of_allowed_sends_is_one_redis_round_trip(cluster: Cluster, spans: InMemorySpanExporter) -> None:
     moderation, _ = await start_with_providers(cluster)
-    sends = [(f"{ALICE}/1", BOB, 1), (f"{CAROL}/2", DAVE, 3), (f"{BOB}/1", ALICE, 1), (f"{GHOST}/1", BOB, 1)]
-    await _batch(moderation, sends)  # scripts loaded
+    sends = [
+        (f"{ALICE}/1", BOB, 1),
+        (f"{CAROL}/2", DAVE, 3),
+        (f"{BOB}/1", ALICE, 1),
+        (f"{DAVE}/1", CAROL, 1),
+        (f"{GHOST}/1", BOB, 1),
+    ]
+    await _batch(moderation, sends)  # scripts loaded, and every pair has written both ways: no first contacts
     spans.clear()
     decisions = await _batch(moderation, sends)
-    assert [decision[0] for decision in decisions] == ["ALLOW", "ALLOW", "ALLOW", "REFUSE"]
+    assert [decision[0] for decision in decisions] == ["ALLOW", "ALLOW", "ALLOW", "ALLOW", "REFUSE"]
     redis_spans = redis_spans_of(spans, "/CheckSendBatch")
     assert len(redis_spans) == 1
     # Three scripts per send that reaches Redis; the unknown provider's is decided from the provider cache.
-    assert (redis_spans[0].attributes or {}).get("db.redis.pipeline_length") == 9
+    assert (redis_spans[0].attributes or {}).get("db.redis.pipeline_length") == 12
 
 
 async def test_every_decision_of_a_batch_is_counted(cluster: Cluster, metric_reader: InMemoryMetricReader) -> None:
