@@ -187,8 +187,10 @@ class Authenticator:
         max_lifetime_s: int = 300,
         clock_skew_s: int = 30,
         registration: RegistrationCheck | None = None,
+        trust_domain: str = "parley",
     ) -> None:
         self._providers = providers
+        self._trust_domain = trust_domain
         self._replay_guard = replay_guard
         self._audience = audience
         self._admin_token = admin_token.encode()
@@ -216,6 +218,7 @@ class Authenticator:
             max_lifetime_s=settings.assertion_max_lifetime_s,
             clock_skew_s=settings.clock_skew_s,
             registration=registration,
+            trust_domain=settings.trust_domain,
         )
 
     async def authenticate(
@@ -233,7 +236,8 @@ class Authenticator:
             access: what the RPC accepts.
             callers: for an RPC open to INTERNAL callers, the services it serves (None: every peer).
             peer_cert_pem: the TLS client certificate the caller presented (servers requiring one); a provider
-                that enlisted a certificate must present exactly that one.
+                that enlisted a certificate must present exactly that one, and a service credential is accepted
+                only with a certificate naming the same service (``spiffe://<trust domain>/<service>``).
 
         Raises:
             ParleyError: UNAUTHENTICATED for missing, malformed, expired or replayed credentials;
@@ -248,7 +252,7 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token:
             raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_MISSING, "missing `authorization: Bearer ...`")
         if token.count(".") != 2:
-            return self._static_principal(token, access, callers)
+            return self._static_principal(token, access, callers, peer_cert_pem)
         principal = await self._verify_assertion(token, peer_cert_pem)
         if isinstance(principal, ProviderPrincipal):
             allowed = Access.PROVIDER in access
@@ -260,7 +264,9 @@ class Authenticator:
             await self._registration.check_registered(principal.user, principal.device_id)
         return principal
 
-    def _static_principal(self, token: str, access: Access, callers: Collection[str] | None) -> Principal:
+    def _static_principal(
+        self, token: str, access: Access, callers: Collection[str] | None, peer_cert_pem: bytes | None
+    ) -> Principal:
         # Constant-time comparisons: the tokens are secrets.
         if self._admin_token and hmac.compare_digest(token.encode(), self._admin_token):
             if Access.ADMIN in access:
@@ -270,6 +276,10 @@ class Authenticator:
         if service is not None:
             if Access.INTERNAL not in access:
                 raise permission_denied(ErrorReason.ERROR_REASON_TOKEN_INVALID, "service credentials not accepted here")
+            if peer_cert_pem is not None:
+                # Under mTLS a credential alone is not the service: a leaked secret is useless without the
+                # service's certificate key, and a certificate without the secret is no credential either.
+                _check_service_certificate(service, peer_cert_pem, self._trust_domain)
             if callers is not None and service not in callers:
                 raise permission_denied(
                     ErrorReason.ERROR_REASON_INTERNAL_ONLY,
@@ -413,4 +423,36 @@ def _check_pinned_certificate(record: ProviderRecord, peer_cert_pem: bytes) -> N
         raise permission_denied(
             ErrorReason.ERROR_REASON_CLIENT_CERT_MISMATCH,
             f"the TLS client certificate is not the one provider {record.provider_id} enlisted",
+        )
+
+
+def service_identity(cert_pem: bytes, trust_domain: str) -> frozenset[str]:
+    """The Parley services a certificate names: its URI SANs ``spiffe://<trust_domain>/<service>``.
+
+    Raises:
+        ValueError: not a PEM certificate.
+    """
+    certificate = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    prefix = f"spiffe://{trust_domain}/"
+    return frozenset(
+        uri.removeprefix(prefix)
+        for uri in names.get_values_for_type(x509.UniformResourceIdentifier)
+        if uri.startswith(prefix)
+    )
+
+
+def _check_service_certificate(service: str, peer_cert_pem: bytes, trust_domain: str) -> None:
+    try:
+        named = service_identity(peer_cert_pem, trust_domain)
+    except ValueError:
+        named = frozenset()
+    if service not in named:
+        raise permission_denied(
+            ErrorReason.ERROR_REASON_CLIENT_CERT_MISMATCH,
+            f"the {service} service's credential needs its TLS client certificate (spiffe://{trust_domain}/{service})",
+            service=service,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,24 @@ class _StreamStreamToken(_TokenMixin, grpc.aio.StreamStreamClientInterceptor):  
         return await continuation(self._with_token(client_call_details), request_iterator)
 
 
+@dataclass(frozen=True, slots=True)
+class PeerTls:
+    """How a service's calls to its peers use TLS.
+
+    Attributes:
+        ca: PEM CA bundle the peers' server certificates are verified with.
+        cert_chain: PEM certificate chain presented to peers that require client certificates (mTLS); its URI SAN
+            ``spiffe://<trust domain>/<service>`` is this service's identity there. None: no client certificate.
+        key: PEM private key of ``cert_chain``.
+    """
+
+    ca: bytes
+    cert_chain: bytes | None = None
+    key: bytes | None = None
+
+
 def internal_channel(
-    target: str, *, internal_token: str, telemetry: Telemetry, tls_ca: bytes | None = None
+    target: str, *, internal_token: str, telemetry: Telemetry, tls: PeerTls | None = None
 ) -> grpc.aio.Channel:
     """A channel to another service's ``host:port`` that traces calls and authenticates as a service.
 
@@ -67,7 +84,7 @@ def internal_channel(
         target: ``host:port`` (or any gRPC target string).
         internal_token: this service's own credential (``<service>:<secret>``).
         telemetry: the process's telemetry (trace context is propagated on every call).
-        tls_ca: PEM CA bundle to verify the peer with over TLS; None for plaintext.
+        tls: TLS towards the peer (CA, and the client certificate for mTLS); None for plaintext.
     """
     interceptors: list[Any] = [
         *aio_client_interceptors(tracer_provider=telemetry.tracer_provider),  # type: ignore[no-untyped-call]
@@ -77,12 +94,23 @@ def internal_channel(
         ),
     ]
     options = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_permit_without_calls", 1)]
-    if tls_ca is None:
+    if tls is None:
         return grpc.aio.insecure_channel(target, interceptors=interceptors, options=options)
-    credentials = grpc.ssl_channel_credentials(root_certificates=tls_ca)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.ca, private_key=tls.key, certificate_chain=tls.cert_chain
+    )
     return grpc.aio.secure_channel(target, credentials, interceptors=interceptors, options=options)
 
 
-def peer_tls_ca(settings: ServiceSettings) -> bytes | None:
-    """The CA bundle a service verifies its Parley peers with (``PARLEY_TLS_CA_FILE``), or None for plaintext."""
-    return Path(settings.tls_ca_file).read_bytes() if settings.tls_ca_file else None
+def peer_tls(settings: ServiceSettings) -> PeerTls | None:
+    """TLS towards a service's Parley peers from its settings (``PARLEY_TLS_CA_FILE``, ``PARLEY_TLS_PEER_*``), or
+    None for plaintext."""
+    if not settings.tls_ca_file:
+        return None
+    if not settings.tls_peer_cert_file:
+        return PeerTls(Path(settings.tls_ca_file).read_bytes())
+    return PeerTls(
+        Path(settings.tls_ca_file).read_bytes(),
+        Path(settings.tls_peer_cert_file).read_bytes(),
+        Path(settings.tls_peer_key_file).read_bytes(),
+    )

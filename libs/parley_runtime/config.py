@@ -80,6 +80,12 @@ class ServiceSettings(BaseSettings):
         le=1_000_000,
         description="Calls handled at once; beyond it RESOURCE_EXHAUSTED/OVERLOADED.",
     )
+    max_pending_calls: int = Field(
+        20_000,
+        ge=1000,
+        le=1_000_000,
+        description="Calls the gRPC transport queues before the process takes them up; past it, some are cancelled.",
+    )
     max_message_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest gRPC message accepted."
     )
@@ -98,8 +104,21 @@ class ServiceSettings(BaseSettings):
     tls_ca_file: str = Field(
         "", description="PEM CA bundle trusted for calls to other Parley services; when set, those calls use TLS."
     )
+    tls_peer_cert_file: str = Field(
+        "",
+        description="PEM certificate chain this service presents when it calls other services (their mTLS); its "
+        "URI SAN spiffe://<PARLEY_TRUST_DOMAIN>/<service> names the service.",
+    )
+    tls_peer_key_file: str = Field("", description="PEM private key of the peer certificate.")
+    trust_domain: str = Field(
+        "parley",
+        pattern=r"^[a-z0-9._-]{1,255}$",
+        description="SPIFFE trust domain of service certificates: spiffe://<domain>/<service>.",
+    )
 
-    @field_validator("tls_cert_file", "tls_key_file", "tls_client_ca_file", "tls_ca_file")
+    @field_validator(
+        "tls_cert_file", "tls_key_file", "tls_client_ca_file", "tls_ca_file", "tls_peer_cert_file", "tls_peer_key_file"
+    )
     @classmethod
     def _readable_file(cls, value: str) -> str:
         if value and not os.access(value, os.R_OK):
@@ -125,6 +144,10 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"{ENV_PREFIX}TLS_CERT_FILE and {ENV_PREFIX}TLS_KEY_FILE go together")
         if self.tls_client_ca_file and not self.tls_cert_file:
             raise ValueError(f"{ENV_PREFIX}TLS_CLIENT_CA_FILE needs the server's own certificate and key")
+        if bool(self.tls_peer_cert_file) != bool(self.tls_peer_key_file):
+            raise ValueError(f"{ENV_PREFIX}TLS_PEER_CERT_FILE and {ENV_PREFIX}TLS_PEER_KEY_FILE go together")
+        if self.tls_peer_cert_file and not self.tls_ca_file:
+            raise ValueError(f"{ENV_PREFIX}TLS_PEER_CERT_FILE is for TLS calls: set {ENV_PREFIX}TLS_CA_FILE too")
         return self
 
 

@@ -22,7 +22,7 @@ from parley.identity.v1.identity_pb2 import Provider
 from parley_runtime import redis_keys
 from parley_runtime.auth import ProviderRecord, certificate_sha256
 from parley_runtime.background import cancel_and_wait
-from parley_runtime.clients import internal_channel, peer_tls_ca
+from parley_runtime.clients import internal_channel, peer_tls
 from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.redis_client import Redis
 from parley_runtime.telemetry import Telemetry
@@ -149,7 +149,7 @@ async def follow_identity(
         settings.identity_target,
         internal_token=settings.internal_token.get_secret_value(),
         telemetry=telemetry,
-        tls_ca=peer_tls_ca(settings),
+        tls=peer_tls(settings),
     )
     directory = WatchedProviderDirectory(channel)
     directory.start()

@@ -104,6 +104,12 @@ class GrpcServer:
                 ("grpc.keepalive_timeout_ms", 10_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # gRPC core queues calls that arrive faster than the event loop takes them up; past its default
+                # of 1,000 it cancels a random share of them (CANCELLED, and the handler never runs). A relay
+                # replica restarting moves thousands of devices' streams at once, so the queue must hold a
+                # reconnect burst; the hard limit, where every new call is cancelled, is twice that.
+                ("grpc.server.max_pending_requests", settings.max_pending_calls),
+                ("grpc.server.max_pending_requests_hard_limit", 2 * settings.max_pending_calls),
             ],
         )
         self._health = health_aio.HealthServicer()

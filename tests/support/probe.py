@@ -113,6 +113,7 @@ class Probe:
             "Block": grpc.unary_unary_rpc_method_handler(block),
             "Guarded": grpc.unary_unary_rpc_method_handler(echo),
             "ForProviders": grpc.unary_unary_rpc_method_handler(echo),
+            "ForServices": grpc.unary_unary_rpc_method_handler(echo),
             "Unlisted": grpc.unary_unary_rpc_method_handler(echo),
             "StreamThenFail": grpc.unary_stream_rpc_method_handler(stream_then_fail),
         }
@@ -134,6 +135,7 @@ async def start_probe_server(
     access = {f"/{PROBE_SERVICE}/{method}": Access.PUBLIC for method in ("Echo", "Fail", "Block", "StreamThenFail")}
     access[f"/{PROBE_SERVICE}/Guarded"] = Access.ADMIN
     access[f"/{PROBE_SERVICE}/ForProviders"] = Access.PROVIDER
+    access[f"/{PROBE_SERVICE}/ForServices"] = Access.INTERNAL
     directory = providers if providers is not None else ProviderCache()
     authenticator = Authenticator.from_settings(settings, directory, _FirstUseInMemory())
     probe = Probe()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,12 +55,15 @@ class TestAuthority:
             .not_valid_after(now + datetime.timedelta(hours=1))
         )
 
-    def issue(self, name: str, *, server: bool) -> Issued:
-        """A certificate for ``name``: for a server on localhost, or for a client."""
+    def issue(self, name: str, *, server: bool, uris: Sequence[str] = ()) -> Issued:
+        """A certificate for ``name``: for a server on localhost, or for a client; ``uris`` become URI SANs (a
+        service's ``spiffe://`` identity)."""
         key = ec.generate_private_key(ec.SECP256R1())
         builder = self._builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), key.public_key())
+        names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri) for uri in uris]
         if server:
-            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            names += [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)

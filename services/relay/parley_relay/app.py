@@ -18,7 +18,7 @@ from parley_relay.moderation_client import ModerationPolicy, NoModeration
 from parley_relay.servicer import ACCESS, SERVICE_NAME, RelayServicer
 from parley_relay.store import RedisMailboxStore
 from parley_runtime.auth import Authenticator
-from parley_runtime.clients import internal_channel, peer_tls_ca
+from parley_runtime.clients import internal_channel, peer_tls
 from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.events import EventPublisher
 from parley_runtime.health import service_dependencies
@@ -80,7 +80,7 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
     if settings.moderation_target:
         token = settings.internal_token.get_secret_value()
         moderation = internal_channel(
-            settings.moderation_target, internal_token=token, telemetry=telemetry, tls_ca=peer_tls_ca(settings)
+            settings.moderation_target, internal_token=token, telemetry=telemetry, tls=peer_tls(settings)
         )
         channels.append(moderation)
         policy = ModerationPolicy(moderation)

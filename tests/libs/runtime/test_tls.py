@@ -11,15 +11,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from support.cluster import error_reason
+from support.cluster import CREDENTIALS, error_reason
 from support.probe import PROBE_SERVICE, ProbeFactory
 from support.tls import Issued, TestAuthority
 
 from parley.common.v1.common_pb2 import ProviderStatus
 from parley.identity.v1.identity_pb2 import Provider
 from parley_runtime.auth import mint_assertion
-from parley_runtime.clients import internal_channel
+from parley_runtime.clients import PeerTls, internal_channel, peer_tls
 from parley_runtime.config import ConfigError, ServiceSettings, load_settings
+from parley_runtime.credentials import peers_line
 from parley_runtime.providers import ProviderCache
 from parley_runtime.telemetry import Telemetry
 
@@ -44,7 +45,7 @@ async def test_a_tls_server_talks_to_tls_clients_only(
     assert await _healthy(grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(authority.ca_pem)))
     assert not await _healthy(grpc.aio.insecure_channel(target))
     # Parley's own services reach it when they trust the CA.
-    peer = internal_channel(target, internal_token="t", telemetry=telemetry, tls_ca=authority.ca_pem)
+    peer = internal_channel(target, internal_token="t", telemetry=telemetry, tls=PeerTls(authority.ca_pem))
     assert await _healthy(peer)
     (tmp_path / "other").mkdir()
     stranger = TestAuthority(tmp_path / "other")
@@ -123,3 +124,57 @@ async def test_a_provider_that_enlisted_a_certificate_must_present_that_one(
     assert isinstance(refused, grpc.aio.AioRpcError)
     assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_reason(refused) == "CLIENT_CERT_MISMATCH"
+
+
+async def test_under_mtls_a_service_credential_needs_that_services_certificate(
+    start_probe: ProbeFactory, tmp_path: Path, telemetry: Telemetry
+) -> None:
+    # Regression (issue 10, item 8): internal channels presented no client certificate, so a service could not
+    # call a peer that required mTLS at all, and a service credential was never bound to a service identity.
+    authority = TestAuthority(tmp_path)
+    server = authority.issue("server", server=True)
+    relay = authority.issue("relay", server=False, uris=["spiffe://parley/relay"])
+    moderation = authority.issue("moderation", server=False, uris=["spiffe://parley/moderation"])
+    foreign = authority.issue("relay-elsewhere", server=False, uris=["spiffe://elsewhere/relay"])
+    birdy = authority.issue("birdy", server=False)
+    relay_credential, peers = CREDENTIALS["relay"], peers_line(CREDENTIALS)
+    probe = await start_probe(
+        tls_cert_file=str(server.cert_file),
+        tls_key_file=str(server.key_file),
+        tls_client_ca_file=str(authority.ca_file),
+        internal_peers=peers,
+    )
+    target = f"localhost:{probe.server.port}"
+
+    async def call(certificate: Issued, credential: str) -> bytes | str:
+        tls = PeerTls(authority.ca_pem, certificate.cert_pem, certificate.key_pem)
+        channel = internal_channel(target, internal_token=credential, telemetry=telemetry, tls=tls)
+        try:
+            reply: bytes = await channel.unary_unary(f"/{PROBE_SERVICE}/ForServices")(b"hi", timeout=5)
+        except grpc.aio.AioRpcError as error:
+            return f"{error.code().name} {error_reason(error)}"
+        finally:
+            await channel.close()
+        return reply
+
+    assert await call(relay, relay_credential) == b"hi"
+    assert await call(moderation, CREDENTIALS["moderation"]) == b"hi"
+    # The relay's secret with another service's, another domain's or a provider's certificate is refused.
+    for certificate in (moderation, foreign, birdy):
+        assert await call(certificate, relay_credential) == "PERMISSION_DENIED CLIENT_CERT_MISMATCH"
+
+
+def test_peer_tls_settings_go_together(tmp_path: Path) -> None:
+    authority = TestAuthority(tmp_path)
+    relay = authority.issue("relay", server=False, uris=["spiffe://parley/relay"])
+    with pytest.raises(ConfigError, match="TLS_PEER_CERT_FILE and PARLEY_TLS_PEER_KEY_FILE go together"):
+        load_settings(ServiceSettings, tls_peer_cert_file=str(relay.cert_file), tls_ca_file=str(authority.ca_file))
+    with pytest.raises(ConfigError, match="set PARLEY_TLS_CA_FILE too"):
+        load_settings(ServiceSettings, tls_peer_cert_file=str(relay.cert_file), tls_peer_key_file=str(relay.key_file))
+    settings = load_settings(
+        ServiceSettings,
+        tls_ca_file=str(authority.ca_file),
+        tls_peer_cert_file=str(relay.cert_file),
+        tls_peer_key_file=str(relay.key_file),
+    )
+    assert peer_tls(settings) == PeerTls(authority.ca_pem, relay.cert_pem, relay.key_pem)
