@@ -138,13 +138,14 @@ async def _measure(
         redis_keys.user_key_requesters(BOB),
         redis_keys.device_keys(BOB, 2),
         redis_keys.device_one_time_prekeys(BOB, 2),
+        redis_keys.device_one_time_pq_prekeys(BOB, 2),
         redis_keys.device_claims(BOB, 2),
     ]
 
     async def floor() -> None:
         now_ms = int(time.time() * 1000)
         result = await script(keys=floor_keys, args=[ALICE, now_ms, 1000, 86_400_000, 1_000_000, 3_600_000])
-        assert result[9]
+        assert result[10]  # the claimed one-time prekey (claim_bundles.lua's header lists the fields)
 
     await _run_for(0.5, ours)  # warm-up: connections, script cache, JIT-free but cache-warm paths
     await _run_for(0.5, floor)

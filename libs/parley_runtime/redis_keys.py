@@ -55,6 +55,12 @@ def device_one_time_prekeys(address: str, device_id: int) -> str:
     return f"keys:{{{address}}}:{device_id}:otpk"
 
 
+def device_one_time_pq_prekeys(address: str, device_id: int) -> str:
+    """LIST: unclaimed one-time PQ (KEM) prekeys, oldest first; each entry is a 4-byte big-endian id + the
+    1569-byte serialized KEM key as published + its 64-byte signature."""
+    return f"keys:{{{address}}}:{device_id}:pq_otpk"
+
+
 def device_claims(address: str, device_id: int) -> str:
     """STRING counter with TTL = the drain-guard window: one-time prekeys claimed from the device in the window."""
     return f"keys:{{{address}}}:{device_id}:claims"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ from parley_stanza import MessageType as StanzaType
 
 _MAX_PREKEY_ID = 0xFFFFFF
 """Prekey ids stay below this (24 bits, as libsignal's clients keep them)."""
+_MAX_PREKEYS_PER_CALL = 100
+"""One-time prekeys of each kind the key directory takes per call (its default bound)."""
 
 _KIND_BY_TYPE = {MessageType.PREKEY: PayloadKind.PREKEY, MessageType.WHISPER: PayloadKind.MESSAGE}
 _TYPE_BY_KIND = {kind: message_type for message_type, kind in _KIND_BY_TYPE.items()}
@@ -45,6 +48,16 @@ _TYPE_BY_KIND = {kind: message_type for message_type, kind in _KIND_BY_TYPE.item
 
 class NotForThisDeviceError(Exception):
     """The message carries no payload for this device."""
+
+
+@dataclass(frozen=True)
+class PreKeyCounts:
+    """Unclaimed one-time prekeys the key directory holds for a device, of each kind."""
+
+    one_time: int
+    """One-time (Curve25519) prekeys."""
+    one_time_pq: int
+    """One-time PQ (Kyber) prekeys."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,8 @@ class DeviceClient:
         self._devices: dict[Address, list[Address]] = {}
         self.sent = 0
         self.decrypted = 0
+        self.sessions_started: Counter[kd_pb.PqPreKeyKind.ValueType] = Counter()
+        """Sessions this device started, by the kind of PQ prekey their bundle carried (one-time or last-resort)."""
 
     @classmethod
     async def register(
@@ -125,12 +140,28 @@ class DeviceClient:
         """The device's identity public key."""
         return self.store.get_identity_key_pair().public_key
 
-    async def publish_keys(self, one_time_prekeys: int = 100, *, post_quantum: bool = True) -> int:
-        """Publishes identity key, signed prekey, optionally a PQ last-resort prekey, and one-time prekeys.
+    async def publish_keys(
+        self, one_time_prekeys: int = 100, *, post_quantum: bool = True, one_time_pq_prekeys: int | None = None
+    ) -> PreKeyCounts:
+        """Publishes identity key, signed prekey, one-time prekeys and, with ``post_quantum``, a last-resort PQ
+        (Kyber1024) prekey and one-time PQ prekeys, as libsignal devices do.
+
+        Args:
+            one_time_prekeys: one-time prekeys to publish (at most 100).
+            post_quantum: publish PQ prekeys; without them no one can start a session with this device.
+            one_time_pq_prekeys: one-time PQ prekeys to publish (at most 100); by default as many as
+                ``one_time_prekeys``, and none without ``post_quantum``.
 
         Returns:
-            The one-time prekeys the directory now holds for this device.
+            The one-time prekeys of each kind the directory now holds for this device.
+
+        Raises:
+            grpc.aio.AioRpcError: refused by the key directory (see docs/errors.md).
         """
+        if one_time_pq_prekeys is None:
+            one_time_pq_prekeys = one_time_prekeys if post_quantum else 0
+        if one_time_pq_prekeys and not post_quantum:
+            raise ValueError("one-time PQ prekeys need post_quantum")
         identity = self.store.get_identity_key_pair()
         now_ms = int(time.time() * 1000)
         signed = generate_signed_prekey(identity, self._free_id(self.store.load_signed_prekey), timestamp=now_ms)
@@ -151,28 +182,42 @@ class DeviceClient:
                     key_id=kyber.id, public_key=kyber.key_pair.public_key.serialize(), signature=kyber.signature
                 )
             )
+            request.one_time_pq_prekeys.extend(self._new_one_time_pq_prekeys(one_time_pq_prekeys))
         response: kd_pb.PublishKeysResponse = await self.backend.keydir.PublishKeys(
             request, metadata=self._credentials()
         )
-        return response.one_time_prekey_count
+        return PreKeyCounts(response.one_time_prekey_count, response.one_time_pq_prekey_count)
 
-    async def refill_prekeys(self, target: int = 100) -> int:
-        """Tops the directory's one-time prekeys up to ``target`` when below its low-watermark.
+    async def refill_prekeys(self, target: int = 100) -> PreKeyCounts:
+        """Tops the directory's one-time prekeys, and its one-time PQ prekeys, each up to ``target`` when it is
+        below the directory's low-watermark (call it on a ``prekeys_low`` webhook, or now and then).
+
+        One-time PQ prekeys are refilled only for a device that published a last-resort PQ prekey: one that
+        speaks PQXDH at all.
 
         Returns:
-            The count after the call.
+            The counts after the call.
+
+        Raises:
+            grpc.aio.AioRpcError: refused by the key directory (see docs/errors.md).
         """
         count: kd_pb.GetPreKeyCountResponse = await self.backend.keydir.GetPreKeyCount(
             kd_pb.GetPreKeyCountRequest(), metadata=self._credentials()
         )
-        if count.one_time_prekey_count >= count.low_watermark:
-            return count.one_time_prekey_count
-        missing = min(target - count.one_time_prekey_count, 100)
+        before = PreKeyCounts(count.one_time_prekey_count, count.one_time_pq_prekey_count)
+        request = kd_pb.UploadOneTimePreKeysRequest()
+        if before.one_time < count.low_watermark:
+            missing = min(target - before.one_time, _MAX_PREKEYS_PER_CALL)
+            request.one_time_prekeys.extend(self._new_one_time_prekeys(missing))
+        if count.has_pq_prekey and before.one_time_pq < count.low_watermark:
+            missing = min(target - before.one_time_pq, _MAX_PREKEYS_PER_CALL)
+            request.one_time_pq_prekeys.extend(self._new_one_time_pq_prekeys(missing))
+        if not request.one_time_prekeys and not request.one_time_pq_prekeys:
+            return before
         response: kd_pb.UploadOneTimePreKeysResponse = await self.backend.keydir.UploadOneTimePreKeys(
-            kd_pb.UploadOneTimePreKeysRequest(one_time_prekeys=self._new_one_time_prekeys(missing)),
-            metadata=self._credentials(),
+            request, metadata=self._credentials()
         )
-        return response.one_time_prekey_count
+        return PreKeyCounts(response.one_time_prekey_count, response.one_time_pq_prekey_count)
 
     async def rotate_signed_prekey(self) -> int:
         """Replaces the published signed prekey with a fresh one (clients do this every few days).
@@ -201,6 +246,22 @@ class DeviceClient:
         records = generate_prekeys(start, count)
         self.store.add_prekeys(records)
         return [kd_pb.OneTimePreKey(key_id=r.id, public_key=r.key_pair.public_key.serialize()) for r in records]
+
+    def _new_one_time_pq_prekeys(self, count: int) -> list[kd_pb.KemSignedPreKey]:
+        identity = self.store.get_identity_key_pair()
+        start = self._free_id(self.store.load_kyber_prekey, count)
+        now_ms = int(time.time() * 1000)
+        published = []
+        for key_id in range(start, start + count):
+            record = generate_kyber_prekey(identity, key_id, timestamp=now_ms)
+            # Not last-resort: the store deletes it when the first session built on it arrives.
+            self.store.add_kyber_prekey(record, last_resort=False)
+            published.append(
+                kd_pb.KemSignedPreKey(
+                    key_id=record.id, public_key=record.key_pair.public_key.serialize(), signature=record.signature
+                )
+            )
+        return published
 
     @staticmethod
     def _free_id(load: Callable[[int], object | None], count: int = 1) -> int:
@@ -253,7 +314,10 @@ class DeviceClient:
         response = await self.backend.keydir.FetchPreKeyBundles(
             kd_pb.FetchPreKeyBundlesRequest(address=str(device)), metadata=self._credentials()
         )
-        process_prekey_bundle(self.store, remote, bundle_from_proto(response.bundles[0]))
+        bundle = response.bundles[0]
+        # The bundle's PQ prekey is the one-time one the directory claimed for us, or else the last-resort one.
+        process_prekey_bundle(self.store, remote, bundle_from_proto(bundle))
+        self.sessions_started[bundle.pq_prekey_kind] += 1
 
     async def encrypt(
         self, recipient: Address, content: content_pb2.Content, *, message_id: str | None = None

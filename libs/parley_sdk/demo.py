@@ -227,10 +227,12 @@ async def _set_up(admin_token: str, targets: dict[str, str]) -> _Cast:
     _say(f"Ana: {cast.ana_phone.address} and {cast.ana_laptop.address}; allows birdy, merged inbox")
     _say(f"Ben: {cast.ben.address}; allows gatekeeper")
 
-    _step("Every device publishes its keys (identity, signed prekey, ML-KEM-1024 last resort, one-time prekeys)")
+    _step(
+        "Every device publishes its keys (identity, signed prekey, one-time prekeys, Kyber1024 one-time + last resort)"
+    )
     for device in cast.devices:
-        count = await device.publish_keys(20)
-        _say(f"{device.address}: {count} one-time prekeys in the directory")
+        counts = await device.publish_keys(20)
+        _say(f"{device.address}: {counts.one_time} one-time and {counts.one_time_pq} one-time PQ prekeys published")
 
     _step("Birdy registers its webhook, and Ben's phone its push token, with the notification service")
     async with grpc.aio.insecure_channel(targets["notification"]) as channel:

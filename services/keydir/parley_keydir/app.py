@@ -27,7 +27,12 @@ class KeyDirectorySettings(IdentityPeerSettings):
     port: int = Field(7102, ge=0, le=65535, description="gRPC port.")
     max_one_time_prekeys_per_call: int = Field(100, ge=1, le=10_000, description="One-time prekeys per upload.")
     max_one_time_prekeys: int = Field(1000, ge=1, le=100_000, description="Unclaimed one-time prekeys per device.")
-    low_watermark: int = Field(10, ge=0, le=10_000, description="Below this many one-time prekeys, ask to refill.")
+    max_one_time_pq_prekeys: int = Field(
+        200, ge=1, le=100_000, description="Unclaimed one-time PQ prekeys per device (about 1.6 KB each)."
+    )
+    low_watermark: int = Field(
+        10, ge=0, le=10_000, description="Below this many one-time prekeys (or one-time PQ prekeys), ask to refill."
+    )
     recipient_cache_s: float = Field(
         1.0, ge=0, le=1, description="Reuse of identity's answers (consent, devices, registration); at most 1 s."
     )
@@ -65,6 +70,7 @@ async def build_keydir(settings: KeyDirectorySettings, telemetry: Telemetry) -> 
         KeyDirectoryLimits(
             max_one_time_prekeys_per_call=settings.max_one_time_prekeys_per_call,
             max_one_time_prekeys=settings.max_one_time_prekeys,
+            max_one_time_pq_prekeys=settings.max_one_time_pq_prekeys,
             low_watermark=settings.low_watermark,
             fetch=Limit("keyfetch", capacity=settings.fetch_burst, per_second=settings.fetch_per_second),
             provider_fetch=Limit(

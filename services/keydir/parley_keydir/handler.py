@@ -1,7 +1,8 @@
 """Key-directory rules: what a device may publish, and who may claim which bundle. No gRPC here.
 
 Keys are checked completely (formats, XEdDSA signatures against the device's identity key, batch bounds) before
-anything is written, so a refused call changes nothing.
+anything is written, so a refused call changes nothing. PQ prekeys are accepted in either KEM type libsignal knows
+(0x08 Kyber1024, 0x0A ML-KEM-1024) and stored byte for byte as sent.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from parley.common.v1.common_pb2 import ErrorReason
 from parley.events.v1.events_pb2 import Event, IdentityKeyChanged, PreKeysDrained, PreKeysLow
 from parley.identity.v1.identity_pb2 import Reachability
 from parley_crypto import InvalidKeyError, KemPublicKey, PublicKey, verify_signature
-from parley_keydir.model import Bundle, DrainGuard, OneTimeKey, PublishResult, SignedKey
+from parley_keydir.model import Bundle, DrainGuard, OneTimeKey, PqPreKeyKind, PreKeyCounts, PublishResult, SignedKey
 from parley_keydir.store import (
     IDENTITY_WITHOUT_SIGNED_PREKEY,
     INCOMPLETE_FIRST_PUBLICATION,
     STALE_IDENTITY,
+    TOO_MANY_ONE_TIME_PQ_PREKEYS,
     TOO_MANY_ONE_TIME_PREKEYS,
     KeyStore,
     PublishRefusedError,
@@ -57,8 +59,12 @@ class KeyDirectoryLimits:
     """Configurable bounds."""
 
     max_one_time_prekeys_per_call: int = 100
+    """Per call, for one-time prekeys and one-time PQ prekeys each."""
     max_one_time_prekeys: int = 1000
+    max_one_time_pq_prekeys: int = 200
+    """Lower than for EC prekeys: each one-time PQ prekey takes about 1.6 KB of Redis memory, 44 times as much."""
     low_watermark: int = 10
+    """For one-time prekeys and one-time PQ prekeys alike."""
     fetch: Limit = field(default_factory=lambda: Limit("keyfetch", capacity=100, per_second=1.0))
     """Bundle fetches per requesting user."""
     provider_fetch: Limit = field(
@@ -103,6 +109,11 @@ class KeyDirectoryHandler:
         self._claimed = meter.create_counter(
             "keydir.one_time_prekeys.claimed", unit="{bundle}", description="Bundles handed out"
         )
+        self._pq_claimed = meter.create_counter(
+            "keydir.pq_prekeys.claimed",
+            unit="{bundle}",
+            description="Bundles handed out with a PQ prekey, by its kind (one-time or last-resort)",
+        )
         self._withheld = meter.create_counter(
             "keydir.one_time_prekeys.withheld",
             unit="{bundle}",
@@ -128,19 +139,35 @@ class KeyDirectoryHandler:
         signed_prekey: SignedKey | None,
         pq_prekey: SignedKey | None,
         one_time_prekeys: Sequence[OneTimeKey],
+        one_time_pq_prekeys: Sequence[SignedKey],
     ) -> PublishResult:
         """Publishes any subset of a device's keys (the first publication needs identity + signed prekey).
+
+        Args:
+            device: the publishing device.
+            registration_id: its registration id, or None to keep the stored one.
+            identity_key: its serialized identity key, or None to keep the stored one.
+            signed_prekey: a new signed prekey, or None.
+            pq_prekey: a new last-resort PQ prekey, or None.
+            one_time_prekeys: one-time prekeys to append.
+            one_time_pq_prekeys: one-time PQ prekeys to append.
+
+        Returns:
+            The counts after the call and whether the identity key changed.
 
         Raises:
             ParleyError: INVALID_ARGUMENT (MISSING_FIELD, INVALID_FIELD, MALFORMED_KEY, BAD_SIGNATURE,
                 BATCH_TOO_LARGE);
-                RESOURCE_EXHAUSTED / TOO_LARGE when the device would hold too many one-time prekeys.
+                RESOURCE_EXHAUSTED / TOO_LARGE when the device would hold too many one-time (PQ) prekeys.
         """
         if registration_id is not None and not 1 <= registration_id <= _MAX_REGISTRATION_ID:
             raise invalid_field("registration_id", f"must be in 1..{_MAX_REGISTRATION_ID}")
         if identity_key is not None:
             _check_curve_key(identity_key, "identity_key")
-        self._check_one_time_prekeys(one_time_prekeys)
+        self._check_batch("one_time_prekeys", [key.key_id for key in one_time_prekeys])
+        for key in one_time_prekeys:
+            _check_curve_key(key.public_key, "one_time_prekeys")
+        self._check_batch("one_time_pq_prekeys", [key.key_id for key in one_time_pq_prekeys])
         assert device.device is not None
         user = str(device.user)
         # Signatures are checked against the key that will be current: the new one, else the stored one. The
@@ -159,6 +186,8 @@ class KeyDirectoryHandler:
             _check_signed_key(signed_prekey, verifying_key, "signed_prekey", kem=False)
         if pq_prekey is not None:
             _check_signed_key(pq_prekey, verifying_key, "pq_prekey", kem=True)
+        for pq_key in one_time_pq_prekeys:
+            _check_signed_key(pq_key, verifying_key, "one_time_pq_prekeys", kem=True)
         try:
             result = await self._store.publish(
                 user,
@@ -169,7 +198,9 @@ class KeyDirectoryHandler:
                 signed_prekey=signed_prekey,
                 pq_prekey=pq_prekey,
                 one_time_prekeys=one_time_prekeys,
+                one_time_pq_prekeys=one_time_pq_prekeys,
                 max_one_time_prekeys=self._limits.max_one_time_prekeys,
+                max_one_time_pq_prekeys=self._limits.max_one_time_pq_prekeys,
                 now_ms=int(self._clock() * 1000),
             )
         except PublishRefusedError as refused:
@@ -189,6 +220,13 @@ class KeyDirectoryHandler:
                 f"a device may hold at most {self._limits.max_one_time_prekeys} one-time prekeys",
                 limit=self._limits.max_one_time_prekeys,
             )
+        if code == TOO_MANY_ONE_TIME_PQ_PREKEYS:
+            return ParleyError(
+                Code.RESOURCE_EXHAUSTED,
+                ErrorReason.ERROR_REASON_TOO_LARGE,
+                f"a device may hold at most {self._limits.max_one_time_pq_prekeys} one-time PQ prekeys",
+                limit=self._limits.max_one_time_pq_prekeys,
+            )
         if code == IDENTITY_WITHOUT_SIGNED_PREKEY:
             return invalid_field("signed_prekey", "a new identity key needs a new signed prekey")
         if code == INCOMPLETE_FIRST_PUBLICATION:
@@ -197,24 +235,25 @@ class KeyDirectoryHandler:
             return dependency_unavailable("the identity key changed concurrently; retry")
         return ParleyError(Code.INTERNAL, ErrorReason.ERROR_REASON_INTERNAL, f"unexpected store outcome {code}")
 
-    def _check_one_time_prekeys(self, keys: Sequence[OneTimeKey]) -> None:
+    def _check_batch(self, field_name: str, key_ids: Sequence[int]) -> None:
+        """Bounds one call's list of one-time keys of one kind; their ids must be in range and distinct."""
         limit = self._limits.max_one_time_prekeys_per_call
-        if len(keys) > limit:
+        if len(key_ids) > limit:
             raise ParleyError(
                 Code.INVALID_ARGUMENT,
                 ErrorReason.ERROR_REASON_BATCH_TOO_LARGE,
-                f"at most {limit} one-time prekeys per call",
+                f"at most {limit} {field_name} per call",
                 limit=limit,
+                field=field_name,
             )
         seen: set[int] = set()
-        for key in keys:
-            if not 0 <= key.key_id <= _MAX_PREKEY_ID or key.key_id in seen:
-                raise invalid_field("one_time_prekeys", f"key id {key.key_id} is out of range or repeated")
-            seen.add(key.key_id)
-            _check_curve_key(key.public_key, "one_time_prekeys")
+        for key_id in key_ids:
+            if not 0 <= key_id <= _MAX_PREKEY_ID or key_id in seen:
+                raise invalid_field(field_name, f"key id {key_id} is out of range or repeated")
+            seen.add(key_id)
 
-    async def count(self, device: Address) -> tuple[int, bool]:
-        """Unclaimed one-time prekeys and whether a PQ prekey is published."""
+    async def count(self, device: Address) -> PreKeyCounts:
+        """Unclaimed one-time prekeys and one-time PQ prekeys, and whether a last-resort PQ prekey is published."""
         assert device.device is not None
         return await self._store.count(str(device.user), device.device)
 
@@ -268,10 +307,12 @@ class KeyDirectoryHandler:
 
     async def _after_claim(self, user: Address, bundles: Sequence[Bundle]) -> None:
         """Counts the claims and raises the alarms they call for: ``prekeys_drained`` once per guard window,
-        ``prekeys_low`` when a device's one-time prekeys cross the watermark."""
+        ``prekeys_low`` when a device's one-time prekeys or one-time PQ prekeys cross the watermark."""
         watermark = self._limits.low_watermark
         guard = self._limits.drain
         for bundle in bundles:
+            if bundle.pq_prekey_kind is not None:
+                self._pq_claimed.add(1, {"kind": bundle.pq_prekey_kind.value})
             if bundle.claims_in_window > guard.max_claims:
                 self._withheld.add(1)
                 if bundle.claims_in_window == guard.max_claims + 1:
@@ -286,13 +327,19 @@ class KeyDirectoryHandler:
             exhausted = bundle.one_time_prekey is None
             self._claimed.add(1, {"exhausted": exhausted})
             left = bundle.remaining_one_time_prekeys
-            # Once when the count crosses the watermark, and again when the last one is taken.
-            crossed = not exhausted and (left == watermark - 1 or left == 0)
-            if crossed:
+            pq_left = bundle.remaining_one_time_pq_prekeys
+            # Once when a count crosses the watermark, and again when its last key is taken; one event even when
+            # both kinds cross in the same claim, since one refill tops both up.
+            crossed = not exhausted and left in (watermark - 1, 0)
+            pq_crossed = bundle.pq_prekey_kind is PqPreKeyKind.ONE_TIME and pq_left in (watermark - 1, 0)
+            if crossed or pq_crossed:
                 await self._events.publish(
                     Event(
                         prekeys_low=PreKeysLow(
-                            address=str(user.with_device(bundle.device_id)), remaining=left, low_watermark=watermark
+                            address=str(user.with_device(bundle.device_id)),
+                            remaining=left,
+                            low_watermark=watermark,
+                            remaining_pq=pq_left,
                         )
                     )
                 )

@@ -8,7 +8,7 @@ from parley.common.v1.common_pb2 import ErrorReason
 from parley.keydir.v1 import keydir_pb2 as pb
 from parley.keydir.v1 import keydir_pb2_grpc
 from parley_keydir.handler import KeyDirectoryHandler
-from parley_keydir.model import Bundle, OneTimeKey, SignedKey
+from parley_keydir.model import Bundle, OneTimeKey, PqPreKeyKind, SignedKey
 from parley_runtime.auth import Access, UserPrincipal
 from parley_runtime.errors import missing_field, permission_denied
 from parley_runtime.interceptors import current_principal
@@ -21,6 +21,11 @@ ACCESS = {
     for method in ("PublishKeys", "RotateSignedPreKey", "UploadOneTimePreKeys", "GetPreKeyCount", "FetchPreKeyBundles")
 }
 """Every key-directory RPC acts for one device."""
+
+_PQ_KIND = {
+    PqPreKeyKind.ONE_TIME: pb.PQ_PRE_KEY_KIND_ONE_TIME,
+    PqPreKeyKind.LAST_RESORT: pb.PQ_PRE_KEY_KIND_LAST_RESORT,
+}
 
 
 def _device() -> Address:
@@ -36,6 +41,10 @@ def _signed(message: pb.SignedPreKey | pb.KemSignedPreKey) -> SignedKey:
 
 def _one_time(keys: list[pb.OneTimePreKey]) -> list[OneTimeKey]:
     return [OneTimeKey(key.key_id, key.public_key) for key in keys]
+
+
+def _one_time_pq(keys: list[pb.KemSignedPreKey]) -> list[SignedKey]:
+    return [_signed(key) for key in keys]
 
 
 def _bundle_pb(user: Address, bundle: Bundle) -> pb.PreKeyBundle:
@@ -54,10 +63,11 @@ def _bundle_pb(user: Address, bundle: Bundle) -> pb.PreKeyBundle:
     if bundle.one_time_prekey is not None:
         message.one_time_prekey.key_id = bundle.one_time_prekey.key_id
         message.one_time_prekey.public_key = bundle.one_time_prekey.public_key
-    if bundle.pq_prekey is not None:
+    if bundle.pq_prekey is not None and bundle.pq_prekey_kind is not None:
         message.pq_prekey.key_id = bundle.pq_prekey.key_id
         message.pq_prekey.public_key = bundle.pq_prekey.public_key
         message.pq_prekey.signature = bundle.pq_prekey.signature
+        message.pq_prekey_kind = _PQ_KIND[bundle.pq_prekey_kind]
     return message
 
 
@@ -77,9 +87,12 @@ class KeyDirectoryServicer(keydir_pb2_grpc.KeyDirectoryServiceServicer):
             signed_prekey=_signed(request.signed_prekey) if request.HasField("signed_prekey") else None,
             pq_prekey=_signed(request.pq_prekey) if request.HasField("pq_prekey") else None,
             one_time_prekeys=_one_time(list(request.one_time_prekeys)),
+            one_time_pq_prekeys=_one_time_pq(list(request.one_time_pq_prekeys)),
         )
         return pb.PublishKeysResponse(
-            one_time_prekey_count=result.one_time_prekey_count, identity_key_changed=result.identity_key_changed
+            one_time_prekey_count=result.one_time_prekey_count,
+            identity_key_changed=result.identity_key_changed,
+            one_time_pq_prekey_count=result.one_time_pq_prekey_count,
         )
 
     async def RotateSignedPreKey(
@@ -94,13 +107,14 @@ class KeyDirectoryServicer(keydir_pb2_grpc.KeyDirectoryServiceServicer):
             signed_prekey=_signed(request.signed_prekey),
             pq_prekey=None,
             one_time_prekeys=[],
+            one_time_pq_prekeys=[],
         )
         return pb.RotateSignedPreKeyResponse()
 
     async def UploadOneTimePreKeys(
         self, request: pb.UploadOneTimePreKeysRequest, context: grpc.aio.ServicerContext
     ) -> pb.UploadOneTimePreKeysResponse:
-        if not request.one_time_prekeys:
+        if not request.one_time_prekeys and not request.one_time_pq_prekeys:
             raise missing_field("one_time_prekeys")
         result = await self._handler.publish_keys(
             _device(),
@@ -109,15 +123,22 @@ class KeyDirectoryServicer(keydir_pb2_grpc.KeyDirectoryServiceServicer):
             signed_prekey=None,
             pq_prekey=None,
             one_time_prekeys=_one_time(list(request.one_time_prekeys)),
+            one_time_pq_prekeys=_one_time_pq(list(request.one_time_pq_prekeys)),
         )
-        return pb.UploadOneTimePreKeysResponse(one_time_prekey_count=result.one_time_prekey_count)
+        return pb.UploadOneTimePreKeysResponse(
+            one_time_prekey_count=result.one_time_prekey_count,
+            one_time_pq_prekey_count=result.one_time_pq_prekey_count,
+        )
 
     async def GetPreKeyCount(
         self, request: pb.GetPreKeyCountRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetPreKeyCountResponse:
-        count, has_pq = await self._handler.count(_device())
+        counts = await self._handler.count(_device())
         return pb.GetPreKeyCountResponse(
-            one_time_prekey_count=count, has_pq_prekey=has_pq, low_watermark=self._handler.limits.low_watermark
+            one_time_prekey_count=counts.one_time_prekeys,
+            has_pq_prekey=counts.has_last_resort_pq_prekey,
+            low_watermark=self._handler.limits.low_watermark,
+            one_time_pq_prekey_count=counts.one_time_pq_prekeys,
         )
 
     async def FetchPreKeyBundles(

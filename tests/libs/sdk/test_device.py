@@ -9,7 +9,7 @@ from support.cluster import Cluster
 from parley.content.v1 import content_pb2
 from parley.keydir.v1 import keydir_pb2 as kd_pb
 from parley_crypto import IdentityKeyPair, InMemoryProtocolStore
-from parley_sdk import DeviceClient, NotForThisDeviceError, ProviderBackend
+from parley_sdk import DeviceClient, NotForThisDeviceError, PreKeyCounts, ProviderBackend
 from parley_stanza import Address, Message, PayloadKind, decode, encode
 
 
@@ -46,7 +46,7 @@ async def test_multi_device_conversation_decrypts_exactly_once_everywhere(cluste
     await ana_phone.enable_third_party_chats(["birdy"])
     await ben_phone.enable_third_party_chats(["gatekeeper"])
     for device in (ana_phone, ana_laptop, ben_phone, ben_tablet):
-        assert await device.publish_keys(5) == 5
+        assert await device.publish_keys(5) == PreKeyCounts(one_time=5, one_time_pq=5)
 
     received: dict[Address, list[str]] = {d.address: [] for d in (ana_phone, ana_laptop, ben_phone, ben_tablet)}
     script = [
@@ -89,8 +89,8 @@ async def test_first_contact_uses_prekey_messages_then_ratchet_messages(cluster:
     answer = await ana.encrypt(ben.user, _text("two"))
     assert [p.kind for p in answer.payloads] == [PayloadKind.MESSAGE]
     assert ben.decrypt(answer).content.text.body == "two"
-    # Ana's only one-time prekey went to Ben; the refill tops the directory back up.
-    assert await ana.refill_prekeys(target=10) == 10
+    # Ana's only one-time prekey and one-time PQ prekey went to Ben; the refill tops both back up.
+    assert await ana.refill_prekeys(target=10) == PreKeyCounts(one_time=10, one_time_pq=10)
     for backend in (gatekeeper, birdy):
         await backend.close()
 
@@ -141,7 +141,7 @@ async def test_a_device_rebuilt_from_its_store_keeps_its_sessions_and_never_reus
     assert [p.kind for p in again.payloads] == [PayloadKind.MESSAGE]  # the session went on: no new first contact
     assert ana.decrypt(again).content.text.body == "still me"
     # Below the low-watermark (10) the refill adds prekeys under fresh ids: none overwrote one the store held.
-    assert await restarted.refill_prekeys(target=60) == 60
+    assert await restarted.refill_prekeys(target=60) == PreKeyCounts(one_time=60, one_time_pq=60)
     assert len(stores[0].prekeys) == 60
     for backend in (gatekeeper, birdy):
         await backend.close()
