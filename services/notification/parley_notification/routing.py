@@ -117,7 +117,12 @@ class Router:
     async def _prekeys_low(self, event: Event) -> Routed:
         low = event.prekeys_low
         device = _device(low.address)
-        data = {"address": str(device), "remaining": low.remaining, "low_watermark": low.low_watermark}
+        data = {
+            "address": str(device),
+            "remaining": low.remaining,
+            "remaining_pq": low.remaining_pq,
+            "low_watermark": low.low_watermark,
+        }
         data.update(await self._push_token(device))
         notice = _notice(str(device.user), NoticeKind.NOTICE_KIND_PREKEYS_LOW, str(device), event.occurred_at_ms)
         return Routed(await self._to(event, [device.provider], "prekeys_low", data), [notice])

@@ -23,7 +23,7 @@ from support.notification import (
 )
 
 from parley.common.v1.common_pb2 import Feature
-from parley.events.v1.events_pb2 import Event, IdentityKeyChanged
+from parley.events.v1.events_pb2 import Event, IdentityKeyChanged, PreKeysLow
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.notification.v1 import notification_pb2 as pb
 from parley.notification.v1 import notification_pb2_grpc
@@ -76,6 +76,17 @@ async def test_message_waiting_reaches_the_devices_provider_signed(cluster: Clus
     # Addresses, push token and a count: nothing else (no content, no names).
     assert document["data"] == {"address": device, "pending": 3, "push_token": "tok-123"}
     assert event_id not in request.body.decode()
+
+
+async def test_prekeys_low_tells_the_provider_both_counts(cluster: Cluster, receiver: WebhookReceiver) -> None:
+    birdy, _ = await _birdy(cluster, receiver)
+    [device] = await cluster.register_user(birdy, ALICE)
+    low = PreKeysLow(address=device, remaining=30, remaining_pq=9, low_watermark=10)
+    await publish(cluster.redis_url, "keys", Event(prekeys_low=low))
+    await receiver.wait_for(lambda: any(r.document["type"] == "prekeys_low" for r in receiver.accepted))
+    [request] = [r for r in receiver.accepted if r.document["type"] == "prekeys_low"]
+    # The one-time Kyber prekeys ran low, not the EC ones: the provider sees which kind to refill.
+    assert request.document["data"] == {"address": device, "remaining": 30, "remaining_pq": 9, "low_watermark": 10}
 
 
 async def test_a_slow_endpoint_times_out_and_the_retry_carries_the_same_key(
