@@ -406,10 +406,10 @@ class DeviceClient:
             grpc.aio.AioRpcError: the relay refused the upload (see ``error_reason``), or it failed ``attempts``
                 times.
         """
-        status = await self._relay().CreateUpload(
+        created = await self._relay().CreateUpload(
             relay_pb2.CreateUploadRequest(size=len(blob), sha256=sha256), metadata=self._credentials()
         )
-        return await self.resume_media_upload(status.upload_id, blob, chunk_size=chunk_size, attempts=attempts)
+        return await self.resume_media_upload(created.upload.upload_id, blob, chunk_size=chunk_size, attempts=attempts)
 
     async def resume_media_upload(
         self, upload_id: str, blob: bytes, *, chunk_size: int = 512 * 1024, attempts: int = 5
@@ -425,9 +425,11 @@ class DeviceClient:
         for attempt in range(attempts):
             try:
                 if offset is None:
-                    status = await relay.GetUpload(
-                        relay_pb2.GetUploadRequest(upload_id=upload_id), metadata=self._credentials()
-                    )
+                    status = (
+                        await relay.GetUpload(
+                            relay_pb2.GetUploadRequest(upload_id=upload_id), metadata=self._credentials()
+                        )
+                    ).upload
                     if status.complete:
                         return upload_id
                     offset = status.received

@@ -129,14 +129,17 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
             received=state.received,
         )
 
-    async def CreateUpload(self, request: pb.CreateUploadRequest, context: grpc.aio.ServicerContext) -> pb.UploadStatus:
+    async def CreateUpload(
+        self, request: pb.CreateUploadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateUploadResponse:
         principal = _principal()
         state = await self._media.create(principal.provider_id, str(principal.user), request.size, request.sha256)
-        return _upload_status(state)
+        return pb.CreateUploadResponse(upload=_upload_status(state))
 
-    async def GetUpload(self, request: pb.GetUploadRequest, context: grpc.aio.ServicerContext) -> pb.UploadStatus:
+    async def GetUpload(self, request: pb.GetUploadRequest, context: grpc.aio.ServicerContext) -> pb.GetUploadResponse:
         principal = _principal()
-        return _upload_status(await self._media.status(principal.provider_id, str(principal.user), request.upload_id))
+        state = await self._media.status(principal.provider_id, str(principal.user), request.upload_id)
+        return pb.GetUploadResponse(upload=_upload_status(state))
 
     async def DownloadMedia(
         self, request: pb.DownloadMediaRequest, context: grpc.aio.ServicerContext

@@ -32,7 +32,10 @@ def _stub(cluster: Cluster) -> relay_pb2_grpc.RelayServiceStub:
 
 
 async def _create(relay: relay_pb2_grpc.RelayServiceStub, device: DeviceClient, blob: bytes, digest: bytes) -> str:
-    status = await relay.CreateUpload(pb.CreateUploadRequest(size=len(blob), sha256=digest), metadata=_metadata(device))
+    created = await relay.CreateUpload(
+        pb.CreateUploadRequest(size=len(blob), sha256=digest), metadata=_metadata(device)
+    )
+    status = created.upload
     assert (status.size, status.received, status.complete) == (len(blob), 0, False)
     return str(status.upload_id)
 
@@ -43,7 +46,7 @@ def _parts(upload_id: str, blob: bytes, offset: int) -> list[pb.UploadMediaReque
 
 
 async def _status(relay: relay_pb2_grpc.RelayServiceStub, device: DeviceClient, upload_id: str) -> pb.UploadStatus:
-    return await relay.GetUpload(pb.GetUploadRequest(upload_id=upload_id), metadata=_metadata(device))
+    return (await relay.GetUpload(pb.GetUploadRequest(upload_id=upload_id), metadata=_metadata(device))).upload
 
 
 async def _interrupted(
