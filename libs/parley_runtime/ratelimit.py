@@ -10,7 +10,7 @@ from redis.exceptions import NoScriptError
 
 from parley_runtime import redis_keys
 from parley_runtime.errors import rate_limited
-from parley_runtime.redis_client import Redis, load_script, load_scripts
+from parley_runtime.redis_client import Redis, load_script, load_scripts, queue_script
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,6 @@ class RateLimiter:
         """EVALSHAs the bucket script once per call in one pipeline; errors come back in place of the answers."""
         async with self._client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+                queue_script(pipe, self._script, keys, args)
             answers: list[Any] = await pipe.execute(raise_on_error=False)
         return answers

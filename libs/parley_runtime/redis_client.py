@@ -119,6 +119,15 @@ def load_script(client: Redis, package: str, name: str) -> AsyncScript:
     return client.register_script(source)
 
 
+def queue_script(pipe: Any, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> None:
+    """Queues one EVALSHA of ``script`` in a pipeline of either client kind (no SCRIPT EXISTS round trip first).
+
+    redis-py's cluster pipeline refuses its ``evalsha`` method; the command itself is routed by its keys, which
+    share one slot in every Parley script, like any other keyed command.
+    """
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
 async def load_scripts(client: Redis, scripts: Sequence[AsyncScript]) -> None:
     """Loads ``scripts`` into Redis (into every master of a cluster): after a restart, a flush or a failover the
     server's script cache is empty, and EVALSHA sent in a pipeline does not load a missing script by itself."""

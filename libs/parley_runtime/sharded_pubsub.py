@@ -128,6 +128,7 @@ class ShardedSubscription:
         """Subscribes ``channels`` on their owners; the lock is held. Refreshes the slot map and tries once more
         when an owner refused (MOVED: the map was stale) or could not be reached."""
         pending = list(dict.fromkeys(channels))
+        await self._client.initialize()  # the slot map, on a client that has not sent a command yet
         for attempt in range(2):
             failed, error = await self._subscribe_once(pending)
             if not failed:

@@ -103,7 +103,10 @@ class RedisServer:
                         return
                 except redis.ConnectionError:
                     if self._process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                        self.stop()
+                        raise RuntimeError(
+                            f"redis-server did not start on port {self.port}: {' '.join(args)}"
+                        ) from None
                     time.sleep(0.02)
         finally:
             client.close()
@@ -181,12 +184,14 @@ class RedisClusterServers:
         )  # fmt: skip
         self._masters = masters
         self._replicas = replicas
-        self.nodes = [RedisServer(args=args) for _ in range(masters * (1 + replicas))]
+        # The bus port defaults to the port + 10000, which may fall in the kernel's range for outgoing connections.
+        self._bus_ports = [free_port() for _ in range(masters * (1 + replicas))]
+        self.nodes = [RedisServer(args=(*args, "--cluster-port", str(bus))) for bus in self._bus_ports]
 
     @property
     def url(self) -> str:
-        """A seed URL (the first node); the cluster client discovers the others from it."""
-        return self.nodes[0].url
+        """A seed URL (a running node); the cluster client discovers the others from it."""
+        return next(node for node in self.nodes if node.running).url
 
     def start(self, timeout: float = 30.0) -> None:
         """Starts every node, assigns slots, joins the nodes, attaches replicas and waits until the cluster is ok
@@ -200,7 +205,7 @@ class RedisClusterServers:
                 first, last = index * _SLOTS // self._masters, (index + 1) * _SLOTS // self._masters - 1
                 _command(clients[index], "CLUSTER", "ADDSLOTSRANGE", first, last)
             for client in clients[1:]:
-                _command(client, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+                _command(client, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self._bus_ports[0])
             self._wait(lambda: all(len(_nodes(client)) == len(self.nodes) for client in clients), timeout, "join")
             for offset, client in enumerate(clients[self._masters :]):
                 _command(client, "CLUSTER", "REPLICATE", ids[offset % self._masters])

@@ -38,7 +38,7 @@ from parley_moderation.model import (
     SendShape,
 )
 from parley_runtime import redis_keys
-from parley_runtime.redis_client import Redis, load_script, load_scripts
+from parley_runtime.redis_client import Redis, load_script, load_scripts, queue_script
 
 
 class ModerationStore(Protocol):
@@ -241,7 +241,7 @@ class RedisModerationStore:
     async def _pipeline(self, calls: Sequence[_ScriptCall]) -> list[Any]:
         async with self._client.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                queue_script(pipe, script, keys, args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 

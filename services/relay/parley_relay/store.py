@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from redis.exceptions import NoScriptError
 
 from parley_runtime import redis_keys
-from parley_runtime.redis_client import Redis, is_cluster, load_script
+from parley_runtime.redis_client import Redis, is_cluster, load_script, queue_script
 
 _PRESENCE_CHUNK = 1000
 """Presence marks per pipeline: a replica with 100k streams refreshes in bounded requests, not one huge one."""
@@ -121,7 +121,7 @@ class RedisMailboxStore:
         # done nothing; they are then run again one by one, in order, which loads it, and hinted again.
         async with self._client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                pipe.evalsha(self._store.sha, len(keys), *keys, *args)
+                queue_script(pipe, self._store, keys, args)
             for channel in hints:
                 self._hint(pipe, channel, b"")
             raw: list[Any] = await pipe.execute(raise_on_error=False)
