@@ -260,11 +260,19 @@ class _Shard:
             self._confirming.append((set(owned), future))
             futures.append(future)
             commands.append(["SSUBSCRIBE", *owned])
-        await self._connection.send_packed_command(self._connection.pack_commands(commands))
-        async with asyncio.timeout(self._timeout_s):
-            # gather would leave later failures unretrieved; every future is awaited here.
+        try:
+            await self._connection.send_packed_command(self._connection.pack_commands(commands))
+            async with asyncio.timeout(self._timeout_s):
+                for future in futures:
+                    await asyncio.shield(future)
+        except BaseException:
+            # Replies still to come find their futures done and are dropped; errors already set are retrieved
+            # here, so none is reported as lost.
             for future in futures:
-                await asyncio.shield(future)
+                if future.done() and not future.cancelled():
+                    future.exception()
+                future.cancel()
+            raise
         self._subscribed.update(channels)
 
     async def unsubscribe(self, channels: list[bytes]) -> None:

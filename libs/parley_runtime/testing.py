@@ -266,8 +266,10 @@ class RedisClusterServers:
         self._wait(lambda: self.masters_now(replica, not_master=master), timeout, "fail over")
         return replica
 
-    def flush(self) -> None:
-        """Empties every master (the replicas follow)."""
+    def flush(self, timeout: float = 30.0) -> None:
+        """Empties every master (the replicas follow), once the cluster is :meth:`stable` with ``masters`` masters
+        (a failover a test caused may still be settling: a demoted master refuses writes)."""
+        self._wait(lambda: self.stable() and len(self.masters()) == self._masters, timeout, "settle")
         for node in self.masters():
             with self._client(node.port) as client:
                 client.flushall()
