@@ -39,9 +39,9 @@ from parley_crypto import (
     process_prekey_bundle,
 )
 from parley_crypto._spqr._messages import Message as SpqrMessage
-from parley_crypto._wire import PreKeySignalMessage, SignalMessage
+from parley_crypto._wire import PreKeySignalMessage, SignalMessage, encode_addresses
 
-from .libsignal_peer import KyberKind, LibsignalDevice
+from .libsignal_peer import KyberKind, LibsignalDevice, LibsignalError
 
 Initiator = Literal["libsignal", "parley"]
 INITIATORS: list[Initiator] = ["libsignal", "parley"]
@@ -404,3 +404,34 @@ def test_our_device_restarts_after_every_message(libsignal: LibsignalDevice, ini
         side = other(side)
     talk.assert_every_message_counted()
     assert_epochs_advanced(talk)
+
+
+def test_libsignal_binds_both_addresses_and_we_check_them(libsignal: LibsignalDevice) -> None:
+    parley = ParleyDevice()
+    libsignal.process_bundle(parley.address, parley.bundle())
+    (message,) = libsignal.encrypt(parley.address, [b"bound to us"])
+    assert PreKeySignalMessage.parse(message.body).message.addresses == encode_addresses(
+        libsignal.address, parley.address
+    )
+    elsewhere = ProtocolAddress(str(uuid.uuid4()), 1)
+    with pytest.raises(BadMacError):
+        SessionCipher(parley.store, libsignal.address, local_address=elsewhere).decrypt(message)
+    assert parley.store.sessions == {}
+    assert parley.cipher(libsignal.address).decrypt(message) == b"bound to us"
+
+
+def test_we_bind_both_addresses_as_libsignal_does_and_it_checks_them(libsignal: LibsignalDevice) -> None:
+    parley = ParleyDevice()
+    process_prekey_bundle(parley.store, libsignal.address, libsignal.bundle())
+    impostor = SessionCipher(parley.store, libsignal.address, local_address=ProtocolAddress(str(uuid.uuid4()), 1))
+    forged = impostor.encrypt(b"claims another sender")
+    # Without field 6 libsignal accepts, for senders that predate it: the field's contents are what it checks.
+    unbound = SessionCipher(parley.store, libsignal.address).encrypt(b"no addresses")
+    genuine = parley.cipher(libsignal.address).encrypt(b"from us")
+    assert PreKeySignalMessage.parse(genuine.body).message.addresses == encode_addresses(
+        parley.address, libsignal.address
+    )
+    refused, accepted, decrypted = libsignal.decrypt(parley.address, [forged, unbound, genuine])
+    assert isinstance(refused, LibsignalError)
+    assert "decryption failed" in str(refused)
+    assert (accepted, decrypted) == (b"no addresses", b"from us")
