@@ -9,7 +9,7 @@ Version-4 sessions add the SPQR message as ``SignalMessage`` field 5 (``pq_ratch
 Field 6 (``addresses``, libsignal since 0.9x) binds sender and recipient into the MAC: each address as its
 17-byte fixed-width service id (kind byte, UUID) and a device-id byte. libsignal writes it into the messages a
 prekey message carries, when both names are service ids, and refuses any message whose field 6 names other
-addresses. wire.proto does not declare it (yet), so it is read from the parsed message's unknown fields.
+addresses.
 The protobuf bodies use the generated code of protos/parley/signal/v1/wire.proto (libsignal's field numbers):
 measured, its upb runtime parses a ``SignalMessage`` in 1.0 us and builds one in 0.7 us, against 2.9 us and
 1.1 us for the hand-rolled codec this library started with.
@@ -119,14 +119,12 @@ class SignalMessage(NamedTuple):
             ratchet_key = PublicKey.deserialize(body.ratchet_key)
         except InvalidKeyError as exc:
             raise InvalidMessageError(f"malformed ratchet key: {exc}") from exc
-        addresses = None
-        unknown_fields = UnknownFieldSet(body)
-        for index in range(len(unknown_fields)):
-            unknown = unknown_fields[index]
-            if unknown.field_number == ADDRESSES_FIELD:
-                if not isinstance(unknown.data, bytes):
-                    raise InvalidMessageError("SignalMessage addresses is not a byte string")
-                addresses = unknown.data
+        addresses = body.addresses if body.HasField("addresses") else None
+        if addresses is None:
+            # protobuf keeps a field of the wrong wire type as an unknown field; libsignal's decoder refuses it.
+            unknown_fields = UnknownFieldSet(body)
+            if any(unknown_fields[index].field_number == ADDRESSES_FIELD for index in range(len(unknown_fields))):
+                raise InvalidMessageError("SignalMessage addresses is not a byte string")
         return cls(
             version,
             ratchet_key,

@@ -137,6 +137,11 @@ class DeviceClient:
         store = store_factory(IdentityKeyPair.generate(), registration_id)
         return cls(backend, Address.parse(response.address), store)
 
+    @property
+    def _local_address(self) -> ProtocolAddress:
+        """This device as the Signal Protocol names it (checked against a message's sender/recipient binding)."""
+        return ProtocolAddress(str(self.address.user), self.device_id)
+
     def _credentials(self) -> tuple[tuple[str, str], ...]:
         return self.backend.credentials(str(self.address.user), self.device_id)
 
@@ -348,7 +353,9 @@ class DeviceClient:
         for device in [*await self._devices_of(recipient.user), *await self._devices_of(self.user)]:
             await self._ensure_session(device)
             assert device.device is not None
-            ciphertext = SessionCipher(self.store, ProtocolAddress(str(device.user), device.device)).encrypt(plaintext)
+            ciphertext = SessionCipher(
+                self.store, ProtocolAddress(str(device.user), device.device), local_address=self._local_address
+            ).encrypt(plaintext)
             payloads.append(Payload.of(device, _KIND_BY_TYPE[ciphertext.type], ciphertext.body))
         self.sent += 1
         return Message(
@@ -478,7 +485,9 @@ class DeviceClient:
             raise NotForThisDeviceError(f"{message.id} has no payload for {self.address}")
         sender = message.sender
         assert sender.device is not None
-        cipher = SessionCipher(self.store, ProtocolAddress(str(sender.user), sender.device))
+        cipher = SessionCipher(
+            self.store, ProtocolAddress(str(sender.user), sender.device), local_address=self._local_address
+        )
         plaintext = cipher.decrypt(CiphertextMessage(_TYPE_BY_KIND[payload.kind], payload.ciphertext))
         self.decrypted += 1
         return Decrypted(message, decode_content(plaintext), payload.kind is PayloadKind.PREKEY)
