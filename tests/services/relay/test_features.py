@@ -13,7 +13,6 @@ import pytest
 from support.cluster import ALL_FEATURES, Cluster
 
 from parley.common.v1.common_pb2 import Feature
-from parley.relay.v1 import relay_pb2 as pb
 from parley_relay.app import RelaySettings, build_relay
 from parley_sdk import DeviceClient, ProviderBackend, RelayConnection, error_reason
 from parley_stanza import (
