@@ -95,6 +95,7 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
     await hub.start()
     # Open streams re-check their provider's status when it changes (the kill switch), not on a timer.
     providers.on_change(hub.wake_provider)
+
     def provider_features(provider_id: str) -> frozenset[Feature.ValueType]:
         record = providers.get(provider_id)
         return record.features if record is not None else frozenset()

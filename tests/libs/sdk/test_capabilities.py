@@ -44,7 +44,7 @@ def _media(kind: content_pb2.MediaKind.ValueType) -> content_pb2.Content:
 
 
 def _content(**fields: object) -> content_pb2.Content:
-    return content_pb2.Content(sent_at_ms=2, **fields)  # type: ignore[arg-type]
+    return content_pb2.Content(sent_at_ms=2, **fields)
 
 
 # Every kind of content, in the order Ana sends it (the timer last: it applies to what follows).
@@ -97,7 +97,7 @@ async def _start(cluster: Cluster) -> tuple[DeviceClient, dict[str, DeviceClient
 
 async def _receive(device: DeviceClient, count: int) -> list[Received]:
     """Processes the next ``count`` messages on a fresh stream, acknowledging each."""
-    processed = []
+    processed: list[Received] = []
     async with device.connect() as connection:
         while len(processed) < count:
             async with asyncio.timeout(10):

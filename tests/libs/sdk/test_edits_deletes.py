@@ -128,13 +128,13 @@ async def test_a_deleted_message_still_waiting_in_a_mailbox_is_never_shown(clust
         async with asyncio.timeout(10):
             target = await connection.receive()
             delete = await connection.receive()
-        assert [target.stanza.id, delete.stanza.id] == ["m1", "d1"]  # type: ignore[union-attr]
+        assert [target.stanza.id, delete.stanza.id] == ["m1", "d1"]
         deleted = await ana.process(delete)
         await connection.ack(delete.delivery_id)
     assert deleted.outcome is Outcome.DELETED
     assert deleted.target is None  # not here yet: remembered
     (again,) = await _incoming(ana, 1)  # the waiting copy, delivered again
-    assert again.stanza.id == "m1"  # type: ignore[union-attr]
+    assert again.stanza.id == "m1"
     assert (await ana.process(again)).outcome is Outcome.SUPPRESSED
     shown = ana.message(ben.user, "m1")
     assert shown is not None
@@ -176,15 +176,15 @@ async def test_disappearing_messages_go_after_their_timer(cluster: Cluster) -> N
     assert message.content.expire_timer_seconds == 60  # Ben's SDK applied the chat's timer
     # Unread, it stays; read, it goes 60 seconds later.
     offset[0] = 3600
-    assert ana_later.message(ben.user, "m1").content is not None  # type: ignore[union-attr]
+    assert ana_later.message(ben.user, "m1").content is not None
     read = ana_later.mark_read(ben.user, "m1")
     assert read is not None
     offset[0] = 3600 + 59
-    assert ana_later.message(ben.user, "m1").content is not None  # type: ignore[union-attr]
+    assert ana_later.message(ben.user, "m1").content is not None
     offset[0] = 3600 + 61
-    assert ana_later.message(ben.user, "m1").deleted  # type: ignore[union-attr]
+    assert ana_later.message(ben.user, "m1").deleted
     # Ben's own copy counts from sending.
     ben_later = DeviceClient(ben.backend, ben.address, ben.store, messages=ben.messages,
                              clock=lambda: time.time() + 61)  # fmt: skip
-    assert ben_later.message(ben.user, "m1").deleted  # type: ignore[union-attr]
+    assert ben_later.message(ben.user, "m1").deleted
     await world.close()
