@@ -97,6 +97,10 @@ class ProviderRecord:
     identifier_kinds: frozenset[IdentifierKind.ValueType] = frozenset()
     client_cert_sha256: bytes = b""
     """SHA-256 of the DER client certificate the provider enlisted for mTLS; empty when it enlisted none."""
+    edit_window_s: int = 0
+    """How long after acceptance its clients honour an edit, seconds."""
+    delete_window_s: int = 0
+    """How long after acceptance its clients honour a delete for everyone, seconds."""
 
 
 class ProviderDirectory(Protocol):

@@ -40,6 +40,8 @@ def record_from_proto(provider: Provider) -> ProviderRecord:
         display_name=provider.display_name,
         identifier_kinds=frozenset(provider.identifier_kinds),
         client_cert_sha256=_pin(provider.mtls_client_cert_pem),
+        edit_window_s=provider.edit_window_s,
+        delete_window_s=provider.delete_window_s,
     )
 
 

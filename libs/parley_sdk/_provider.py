@@ -9,8 +9,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from parley.identity.v1 import identity_pb2_grpc
 from parley.keydir.v1 import keydir_pb2_grpc
+from parley.moderation.v1 import moderation_pb2_grpc
 from parley.relay.v1 import relay_pb2_grpc
 from parley_runtime.auth import mint_assertion
+from parley_sdk._providers import ProviderDirectory
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -34,6 +36,7 @@ class ProviderBackend:
         relay_target: ``host:port`` of the relay, when the backend sends and receives messages; a target naming
             several replicas (``dns:///relay.parley.svc:7100`` of a headless Service, ``ipv4:a:7100,b:7100``)
             is balanced round-robin.
+        moderation_target: ``host:port`` of moderation, when the backend's users report messages.
         audience: the gatekeeper's audience (``PARLEY_AUDIENCE`` of the services).
         assertion_lifetime_s: lifetime of each assertion.
         channel_credentials: TLS for every channel, e.g. ``grpc.ssl_channel_credentials()`` (the system's roots)
@@ -49,6 +52,7 @@ class ProviderBackend:
         identity_target: str,
         keydir_target: str,
         relay_target: str | None = None,
+        moderation_target: str | None = None,
         audience: str = "parley",
         assertion_lifetime_s: int = 60,
         channel_credentials: grpc.ChannelCredentials | None = None,
@@ -65,6 +69,12 @@ class ProviderBackend:
         if relay_target is not None:
             self._channels.append(self._channel(relay_target))
             self.relay = relay_pb2_grpc.RelayServiceStub(self._channels[-1])
+        self.moderation: moderation_pb2_grpc.ModerationServiceStub | None = None
+        if moderation_target is not None:
+            self._channels.append(self._channel(moderation_target))
+            self.moderation = moderation_pb2_grpc.ModerationServiceStub(self._channels[-1])
+        self.providers = ProviderDirectory(self.identity, self.credentials)
+        """What each provider's clients can display (for capability downgrade); shared by the backend's devices."""
 
     def _channel(self, target: str) -> grpc.aio.Channel:
         if self._credentials is None:

@@ -4,9 +4,10 @@ Starts a private Redis and the identity, key-directory, moderation and notificat
 as separate processes (the launcher behind ``make up``, in a temporary run directory), enlists two providers (the
 gatekeeper's own app and a third-party app called "birdy"), and plays a scripted conversation between Ana
 (gatekeeper, a phone and a laptop) and Ben (birdy): opt-in, key publication, discovery, first contact with PQXDH,
-typing, replies with delivery receipts, a reaction, a photo through the media proxy, a block that silently swallows
-a message, Ben's sleeping phone woken through Birdy's signed webhook, and Ana's laptop coming online later and
-catching up. Every stanza goes through the relay; no service sees plaintext.
+typing, replies with delivery receipts, a reaction, a photo through the media proxy, a sticker that reaches Birdy
+(which has no stickers) as an image and a delete for everyone Birdy cannot show, refused before sending with its
+reason, a block that silently swallows a message, Ben's sleeping phone woken through Birdy's signed webhook, and
+Ana's laptop coming online later and catching up. Every stanza goes through the relay; no service sees plaintext.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from parley.notification.v1 import notification_pb2 as note_pb
 from parley.notification.v1 import notification_pb2_grpc
 from parley_crypto import Fingerprint, decrypt_attachment, encrypt_attachment
 from parley_launcher import Stack, balanced_target
-from parley_sdk import DeviceClient, ProviderBackend, RelayConnection, webhooks
+from parley_sdk import ContentRefusedError, DeviceClient, ProviderBackend, RelayConnection, webhooks
 from parley_stanza import Address, ChatState, ChatStateKind, Message, Receipt
 
 _BOLD = "\033[1m" if sys.stdout.isatty() else ""
@@ -125,6 +126,16 @@ class _Cast:
         return (self.ana_phone, self.ana_laptop, self.ben)
 
 
+_BASIC_FEATURES = [Feature.FEATURE_TEXT, Feature.FEATURE_MEDIA_IMAGE, Feature.FEATURE_REACTIONS,
+                   Feature.FEATURE_REPLIES, Feature.FEATURE_RECEIPTS, Feature.FEATURE_TYPING]  # fmt: skip
+# The gatekeeper's app also shows stickers and deletes for everyone; Birdy's does not.
+_FEATURES = {
+    "gatekeeper": [*_BASIC_FEATURES, Feature.FEATURE_MEDIA_STICKER, Feature.FEATURE_EDITS, Feature.FEATURE_DELETES],
+    "birdy": _BASIC_FEATURES,
+    "lurker": _BASIC_FEATURES,
+}
+
+
 async def _enlist(
     admin: identity_pb2_grpc.IdentityServiceStub, token: str, provider_id: str, name: str
 ) -> Ed25519PrivateKey:
@@ -136,8 +147,7 @@ async def _enlist(
             display_name=name,
             signing_public_key=key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
             identifier_kinds=[IdentifierKind.IDENTIFIER_KIND_PHONE, IdentifierKind.IDENTIFIER_KIND_USERNAME],
-            features=[Feature.FEATURE_TEXT, Feature.FEATURE_MEDIA_IMAGE, Feature.FEATURE_REACTIONS,
-                      Feature.FEATURE_REPLIES, Feature.FEATURE_RECEIPTS, Feature.FEATURE_TYPING],
+            features=_FEATURES[provider_id],
         ),
         metadata=metadata,
     )  # fmt: skip
@@ -181,6 +191,7 @@ async def _conversation(admin_token: str, targets: dict[str, str]) -> int:
         await ben.drained.wait()
         await _chat(cast, ana, ben)
         await _photo(cast, ana)
+        await _capabilities(cast, ben)
         await _block(cast, targets["moderation"], ana)
     await _wake_up(cast)
     await _catch_up(cast)
@@ -345,6 +356,30 @@ async def _open_photo(device: DeviceClient, media: content_pb2.Media) -> None:
          f"decrypted {len(image)} bytes")  # fmt: skip
 
 
+async def _capabilities(cast: _Cast, ben: RelayConnection) -> None:
+    _step("Ana sends a sticker; Birdy's app shows no stickers, so her SDK sends it as the image it is")
+    attachment = encrypt_attachment(os.urandom(12_000))
+    media_id = await cast.ana_phone.upload_media(attachment.blob, attachment.digest)
+    sticker = content_pb2.Content(
+        sent_at_ms=_now_ms(),
+        media=content_pb2.Media(kind=content_pb2.MEDIA_KIND_STICKER, pointer=media_id, key=attachment.media_key,
+                                digest=attachment.digest, size=len(attachment.blob), mime_type="image/webp",
+                                width=512, height=512),
+    )  # fmt: skip
+    fitted = await cast.ana_phone.fit_content(cast.ben.user, sticker)
+    _say(f"downgrade for birdy: {', '.join(change.value for change in fitted.changes)}")
+    await cast.ana_phone.send_content(cast.ben.user, sticker, message_id="s1")
+    (content,) = await _read(cast, cast.ben, ben, 1)
+    kind = content_pb2.MediaKind.Name(content.media.kind).removeprefix("MEDIA_KIND_").lower()
+    _say(f"{cast.ben.address} got the sticker as an {kind}")
+
+    _step("Ana tries to delete her reply for everyone; Birdy's app cannot, so nothing is sent")
+    try:
+        await cast.ana_phone.send_delete(cast.ben.user, "m2")
+    except ContentRefusedError as refused:
+        _say(f"refused before sending ({refused.refusal.value}, {refused.feature}): {refused.reason}")
+
+
 async def _block(cast: _Cast, moderation_target: str, ana: RelayConnection) -> None:
     _step("Ana blocks Ben for a moment: his next message is accepted as usual, and never delivered")
     ana_credentials = cast.backends["gatekeeper"].credentials(str(cast.ana_phone.user))
@@ -398,7 +433,7 @@ async def _wake_up(cast: _Cast) -> None:
 async def _catch_up(cast: _Cast) -> None:
     _step("Ana's laptop comes online: the relay kept everything for it, in order")
     async with cast.ana_laptop.connect() as laptop:
-        messages = await _read(cast, cast.ana_laptop, laptop, 8)
+        messages = await _read(cast, cast.ana_laptop, laptop, 9)
         await laptop.drained.wait()
     _say(f"caught up with {len(messages)} messages (Ben's, and Ana's own messages from her phone)")
 
@@ -416,8 +451,8 @@ def _summary(cast: _Cast) -> bool:
     _step("Summary")
     expected = {
         cast.ana_phone: ["m1", "m3", "m4", "m6"],
-        cast.ana_laptop: ["m1", "m2", "m3", "m4", "m6", "m7", "m8", "m9"],
-        cast.ben: ["m2", "m7", "m8", "m9"],
+        cast.ana_laptop: ["m1", "m2", "m3", "m4", "m6", "m7", "m8", "m9", "s1"],
+        cast.ben: ["m2", "m7", "m8", "m9", "s1"],
     }
     for device in cast.devices:
         _say(f"{device.address}: sent {device.sent}, read {cast.read[device]}")

@@ -27,3 +27,5 @@ class Feature(StrEnum):
     TYPING = "typing"
     DISAPPEARING = "disappearing"
     GROUPS = "groups"
+    CALLS = "calls"
+    """Call signalling: a stanza kind the relay checks, never needed by content (``downgrade`` ignores it)."""

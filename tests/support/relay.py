@@ -49,6 +49,8 @@ async def start_world(cluster: Cluster, *, relays: int = 1, **relay_overrides: o
             identity_target=cluster.target("identity"),
             keydir_target=cluster.target("keydir"),
             relay_target=cluster.target("relay"),
+            # Reports go to moderation when the test runs one.
+            moderation_target=cluster.target("moderation") if "moderation" in cluster.servers else None,
         )
     cast = [
         ("ana_phone", "gatekeeper", "username:ana", True),

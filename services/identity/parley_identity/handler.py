@@ -60,6 +60,13 @@ _TRANSITIONS: dict[ProviderStatus.ValueType, frozenset[ProviderStatus.ValueType]
 
 _USER_NOT_FOUND = "this user cannot be found"
 
+DEFAULT_EDIT_WINDOW_S = 15 * 60
+"""How long a provider's clients honour edits when it enlisted without saying (as the large messengers do)."""
+DEFAULT_DELETE_WINDOW_S = 2 * 24 * 3600
+"""How long a provider's clients honour deletes for everyone when it enlisted without saying."""
+MAX_MESSAGE_WINDOW_S = 30 * 24 * 3600
+"""No window outlives the relay's default retention: an edit could otherwise target a message no one can have."""
+
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
@@ -121,8 +128,11 @@ class IdentityHandler:
         mtls_client_cert_pem: str,
         identifier_kinds: Iterable[IdentifierKind.ValueType],
         features: Iterable[Feature.ValueType],
+        edit_window_s: int = 0,
+        delete_window_s: int = 0,
     ) -> Provider:
-        """Enlists a provider in PENDING state.
+        """Enlists a provider in PENDING state; a window of 0 takes its default (``DEFAULT_EDIT_WINDOW_S``,
+        ``DEFAULT_DELETE_WINDOW_S``).
 
         Raises:
             ParleyError: INVALID_ARGUMENT for any bad field; ALREADY_EXISTS when the id is taken.
@@ -149,6 +159,9 @@ class IdentityHandler:
             raise invalid_field("features", "unknown feature")
         if Feature.FEATURE_TEXT not in feature_set:
             raise invalid_field("features", "every provider must support FEATURE_TEXT")
+        for name, window in (("edit_window_s", edit_window_s), ("delete_window_s", delete_window_s)):
+            if window > MAX_MESSAGE_WINDOW_S:
+                raise invalid_field(name, f"at most {MAX_MESSAGE_WINDOW_S} seconds")
         now = self._now_ms()
         provider = Provider(
             provider_id=provider_id,
@@ -158,6 +171,8 @@ class IdentityHandler:
             mtls_client_cert_pem=mtls_client_cert_pem,
             identifier_kinds=kinds,
             features=feature_set,
+            edit_window_s=edit_window_s or DEFAULT_EDIT_WINDOW_S,
+            delete_window_s=delete_window_s or DEFAULT_DELETE_WINDOW_S,
             created_at_ms=now,
             updated_at_ms=now,
         )

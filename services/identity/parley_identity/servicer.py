@@ -11,7 +11,7 @@ from parley.common.v1.common_pb2 import ErrorReason, PageResponse, ProviderStatu
 from parley.identity.v1 import identity_pb2 as pb
 from parley.identity.v1 import identity_pb2_grpc
 from parley_identity.directory import IdentityProviderDirectory
-from parley_identity.handler import IdentityHandler, Resolution
+from parley_identity.handler import DEFAULT_DELETE_WINDOW_S, DEFAULT_EDIT_WINDOW_S, IdentityHandler, Resolution
 from parley_identity.model import ConsentRecord, DeviceRecord
 from parley_runtime.auth import Access, UserPrincipal
 from parley_runtime.errors import permission_denied
@@ -99,6 +99,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             request.mtls_client_cert_pem,
             request.identifier_kinds,
             request.features,
+            request.edit_window_s,
+            request.delete_window_s,
         )
         return pb.EnlistProviderResponse(provider=provider)
 
@@ -167,7 +169,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return pb.ListAvailableProvidersResponse(
             providers=[
                 pb.ProviderSummary(
-                    provider_id=record.provider_id, display_name=record.display_name, features=sorted(record.features)
+                    provider_id=record.provider_id,
+                    display_name=record.display_name,
+                    features=sorted(record.features),
+                    # Providers enlisted before windows existed have none stored: they get the defaults.
+                    edit_window_s=record.edit_window_s or DEFAULT_EDIT_WINDOW_S,
+                    delete_window_s=record.delete_window_s or DEFAULT_DELETE_WINDOW_S,
                 )
                 for record in self._handler.available_providers()
             ]

@@ -8,7 +8,7 @@ import socket
 
 from pydantic import Field, SecretStr, field_validator
 
-from parley.common.v1.common_pb2 import ProviderStatus
+from parley.common.v1.common_pb2 import Feature, ProviderStatus
 from parley.relay.v1 import relay_pb2_grpc
 from parley_relay.connection import StreamSettings
 from parley_relay.handler import RelayHandler, RelayLimits, SendPolicy
@@ -104,12 +104,18 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
     await hub.start()
     # Open streams re-check their provider's status when it changes (the kill switch), not on a timer.
     providers.on_change(hub.wake_provider)
+
+    def provider_features(provider_id: str) -> frozenset[Feature.ValueType]:
+        record = providers.get(provider_id)
+        return record.features if record is not None else frozenset()
+
     handler = RelayHandler(
         store,
         recipients,
         policy,
         EventPublisher(client, "relay"),
         franking_key=base64.b64decode(settings.franking_key.get_secret_value()),
+        provider_features=provider_features,
         limits=RelayLimits(
             stanza=Limits(max_bytes=settings.max_stanza_bytes),
             retention_ms=settings.retention_s * 1000,

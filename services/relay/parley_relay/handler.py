@@ -1,7 +1,8 @@
 """Relay rules: what may be sent, to which devices it goes, and what an acknowledgement does. No gRPC here.
 
-A stanza is checked completely (safe parsing, sender = authenticated device, recipient reachable, moderation,
-exact device list) before anything is stored, so a refused stanza changes nothing. Accepted stanzas are stored
+A stanza is checked completely (safe parsing, sender = authenticated device, recipient reachable, the recipient's
+provider supports the stanza's kind, moderation, exact device list) before anything is stored, so a refused stanza
+changes nothing. Accepted stanzas are stored
 once per target device (the recipient's devices and the sender's other devices) by one atomic script per user.
 """
 
@@ -11,13 +12,13 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from opentelemetry import metrics
 
-from parley.common.v1.common_pb2 import ErrorReason
+from parley.common.v1.common_pb2 import ErrorReason, Feature
 from parley.events.v1.events_pb2 import Event, MessageWaiting
 from parley.identity.v1.identity_pb2 import Reachability
 from parley_crypto import franking_context, stamp_commitment
@@ -27,8 +28,10 @@ from parley_runtime.events import EventPublisher
 from parley_runtime.recipients import Recipient
 from parley_stanza import (
     Address,
+    CallSignal,
     ChatState,
     Franking,
+    GroupControl,
     LimitExceededError,
     Limits,
     Message,
@@ -41,6 +44,12 @@ from parley_stanza import (
 )
 
 _log = logging.getLogger(__name__)
+
+ProviderFeatures = Callable[[str], Collection[Feature.ValueType]]
+"""The features a provider enlisted with, by provider id (none for a provider the relay does not know)."""
+
+_Checked = Message | Receipt | ChatState | CallSignal | GroupControl
+"""The stanza kinds a client may send (calls and group control only to be refused, with their reason)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +134,8 @@ class RelayHandler:
         policy: moderation.
         events: publisher for the ``relay`` event stream (``message_waiting``).
         franking_key: the relay's secret stamping key (shared with moderation), or b"" to not stamp.
+        provider_features: each provider's enlisted features (the relay refuses stanza kinds a recipient's
+            provider lacks).
         limits: configurable bounds.
         meter: for relay counters.
         clock: seconds since the epoch.
@@ -138,6 +149,7 @@ class RelayHandler:
         events: EventPublisher,
         *,
         franking_key: bytes,
+        provider_features: ProviderFeatures,
         limits: RelayLimits,
         meter: metrics.Meter,
         clock: Callable[[], float] = time.time,
@@ -147,6 +159,7 @@ class RelayHandler:
         self._policy = policy
         self._events = events
         self._franking_key = franking_key
+        self._provider_features = provider_features
         self._limits = limits
         self._clock = clock
         self._accepted = meter.create_counter("relay.stanzas.accepted", unit="{stanza}", description="Accepted")
@@ -165,8 +178,8 @@ class RelayHandler:
 
         Raises:
             ParleyError: INVALID_ARGUMENT / MALFORMED_STANZA or TOO_LARGE; PERMISSION_DENIED / SPOOFED_SENDER;
-                NOT_FOUND / USER_NOT_FOUND; FAILED_PRECONDITION / READ_ONLY_CHAT or STALE_DEVICES; whatever
-                moderation refuses with.
+                NOT_FOUND / USER_NOT_FOUND; FAILED_PRECONDITION / READ_ONLY_CHAT, STALE_DEVICES or
+                FEATURE_UNSUPPORTED; whatever moderation refuses with.
         """
         try:
             stanza = self._checked(device, data)
@@ -262,7 +275,7 @@ class RelayHandler:
                 outcomes[index] = accepted
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _checked(self, device: Address, data: bytes) -> Message | Receipt | ChatState:
+    def _checked(self, device: Address, data: bytes) -> _Checked:
         """The decoded stanza, once its sender is known to be the authenticated device."""
         stanza = self._decode(data)
         if stanza.sender != device:
@@ -273,14 +286,35 @@ class RelayHandler:
             )
         return stanza
 
-    async def _send_other(self, device: Address, stanza: Receipt | ChatState, data: bytes) -> Accepted:
+    async def _send_other(self, device: Address, stanza: _Checked, data: bytes) -> Accepted:
         if isinstance(stanza, Receipt):
             return await self._send_receipt(device, stanza, data)
         if isinstance(stanza, ChatState):
             return await self._send_chat_state(device, stanza, data)
-        raise invalid_field("stanza", f"{type(stanza).__name__} stanzas are not accepted from clients")
+        # Calls and group control are not relayed yet, but a recipient whose provider could never take them
+        # learns the sender the lasting reason, not a temporary one.
+        if isinstance(stanza, CallSignal):
+            await self._reach(device, stanza.recipient)
+            self._require_feature(stanza.recipient, Feature.FEATURE_CALLS)
+        elif isinstance(stanza, GroupControl):
+            for member in stanza.members:
+                self._require_feature(member, Feature.FEATURE_GROUPS)
+        raise invalid_field("stanza", f"{type(stanza).__name__} stanzas are not relayed yet")
 
-    def _decode(self, data: bytes) -> Message | Receipt | ChatState:
+    def _require_feature(self, recipient: Address, feature: Feature.ValueType) -> None:
+        """Refuses a stanza kind the recipient's provider did not enlist with (nothing is stored or forwarded)."""
+        if feature in self._provider_features(recipient.provider):
+            return
+        name = Feature.Name(feature)
+        raise ParleyError(
+            Code.FAILED_PRECONDITION,
+            ErrorReason.ERROR_REASON_FEATURE_UNSUPPORTED,
+            f"the recipient's provider {recipient.provider} does not support {name}",
+            feature=name,
+            provider=recipient.provider,
+        )
+
+    def _decode(self, data: bytes) -> _Checked:
         try:
             stanza = decode(data, self._limits.stanza)
         except LimitExceededError as exc:
@@ -291,7 +325,7 @@ class RelayHandler:
             raise ParleyError(
                 Code.INVALID_ARGUMENT, ErrorReason.ERROR_REASON_MALFORMED_STANZA, f"stanza: {exc}"
             ) from None
-        if not isinstance(stanza, Message | Receipt | ChatState):
+        if not isinstance(stanza, _Checked):
             raise invalid_field("stanza", f"{type(stanza).__name__} stanzas are not accepted from clients")
         return stanza
 
@@ -459,6 +493,7 @@ class RelayHandler:
         if receipt.recipient == device.user:
             raise invalid_field("recipient", "receipts confirm other users' messages")
         recipient_devices = await self._reach(device, receipt.recipient)
+        self._require_feature(receipt.recipient, Feature.FEATURE_RECEIPTS)
         own_devices = await self._own_other_devices(device) if sync else ()
         ts = int(self._clock() * 1000)
         first = await self._store_for(receipt.recipient, recipient_devices, data, receipt, ts, device)
@@ -469,6 +504,7 @@ class RelayHandler:
         if state.recipient is None:
             raise invalid_field("group", "group typing indicators come with groups")
         recipient_devices = await self._reach(device, state.recipient)
+        self._require_feature(state.recipient, Feature.FEATURE_TYPING)
         # Typing is never stored: only streams open right now see it.
         await self._store.publish_ephemeral(str(state.recipient), recipient_devices, data)
         return Accepted(state.id, int(self._clock() * 1000), False)
@@ -504,7 +540,8 @@ class RelayHandler:
                 # Only the sender needs to know; the user's other devices track their own deliveries.
                 await self._send_receipt(device, receipt, encode(receipt), sync=False)
             except ParleyError as error:
-                # The sender became unreachable meanwhile (blocked, opted out): the receipt is dropped.
+                # The sender became unreachable meanwhile (blocked, opted out), or its provider takes no receipts
+                # (FEATURE_UNSUPPORTED): the receipt is dropped.
                 _log.info("delivery receipt dropped: %s", error.reason_name)
 
 

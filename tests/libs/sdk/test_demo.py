@@ -16,7 +16,13 @@ def test_demo_conversation_runs_and_every_message_arrives_exactly_once() -> None
     assert "NOT_FOUND 'this user cannot be found'" in result.stdout
     assert "is typing" in result.stdout
     assert "decrypted 48000 bytes" in result.stdout
-    assert "caught up with 8 messages" in result.stdout
+    assert "caught up with 9 messages" in result.stdout
+    assert "downgrade for birdy: sticker_as_image" in result.stdout
+    assert "got the sticker as an image" in result.stdout
+    assert (
+        "refused before sending (feature_missing, deletes): The recipient's app cannot delete messages for everyone."
+        in result.stdout
+    )
     assert "Ben cannot tell he is blocked" in result.stdout
     assert "trailing, coalesced; signature valid" in result.stdout
     assert "every webhook delivery carried a valid signature" in result.stdout

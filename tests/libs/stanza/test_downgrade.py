@@ -106,7 +106,8 @@ _EXPECTED: dict[tuple[Feature, Feature], Refused | tuple[content_pb2.Content, tu
     (Feature.GROUPS, Feature.TEXT): Refused(Feature.TEXT, ""),
 }
 
-_PAIRS = [(content_feature, missing) for content_feature in Feature for missing in Feature]
+# Every feature some content needs (calls are a stanza kind, needed by no content), without each feature in turn.
+_PAIRS = [(content_feature, missing) for content_feature in SAMPLES for missing in Feature]
 
 
 @pytest.mark.parametrize(("content_feature", "missing"), _PAIRS, ids=[f"{a}-without-{b}" for a, b in _PAIRS])
@@ -126,7 +127,7 @@ def test_every_feature_pair(content_feature: Feature, missing: Feature) -> None:
     assert content.SerializeToString(deterministic=True) == original  # the input is never modified
 
 
-@pytest.mark.parametrize("feature", list(Feature))
+@pytest.mark.parametrize("feature", list(SAMPLES))
 def test_samples_need_their_feature(feature: Feature) -> None:
     needed = required_features(SAMPLES[feature])
     assert feature in needed
