@@ -121,6 +121,12 @@ def media_quota(provider_id: str) -> str:
     return f"mediaquota:{{{provider_id}}}"
 
 
+def parity(provider_id: str, minute: int) -> str:
+    """HASH: a provider's treatment in one minute (Unix ms // 60000): ``accepted``, ``refused:<REASON>``,
+    ``delivered``, ``latency_sum_ms``, ``le:<bucket>``; TTL = the parity retention."""
+    return f"parity:{{{provider_id}}}:{minute}"
+
+
 def media_user_quota(address: str) -> str:
     """STRING with a daily TTL: bytes of media a user uploaded today (all of the user's devices)."""
     return f"mediaquota:{{{address}}}:user"

@@ -15,6 +15,7 @@ from parley_relay.handler import RelayHandler, RelayLimits, SendPolicy
 from parley_relay.hub import MailboxHub
 from parley_relay.media import MediaHandler, MediaLimits
 from parley_relay.moderation_client import ModerationPolicy, NoModeration
+from parley_relay.parity import ParityRecorder, ParityReports
 from parley_relay.servicer import ACCESS, SERVICE_NAME, RelayServicer
 from parley_relay.store import RedisMailboxStore
 from parley_runtime.auth import Authenticator
@@ -57,6 +58,12 @@ class RelaySettings(IdentityPeerSettings):
     media_user_daily_quota_bytes: int = Field(1024**3, ge=1024, description="Bytes a user may upload per day.")
     upload_window_s: int = Field(86_400, ge=60, le=7 * 86_400, description="How long an upload can be resumed.")
     replica: str = Field(default_factory=socket.gethostname, min_length=1, description="This replica's name.")
+    native_provider: str = Field(
+        "", description="The gatekeeper's own provider id: the native side of the parity report ('' for none)."
+    )
+    parity_retention_s: int = Field(
+        8 * 86_400, ge=3600, le=90 * 86_400, description="How long per-provider parity counts are kept."
+    )
 
     @field_validator("franking_key")
     @classmethod
@@ -109,6 +116,8 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         record = providers.get(provider_id)
         return record.features if record is not None else frozenset()
 
+    parity = ParityRecorder(client, telemetry.meter("parley.relay"), retention_s=settings.parity_retention_s)
+    parity.start()
     handler = RelayHandler(
         store,
         recipients,
@@ -122,6 +131,7 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
             backlog_cap=settings.max_backlog,
         ),
         meter=telemetry.meter("parley.relay"),
+        parity=parity,
     )
 
     def approved(provider_id: str) -> bool:
@@ -144,6 +154,12 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         StreamSettings(window=settings.stream_window, poll_interval_s=settings.stream_poll_s),
         approved,
         max_streams_per_provider=settings.max_streams_per_provider,
+        parity=ParityReports(
+            parity,
+            providers=lambda: [record.provider_id for record in providers.all()],
+            native=settings.native_provider,
+            max_window_ms=settings.parity_retention_s * 1000,
+        ),
     )
 
     async def close_channels() -> None:
@@ -156,7 +172,15 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         register=lambda server: relay_pb2_grpc.add_RelayServiceServicer_to_server(servicer, server),
         access=ACCESS,
         readiness=service_dependencies(client, identity),
-        on_stop=[hub.stop, recipients.stop, providers.stop, close_channels, events_client.aclose, client.aclose],
+        on_stop=[
+            parity.stop,
+            hub.stop,
+            recipients.stop,
+            providers.stop,
+            close_channels,
+            events_client.aclose,
+            client.aclose,
+        ],
         untraced_streams=[f"/{SERVICE_NAME}/Connect"],
     )
     authenticator = Authenticator.from_settings(settings, providers, RedisReplayGuard(client), registration=recipients)

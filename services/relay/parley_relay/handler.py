@@ -22,6 +22,7 @@ from parley.common.v1.common_pb2 import ErrorReason, Feature
 from parley.events.v1.events_pb2 import Event, MessageWaiting
 from parley.identity.v1.identity_pb2 import Reachability
 from parley_crypto import franking_context, stamp_commitment
+from parley_relay.parity import ParityRecorder
 from parley_relay.store import MailboxStore, StoredStanza, StoreRequest, StoreResult
 from parley_runtime.errors import Code, ParleyError, invalid_field, not_found
 from parley_runtime.events import EventPublisher
@@ -138,6 +139,7 @@ class RelayHandler:
             provider lacks).
         limits: configurable bounds.
         meter: for relay counters.
+        parity: counts each provider's accepted, refused and delivered stanzas (metrics and the parity report).
         clock: seconds since the epoch.
     """
 
@@ -152,6 +154,7 @@ class RelayHandler:
         provider_features: ProviderFeatures,
         limits: RelayLimits,
         meter: metrics.Meter,
+        parity: ParityRecorder,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -162,8 +165,7 @@ class RelayHandler:
         self._provider_features = provider_features
         self._limits = limits
         self._clock = clock
-        self._accepted = meter.create_counter("relay.stanzas.accepted", unit="{stanza}", description="Accepted")
-        self._refused = meter.create_counter("relay.stanzas.refused", unit="{stanza}", description="Refused")
+        self._parity = parity
         self._stored = meter.create_counter("relay.copies.stored", unit="{copy}", description="Mailbox copies")
 
     @property
@@ -191,9 +193,9 @@ class RelayHandler:
             else:
                 accepted = await self._send_other(device, stanza, data)
         except ParleyError as error:
-            self._refused.add(1, {"reason": error.reason_name})
+            self._parity.sent(device.provider, Counter(), Counter([error.reason_name]))
             raise
-        self._accepted.add(1, {"duplicate": accepted.duplicate})
+        self._parity.sent(device.provider, Counter([accepted.duplicate]), Counter())
         return accepted
 
     async def send_batch(self, device: Address, stanzas: Sequence[bytes]) -> list[Accepted | ParleyError]:
@@ -225,15 +227,12 @@ class RelayHandler:
                 outcomes.append(error)
         await self._send_run(device, run, outcomes)
         done = [outcome for outcome in outcomes if outcome is not None]
-        # One counter update per attribute set and frame, not per stanza: each add walks the SDK's aggregation.
-        tally = Counter(
-            ("refused", o.reason_name) if isinstance(o, ParleyError) else ("accepted", o.duplicate) for o in done
+        # One count per frame, not per stanza: each metric add walks the SDK's aggregation.
+        self._parity.sent(
+            device.provider,
+            Counter(o.duplicate for o in done if not isinstance(o, ParleyError)),
+            Counter(o.reason_name for o in done if isinstance(o, ParleyError)),
         )
-        for (kind, value), count in tally.items():
-            if kind == "refused":
-                self._refused.add(count, {"reason": value})
-            else:
-                self._accepted.add(count, {"duplicate": value})
         return done
 
     async def _send_run(
@@ -521,6 +520,7 @@ class RelayHandler:
         entries = list(delivered)
         assert device.device is not None
         await self._store.acknowledge(str(device.user), device.device, [e.delivery_id for e in entries])
+        self._parity.delivered(device.provider, [(Address.parse(e.sender).provider, e.ts) for e in entries])
         wanted: dict[str, list[str]] = {}
         for entry in entries:
             # Copies of the user's own messages (sent from another of its devices) need no receipt.

@@ -15,6 +15,7 @@ from parley_relay.connection import DeviceStream, StreamSettings
 from parley_relay.handler import RelayHandler
 from parley_relay.hub import MailboxHub
 from parley_relay.media import MediaHandler, UploadState
+from parley_relay.parity import MINUTE_MS, ParityReports
 from parley_runtime.auth import Access, UserPrincipal
 from parley_runtime.errors import Code, ParleyError, invalid_field, permission_denied
 from parley_runtime.interceptors import current_principal
@@ -23,8 +24,11 @@ from parley_stanza import Address
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RelayService"].full_name
 
 ACCESS = {
-    f"/{SERVICE_NAME}/{method}": Access.DEVICE
-    for method in ("Send", "Connect", "UploadMedia", "CreateUpload", "GetUpload", "DownloadMedia")
+    **{
+        f"/{SERVICE_NAME}/{method}": Access.DEVICE
+        for method in ("Send", "Connect", "UploadMedia", "CreateUpload", "GetUpload", "DownloadMedia")
+    },
+    f"/{SERVICE_NAME}/GetParityReport": Access.ADMIN,
 }
 """Every relay RPC acts for one device."""
 
@@ -56,7 +60,10 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         streams: StreamSettings,
         provider_approved: Callable[[str], bool],
         max_streams_per_provider: int = 100_000,
+        *,
+        parity: ParityReports,
     ) -> None:
+        self._parity = parity
         self._handler = handler
         self._hub = hub
         self._media = media
@@ -64,6 +71,37 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         self._provider_approved = provider_approved
         self._max_streams = max_streams_per_provider
         self._open_streams: Counter[str] = Counter()
+
+    async def GetParityReport(
+        self, request: pb.GetParityReportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetParityReportResponse:
+        parity = self._parity
+        if request.from_ms <= 0:
+            raise invalid_field("from_ms", "a Unix time in milliseconds")
+        if not request.from_ms < request.to_ms <= request.from_ms + parity.max_window_ms:
+            raise invalid_field("to_ms", f"after from_ms, and at most {parity.max_window_ms} ms after it")
+        providers = sorted(parity.providers(), key=lambda provider_id: (provider_id != parity.native, provider_id))
+        figures = await parity.recorder.report(providers, request.from_ms, request.to_ms)
+        response = pb.GetParityReportResponse(
+            from_ms=request.from_ms // MINUTE_MS * MINUTE_MS, to_ms=-(-request.to_ms // MINUTE_MS) * MINUTE_MS
+        )
+        for figure in figures:
+            refused = sum(figure.refused.values())
+            response.providers.append(
+                pb.ProviderParity(
+                    provider_id=figure.provider_id,
+                    native=figure.provider_id == parity.native,
+                    accepted=figure.accepted,
+                    refused=figure.refused,
+                    refusal_ratio=refused / (refused + figure.accepted) if refused + figure.accepted else 0.0,
+                    delivered=figure.delivered,
+                    delivery_latency_mean_ms=figure.latency_mean_ms,
+                    delivery_latency_p50_ms=figure.latency_quantile_ms(0.5),
+                    delivery_latency_p95_ms=figure.latency_quantile_ms(0.95),
+                    delivery_latency_p99_ms=figure.latency_quantile_ms(0.99),
+                )
+            )
+        return response
 
     async def Send(self, request: pb.SendRequest, context: grpc.aio.ServicerContext) -> pb.SendResponse:
         accepted = await self._handler.send(_principal().device, request.stanza)

@@ -29,11 +29,11 @@ async def test_a_frame_counts_each_stanza_once(cluster: Cluster, metric_reader: 
     assert [r.duplicate for r in results] == [False, False, False, True]
     after = {name: sums(metric_reader, name) for name in names}
     assert _delta(before["relay.stanzas.accepted"], after["relay.stanzas.accepted"]) == {
-        (("duplicate", "False"),): 2,
-        (("duplicate", "True"),): 1,
+        (("duplicate", "False"), ("parley.provider", "birdy")): 2,
+        (("duplicate", "True"), ("parley.provider", "birdy")): 1,
     }
     assert _delta(before["relay.stanzas.refused"], after["relay.stanzas.refused"]) == {
-        (("reason", "SPOOFED_SENDER"),): 1
+        (("parley.provider", "birdy"), ("reason", "SPOOFED_SENDER")): 1
     }
     # Two new messages, each stored for Ana's two devices; the duplicate stores nothing.
     assert _delta(before["relay.copies.stored"], after["relay.copies.stored"]) == {(): 4}
