@@ -109,7 +109,11 @@ def service_environments(
         "notification": ("parley_notification", {**tokens("notification"), **identity}),
     }
     for name in sorted(name for name in ports if name.startswith("relay-")):
-        moderation = {"PARLEY_MODERATION_TARGET": f"127.0.0.1:{ports['moderation']}", "PARLEY_REPLICA": name}
+        moderation = {
+            "PARLEY_MODERATION_TARGET": f"127.0.0.1:{ports['moderation']}",
+            "PARLEY_REPLICA": name,
+            "PARLEY_NATIVE_PROVIDER": "gatekeeper",
+        }
         environments[name] = ("parley_relay", {**tokens("relay"), **identity, **franking, **moderation})
     return {
         name: (
