@@ -26,6 +26,7 @@ from parley.common.v1.common_pb2 import ErrorReason, Feature, IdentifierKind, Pr
 from parley_runtime.config import ServiceSettings
 from parley_runtime.credentials import credential_hash, parse_peers
 from parley_runtime.errors import ParleyError, permission_denied, unauthenticated
+from parley_runtime.interop_policy import UNLIMITED, Policy
 from parley_stanza import Address, InvalidAddressError
 
 _ALGORITHM = "EdDSA"
@@ -97,6 +98,8 @@ class ProviderRecord:
     identifier_kinds: frozenset[IdentifierKind.ValueType] = frozenset()
     client_cert_sha256: bytes = b""
     """SHA-256 of the DER client certificate the provider enlisted for mTLS; empty when it enlisted none."""
+    interop_policy: Policy = UNLIMITED
+    """Which of the provider's users and devices may take part in third-party chats."""
 
 
 class ProviderDirectory(Protocol):

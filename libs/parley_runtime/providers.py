@@ -24,6 +24,7 @@ from parley_runtime.auth import ProviderRecord, certificate_sha256
 from parley_runtime.background import cancel_and_wait
 from parley_runtime.clients import internal_channel, peer_tls
 from parley_runtime.config import IdentityPeerSettings
+from parley_runtime.interop_policy import Policy
 from parley_runtime.redis_client import Redis
 from parley_runtime.telemetry import Telemetry
 
@@ -40,6 +41,7 @@ def record_from_proto(provider: Provider) -> ProviderRecord:
         display_name=provider.display_name,
         identifier_kinds=frozenset(provider.identifier_kinds),
         client_cert_sha256=_pin(provider.mtls_client_cert_pem),
+        interop_policy=Policy.from_proto(provider.interop_policy),
     )
 
 
