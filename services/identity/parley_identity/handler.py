@@ -569,7 +569,11 @@ class IdentityHandler:
         """
         sender_address = parse_address(sender, "sender")
         recipient_address = parse_address(recipient, "recipient")
-        if sender_address.provider != recipient_address.provider:
+        recipient_provider = self._providers.get(recipient_address.provider)
+        # An unavailable provider is answered as such first: that verdict says nothing about any user.
+        if sender_address.provider != recipient_address.provider and (
+            recipient_provider is not None and recipient_provider.status == ProviderStatus.PROVIDER_STATUS_APPROVED
+        ):
             refusal = await self._sender_refusal(sender_address, recipient_address.user)
             if refusal is not None:
                 return refusal
