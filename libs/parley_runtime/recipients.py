@@ -44,8 +44,9 @@ _V = TypeVar("_V")
 
 _Asker = tuple[AddressKind, str, str]
 """The asking user by its parts."""
-_Key = tuple[AddressKind, str, str, Address]
-"""A cached answer's key: the asking user by its parts, and the recipient."""
+_Key = tuple[AddressKind, str, str, int | None, Address]
+"""A cached answer's key: the asking user by its parts, its device (the interop policy may tell devices apart),
+and the recipient."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,8 @@ class IdentityRecipients:
         self._cache: OrderedDict[_Key, tuple[float, Recipient]] = OrderedDict()
         self._keys_by_recipient: dict[Address, set[_Key]] = {}
         self._keys_by_asker: dict[_Asker, set[_Key]] = {}
+        # Bumped by every invalidation: an answer asked for before one may predate the change, so is not cached.
+        self._generation = 0
         self._follower: asyncio.Task[None] | None = None
         self._absent: OrderedDict[tuple[Address, int | None], tuple[float, ErrorReason.ValueType]] = OrderedDict()
 
@@ -126,12 +129,13 @@ class IdentityRecipients:
             grpc.aio.AioRpcError: identity failed or did not answer in time.
         """
         # The sender's user by its parts: ``sender.user`` would build and validate a new Address on every send.
-        key = (sender.kind, sender.identifier, sender.provider, recipient)
+        key = (sender.kind, sender.identifier, sender.provider, sender.device, recipient)
         now = time.monotonic()
         if not fresh:
             hit = self._cache.get(key)
             if hit is not None and hit[0] > now:
                 return hit[1]
+        generation = self._generation
         response = await self._stub.ResolveRecipient(
             identity_pb2.ResolveRecipientRequest(sender=str(sender), recipient=str(recipient)),
             timeout=self._timeout_s,
@@ -143,7 +147,7 @@ class IdentityRecipients:
             sender_consent=response.sender_consent,
             policy_rule=response.policy_rule,
         )
-        if self._ttl_s > 0:
+        if self._ttl_s > 0 and generation == self._generation:
             self._cache[key] = (now + self._ttl_s, answer)
             self._cache.move_to_end(key)
             self._keys_by_recipient.setdefault(recipient, set()).add(key)
@@ -156,6 +160,7 @@ class IdentityRecipients:
     def forget(self, user: Address) -> None:
         """Drops every cached answer about ``user``, as a recipient and as the asker (its own consent binds its
         sends)."""
+        self._generation += 1
         keys = self._keys_by_recipient.get(user, set()) | self._keys_by_asker.get(
             (user.kind, user.identifier, user.provider), set()
         )
@@ -165,12 +170,13 @@ class IdentityRecipients:
 
     def forget_provider(self, provider_id: str) -> None:
         """Drops every cached answer in which a user of ``provider_id`` asks or is asked about (a policy change)."""
-        for key in [key for key in self._cache if key[2] == provider_id or key[3].provider == provider_id]:
+        self._generation += 1
+        for key in [key for key in self._cache if key[2] == provider_id or key[4].provider == provider_id]:
             del self._cache[key]
             self._unindex(key)
 
     def _unindex(self, key: _Key) -> None:
-        _discard(self._keys_by_recipient, key[3], key)
+        _discard(self._keys_by_recipient, key[4], key)
         _discard(self._keys_by_asker, key[:3], key)
 
     def follow(self, client: Redis, *, block_ms: int = 1000) -> None:
