@@ -72,11 +72,6 @@ class Policy:
             regions |= EU_MEMBER_STATES if region == EU else {region}
         return cls(frozenset(regions), policy.primary_device_only)
 
-    @property
-    def limits(self) -> bool:
-        """Whether the policy keeps anyone out at all."""
-        return bool(self.regions) or self.primary_device_only
-
     def refusal(self, user: Address, device_id: int | None) -> str | None:
         """The rule keeping ``user`` (acting on ``device_id``, when known) out of third-party chats, or None.
 

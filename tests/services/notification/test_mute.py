@@ -56,7 +56,7 @@ async def _alerts_after(
 
 async def _bodies(device: DeviceClient, count: int) -> list[str]:
     """The bodies of the next ``count`` messages ``device`` receives (acknowledged)."""
-    bodies = []
+    bodies: list[str] = []
     async with device.connect() as stream, asyncio.timeout(20):
         while len(bodies) < count:
             incoming = await stream.receive()

@@ -83,7 +83,7 @@ async def _ends_within_a_second(stream: RelayConnection) -> grpc.aio.AioRpcError
 
 async def _until_refused(sender: DeviceClient, recipient: Address) -> tuple[grpc.aio.AioRpcError, list[str]]:
     """Sends until refused; the refusal and the bodies accepted meanwhile (a send may race the policy event)."""
-    accepted = []
+    accepted: list[str] = []
     async with asyncio.timeout(WAIT_S):
         while True:
             body = f"racing {len(accepted)}"
@@ -95,7 +95,7 @@ async def _until_refused(sender: DeviceClient, recipient: Address) -> tuple[grpc
 
 
 async def _bodies(stream: RelayConnection, device: DeviceClient, count: int) -> list[str]:
-    bodies = []
+    bodies: list[str] = []
     async with asyncio.timeout(WAIT_S):
         while len(bodies) < count:
             incoming = await stream.receive()

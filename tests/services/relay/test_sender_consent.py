@@ -53,7 +53,7 @@ async def _refused(device: DeviceClient, recipient: DeviceClient) -> tuple[grpc.
     Identity's consent_changed event drops the relay's cached answer within milliseconds (the cache's second at
     worst), so a send racing the event may still be accepted; those are counted, not lost.
     """
-    accepted = []
+    accepted: list[str] = []
     async with asyncio.timeout(WAIT_S):
         while True:
             body = f"racing {len(accepted)}"
@@ -82,7 +82,7 @@ async def test_a_disabled_user_reads_but_cannot_write_until_it_turns_chats_on(cl
     async with ana.connect() as stream:
         # History stays readable: what waited is delivered.
         [waiting] = await _messages(stream, 1)
-        assert ana.decrypt(waiting.stanza).content.text.body == "before"  # type: ignore[arg-type]
+        assert ana.decrypt(waiting.stanza).content.text.body == "before"
         receipt = Receipt("rr1", ana.address, ben.user, 1, ReceiptType.READ, (waiting.stanza.id,))
         typing = ChatState("ty1", ana.address, ben.user, 1, ChatStateKind.TYPING)
         results = (await stream.send([encode(receipt), encode(typing)])).results
@@ -99,10 +99,10 @@ async def test_a_disabled_user_reads_but_cannot_write_until_it_turns_chats_on(cl
     await ben.send_content(ana.user, text("welcome back"))
     async with ben.connect() as ben_stream:
         received = await _messages(ben_stream, 2 + len(racing))
-    assert [ben.decrypt(m.stanza).content.text.body for m in received] == ["hi", *racing, "back"]  # type: ignore[arg-type]
+    assert [ben.decrypt(m.stanza).content.text.body for m in received] == ["hi", *racing, "back"]
     async with ana.connect() as stream:
         [welcome] = await _messages(stream, 1)
-    assert ana.decrypt(welcome.stanza).content.text.body == "welcome back"  # type: ignore[arg-type]
+    assert ana.decrypt(welcome.stanza).content.text.body == "welcome back"
     await world.close()
 
 
@@ -126,7 +126,7 @@ async def test_a_user_who_never_opted_in_writes_only_to_its_own_provider(cluster
     await dora.send_content(ana.user, text("hi ana"))
     async with ana.connect() as stream:
         [native] = await _messages(stream, 1)
-    assert ana.decrypt(native.stanza).content.text.body == "hi ana"  # type: ignore[arg-type]
+    assert ana.decrypt(native.stanza).content.text.body == "hi ana"
 
     # Allowing only another provider is not enough to write to birdy's users.
     await dora.enable_third_party_chats(["gatekeeper"])
