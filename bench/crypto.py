@@ -12,6 +12,15 @@ Figures (all rates, higher is better):
 - ``sender_key_encrypt``: one signed group message.
 - ``media_encrypt`` / ``media_decrypt``: attachment MB/s (1 MiB).
 
+Beside libsignal itself (``@signalapp/libsignal-client``, the version pinned in tests/libs/crypto/libsignal,
+two devices in one Node process driven by its ``peer.js``, in-memory stores that keep records serialized as
+an app's do), measured in the same run and interleaved with ours; the floor of these figures is libsignal:
+- ``session_setup_pqxdh_vs_libsignal``: a PQXDH session setup, bundle generation included (a fresh one-time
+  EC prekey and a fresh signed one-time Kyber1024 prekey), the first message encrypted and decrypted.
+- ``ratchet_spqr_vs_libsignal``: one-direction round trips of a version-4 session, SPQR running.
+- ``ratchet_spqr_vs_pre_spqr``: the same round trip beside our own pre-SPQR (version 3) one, the price of SPQR.
+Without Node or the installed package (``make setup``) these three are left out, saying why.
+
 Each floor performs the same primitive operations through ``cryptography`` (HMAC, HKDF, AES-CBC with its
 PKCS7 padder, X25519, Ed25519, ML-KEM), with no protocol logic, serialization or state. ``cryptography`` has no
 XEdDSA, so the sender-key floor signs with plain Ed25519; ours signs with XEdDSA (libsignal's scheme) on
@@ -21,9 +30,15 @@ libsodium's group operations, and ``extra`` of that figure records both signing 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
+import statistics
+import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from benchlib import Figure, interleaved, parse_args, rate, write_results
 from cryptography.hazmat.primitives import hashes, padding
@@ -55,6 +70,7 @@ from parley_crypto import _mlkem768_incremental as mlkem768
 
 MESSAGE = os.urandom(100)
 MEDIA = os.urandom(1 << 20)
+LIBSIGNAL_DIR = Path(__file__).resolve().parent.parent / "tests" / "libs" / "crypto" / "libsignal"
 
 SHA256 = hashes.SHA256()
 
@@ -226,22 +242,22 @@ def bundle_of(store: InMemoryProtocolStore, *, pq: bool) -> PreKeyBundle:
     )
 
 
-def established() -> tuple[SessionCipher, SessionCipher]:
-    """Two ciphers past the prekey phase."""
+def established(*, pq: bool = False) -> tuple[SessionCipher, SessionCipher]:
+    """Two ciphers past the prekey phase: version 3 (no SPQR), or version 4 with SPQR running (``pq``)."""
     alice_address, alice = make_device("alice")
     bob_address, bob = make_device("bob")
-    # Version 3 keeps this figure comparable with its history; the ratchet itself is the same in version 4.
-    process_prekey_bundle(alice, bob_address, bundle_of(bob, pq=False), allow_x3dh=True)
-    to_bob = SessionCipher(alice, bob_address, allow_x3dh=True)
-    to_alice = SessionCipher(bob, alice_address, allow_x3dh=True)
+    # Version 3 keeps the historical figures comparable; the Double Ratchet itself is the same in version 4.
+    process_prekey_bundle(alice, bob_address, bundle_of(bob, pq=pq), allow_x3dh=not pq)
+    to_bob = SessionCipher(alice, bob_address, allow_x3dh=not pq)
+    to_alice = SessionCipher(bob, alice_address, allow_x3dh=not pq)
     to_alice.decrypt(to_bob.encrypt(b"hi"))
     to_bob.decrypt(to_alice.encrypt(b"ok"))
     return to_bob, to_alice
 
 
-def ours_one_direction() -> Callable[[], None]:
-    """Alice sends, Bob receives, every time."""
-    to_bob, to_alice = established()
+def ours_one_direction(*, pq: bool = False) -> Callable[[], None]:
+    """Alice sends, Bob receives, every time (with SPQR if ``pq``)."""
+    to_bob, to_alice = established(pq=pq)
 
     def run() -> None:
         to_alice.decrypt(to_bob.encrypt(MESSAGE))
@@ -276,6 +292,78 @@ def ours_setup(*, pq: bool) -> Callable[[], None]:
         SessionCipher(bob, alice_address, allow_x3dh=not pq).decrypt(message)
 
     return run
+
+
+def ours_setup_with_bundle() -> Callable[[], None]:
+    """As libsignal's figure: Bob makes a one-time EC prekey and a signed one-time Kyber1024 prekey, Alice
+    processes the bundle and sends, Bob sets up the session and decrypts."""
+    bob_address, bob = make_device("bob")
+    bob_identity = bob.get_identity_key_pair()
+    signed = bob.signed_prekeys[1]
+    alice_address, alice = make_device("alice")
+
+    def run() -> None:
+        alice.sessions.clear()
+        bob.sessions.clear()
+        (prekey,) = generate_prekeys(2, 1)
+        kyber = generate_kyber_prekey(bob_identity, 2, timestamp=0)
+        bob.add_prekeys([prekey])
+        bob.add_kyber_prekey(kyber)
+        bundle = PreKeyBundle(
+            registration_id=1,
+            device_id=1,
+            identity_key=bob_identity.public_key,
+            signed_prekey_id=1,
+            signed_prekey=signed.key_pair.public_key,
+            signed_prekey_signature=signed.signature,
+            prekey_id=2,
+            prekey=prekey.key_pair.public_key,
+            kyber_prekey_id=2,
+            kyber_prekey=kyber.key_pair.public_key,
+            kyber_prekey_signature=kyber.signature,
+        )
+        process_prekey_bundle(alice, bob_address, bundle)
+        message = SessionCipher(alice, bob_address).encrypt(MESSAGE)
+        SessionCipher(bob, alice_address).decrypt(message)
+
+    return run
+
+
+class LibsignalPeer:
+    """libsignal's own loops in ``peer.js`` under Node: each call runs one for about the given seconds there."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self._process = process
+
+    def rate(self, op: str, seconds: float) -> float:
+        """Operations per second of one of peer.js's bench loops (``bench_setup``, ``bench_round_trip``)."""
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        self._process.stdin.write(json.dumps({"op": op, "seconds": seconds}) + "\n")
+        self._process.stdin.flush()
+        answer = json.loads(self._process.stdout.readline())
+        if "error" in answer:
+            raise RuntimeError(f"libsignal {op}: {answer['error']}")
+        return float(answer["ok"]["count"]) / float(answer["ok"]["elapsed"])
+
+
+@contextmanager
+def libsignal_peer() -> Iterator[LibsignalPeer | None]:
+    """The Node peer, or None (saying why) when Node or the pinned package is missing."""
+    node = shutil.which("node")
+    if node is None or not (LIBSIGNAL_DIR / "node_modules" / "@signalapp" / "libsignal-client").is_dir():
+        print("libsignal figures left out: needs node and `make setup` (npm ci in tests/libs/crypto/libsignal)")
+        yield None
+        return
+    process = subprocess.Popen(  # noqa: S603 - Node on PATH running a script from this repository
+        [node, "peer.js"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=LIBSIGNAL_DIR
+    )
+    try:
+        yield LibsignalPeer(process)
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        process.wait(timeout=10)
 
 
 def ours_sender_key() -> Callable[[], None]:
@@ -348,6 +436,55 @@ def kem_pairs() -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
         "kyber1024_decaps": (ours_decaps, floor_decaps),
         "mlkem768_incremental": (incremental, one_shot),
     }
+
+
+def measure_libsignal(peer: LibsignalPeer, *, seconds: float, rounds: int, figures: dict[str, Figure]) -> None:
+    """The figures whose floor is libsignal itself, ours and libsignal's in alternating rounds.
+
+    ``ratchet_spqr_vs_pre_spqr`` reuses the SPQR rounds against our version-3 round trip, measured between them.
+    """
+
+    def alternate(ours: Callable[[], None], op: str) -> tuple[float, float]:
+        ours_rates, theirs_rates = [], []
+        for _ in range(rounds):
+            ours_rates.append(rate(ours, seconds=seconds, repeats=1))
+            theirs_rates.append(peer.rate(op, seconds))
+        return statistics.median(ours_rates), statistics.median(theirs_rates)
+
+    ours_rate, libsignal_rate = alternate(ours_setup_with_bundle(), "bench_setup")
+    figures["session_setup_pqxdh_vs_libsignal"] = Figure(
+        "setups/s",
+        round(ours_rate, 1),
+        round(libsignal_rate, 1),
+        0.5,
+        extra={"floor": "libsignal-client (Node), bundle generation included on both sides"},
+    )
+    print(f"session_setup_pqxdh_vs_libsignal: ours {ours_rate:,.1f} libsignal {libsignal_rate:,.1f} setups/s")
+    spqr, pre_spqr = ours_one_direction(pq=True), ours_one_direction()
+    spqr_rates, pre_rates, libsignal_rates = [], [], []
+    for _ in range(rounds):
+        spqr_rates.append(rate(spqr, seconds=seconds, repeats=1))
+        libsignal_rates.append(peer.rate("bench_round_trip", seconds))
+        pre_rates.append(rate(pre_spqr, seconds=seconds, repeats=1))
+    spqr_rate = statistics.median(spqr_rates)
+    figures["ratchet_spqr_vs_libsignal"] = Figure(
+        "round trips/s",
+        round(spqr_rate, 1),
+        round(statistics.median(libsignal_rates), 1),
+        1.0,
+        extra={"floor": "libsignal-client (Node), SPQR running on both sides"},
+    )
+    figures["ratchet_spqr_vs_pre_spqr"] = Figure(
+        "round trips/s",
+        round(spqr_rate, 1),
+        round(statistics.median(pre_rates), 1),
+        0.5,
+        extra={"floor": "our own version-3 round trip (no SPQR)"},
+    )
+    print(
+        f"ratchet with SPQR: ours {spqr_rate:,.1f} libsignal {statistics.median(libsignal_rates):,.1f} "
+        f"ours without SPQR {statistics.median(pre_rates):,.1f} round trips/s"
+    )
 
 
 def main() -> None:
@@ -431,6 +568,9 @@ def main() -> None:
         target=None,
         batch=megabytes,
     )
+    with libsignal_peer() as peer:
+        if peer is not None:
+            measure_libsignal(peer, seconds=seconds, rounds=rounds, figures=figures)
     write_results("crypto", figures, quick=args.quick, out=args.out)
 
 

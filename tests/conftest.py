@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from support.cluster import Cluster
 
 from parley_runtime.telemetry import Telemetry, configure_telemetry
-from parley_runtime.testing import RedisServer
+from parley_runtime.testing import RedisClusterServers, RedisServer
 
 _SPANS = InMemorySpanExporter()
 _METRICS = InMemoryMetricReader()
@@ -43,6 +43,13 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def redis_cluster_servers() -> Iterator[RedisClusterServers]:
+    """A real Redis Cluster (3 masters, a replica each) on free ports, shared by one test module."""
+    with RedisClusterServers() as servers:
+        yield servers
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """The module's Redis, emptied before each test."""
@@ -61,6 +68,15 @@ async def own_redis_cluster(telemetry: Telemetry) -> AsyncIterator[tuple[Cluster
         local = Cluster(server.url, telemetry)
         yield local, server
         await local.close()
+
+
+@pytest.fixture
+async def on_redis_cluster(redis_cluster_servers: RedisClusterServers, telemetry: Telemetry) -> AsyncIterator[Cluster]:
+    """An empty local cluster of services on the module's Redis Cluster, emptied first (services in cluster mode)."""
+    redis_cluster_servers.flush()
+    local = Cluster(redis_cluster_servers.url, telemetry, redis_cluster=True)
+    yield local
+    await local.close()
 
 
 @pytest.fixture

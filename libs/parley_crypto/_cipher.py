@@ -6,7 +6,10 @@ a failure raises a :class:`CryptoError` subclass and leaves every store as it wa
 
 from __future__ import annotations
 
+import secrets
+
 from parley_crypto._errors import (
+    BadMacError,
     CryptoError,
     DuplicateMessageError,
     InvalidKeyError,
@@ -23,6 +26,7 @@ from parley_crypto._wire import (
     MessageType,
     PreKeySignalMessage,
     SignalMessage,
+    encode_addresses,
     encode_prekey_message,
 )
 from parley_crypto._x3dh import PQXDH_VERSION, PreKeyBundle, initiate, respond
@@ -68,16 +72,34 @@ class SessionCipher:
     Args:
         store: our stores.
         address: the remote device.
+        local_address: our own address, which libsignal's calls always take: when both names are service ids
+            (UUID strings, ``PNI:`` ones too), prekey messages bind both addresses under the MAC (``SignalMessage``
+            field 6) and a received message that names other addresses there is refused, as libsignal does.
+            Without it neither happens (the field of a received message goes unchecked).
         allow_x3dh: accept prekey messages that start X3DH (version 3) sessions, for peers that predate
             PQXDH; off by default. Sessions already stored keep working either way.
     """
 
-    __slots__ = ("_address", "_allow_x3dh", "_store")
+    __slots__ = ("_address", "_allow_x3dh", "_check_addresses", "_receive_addresses", "_send_addresses", "_store")
 
-    def __init__(self, store: ProtocolStore, address: ProtocolAddress, *, allow_x3dh: bool = False) -> None:
+    def __init__(
+        self,
+        store: ProtocolStore,
+        address: ProtocolAddress,
+        *,
+        local_address: ProtocolAddress | None = None,
+        allow_x3dh: bool = False,
+    ) -> None:
         self._store = store
         self._address = address
         self._allow_x3dh = allow_x3dh
+        self._check_addresses = local_address is not None
+        if local_address is None:
+            self._send_addresses = b""
+            self._receive_addresses: bytes | None = None
+        else:
+            self._send_addresses = encode_addresses(local_address, address) or b""
+            self._receive_addresses = encode_addresses(address, local_address)
 
     def encrypt(self, plaintext: bytes) -> CiphertextMessage:
         """Encrypts one message with the current session.
@@ -96,8 +118,9 @@ class SessionCipher:
             raise NoSessionError(f"no session with {self._address}")
         if not store.is_trusted_identity(self._address, state.remote_identity, Direction.SENDING):
             raise UntrustedIdentityError(f"identity of {self._address} changed")
-        body = state.encrypt(plaintext)
         pending = state.pending_prekey
+        # libsignal binds the addresses into the messages a prekey message carries, and only those.
+        body = state.encrypt(plaintext, self._send_addresses if pending is not None else b"")
         if pending is None:
             message = CiphertextMessage(MessageType.WHISPER, body)
         else:
@@ -144,6 +167,7 @@ class SessionCipher:
             InvalidMessageError: malformed.
         """
         message = SignalMessage.parse(data)
+        self._verify_addresses(message)
         record = self._store.load_session(self._address)
         if record is None or (record.current is None and not record.previous):
             raise NoSessionError(f"no session with {self._address}")
@@ -168,6 +192,7 @@ class SessionCipher:
         """
         store = self._store
         message = PreKeySignalMessage.parse(data)
+        self._verify_addresses(message.message)
         if not store.is_trusted_identity(self._address, message.identity_key, Direction.RECEIVING):
             raise UntrustedIdentityError(f"identity of {self._address} changed")
         record = store.load_session(self._address)
@@ -218,6 +243,21 @@ class SessionCipher:
             store.mark_kyber_prekey_used(message.kyber_prekey_id)
         store.save_identity(self._address, message.identity_key)
         return plaintext
+
+    def _verify_addresses(self, message: SignalMessage) -> None:
+        """Refuses a message whose field 6 names other addresses than this cipher's, as libsignal does.
+
+        libsignal checks the field after the MAC and fails both the same way; the field is under the MAC, so
+        checking it first changes no answer and leaves every store untouched.
+
+        Raises:
+            BadMacError: the field names other addresses, or ours are not service ids.
+        """
+        if message.addresses is None or not self._check_addresses:
+            return
+        expected = self._receive_addresses
+        if expected is None or not secrets.compare_digest(expected, message.addresses):
+            raise BadMacError("bad MAC (the message names other sender or recipient addresses)")
 
     def remote_registration_id(self) -> int:
         """The remote device's registration id from the current session.

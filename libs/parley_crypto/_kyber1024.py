@@ -138,7 +138,14 @@ class SecretKey:
         rho, sigma = expanded[:32], expanded[32:]
         t_hat, s_hat = lattice.pke_keygen(rho, sigma, PARAMS)
         public = lattice.byte_encode(t_hat, 12) + rho
-        return cls(lattice.byte_encode(s_hat, 12) + public + _sha3_256(public) + seed[32:])
+        public_key = PublicKey.__new__(PublicKey)
+        public_key.raw, public_key._t_hat, public_key._hash = public, t_hat, _sha3_256(public)
+        public_key._matrix = None
+        # Built from its parts rather than parsed back: every check of __init__ holds by construction.
+        key = cls.__new__(cls)
+        key.raw = lattice.byte_encode(s_hat, 12) + public + public_key._hash + seed[32:]
+        key.public_key, key._s_hat, key._z = public_key, s_hat, seed[32:]
+        return key
 
     def decapsulate(self, ciphertext: bytes) -> bytes:
         """Recovers the shared secret; a tampered ciphertext yields the implicit-rejection secret instead.

@@ -142,12 +142,14 @@ def inner_product(a: Array, b: Array) -> Array:
     return _interleave(even.sum(axis=0), odd.sum(axis=0))
 
 
-def _uniform_candidates(stream: npt.NDArray[np.uint8]) -> Array:
-    """Every 3 bytes give two 12-bit candidates (FIPS 203 Algorithm 7), in stream order."""
-    triples = stream[: len(stream) - len(stream) % 3].reshape(-1, 3).astype(np.int64)
-    d1 = triples[:, 0] | ((triples[:, 1] & 0x0F) << 8)
-    d2 = (triples[:, 1] >> 4) | (triples[:, 2] << 4)
-    return np.stack((d1, d2), axis=1).reshape(-1)
+def _uniform_candidates(streams: npt.NDArray[np.uint8]) -> Array:
+    """Every 3 bytes of each stream (the last axis) give two 12-bit candidates (FIPS 203 Algorithm 7), in
+    stream order; one call for all the streams of a matrix."""
+    length = streams.shape[-1]
+    triples = streams[..., : length - length % 3].reshape(*streams.shape[:-1], -1, 3).astype(np.int64)
+    d1 = triples[..., 0] | ((triples[..., 1] & 0x0F) << 8)
+    d2 = (triples[..., 1] >> 4) | (triples[..., 2] << 4)
+    return np.stack((d1, d2), axis=-1).reshape(*streams.shape[:-1], -1)
 
 
 def _sample_ntt_slow(seed: bytes) -> Array:
@@ -174,7 +176,7 @@ def sample_matrix(rho: bytes, k: int) -> Array:
     streams = np.frombuffer(
         b"".join(hashlib.shake_128(seed).digest(_XOF_FIRST_SQUEEZE) for seed in seeds), dtype=np.uint8
     ).reshape(k * k, _XOF_FIRST_SQUEEZE)
-    candidates = np.stack([_uniform_candidates(row) for row in streams])
+    candidates = _uniform_candidates(streams)
     accepted = candidates < Q
     # Keep each row's first 256 accepted candidates, in order; a row short of 256 is squeezed further alone.
     keep = accepted & (np.cumsum(accepted, axis=1) <= N)
@@ -202,9 +204,19 @@ def sample_cbd(data: bytes, eta: int) -> Array:
     Returns:
         A ``(len(data) // (64·eta), 256)`` array with coefficients in [-eta, eta].
     """
+    if eta == 2:  # every set this library runs: one table lookup per byte
+        return _CBD2[np.frombuffer(data, dtype=np.uint8)].reshape(-1, N)
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little").reshape(-1, N, 2, eta)
     sums: Array = bits.sum(axis=3, dtype=np.int64)
     return sums[:, :, 0] - sums[:, :, 1]
+
+
+def _cbd2_nibble(nibble: int) -> int:
+    return (nibble & 1) + (nibble >> 1 & 1) - (nibble >> 2 & 1) - (nibble >> 3 & 1)
+
+
+# CBD_2 by byte: a byte holds two coefficients, its low nibble the first (bits are read least significant first).
+_CBD2: Final = np.array([[_cbd2_nibble(b & 0x0F), _cbd2_nibble(b >> 4)] for b in range(256)], dtype=np.int64)
 
 
 def sample_noise(seed: bytes, first_nonce: int, count: int, eta: int) -> Array:
@@ -224,6 +236,13 @@ def decompress(y: Array, d: int) -> Array:
 
 def byte_encode(values: Array, d: int) -> bytes:
     """ByteEncode_d (FIPS 203 Algorithm 5): d bits per coefficient, least significant bit first."""
+    if d == 12:  # keys: two coefficients in three bytes, packed directly
+        pairs = values.reshape(-1, 2)
+        packed = np.empty((len(pairs), 3), dtype=np.uint8)
+        packed[:, 0] = pairs[:, 0] & 0xFF
+        packed[:, 1] = (pairs[:, 0] >> 8) | ((pairs[:, 1] & 0x0F) << 4)
+        packed[:, 2] = pairs[:, 1] >> 4
+        return packed.tobytes()
     bits = (values.reshape(-1, 1) >> np.arange(d, dtype=np.int64)) & 1
     return np.packbits(bits.astype(np.uint8).reshape(-1), bitorder="little").tobytes()
 
@@ -234,6 +253,11 @@ def byte_decode(data: bytes, d: int) -> Array:
     Returns:
         A ``(len(data) * 8 // (256·d), 256)`` array of d-bit values.
     """
+    if d == 12:  # keys: three bytes hold two coefficients
+        triples = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.int64)
+        first = triples[:, 0] | ((triples[:, 1] & 0x0F) << 8)
+        second = (triples[:, 1] >> 4) | (triples[:, 2] << 4)
+        return np.stack((first, second), axis=1).reshape(-1, N)
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little").reshape(-1, d)
     values = bits.astype(np.int64) @ (np.int64(1) << np.arange(d, dtype=np.int64))
     return values.reshape(-1, N)

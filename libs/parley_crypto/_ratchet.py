@@ -151,8 +151,13 @@ class SessionState:
         if len(self.receiver_chains) > MAX_RECEIVER_CHAINS:
             del self.receiver_chains[0]
 
-    def encrypt(self, plaintext: bytes) -> bytes:
+    def encrypt(self, plaintext: bytes, addresses: bytes = b"") -> bytes:
         """Encrypts one message on the sending chain and advances it.
+
+        Args:
+            plaintext: the message.
+            addresses: ``SignalMessage`` field 6 (sender and recipient, see ``_wire.encode_addresses``), or
+                empty to leave it out.
 
         Returns:
             The serialized ``SignalMessage``.
@@ -163,7 +168,13 @@ class SessionState:
         cipher_key, mac_key, iv = message_keys(seed, pq_key)
         ciphertext = aes_cbc_encrypt(cipher_key, iv, plaintext)
         authenticated = encode_signal_message(
-            self._version_prefix, self._sender_key_bytes, self.sender_index, self.previous_counter, ciphertext, pq_msg
+            self._version_prefix,
+            self._sender_key_bytes,
+            self.sender_index,
+            self.previous_counter,
+            ciphertext,
+            pq_msg,
+            addresses,
         )
         tag = mac(mac_key, self._mac_prefix_send + authenticated)[:MAC_SIZE]
         self.sender_chain_key = next_chain_key

@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"parley: {error}", file=sys.stderr)
             return 1
         for process in processes:
-            print(f"{process.name:<13} {process.target:<16} pid {process.pid:<8} log {process.log}")
+            metrics = f"metrics :{process.metrics_port}" if process.metrics_port else ""
+            print(f"{process.name:<13} {process.target:<16} pid {process.pid:<8} {metrics:<14} log {process.log}")
         print(f"relays, balanced by the SDK: {balanced_target(processes)}")
         print(f"secrets (admin token, ...): {stack.run_dir / 'secrets.env'}")
         return 0

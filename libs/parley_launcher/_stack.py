@@ -45,13 +45,14 @@ class LaunchError(RuntimeError):
 
 @dataclass
 class Process:
-    """One started process: its name, module (or ``redis-server``), port, pid and log."""
+    """One started process: its name, module (or ``redis-server``), port, pid, log and Prometheus port (0: none)."""
 
     name: str
     module: str
     port: int
     pid: int
     log: str
+    metrics_port: int = 0
 
     @property
     def target(self) -> str:
@@ -237,6 +238,7 @@ class Stack:
     def _start_service(self, name: str, module: str, environment: dict[str, str], timeout: float) -> Process:
         process, child = self._spawn(name, module, int(environment["PARLEY_PORT"]), [sys.executable, "-m", module],
                                      {**os.environ, **environment})  # fmt: skip
+        process.metrics_port = int(environment.get("PARLEY_METRICS_PORT") or 0)
         deadline = time.monotonic() + timeout
         # Popen.poll, not Process.alive: until the child has exec'd, /proc shows this interpreter's command line.
         while time.monotonic() < deadline and child.poll() is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 from typing import TypeVar, get_args
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretBytes, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,7 +50,14 @@ class ServiceSettings(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://", description="Redis connection URL."
     )
-    redis_max_connections: int = Field(64, ge=1, le=10_000, description="Connection pool size per process.")
+    redis_cluster: bool = Field(
+        False,
+        description="Talk to a Redis Cluster: `PARLEY_REDIS_URL` names any one node (`redis://` or `rediss://`, "
+        "database 0); the client finds the others and follows failovers.",
+    )
+    redis_max_connections: int = Field(
+        64, ge=1, le=10_000, description="Connection pool size per process (with a cluster: per node)."
+    )
     redis_timeout_s: float = Field(
         1.0, gt=0, le=30, description="Deadline of each Redis command; beyond it the call fails as UNAVAILABLE."
     )
@@ -137,6 +145,17 @@ class ServiceSettings(BaseSettings):
     def _peers(cls, value: str) -> str:
         parse_peers(value)
         return value
+
+    @model_validator(mode="after")
+    def _cluster_url(self) -> ServiceSettings:
+        if self.redis_cluster:
+            # A cluster has only database 0 and is reached over TCP: refuse what the client would reject later.
+            if not self.redis_url.startswith(("redis://", "rediss://")):
+                raise ValueError(f"{ENV_PREFIX}REDIS_CLUSTER needs a redis:// or rediss:// {ENV_PREFIX}REDIS_URL")
+            database = urlsplit(self.redis_url).path.strip("/")
+            if database not in ("", "0"):
+                raise ValueError(f"{ENV_PREFIX}REDIS_CLUSTER needs database 0 in {ENV_PREFIX}REDIS_URL")
+        return self
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> ServiceSettings:

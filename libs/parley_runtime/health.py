@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
+from redis.asyncio.cluster import RedisCluster
 
 from parley_runtime.redis_client import Redis
 
@@ -45,11 +46,15 @@ Check = Callable[[], Awaitable[None]]
 
 
 def redis_check(client: Redis, *, timeout_s: float = 1.0) -> Check:
-    """A check that Redis answers a PING within ``timeout_s``."""
+    """A check that Redis answers a PING within ``timeout_s``; on a cluster, every master must (each holds some
+    users' data, so a shard without a master until its replica takes over reads as not ready)."""
 
     async def check() -> None:
         async with asyncio.timeout(timeout_s):
-            await client.ping()
+            if isinstance(client, RedisCluster):
+                await client.ping(target_nodes=RedisCluster.PRIMARIES)
+            else:
+                await client.ping()
 
     return check
 

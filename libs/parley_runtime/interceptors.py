@@ -27,6 +27,7 @@ from parley.common.v1.common_pb2 import ErrorReason
 from parley_runtime.auth import Access, Authenticator, Principal
 from parley_runtime.deadlines import call_deadline
 from parley_runtime.errors import ERROR_DOMAIN, Code, ParleyError, dependency_unavailable
+from parley_runtime.telemetry import RPC_MILLISECONDS_BUCKETS
 
 _log = logging.getLogger(__name__)
 
@@ -129,7 +130,10 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
 
     def __init__(self, meter: metrics.Meter) -> None:
         self._duration = meter.create_histogram(
-            "rpc.server.duration", unit="ms", description="Duration of inbound RPCs"
+            "rpc.server.duration",
+            unit="ms",
+            description="Duration of inbound RPCs",
+            explicit_bucket_boundaries_advisory=RPC_MILLISECONDS_BUCKETS,
         )
         self._active = meter.create_up_down_counter(
             "rpc.server.active_requests", unit="{request}", description="RPCs in progress"

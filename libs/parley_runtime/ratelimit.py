@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from parley_runtime import redis_keys
 from parley_runtime.errors import rate_limited
-from parley_runtime.redis_client import Redis, load_script
+from parley_runtime.redis_client import Redis, load_script, load_scripts, queue_script
 
 
 @dataclass(frozen=True)
@@ -60,16 +62,30 @@ class RateLimiter:
             ParleyError: RESOURCE_EXHAUSTED / RATE_LIMITED for the first bucket that refused, with ``limit`` =
                 that bucket's name and the longest ``retry_after_ms`` of the refusals.
         """
-        async with self._client.pipeline(transaction=False) as pipe:
-            for subject, limit in checks:
-                await self._script(
-                    keys=[redis_keys.rate_limit(subject, limit.name)],
-                    args=[limit.capacity, limit.per_second, 1.0],
-                    client=pipe,
-                )
-            answers: list[Any] = await pipe.execute()
+        calls = [
+            ([redis_keys.rate_limit(subject, limit.name)], [limit.capacity, limit.per_second, 1.0])
+            for subject, limit in checks
+        ]
+        answers = await self._run(calls)
+        # After a restart, flush or failover the script is gone and those calls did nothing: load it, run them again.
+        missing = [index for index, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+        if missing:
+            await load_scripts(self._client, [self._script])
+            for index, answer in zip(missing, await self._run([calls[i] for i in missing]), strict=True):
+                answers[index] = answer
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
         refused = [
             (limit, int(wait)) for (_, limit), (allowed, wait) in zip(checks, answers, strict=True) if not allowed
         ]
         if refused:
             raise rate_limited(max(wait for _, wait in refused), refused[0][0].name)
+
+    async def _run(self, calls: Sequence[tuple[list[str], list[float]]]) -> list[Any]:
+        """EVALSHAs the bucket script once per call in one pipeline; errors come back in place of the answers."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                queue_script(pipe, self._script, keys, args)
+            answers: list[Any] = await pipe.execute(raise_on_error=False)
+        return answers

@@ -112,18 +112,24 @@ def presence(address: str, device_id: int) -> str:
 
 
 def media(media_id: str) -> str:
-    """HASH ``size``, ``sha256``, ``provider``, ``complete``: an uploaded blob's metadata; TTL = media retention."""
+    """HASH ``size``, ``sha256``, ``provider``, ``user``, ``complete``: a blob's metadata; TTL = media retention
+    (complete), or the resume window (an upload in progress)."""
     return f"media:{{{media_id}}}"
 
 
 def media_data(media_id: str) -> str:
-    """STRING: an uploaded blob's bytes (encrypted by the sender); TTL = media retention."""
+    """STRING: a blob's bytes (encrypted by the sender), stored so far; TTL = the metadata's."""
     return f"media:{{{media_id}}}:data"
 
 
 def media_quota(provider_id: str) -> str:
     """STRING with a daily TTL: bytes of media a provider uploaded today."""
     return f"mediaquota:{{{provider_id}}}"
+
+
+def media_user_quota(address: str) -> str:
+    """STRING with a daily TTL: bytes of media a user uploaded today (all of the user's devices)."""
+    return f"mediaquota:{{{address}}}:user"
 
 
 # --- moderation -------------------------------------------------------------------------------------------

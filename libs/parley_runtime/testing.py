@@ -16,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -54,14 +55,16 @@ class RedisServer:
     Args:
         appendonly: enable AOF persistence (fsync every write, for fault tests).
         binary: the redis-server binary (found on PATH by default).
+        args: more ``redis-server`` arguments (e.g. ``("--cluster-enabled", "yes")``).
     """
 
-    def __init__(self, *, appendonly: bool = False, binary: str | None = None) -> None:
+    def __init__(self, *, appendonly: bool = False, binary: str | None = None, args: Sequence[str] = ()) -> None:
         found = binary or shutil.which("redis-server")
         if found is None:
             raise RuntimeError("redis-server not found on PATH; run `make setup` (it installs it)")
         self._binary = found
         self._appendonly = appendonly
+        self._args = tuple(args)
         self._dir = Path(tempfile.mkdtemp(prefix="parley-redis-"))
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
@@ -70,6 +73,11 @@ class RedisServer:
     def url(self) -> str:
         """``redis://127.0.0.1:<port>/0``."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        """Whether the process was started and not stopped."""
+        return self._process is not None
 
     def start(self, timeout: float = 10.0) -> None:
         """Starts the server and waits until it answers PING."""
@@ -82,6 +90,7 @@ class RedisServer:
             "--appendonly", "yes" if self._appendonly else "no",
             "--appendfsync", "always",
             "--protected-mode", "yes",
+            *self._args,
         ]  # fmt: skip
         # The arguments are built above from a resolved binary path and integers, not from outside input.
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
@@ -94,7 +103,10 @@ class RedisServer:
                         return
                 except redis.ConnectionError:
                     if self._process.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                        self.stop()
+                        raise RuntimeError(
+                            f"redis-server did not start on port {self.port}: {' '.join(args)}"
+                        ) from None
                     time.sleep(0.02)
         finally:
             client.close()
@@ -145,6 +157,162 @@ class RedisServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+_SLOTS = 16384
+
+
+class RedisClusterServers:
+    """A real Redis Cluster of ``redis-server`` processes on free ports: ``masters`` masters, each with
+    ``replicas`` replicas, slots split evenly. Use as a context manager, or :meth:`start` / :meth:`close`.
+
+    Args:
+        masters: number of masters (slot owners).
+        replicas: replicas per master.
+        node_timeout_ms: ``cluster-node-timeout``: how long a silent master takes to be failed over.
+    """
+
+    def __init__(self, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
+        args = (
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(node_timeout_ms),
+            # Replicas stay with their master: tests fail over a named shard.
+            "--cluster-allow-replica-migration", "no",
+            # A new replica's first sync starts at once instead of waiting 5 s for more replicas to share it.
+            "--repl-diskless-sync-delay", "0",
+        )  # fmt: skip
+        self._masters = masters
+        self._replicas = replicas
+        # The bus port defaults to the port + 10000, which may fall in the kernel's range for outgoing connections.
+        self._bus_ports = [free_port() for _ in range(masters * (1 + replicas))]
+        self.nodes = [RedisServer(args=(*args, "--cluster-port", str(bus))) for bus in self._bus_ports]
+
+    @property
+    def url(self) -> str:
+        """A seed URL (a running node); the cluster client discovers the others from it."""
+        return next(node for node in self.nodes if node.running).url
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Starts every node, assigns slots, joins the nodes, attaches replicas and waits until the cluster is ok
+        on every node with every replica in sync."""
+        for node in self.nodes:
+            node.start()
+        clients = [self._client(node.port) for node in self.nodes]
+        try:
+            ids = [str(_command(client, "CLUSTER", "MYID")) for client in clients]
+            for index in range(self._masters):
+                first, last = index * _SLOTS // self._masters, (index + 1) * _SLOTS // self._masters - 1
+                _command(clients[index], "CLUSTER", "ADDSLOTSRANGE", first, last)
+            for client in clients[1:]:
+                _command(client, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self._bus_ports[0])
+            self._wait(lambda: all(len(_nodes(client)) == len(self.nodes) for client in clients), timeout, "join")
+            for offset, client in enumerate(clients[self._masters :]):
+                _command(client, "CLUSTER", "REPLICATE", ids[offset % self._masters])
+            self._wait(self.stable, timeout, "become ok")
+        finally:
+            for client in clients:
+                client.close()
+
+    def stable(self) -> bool:
+        """Whether every running node reports the cluster ok, sees ``masters`` masters with all slots, and every
+        replica's link to its master is up."""
+        for node in self.nodes:
+            if node.running:
+                with self._client(node.port) as client:
+                    info = _command(client, "CLUSTER", "INFO")
+                    if "cluster_state:ok" not in str(info):
+                        return False
+                    flags = [line.split()[2] for line in _nodes(client)]
+                    if sum("master" in f and "fail" not in f for f in flags) < self._masters:
+                        return False
+                    replication = client.info("replication")
+                    if replication["role"] == "slave" and replication.get("master_link_status") != "up":
+                        return False
+        return True
+
+    def masters(self) -> list[RedisServer]:
+        """The running nodes that are masters now."""
+        result = []
+        for node in self.nodes:
+            if node.running:
+                with self._client(node.port) as client:
+                    if client.info("replication")["role"] == "master":
+                        result.append(node)
+        return result
+
+    def masters_now(self, master: RedisServer, *, not_master: RedisServer) -> bool:
+        """Whether ``master`` is a master, ``not_master`` is not, and the cluster is :meth:`stable`."""
+        masters = self.masters()
+        return master in masters and not_master not in masters and self.stable()
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """A running replica of ``master``."""
+        with self._client(master.port) as client:
+            info = client.info("replication")
+        ports = {int(value["port"]) for key, value in info.items() if key.startswith("slave") and key[5:].isdigit()}
+        return next(node for node in self.nodes if node.port in ports and node.running)
+
+    def failover(self, master: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """Promotes a replica of ``master`` with ``CLUSTER FAILOVER`` (the manual failover: the replica first
+        catches up with the master, so no acknowledged write is lost) and waits until every node agrees.
+
+        Returns:
+            The new master.
+        """
+        replica = self.replica_of(master)
+        with self._client(replica.port) as client:
+            _command(client, "CLUSTER", "FAILOVER")
+        self._wait(lambda: self.masters_now(replica, not_master=master), timeout, "fail over")
+        return replica
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Empties every master (the replicas follow), once the cluster is :meth:`stable` with ``masters`` masters
+        (a failover a test caused may still be settling: a demoted master refuses writes)."""
+        self._wait(lambda: self.stable() and len(self.masters()) == self._masters, timeout, "settle")
+        for node in self.masters():
+            with self._client(node.port) as client:
+                client.flushall()
+
+    def close(self) -> None:
+        """Stops every node and removes their data directories."""
+        for node in self.nodes:
+            node.close()
+
+    @staticmethod
+    def _client(port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_timeout=5, decode_responses=True)
+
+    @staticmethod
+    def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Redis Cluster did not {what} within {timeout} s")
+            time.sleep(0.05)
+
+    def __enter__(self) -> RedisClusterServers:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _command(client: redis.Redis, *args: str | int) -> Any:
+    """Runs a command redis-py has no typed method for (``CLUSTER ...``)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+
+
+def _nodes(client: redis.Redis) -> list[str]:
+    """The lines of ``CLUSTER NODES`` as seen by ``client``'s node."""
+    return [line for line in str(_command(client, "CLUSTER", "NODES")).splitlines() if line]
 
 
 class ServiceProcess:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import grpc
 import grpc.aio
 
 from parley.content.v1 import content_pb2
@@ -36,6 +38,14 @@ from parley_sdk._provider import ProviderBackend
 from parley_sdk._relay import RelayConnection
 from parley_stanza import Address, Message, Payload, PayloadKind, Stanza, decode_content, encode, encode_content
 from parley_stanza import MessageType as StanzaType
+
+# Failures after which a resumable upload goes on from the bytes the relay stored. INTERNAL is among them because
+# gRPC reports a client stream the server ended mid-write as INTERNAL ("Internal error from Core"), hiding the
+# server's own status (UNAVAILABLE when the relay lost Redis); going on is safe whatever happened, since the relay
+# says where the upload stands and refuses chunks at any other offset.
+_UPLOAD_RESUMABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL}
+)
 
 _MAX_PREKEY_ID = 0xFFFFFF
 """Prekey ids stay below this (24 bits, as libsignal's clients keep them)."""
@@ -126,6 +136,11 @@ class DeviceClient:
         )
         store = store_factory(IdentityKeyPair.generate(), registration_id)
         return cls(backend, Address.parse(response.address), store)
+
+    @property
+    def _local_address(self) -> ProtocolAddress:
+        """This device as the Signal Protocol names it (checked against a message's sender/recipient binding)."""
+        return ProtocolAddress(str(self.address.user), self.device_id)
 
     def _credentials(self) -> tuple[tuple[str, str], ...]:
         return self.backend.credentials(str(self.address.user), self.device_id)
@@ -378,7 +393,9 @@ class DeviceClient:
         for device in [*await self._devices_of(recipient.user), *await self._devices_of(self.user)]:
             await self._ensure_session(device)
             assert device.device is not None
-            ciphertext = SessionCipher(self.store, ProtocolAddress(str(device.user), device.device)).encrypt(plaintext)
+            ciphertext = SessionCipher(
+                self.store, ProtocolAddress(str(device.user), device.device), local_address=self._local_address
+            ).encrypt(plaintext)
             payloads.append(Payload.of(device, _KIND_BY_TYPE[ciphertext.type], ciphertext.body))
         self.sent += 1
         return Message(
@@ -426,14 +443,62 @@ class DeviceClient:
                 self.forget_devices(recipient, self.user)
         raise AssertionError("unreachable")  # pragma: no cover -- the loop returns or raises
 
-    async def upload_media(self, blob: bytes, sha256: bytes, *, chunk_size: int = 512 * 1024) -> str:
-        """Uploads an encrypted attachment blob through the relay's media proxy; returns its media id."""
-        header = relay_pb2.UploadMediaRequest(header=relay_pb2.UploadMediaHeader(size=len(blob), sha256=sha256))
-        chunks = [relay_pb2.UploadMediaRequest(chunk=blob[i : i + chunk_size]) for i in range(0, len(blob), chunk_size)]
-        response: relay_pb2.UploadMediaResponse = await self._relay().UploadMedia(
-            iter([header, *chunks]), metadata=self._credentials()
+    async def upload_media(self, blob: bytes, sha256: bytes, *, chunk_size: int = 512 * 1024, attempts: int = 5) -> str:
+        """Uploads an encrypted attachment blob through the relay's media proxy, resumably; returns its media id.
+
+        The relay stores each chunk as it arrives, so when the connection drops (UNAVAILABLE, a relay replica
+        restarting) the upload goes on from the bytes stored, up to ``attempts`` calls in all.
+
+        Raises:
+            grpc.aio.AioRpcError: the relay refused the upload (see ``error_reason``), or it failed ``attempts``
+                times.
+        """
+        created = await self._relay().CreateUpload(
+            relay_pb2.CreateUploadRequest(size=len(blob), sha256=sha256), metadata=self._credentials()
         )
-        return response.media_id
+        return await self.resume_media_upload(created.upload.upload_id, blob, chunk_size=chunk_size, attempts=attempts)
+
+    async def resume_media_upload(
+        self, upload_id: str, blob: bytes, *, chunk_size: int = 512 * 1024, attempts: int = 5
+    ) -> str:
+        """Sends the rest of resumable upload ``upload_id`` (any device of its user may); returns its media id.
+
+        Raises:
+            grpc.aio.AioRpcError: as :meth:`upload_media`.
+        """
+        # Assertions are single-use (replay-proof): every call gets a fresh one.
+        relay = self._relay()
+        offset: int | None = None  # unknown at first and after a failure: asked of the relay
+        for attempt in range(attempts):
+            try:
+                if offset is None:
+                    status = (
+                        await relay.GetUpload(
+                            relay_pb2.GetUploadRequest(upload_id=upload_id), metadata=self._credentials()
+                        )
+                    ).upload
+                    if status.complete:
+                        return upload_id
+                    offset = status.received
+                header = relay_pb2.UploadMediaHeader(upload_id=upload_id, offset=offset)
+                requests = [relay_pb2.UploadMediaRequest(header=header)] + [
+                    relay_pb2.UploadMediaRequest(chunk=blob[start : start + chunk_size])
+                    for start in range(offset, len(blob), chunk_size)
+                ]
+                response: relay_pb2.UploadMediaResponse = await relay.UploadMedia(
+                    iter(requests), metadata=self._credentials()
+                )
+            except grpc.aio.AioRpcError as error:
+                resumable = error.code() in _UPLOAD_RESUMABLE or error_reason(error)[0] == "UPLOAD_OFFSET_MISMATCH"
+                if not resumable or attempt == attempts - 1:
+                    raise
+                offset = None
+                await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
+                continue
+            if response.media_id:
+                return response.media_id
+            offset = response.received
+        raise RuntimeError(f"upload {upload_id} still incomplete after {attempts} calls")
 
     async def download_media(self, media_id: str, offset: int = 0) -> bytes:
         """Downloads an encrypted blob (from ``offset``, to resume)."""
@@ -460,7 +525,9 @@ class DeviceClient:
             raise NotForThisDeviceError(f"{message.id} has no payload for {self.address}")
         sender = message.sender
         assert sender.device is not None
-        cipher = SessionCipher(self.store, ProtocolAddress(str(sender.user), sender.device))
+        cipher = SessionCipher(
+            self.store, ProtocolAddress(str(sender.user), sender.device), local_address=self._local_address
+        )
         plaintext = cipher.decrypt(CiphertextMessage(_TYPE_BY_KIND[payload.kind], payload.ciphertext))
         self.decrypted += 1
         return Decrypted(message, decode_content(plaintext), payload.kind is PayloadKind.PREKEY)

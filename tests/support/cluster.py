@@ -87,10 +87,12 @@ class Cluster:
     Args:
         redis_url: the test's Redis.
         telemetry: the process's telemetry.
+        redis_cluster: ``redis_url`` names a node of a Redis Cluster (services get ``PARLEY_REDIS_CLUSTER``).
     """
 
-    def __init__(self, redis_url: str, telemetry: Telemetry) -> None:
+    def __init__(self, redis_url: str, telemetry: Telemetry, *, redis_cluster: bool = False) -> None:
         self.redis_url = redis_url
+        self.redis_cluster = redis_cluster
         self.telemetry = telemetry
         self.servers: dict[str, GrpcServer] = {}
         self._channels: list[grpc.aio.Channel] = []
@@ -101,6 +103,7 @@ class Cluster:
         return {
             "port": 0,
             "redis_url": self.redis_url,
+            "redis_cluster": self.redis_cluster,
             "admin_token": ADMIN_TOKEN,
             "internal_token": CREDENTIALS.get(service, INTERNAL_TOKEN),
             "internal_peers": peers_line(CREDENTIALS),

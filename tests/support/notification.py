@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
+import redis
 from aiohttp import web
 
 from parley.events.v1.events_pb2 import Event, MessageWaiting
@@ -16,6 +16,7 @@ from parley.notification.v1 import notification_pb2 as pb
 from parley.notification.v1 import notification_pb2_grpc
 from parley_notification.app import NotificationSettings, build_notification
 from parley_runtime.events import EventPublisher
+from parley_runtime.redis_client import Redis, connect
 from support.cluster import Cluster, ProviderKeys
 
 WAIT_S = 20.0
@@ -133,12 +134,19 @@ async def register_webhook(cluster: Cluster, keys: ProviderKeys, url: str, name:
 
 async def publish(redis_url: str, domain: str, *events: Event) -> list[str]:
     """Appends events to ``events:{<domain>}`` as the emitting service would; returns their ids."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     try:
         publisher = EventPublisher(client, domain)
         return [await publisher.publish(event) for event in events]
     finally:
         await client.aclose()
+
+
+def redis_client(redis_url: str) -> Redis:
+    """A client of the test's Redis, in cluster mode when ``redis_url`` names a Redis Cluster node."""
+    with redis.Redis.from_url(redis_url) as probe:
+        cluster = bool(probe.info("cluster").get("cluster_enabled"))
+    return connect(redis_url, cluster=cluster)
 
 
 def message_waiting(address: str, pending: int = 1) -> Event:
@@ -158,7 +166,7 @@ async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
 
 async def drained(redis_url: str, domain: str) -> None:
     """Waits until the notification group has read and acknowledged every event of ``events:{<domain>}``."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     stream = f"events:{{{domain}}}"
 
     async def caught_up() -> bool:

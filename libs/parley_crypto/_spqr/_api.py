@@ -36,6 +36,10 @@ class Version(IntEnum):
     V1 = 1
 
 
+# By number, so the hot path indexes a tuple rather than calling the enum.
+_VERSIONS = tuple(sorted(Version))
+
+
 @dataclass(frozen=True)
 class SendResult:
     """What ``send`` yields: the next ``state``, the ``msg`` for SignalMessage field 5, and the message ``key``
@@ -217,8 +221,8 @@ def _recv(parsed: _PqRatchetState, msg: bytes, kem: IncrementalKem) -> tuple[_Pq
     means "unchanged". The next state shares what receiving does not change (copy on write)."""
     if not msg:
         msg_version = Version.V0
-    elif msg[0] in (Version.V0, Version.V1):
-        msg_version = Version(msg[0])
+    elif msg[0] < len(_VERSIONS):
+        msg_version = _VERSIONS[msg[0]]
     else:
         # Newer than anything we speak: keep sending our own version and let the peer negotiate down.
         return parsed, None

@@ -24,6 +24,8 @@ from parley_crypto._spqr._errors import SpqrStateError
 
 CHUNK_SIZE = 32
 NUM_POLYS = CHUNK_SIZE // 2
+# Parity chunks computed per evaluation: indexes go up one per message, so the next ones are computed together.
+_AHEAD = 32
 MAX_MESSAGE = (1 << 16) * NUM_POLYS
 
 
@@ -90,8 +92,10 @@ class PolyEncoder:
     idx: int
     points: list[bytes] | None
     polys: list[bytes] | None = None
-    # The coefficients as logarithms (and which are non-zero), for evaluating all 16 polynomials at once.
+    # Derived, never serialized: the coefficients as logarithms, for evaluating all 16 polynomials at once,
+    # and the chunks computed ahead (first index, their data), since indexes are asked for in sequence.
     _logs: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    _ahead: tuple[int, list[bytes]] = field(default=(0, []), repr=False, compare=False)
 
     @classmethod
     def encode(cls, message: bytes) -> PolyEncoder:
@@ -127,10 +131,19 @@ class PolyEncoder:
             # Some polynomials may still hold this x (messages not a multiple of 32 bytes), but the reference
             # switches to coefficients at the first missing value and evaluates every polynomial from then on.
             self._switch_to_polys()
+        first, ahead = self._ahead
+        if first <= index < first + len(ahead):
+            return Chunk(index, ahead[index - first])
         if self._logs is None:
             assert self.polys is not None
             self._logs = _log_matrix(self.polys)
-        return Chunk(index, _evaluate_all(self._logs, index))
+        if index == 0:  # x = 0 only after the u16 index wrapped: each polynomial's constant term
+            constants = self._logs[0][:, :1]
+            return Chunk(index, _EXP[constants].astype(">u2").tobytes() if constants.size else bytes(CHUNK_SIZE))
+        # One vectorized evaluation for the next _AHEAD indexes costs little more than one for a single index.
+        ahead = _evaluate_many(self._logs, index, min(_AHEAD, 0x10000 - index))
+        self._ahead = (index, ahead)
+        return Chunk(index, ahead[0])
 
     def next_chunk(self) -> Chunk:
         """The next chunk in sequence; the counter is a ``u32`` whose low 16 bits are the chunk index."""
@@ -252,32 +265,36 @@ class PolyDecoder:
         return cls(pts_needed=pts_needed, pts=pts, is_complete=bool(_codec.get_int(fields, 4)))
 
 
-_EXP = np.array(gf.EXP, dtype=np.uint32)
+# Antilogarithms over [0, 2 * ORDER) (the doubled table: a log plus a power needs no reduction), then ORDER
+# zeros: a zero coefficient gets the "logarithm" _ZERO_LOG, which lands in the zeros whatever power is added,
+# so one table lookup gives every term, zero or not.
+_ZERO_LOG = 2 * gf.ORDER
+_EXP = np.array(gf.EXP + [0] * gf.ORDER, dtype=np.uint16)
 _LOG = np.array(gf.LOG, dtype=np.int64)
+_LOG[0] = _ZERO_LOG
 
 
 def _log_matrix(polys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """The 16 coefficient lists as one zero-padded matrix of logarithms, and the mask of non-zero entries."""
+    """The 16 coefficient lists as one matrix of logarithms (zero-padded, zeros as ``_ZERO_LOG``), and the
+    exponents 0..width-1 its columns stand for."""
     width = max(len(p) for p in polys) // 2
     matrix = np.zeros((NUM_POLYS, width), dtype=np.int64)
     for row, packed in enumerate(polys):
         values = np.frombuffer(packed, dtype=">u2")
         matrix[row, : len(values)] = values
-    return _LOG[matrix], matrix != 0
+    return _LOG[matrix], np.arange(width, dtype=np.int64)
 
 
-def _evaluate_all(logs: tuple[np.ndarray, np.ndarray], x: int) -> bytes:
-    """All 16 polynomials at ``x``, as 32 big-endian bytes: sum of c_k * x^k through log tables, vectorized."""
-    log_coefficients, nonzero = logs
+def _evaluate_many(logs: tuple[np.ndarray, np.ndarray], first: int, count: int) -> list[bytes]:
+    """All 16 polynomials at each x in ``first .. first + count - 1`` (none of them 0): one 32-byte chunk each,
+    big-endian. Sums of c_k * x^k through log tables, vectorized over polynomials, terms and points."""
+    log_coefficients, exponents = logs
     if log_coefficients.shape[1] == 0:  # an empty message: every polynomial is zero
-        return bytes(CHUNK_SIZE)
-    if x == 0:
-        values = np.where(nonzero[:, 0], _EXP[log_coefficients[:, 0]], 0)
-    else:
-        powers = (np.arange(log_coefficients.shape[1], dtype=np.int64) * gf.LOG[x]) % gf.ORDER
-        terms = np.where(nonzero, _EXP[log_coefficients + powers], 0)
-        values = np.bitwise_xor.reduce(terms, axis=1)
-    return bytes(values.astype(">u2").tobytes())
+        return [bytes(CHUNK_SIZE)] * count
+    powers = np.outer(exponents, _LOG[first : first + count]) % gf.ORDER
+    values = np.bitwise_xor.reduce(_EXP[log_coefficients[:, :, None] + powers], axis=1)
+    raw = values.T.astype(">u2").tobytes()
+    return [raw[at : at + CHUNK_SIZE] for at in range(0, len(raw), CHUNK_SIZE)]
 
 
 def _u16s(packed: bytes) -> list[int]:

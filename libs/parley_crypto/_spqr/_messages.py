@@ -34,6 +34,10 @@ class MessageType(IntEnum):
     CT2 = 6
 
 
+# By wire value, so parsing indexes a tuple rather than calling the enum.
+_TYPES = tuple(sorted(MessageType))
+_TYPE_BYTES = tuple(bytes((kind,)) for kind in _TYPES)
+_VERSION_BYTE = bytes((VERSION_V1,))
 _WITH_CHUNK = frozenset({MessageType.HDR, MessageType.EK, MessageType.EK_CT1_ACK, MessageType.CT1, MessageType.CT2})
 
 
@@ -47,15 +51,11 @@ class Message:
 
     def serialize(self, index: int) -> bytes:
         """The wire bytes, carrying the message-key ``index`` the chain gave this message."""
-        out = bytearray((VERSION_V1,))
-        out += encode_varint(self.epoch)
-        out += encode_varint(index)
-        out.append(self.kind)
+        head = _VERSION_BYTE + encode_varint(self.epoch) + encode_varint(index) + _TYPE_BYTES[self.kind]
         if self.kind in _WITH_CHUNK:
             assert self.chunk is not None
-            out += encode_varint(self.chunk.index)
-            out += self.chunk.data
-        return bytes(out)
+            return head + encode_varint(self.chunk.index) + self.chunk.data
+        return head
 
     @classmethod
     def deserialize(cls, data: bytes) -> tuple[Message, int]:
@@ -74,10 +74,9 @@ class Message:
             raise SpqrMessageError("key index out of range")
         if at >= len(data):
             raise SpqrMessageError("truncated SPQR message")
-        try:
-            kind = MessageType(data[at])
-        except ValueError:
-            raise SpqrMessageError(f"unknown SPQR message type {data[at]}") from None
+        if data[at] >= len(_TYPES):
+            raise SpqrMessageError(f"unknown SPQR message type {data[at]}")
+        kind = _TYPES[data[at]]
         at += 1
         chunk = None
         if kind in _WITH_CHUNK:
@@ -88,8 +87,13 @@ class Message:
         return cls(epoch, kind, chunk), index
 
 
+_ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
+
+
 def encode_varint(value: int) -> bytes:
     """LEB128 of a u64, as the reference writes it."""
+    if value < 0x80:  # epochs, small key indexes and chunk indexes: one byte
+        return _ONE_BYTE[value]
     out = bytearray()
     while value >= 0x80:
         out.append(0x80 | value & 0x7F)
@@ -106,6 +110,8 @@ def decode_varint(data: bytes, at: int) -> tuple[int, int]:
     Raises:
         SpqrMessageError: no complete varint there.
     """
+    if at < len(data) and data[at] < 0x80:  # the common one-byte case
+        return data[at], at + 1
     value = 0
     for i in range(min(_MAX_VARINT_BYTES, len(data) - at)):
         byte = data[at + i]

@@ -34,7 +34,10 @@ class IdentitySettings(ServiceSettings):
 async def build_identity(settings: IdentitySettings, telemetry: Telemetry) -> GrpcServer:
     """Creates the identity server (not started); loads the providers before returning."""
     client = connect(
-        settings.redis_url, max_connections=settings.redis_max_connections, timeout_s=settings.redis_timeout_s
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        max_connections=settings.redis_max_connections,
+        timeout_s=settings.redis_timeout_s,
     )
     store = RedisIdentityStore(client)
     directory = IdentityProviderDirectory(store, client, resync_s=settings.provider_resync_s)

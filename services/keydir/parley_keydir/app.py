@@ -53,13 +53,20 @@ class KeyDirectorySettings(IdentityPeerSettings):
 async def build_keydir(settings: KeyDirectorySettings, telemetry: Telemetry) -> GrpcServer:
     """Creates the key-directory server (not started); waits for identity's provider snapshot first."""
     client = connect(
-        settings.redis_url, max_connections=settings.redis_max_connections, timeout_s=settings.redis_timeout_s
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        max_connections=settings.redis_max_connections,
+        timeout_s=settings.redis_timeout_s,
     )
     identity, providers = await follow_identity(settings, telemetry)
     recipients = IdentityRecipients(identity, ttl_s=settings.recipient_cache_s)
     # Identity's consent and device events drop cached answers at once; one connection blocks on them.
     events_client = connect(
-        settings.redis_url, max_connections=1, timeout_s=settings.redis_timeout_s, blocking_reads_s=1.0
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        max_connections=1,
+        timeout_s=settings.redis_timeout_s,
+        blocking_reads_s=1.0,
     )
     recipients.follow(events_client)
     handler = KeyDirectoryHandler(

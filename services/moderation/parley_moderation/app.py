@@ -117,7 +117,10 @@ class ModerationSettings(IdentityPeerSettings):
 async def build_moderation(settings: ModerationSettings, telemetry: Telemetry) -> GrpcServer:
     """Creates the moderation server (not started); waits for identity's provider snapshot first."""
     client = connect(
-        settings.redis_url, max_connections=settings.redis_max_connections, timeout_s=settings.redis_timeout_s
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        max_connections=settings.redis_max_connections,
+        timeout_s=settings.redis_timeout_s,
     )
     identity, providers = await follow_identity(settings, telemetry)
     handler = ModerationHandler(

@@ -40,7 +40,7 @@ from parley_moderation.model import (
     SendShape,
 )
 from parley_runtime import redis_keys
-from parley_runtime.redis_client import Redis, load_script
+from parley_runtime.redis_client import Redis, load_script, load_scripts, queue_script
 
 
 class ModerationStore(Protocol):
@@ -272,10 +272,7 @@ class RedisModerationStore:
         results = await self._pipeline(calls)
         failed = [index for index, result in enumerate(results) if isinstance(result, NoScriptError)]
         if failed:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for script in self._scripts:
-                    pipe.script_load(script.script)
-                await pipe.execute()
+            await load_scripts(self._client, self._scripts)
             for index, result in zip(failed, await self._pipeline([calls[i] for i in failed]), strict=True):
                 results[index] = result
         for result in results:
@@ -286,7 +283,7 @@ class RedisModerationStore:
     async def _pipeline(self, calls: Sequence[_ScriptCall]) -> list[Any]:
         async with self._client.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                queue_script(pipe, script, keys, args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 

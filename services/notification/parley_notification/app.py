@@ -91,12 +91,17 @@ async def build_notification(settings: NotificationSettings, telemetry: Telemetr
     blocking = settings.read_block_ms / 1000
     client = connect(
         settings.redis_url,
+        cluster=settings.redis_cluster,
         max_connections=settings.redis_max_connections,
         timeout_s=settings.redis_timeout_s,
         blocking_reads_s=blocking,
     )
     notice_client = connect(
-        settings.redis_url, max_connections=4, timeout_s=settings.redis_timeout_s, blocking_reads_s=blocking
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        max_connections=4,
+        timeout_s=settings.redis_timeout_s,
+        blocking_reads_s=blocking,
     )
     identity, providers = await follow_identity(settings, telemetry)
     store = RedisNotificationStore(

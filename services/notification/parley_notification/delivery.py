@@ -26,6 +26,7 @@ from parley_notification.model import Delivery
 from parley_notification.routing import Providers
 from parley_notification.store import NotificationStore
 from parley_notification.webhook_client import AttemptResult, Outcome, WebhookClient
+from parley_runtime.telemetry import DELIVERY_MILLISECONDS_BUCKETS, RPC_MILLISECONDS_BUCKETS
 from parley_sdk import webhooks
 
 _log = logging.getLogger(__name__)
@@ -169,10 +170,16 @@ class DeliveryWorker:
             "notification.dead_letters", unit="{delivery}", description="Deliveries given up on"
         )
         self._duration = meter.create_histogram(
-            "notification.attempt.duration", unit="ms", description="Duration of one webhook call"
+            "notification.attempt.duration",
+            unit="ms",
+            description="Duration of one webhook call",
+            explicit_bucket_boundaries_advisory=RPC_MILLISECONDS_BUCKETS,
         )
         self._latency = meter.create_histogram(
-            "notification.delivery.latency", unit="ms", description="From the event to the provider's acceptance"
+            "notification.delivery.latency",
+            unit="ms",
+            description="From the event to the provider's acceptance",
+            explicit_bucket_boundaries_advisory=DELIVERY_MILLISECONDS_BUCKETS,
         )
         # Set on each refresh rather than observed in a callback: the meter hands every worker of a process the
         # instrument the first one registered, callback included, so a worker built later (a service restarted in

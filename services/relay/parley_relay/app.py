@@ -54,6 +54,8 @@ class RelaySettings(IdentityPeerSettings):
     max_media_bytes: int = Field(32 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024, description="Largest blob.")
     media_retention_s: int = Field(30 * 86_400, ge=60, le=365 * 86_400, description="How long blobs live.")
     media_daily_quota_bytes: int = Field(10 * 1024**3, ge=1024, description="Bytes a provider may upload per day.")
+    media_user_daily_quota_bytes: int = Field(1024**3, ge=1024, description="Bytes a user may upload per day.")
+    upload_window_s: int = Field(86_400, ge=60, le=7 * 86_400, description="How long an upload can be resumed.")
     replica: str = Field(default_factory=socket.gethostname, min_length=1, description="This replica's name.")
 
     @field_validator("franking_key")
@@ -72,7 +74,10 @@ class RelaySettings(IdentityPeerSettings):
 async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServer:
     """Creates the relay server (not started); waits for identity's provider snapshot first."""
     client = connect(
-        settings.redis_url, max_connections=settings.redis_max_connections, timeout_s=settings.redis_timeout_s
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        max_connections=settings.redis_max_connections,
+        timeout_s=settings.redis_timeout_s,
     )
     identity, providers = await follow_identity(settings, telemetry)
     channels = [identity]
@@ -88,7 +93,11 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
     recipients = IdentityRecipients(identity, ttl_s=settings.recipient_cache_s)
     # Identity's consent and device events drop cached answers at once; one connection blocks on them.
     events_client = connect(
-        settings.redis_url, max_connections=1, timeout_s=settings.redis_timeout_s, blocking_reads_s=1.0
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        max_connections=1,
+        timeout_s=settings.redis_timeout_s,
+        blocking_reads_s=1.0,
     )
     recipients.follow(events_client)
     hub = MailboxHub(client, store, replica=settings.replica)
@@ -118,6 +127,8 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
                 max_bytes=settings.max_media_bytes,
                 retention_s=settings.media_retention_s,
                 daily_quota_bytes=settings.media_daily_quota_bytes,
+                user_daily_quota_bytes=settings.media_user_daily_quota_bytes,
+                upload_window_s=settings.upload_window_s,
             ),
         ),
         StreamSettings(window=settings.stream_window, poll_interval_s=settings.stream_poll_s),

@@ -18,6 +18,12 @@ streams (and fail the next write with "'NoneType' object has no attribute 'write
 up at start, before any stream, because redis-py reads a health check reply when it sends the first SUBSCRIBE,
 which would race the dispatcher's read. A stream's registration is all or nothing: if its device cannot be
 subscribed and marked present, the stream fails and leaves nothing behind (no listener, no presence refresh).
+
+On a Redis Cluster the same writer and dispatcher drive a
+:class:`~parley_runtime.sharded_pubsub.ShardedSubscription` instead: hints are shard messages (SSUBSCRIBE,
+SPUBLISH), one connection per master, and a stream's SSUBSCRIBE counts only once its master confirmed it. When a
+failover moves a shard, the subscription moves its channels to the new master and wakes all streams, as after a
+reconnect.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import logging
 from collections import defaultdict, deque
 from collections.abc import Callable
 
+import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
@@ -37,6 +45,7 @@ from parley_relay.store import EPHEMERAL_PREFIX, MailboxStore
 from parley_runtime import redis_keys
 from parley_runtime.background import cancel_and_wait
 from parley_runtime.redis_client import Redis
+from parley_runtime.sharded_pubsub import ShardedSubscription
 
 _log = logging.getLogger(__name__)
 
@@ -87,7 +96,7 @@ class _Subscription(PubSub):
     """The replica's pub/sub connection. Hints published while it was down are lost, so every (re)connect, after
     redis-py has subscribed the channels again, wakes all streams to re-read their mailboxes."""
 
-    def __init__(self, client: Redis, connected: Callable[[], None]) -> None:
+    def __init__(self, client: aioredis.Redis, connected: Callable[[], None]) -> None:
         super().__init__(client.connection_pool)
         self._connected = connected
 
@@ -112,7 +121,13 @@ class MailboxHub:
         self._store = store
         self._replica = replica
         self._presence_ttl_ms = presence_ttl_ms
-        self._pubsub = _Subscription(client, self.wake_all)
+        # On a cluster, hints are shard messages (SPUBLISH reaches one shard, PUBLISH every node): one subscriber
+        # connection per master, which the sharded subscription keeps following failovers.
+        self._pubsub: _Subscription | ShardedSubscription = (
+            ShardedSubscription(client, self.wake_all)
+            if isinstance(client, RedisCluster)
+            else _Subscription(client, self.wake_all)
+        )
         self._listeners: dict[bytes, set[Listener]] = defaultdict(set)
         self._devices: dict[bytes, tuple[str, int]] = {}
         # Per device channel being subscribed: set once its first stream's registration finished (either way).
@@ -126,7 +141,7 @@ class MailboxHub:
         Raises:
             RedisError: Redis is unreachable.
         """
-        await self._pubsub.subscribe(redis_keys.replica_channel(self._replica))
+        await self._pubsub.subscribe(redis_keys.replica_channel(self._replica).encode())
         self._tasks = [
             asyncio.create_task(self._write(), name="mailbox-subscriptions"),
             asyncio.create_task(self._dispatch(), name="mailbox-hints"),
@@ -136,7 +151,7 @@ class MailboxHub:
     async def stop(self) -> None:
         """Stops dispatching and closes the subscription."""
         await cancel_and_wait(self._tasks)
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        await self._pubsub.aclose()
 
     async def register(self, user: str, device_id: int) -> Listener:
         """Subscribes a new stream of the device and marks the device present here, or leaves nothing behind.

@@ -14,7 +14,7 @@ from parley.relay.v1 import relay_pb2_grpc
 from parley_relay.connection import DeviceStream, StreamSettings
 from parley_relay.handler import RelayHandler
 from parley_relay.hub import MailboxHub
-from parley_relay.media import MediaHandler
+from parley_relay.media import MediaHandler, UploadState
 from parley_runtime.auth import Access, UserPrincipal
 from parley_runtime.errors import Code, ParleyError, invalid_field, permission_denied
 from parley_runtime.interceptors import current_principal
@@ -22,7 +22,10 @@ from parley_stanza import Address
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RelayService"].full_name
 
-ACCESS = {f"/{SERVICE_NAME}/{method}": Access.DEVICE for method in ("Send", "Connect", "UploadMedia", "DownloadMedia")}
+ACCESS = {
+    f"/{SERVICE_NAME}/{method}": Access.DEVICE
+    for method in ("Send", "Connect", "UploadMedia", "CreateUpload", "GetUpload", "DownloadMedia")
+}
 """Every relay RPC acts for one device."""
 
 
@@ -110,8 +113,33 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
                     raise invalid_field("header", "only the first message is a header")
                 yield request.chunk
 
-        uploaded = await self._media.upload(principal.provider_id, first.header.size, first.header.sha256, chunks())
-        return pb.UploadMediaResponse(media_id=uploaded.media_id, expires_at_ms=uploaded.expires_at_ms)
+        header = first.header
+        state = await self._media.upload(
+            principal.provider_id,
+            str(principal.user),
+            size=header.size,
+            sha256=header.sha256,
+            upload_id=header.upload_id,
+            offset=header.offset,
+            chunks=chunks(),
+        )
+        return pb.UploadMediaResponse(
+            media_id=state.upload_id if state.complete else "",
+            expires_at_ms=state.expires_at_ms,
+            received=state.received,
+        )
+
+    async def CreateUpload(
+        self, request: pb.CreateUploadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateUploadResponse:
+        principal = _principal()
+        state = await self._media.create(principal.provider_id, str(principal.user), request.size, request.sha256)
+        return pb.CreateUploadResponse(upload=_upload_status(state))
+
+    async def GetUpload(self, request: pb.GetUploadRequest, context: grpc.aio.ServicerContext) -> pb.GetUploadResponse:
+        principal = _principal()
+        state = await self._media.status(principal.provider_id, str(principal.user), request.upload_id)
+        return pb.GetUploadResponse(upload=_upload_status(state))
 
     async def DownloadMedia(
         self, request: pb.DownloadMediaRequest, context: grpc.aio.ServicerContext
@@ -119,3 +147,13 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         _principal()
         async for offset, chunk, total in self._media.download(request.media_id, request.offset, request.length):
             yield pb.DownloadMediaResponse(offset=offset, chunk=chunk, total_size=total)
+
+
+def _upload_status(state: UploadState) -> pb.UploadStatus:
+    return pb.UploadStatus(
+        upload_id=state.upload_id,
+        size=state.size,
+        received=state.received,
+        complete=state.complete,
+        expires_at_ms=state.expires_at_ms,
+    )

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from redis.exceptions import NoScriptError
 
 from parley_runtime import redis_keys
-from parley_runtime.redis_client import Redis, load_script
+from parley_runtime.redis_client import Redis, is_cluster, load_script, queue_script
 
 _PRESENCE_CHUNK = 1000
 """Presence marks per pipeline: a replica with 100k streams refreshes in bounded requests, not one huge one."""
@@ -109,6 +109,8 @@ class RedisMailboxStore:
     def __init__(self, client: Redis) -> None:
         self._client = client
         self._store = load_script(client, "parley_relay", "store_stanza")
+        # On a cluster, a hint goes to the shard of its channel's slot (the user's) instead of to every node.
+        self._sharded = is_cluster(client)
 
     async def store_many(self, requests: Sequence[StoreRequest]) -> list[StoreResult]:
         calls = [_store_call(request) for request in requests]
@@ -119,9 +121,9 @@ class RedisMailboxStore:
         # done nothing; they are then run again one by one, in order, which loads it, and hinted again.
         async with self._client.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                pipe.evalsha(self._store.sha, len(keys), *keys, *args)
+                queue_script(pipe, self._store, keys, args)
             for channel in hints:
-                pipe.publish(channel, b"")
+                self._hint(pipe, channel, b"")
             raw: list[Any] = await pipe.execute(raise_on_error=False)
         results = []
         reloaded = False
@@ -136,7 +138,7 @@ class RedisMailboxStore:
         if reloaded:
             async with self._client.pipeline(transaction=False) as pipe:
                 for channel in hints:
-                    pipe.publish(channel, b"")
+                    self._hint(pipe, channel, b"")
                 await pipe.execute()
         return results
 
@@ -170,7 +172,7 @@ class RedisMailboxStore:
     async def publish_ephemeral(self, user: str, device_ids: Sequence[int], stanza: bytes) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
             for device in device_ids:
-                pipe.publish(redis_keys.mailbox_channel(user, device), EPHEMERAL_PREFIX + stanza)
+                self._hint(pipe, redis_keys.mailbox_channel(user, device), EPHEMERAL_PREFIX + stanza)
             await pipe.execute()
 
     async def mark_present(self, devices: Sequence[tuple[str, int]], replica: str, ttl_ms: int) -> None:
@@ -188,6 +190,13 @@ class RedisMailboxStore:
 
     async def pending(self, user: str, device_id: int) -> int:
         return int(await self._client.xlen(redis_keys.mailbox(user, device_id)))
+
+    def _hint(self, pipe: Any, channel: str, data: bytes) -> None:
+        """Queues a message on a mailbox channel in ``pipe``: sharded on a cluster, as the hub subscribes."""
+        if self._sharded:
+            pipe.spublish(channel, data)
+        else:
+            pipe.publish(channel, data)
 
 
 def _store_call(request: StoreRequest) -> tuple[list[str], list[bytes | str | int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 
 import pytest
@@ -28,9 +29,11 @@ from parley_crypto import (
     process_prekey_bundle,
 )
 from parley_crypto._ratchet import MAX_FORWARD_JUMPS, MAX_MESSAGE_KEYS
-from parley_crypto._wire import PreKeySignalMessage, encode_prekey_message
+from parley_crypto._wire import MAC_SIZE, PreKeySignalMessage, SignalMessage, encode_prekey_message
 
 from .conftest import Device, make_device, pair
+
+ADDRESSES_SIZE = 2 * (17 + 1)  # two addresses: 17-byte service id, device-id byte
 
 
 def snapshot(device: Device) -> tuple[object, ...]:
@@ -411,3 +414,83 @@ def test_kyber1024_and_mlkem1024_prekeys_both_start_sessions() -> None:
         assert kyber_ciphertext is not None
         assert kyber_ciphertext[0] == key_type
         assert SessionCipher(bob.store, alice.address).decrypt(message) == b"pq"
+
+
+# SignalMessage field 6, "addresses": libsignal binds sender and recipient into the messages a prekey message
+# carries when both names are service ids, and refuses any message whose field 6 names other addresses.
+
+
+def _aci_device(name: str) -> Device:
+    device = make_device(name)
+    return Device(ProtocolAddress(str(uuid.uuid4()), 1), device.store)
+
+
+def _aci_pair() -> tuple[SessionCipher, SessionCipher, Device, Device]:
+    """Alice and Bob named by ACIs, each cipher told its own address; Alice has processed Bob's bundle."""
+    alice, bob = _aci_device("alice"), _aci_device("bob")
+    process_prekey_bundle(alice.store, bob.address, bob.bundle())
+    to_bob = SessionCipher(alice.store, bob.address, local_address=alice.address)
+    to_alice = SessionCipher(bob.store, alice.address, local_address=bob.address)
+    return to_bob, to_alice, alice, bob
+
+
+def test_prekey_messages_bind_both_addresses_and_later_messages_do_not() -> None:
+    to_bob, to_alice, alice, bob = _aci_pair()
+    first = to_bob.encrypt(b"hello")
+    inner = PreKeySignalMessage.parse(first.body).message
+    assert inner.addresses == (
+        b"\x00" + uuid.UUID(alice.address.name).bytes + b"\x01" + b"\x00" + uuid.UUID(bob.address.name).bytes + b"\x01"
+    )
+    assert to_alice.decrypt(first) == b"hello"
+    reply = to_alice.encrypt(b"hi")
+    assert SignalMessage.parse(reply.body).addresses is None
+    assert to_bob.decrypt(reply) == b"hi"
+
+
+def test_every_flipped_bit_of_the_addresses_fails_and_changes_nothing() -> None:
+    to_bob, to_alice, _, bob = _aci_pair()
+    message = to_bob.encrypt(b"bound")
+    inner = PreKeySignalMessage.parse(message.body).message_bytes
+    at = message.body.index(inner) + len(inner) - MAC_SIZE - ADDRESSES_SIZE
+    before = snapshot(bob)
+    for index in range(at, at + ADDRESSES_SIZE):
+        for bit in (0x01, 0x80):
+            tampered = bytearray(message.body)
+            tampered[index] ^= bit
+            with pytest.raises(BadMacError):
+                to_alice.decrypt(CiphertextMessage(MessageType.PREKEY, bytes(tampered)))
+            assert snapshot(bob) == before, index
+    assert to_alice.decrypt(message) == b"bound"
+
+
+def test_a_message_naming_other_addresses_is_refused_though_its_mac_is_valid() -> None:
+    alice, bob = _aci_device("alice"), _aci_device("bob")
+    process_prekey_bundle(alice.store, bob.address, bob.bundle())
+    # Alice's device claims another sender address; everything else about the message is genuine.
+    impostor = SessionCipher(alice.store, bob.address, local_address=ProtocolAddress(str(uuid.uuid4()), 1))
+    message = impostor.encrypt(b"from whom?")
+    before = snapshot(bob)
+    with pytest.raises(BadMacError):
+        SessionCipher(bob.store, alice.address, local_address=bob.address).decrypt(message)
+    # Delivered to another recipient address of the same device (as libsignal, which compares both).
+    with pytest.raises(BadMacError):
+        SessionCipher(bob.store, alice.address, local_address=ProtocolAddress(bob.address.name, 2)).decrypt(message)
+    # A receiver whose own name is no service id cannot match any addresses, so it refuses them (as libsignal).
+    with pytest.raises(BadMacError):
+        SessionCipher(bob.store, alice.address, local_address=ProtocolAddress("bob", 1)).decrypt(message)
+    assert snapshot(bob) == before
+    # A caller that does not say who it is cannot check the field: the MAC alone decides.
+    assert SessionCipher(bob.store, alice.address).decrypt(message) == b"from whom?"
+
+
+@pytest.mark.parametrize("names", [("alice", "bob"), None], ids=["not-service-ids", "no-local-address"])
+def test_no_addresses_are_written_without_two_service_ids(names: tuple[str, str] | None) -> None:
+    alice, bob = _aci_device("alice"), _aci_device("bob")
+    if names is not None:
+        alice = Device(ProtocolAddress(names[0], 1), alice.store)
+        bob = Device(ProtocolAddress(names[1], 1), bob.store)
+    process_prekey_bundle(alice.store, bob.address, bob.bundle())
+    local = alice.address if names is not None else None
+    message = SessionCipher(alice.store, bob.address, local_address=local).encrypt(b"x")
+    assert PreKeySignalMessage.parse(message.body).message.addresses is None
+    assert SessionCipher(bob.store, alice.address, local_address=bob.address).decrypt(message) == b"x"

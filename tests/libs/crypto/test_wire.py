@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from parley_crypto import (
     CryptoError,
     IdentityKeyPair,
     InMemoryProtocolStore,
+    InvalidMessageError,
     MessageType,
     ProtocolAddress,
     SenderKeyRecord,
@@ -19,7 +21,7 @@ from parley_crypto import (
     group_decrypt,
     process_sender_key_distribution_message,
 )
-from parley_crypto._wire import PreKeySignalMessage, SignalMessage
+from parley_crypto._wire import PreKeySignalMessage, SignalMessage, encode_addresses, service_id_binary
 
 from .conftest import pair
 
@@ -79,3 +81,39 @@ def test_group_paths_raise_only_typed_errors(data: bytes) -> None:
     for operation in (group_decrypt, process_sender_key_distribution_message):
         with contextlib.suppress(CryptoError):
             operation(store, sender, data)
+
+
+ACI = "9d0652a3-dcc3-4d11-975f-74d61598733f"
+ACI_BYTES = bytes.fromhex("9d0652a3dcc34d11975f74d61598733f")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (ACI, b"\x00" + ACI_BYTES),
+        (ACI.upper(), b"\x00" + ACI_BYTES),
+        ("PNI:" + ACI, b"\x01" + ACI_BYTES),
+        ("pni:" + ACI, None),  # libsignal's prefix is case-sensitive
+        (ACI.replace("-", ""), None),  # only the hyphenated form, as libsignal's parser
+        ("{" + ACI + "}", None),
+        ("urn:uuid:" + ACI, None),
+        ("9d0652a3d-cc3-4d11-975f-74d61598733f", None),
+        ("9d0652a3-dcc3-4d11-975f-74d6159873_f", None),
+        ("alice", None),
+    ],
+)
+def test_service_ids_are_read_as_libsignal_reads_them(name: str, expected: bytes | None) -> None:
+    assert service_id_binary(name) == expected
+
+
+def test_addresses_need_two_service_ids_and_byte_sized_device_ids() -> None:
+    assert encode_addresses((ACI, 1), ("PNI:" + ACI, 127)) == b"\x00" + ACI_BYTES + b"\x01\x01" + ACI_BYTES + b"\x7f"
+    assert encode_addresses((ACI, 1), ("bob", 1)) is None
+    assert encode_addresses((ACI, 256), (ACI, 1)) is None
+
+
+def test_addresses_of_another_wire_type_are_a_malformed_message() -> None:
+    body = VALID.body
+    # Field 6 as a varint instead of a byte string, inserted before the MAC.
+    with pytest.raises(InvalidMessageError):
+        SignalMessage.parse(body[:-8] + b"\x30\x01" + body[-8:])

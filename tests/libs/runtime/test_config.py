@@ -67,6 +67,7 @@ def test_identity_has_its_own_defaults() -> None:
         ("PARLEY_PORT", "not-a-port"),
         ("PARLEY_PORT", "70000"),
         ("PARLEY_REDIS_URL", "http://127.0.0.1:6379"),
+        ("PARLEY_REDIS_CLUSTER", "maybe"),
         ("PARLEY_LOG_LEVEL", "LOUD"),
         ("PARLEY_SHUTDOWN_GRACE_S", "-1"),
         ("PARLEY_MAX_INFLIGHT_CALLS", "0"),
@@ -81,6 +82,22 @@ def test_a_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch, variable: str,
     assert f"{variable}:" in message
     assert repr(value) in message
     assert message.count("PARLEY_") == 1
+
+
+@pytest.mark.parametrize("url", ["unix:///run/redis.sock", "redis://redis-0:6379/3", "rediss://redis-0:6379/1"])
+def test_a_cluster_needs_a_tcp_url_of_database_0(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("PARLEY_REDIS_CLUSTER", "1")
+    monkeypatch.setenv("PARLEY_REDIS_URL", url)
+    with pytest.raises(ConfigError, match="PARLEY_REDIS_CLUSTER needs"):
+        load_settings(ServiceSettings)
+
+
+@pytest.mark.parametrize("url", ["redis://redis-0:6379", "redis://redis-0:6379/0", "rediss://:pw@redis-0:6380/"])
+def test_a_cluster_url_names_any_node(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("PARLEY_REDIS_CLUSTER", "true")
+    monkeypatch.setenv("PARLEY_REDIS_URL", url)
+    settings = load_settings(ServiceSettings)
+    assert (settings.redis_cluster, settings.redis_url) == (True, url)
 
 
 def test_every_bad_variable_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ from support.notification import (
     message_waiting,
     notification,
     publish,
+    redis_client,
     register_webhook,
     start_notification,
 )
@@ -289,7 +290,7 @@ async def _wait_for_dead_letters(
 
 
 async def _queue_empty(cluster: Cluster) -> bool:
-    client = aioredis.Redis.from_url(cluster.redis_url)
+    client = redis_client(cluster.redis_url)
 
     async def empty() -> bool:
         return await client.zcard("notify:{queue}:due") == 0 and await client.hlen("notify:{queue}:depth") == 0

@@ -213,3 +213,26 @@ def test_vectorized_evaluation_matches_horner(size: int, rng: random.Random, ind
             value = gf.mul(value, index) ^ int.from_bytes(packed[k : k + 2], "big")
         expected += value.to_bytes(2, "big")
     assert encoder.chunk_at(index).data == expected
+
+
+def _horner(polys: list[bytes], x: int) -> bytes:
+    out = b""
+    for packed in polys:
+        value = 0
+        for k in range(len(packed) - 2, -2, -2):
+            value = gf.mul(value, x) ^ int.from_bytes(packed[k : k + 2], "big")
+        out += value.to_bytes(2, "big")
+    return out
+
+
+@pytest.mark.parametrize("start", [40, 65_500])
+def test_chunks_computed_ahead_match_horner_through_the_index_wrap(start: int) -> None:
+    # Parity chunks are computed in batches ahead of need; each still equals its own evaluation, across
+    # batch edges and the u16 index wrapping back to 0.
+    encoder = PolyEncoder.encode(random.Random(start).randbytes(1152))
+    encoder.idx = start
+    chunks = [encoder.next_chunk() for _ in range(100)]
+    assert encoder.polys is not None
+    for offset, chunk in enumerate(chunks):
+        assert chunk.index == (start + offset) & 0xFFFF
+        assert chunk.data == _horner(encoder.polys, chunk.index), chunk.index
