@@ -26,6 +26,7 @@ from parley.common.v1.common_pb2 import ErrorReason, Feature, IdentifierKind, Pr
 from parley_runtime.config import ServiceSettings
 from parley_runtime.credentials import credential_hash, parse_peers
 from parley_runtime.errors import ParleyError, permission_denied, unauthenticated
+from parley_runtime.interop_policy import UNLIMITED, Policy
 from parley_stanza import Address, InvalidAddressError
 
 _ALGORITHM = "EdDSA"
@@ -101,6 +102,8 @@ class ProviderRecord:
     """How long after acceptance its clients honour an edit, seconds."""
     delete_window_s: int = 0
     """How long after acceptance its clients honour a delete for everyone, seconds."""
+    interop_policy: Policy = UNLIMITED
+    """Which of the provider's users and devices may take part in third-party chats."""
 
 
 class ProviderDirectory(Protocol):

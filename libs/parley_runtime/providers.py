@@ -24,6 +24,7 @@ from parley_runtime.auth import ProviderRecord, certificate_sha256
 from parley_runtime.background import cancel_and_wait
 from parley_runtime.clients import internal_channel, peer_tls
 from parley_runtime.config import IdentityPeerSettings
+from parley_runtime.interop_policy import Policy
 from parley_runtime.redis_client import Redis
 from parley_runtime.telemetry import Telemetry
 
@@ -42,6 +43,7 @@ def record_from_proto(provider: Provider) -> ProviderRecord:
         client_cert_sha256=_pin(provider.mtls_client_cert_pem),
         edit_window_s=provider.edit_window_s,
         delete_window_s=provider.delete_window_s,
+        interop_policy=Policy.from_proto(provider.interop_policy),
     )
 
 

@@ -2,12 +2,14 @@
 whether the user or device an assertion acts for is registered at all.
 
 Every send and every key fetch needs these answers, and conversations ask about the same users many times a
-second, so answers are reused for ``ttl_s`` (one second by default). Identity's ``consent_changed`` and
-``device_removed`` events drop the answers about that user as soon as they are read (:meth:`follow`), so a
-withdrawn consent or a removed device normally shows within milliseconds, and within ``ttl_s`` at worst (an
-event missed while Redis was away). Registration checks run on every call a provider makes for a user, so
-a provider minting identities that were never registered (``sub=username:ghost@A``, or ``dev=42`` of a real user)
-must not cost identity a call each time either: a confirmed absence is remembered for ``ttl_s`` too.
+second, so answers are reused for ``ttl_s`` (one second by default). Identity's ``consent_changed``,
+``mute_changed`` and ``device_removed`` events drop the answers about that user (asked about, or asking: consent
+binds senders too) as soon as they are read (:meth:`follow`), and ``interop_policy_changed`` drops every answer
+involving the provider's users, so a withdrawn consent, a mute, a policy or a removed device normally shows within
+milliseconds, and within ``ttl_s`` at worst (an event missed while Redis was away). Registration checks run on
+every call a provider makes for a user, so a provider minting identities that were never registered
+(``sub=username:ghost@A``, or ``dev=42`` of a real user) must not cost identity a call each time either: a
+confirmed absence is remembered for ``ttl_s`` too.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from redis.exceptions import RedisError
 from parley.common.v1.common_pb2 import ErrorReason
 from parley.events.v1.events_pb2 import Event
 from parley.identity.v1 import identity_pb2, identity_pb2_grpc
-from parley.identity.v1.identity_pb2 import Reachability
+from parley.identity.v1.identity_pb2 import ConsentState, Reachability
 from parley_runtime import redis_keys
 from parley_runtime.background import cancel_and_wait
-from parley_runtime.errors import not_found
+from parley_runtime.errors import Code, ParleyError, not_found, permission_denied
 from parley_runtime.redis_client import Redis
 from parley_stanza import Address, AddressKind, InvalidAddressError
 
@@ -40,16 +42,57 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
-_Key = tuple[AddressKind, str, str, Address]
-"""A cached answer's key: the asking user by its parts, and the recipient."""
+_Asker = tuple[AddressKind, str, str]
+"""The asking user by its parts."""
+_Key = tuple[AddressKind, str, str, int | None, Address]
+"""A cached answer's key: the asking user by its parts, its device (the interop policy may tell devices apart),
+and the recipient."""
 
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    """What identity says about a recipient user: may the sender reach it, and its registered device ids."""
+    """What identity says about a recipient user: may the sender reach it, and its registered device ids.
+
+    Attributes:
+        reachability: identity's verdict.
+        device_ids: the devices the sender is to reach (REACHABLE only).
+        muted: the recipient muted the sender's user or provider (REACHABLE only).
+        sender_consent: the sender's own consent state (SENDER_CONSENT_MISSING only).
+        policy_rule: the interop policy rule keeping the sender out (SENDER_POLICY only).
+    """
 
     reachability: Reachability.ValueType
     device_ids: tuple[int, ...]
+    muted: bool = False
+    sender_consent: ConsentState.ValueType = ConsentState.CONSENT_STATE_UNSPECIFIED
+    policy_rule: str = ""
+
+
+def sender_refusal(answer: Recipient, sender_provider: str) -> ParleyError | None:
+    """The refusal of a verdict that is about the sender itself (its consent, its provider's policy), or None.
+
+    Such refusals may name their reason: they tell the sender about itself, nothing about the recipient.
+
+    Args:
+        answer: identity's answer.
+        sender_provider: the sender's provider (whose policy a SENDER_POLICY verdict applied).
+    """
+    if answer.reachability == Reachability.REACHABILITY_SENDER_CONSENT_MISSING:
+        state = ConsentState.Name(answer.sender_consent).removeprefix("CONSENT_STATE_")
+        return ParleyError(
+            Code.FAILED_PRECONDITION,
+            ErrorReason.ERROR_REASON_SENDER_CONSENT_MISSING,
+            "your third-party chats are off or do not allow this provider; they are read-only until you turn them on",
+            consent_state=state,
+        )
+    if answer.reachability == Reachability.REACHABILITY_SENDER_POLICY:
+        return permission_denied(
+            ErrorReason.ERROR_REASON_INTEROP_POLICY,
+            f"the interop policy of {sender_provider} keeps you out of third-party chats here",
+            rule=answer.policy_rule,
+            provider_id=sender_provider,
+        )
+    return None
 
 
 class IdentityRecipients:
@@ -68,6 +111,9 @@ class IdentityRecipients:
         self._timeout_s = timeout_s
         self._cache: OrderedDict[_Key, tuple[float, Recipient]] = OrderedDict()
         self._keys_by_recipient: dict[Address, set[_Key]] = {}
+        self._keys_by_asker: dict[_Asker, set[_Key]] = {}
+        # Bumped by every invalidation: an answer asked for before one may predate the change, so is not cached.
+        self._generation = 0
         self._follower: asyncio.Task[None] | None = None
         self._absent: OrderedDict[tuple[Address, int | None], tuple[float, ErrorReason.ValueType]] = OrderedDict()
 
@@ -83,37 +129,55 @@ class IdentityRecipients:
             grpc.aio.AioRpcError: identity failed or did not answer in time.
         """
         # The sender's user by its parts: ``sender.user`` would build and validate a new Address on every send.
-        key = (sender.kind, sender.identifier, sender.provider, recipient)
+        key = (sender.kind, sender.identifier, sender.provider, sender.device, recipient)
         now = time.monotonic()
         if not fresh:
             hit = self._cache.get(key)
             if hit is not None and hit[0] > now:
                 return hit[1]
+        generation = self._generation
         response = await self._stub.ResolveRecipient(
             identity_pb2.ResolveRecipientRequest(sender=str(sender), recipient=str(recipient)),
             timeout=self._timeout_s,
         )
-        answer = Recipient(response.reachability, tuple(device.device_id for device in response.devices))
-        if self._ttl_s > 0:
+        answer = Recipient(
+            response.reachability,
+            tuple(device.device_id for device in response.devices),
+            muted=response.muted,
+            sender_consent=response.sender_consent,
+            policy_rule=response.policy_rule,
+        )
+        if self._ttl_s > 0 and generation == self._generation:
             self._cache[key] = (now + self._ttl_s, answer)
             self._cache.move_to_end(key)
             self._keys_by_recipient.setdefault(recipient, set()).add(key)
+            self._keys_by_asker.setdefault(key[:3], set()).add(key)
             while len(self._cache) > _MAX_ENTRIES:
                 oldest, _ = self._cache.popitem(last=False)
                 self._unindex(oldest)
         return answer
 
     def forget(self, user: Address) -> None:
-        """Drops every cached answer about ``user`` (as a recipient; a user asking about itself included)."""
-        for key in self._keys_by_recipient.pop(user, ()):
+        """Drops every cached answer about ``user``, as a recipient and as the asker (its own consent binds its
+        sends)."""
+        self._generation += 1
+        keys = self._keys_by_recipient.get(user, set()) | self._keys_by_asker.get(
+            (user.kind, user.identifier, user.provider), set()
+        )
+        for key in keys:
             self._cache.pop(key, None)
+            self._unindex(key)
+
+    def forget_provider(self, provider_id: str) -> None:
+        """Drops every cached answer in which a user of ``provider_id`` asks or is asked about (a policy change)."""
+        self._generation += 1
+        for key in [key for key in self._cache if key[2] == provider_id or key[4].provider == provider_id]:
+            del self._cache[key]
+            self._unindex(key)
 
     def _unindex(self, key: _Key) -> None:
-        keys = self._keys_by_recipient.get(key[3])
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._keys_by_recipient[key[3]]
+        _discard(self._keys_by_recipient, key[4], key)
+        _discard(self._keys_by_asker, key[:3], key)
 
     def follow(self, client: Redis, *, block_ms: int = 1000) -> None:
         """Starts reading identity's event stream from now on, forgetting the users its events name.
@@ -143,6 +207,11 @@ class IdentityRecipients:
             for _, entries in reply or ():
                 for entry_id, fields in entries:
                     last = entry_id
+                    if fields.get(b"type") == b"interop_policy_changed":
+                        provider_id = _event_provider(fields)
+                        if provider_id:
+                            self.forget_provider(provider_id)
+                        continue
                     user = _event_user(fields)
                     if user is not None:
                         self.forget(user)
@@ -179,15 +248,33 @@ class IdentityRecipients:
 def _event_user(fields: dict[bytes, bytes]) -> Address | None:
     """The user an identity event changes answers about, or None for events about something else."""
     kind = fields.get(b"type", b"")
-    if kind not in (b"consent_changed", b"device_removed"):
+    if kind not in (b"consent_changed", b"device_removed", b"mute_changed"):
         return None
     try:
         event = Event.FromString(fields[b"event"])
-        address = event.consent_changed.address or event.device_removed.address
+        address = event.consent_changed.address or event.device_removed.address or event.mute_changed.address
         return Address.parse(address).user
     except (KeyError, DecodeError, InvalidAddressError):
         _log.warning("unreadable identity event of type %s", kind.decode(errors="replace"))
         return None
+
+
+def _event_provider(fields: dict[bytes, bytes]) -> str:
+    """The provider an ``interop_policy_changed`` event names, or "" when it cannot be read."""
+    try:
+        return Event.FromString(fields[b"event"]).interop_policy_changed.provider_id
+    except (KeyError, DecodeError):
+        _log.warning("unreadable interop_policy_changed event")
+        return ""
+
+
+def _discard(index: dict[_K, set[_Key]], by: _K, key: _Key) -> None:
+    """Takes ``key`` out of ``index[by]``, dropping the set once empty."""
+    keys = index.get(by)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del index[by]
 
 
 def _remember(cache: OrderedDict[_K, _V], key: _K, value: _V) -> None:

@@ -42,6 +42,12 @@ def user_devices(address: str) -> str:
     return f"user:{{{address}}}:devices"
 
 
+def user_mutes(address: str) -> str:
+    """HASH: what the user muted (``user:<address>`` or ``provider:<id>``) -> ``"<until ms, 0 = for ever>:<set at
+    ms>"``; ended mutes are dropped when the next one is set."""
+    return f"user:{{{address}}}:mutes"
+
+
 # --- key directory ----------------------------------------------------------------------------------------
 
 

@@ -333,12 +333,52 @@ class DeviceClient:
                 return start
 
     async def enable_third_party_chats(self, allowed_providers: Sequence[str], *, merged_inbox: bool = False) -> None:
-        """Opts the user in to chats from ``allowed_providers``."""
+        """Opts the user in to chats from ``allowed_providers``, from this device (the gatekeeper's interop policy
+        may refuse it: PERMISSION_DENIED / INTEROP_POLICY with the ``rule``)."""
         mode = id_pb.INBOX_MODE_MERGED if merged_inbox else id_pb.INBOX_MODE_SEPARATE
         await self.backend.identity.EnableThirdPartyChats(
             id_pb.EnableThirdPartyChatsRequest(allowed_providers=allowed_providers, inbox_mode=mode),
-            metadata=self.backend.credentials(str(self.user)),
+            metadata=self._credentials(),
         )
+
+    async def mute(
+        self, *, peer: Address | None = None, provider: str | None = None, duration_s: int = 0
+    ) -> id_pb.Mute:
+        """Mutes a peer user's chat or a whole provider for the user: its messages still arrive, but their
+        wake-ups do not alert (webhook ``alert: false``).
+
+        Args:
+            peer: the user to mute (exclusive with ``provider``).
+            provider: the provider whose every user to mute.
+            duration_s: how long, seconds; 0 (the default) for ever.
+
+        Returns:
+            The mute in force (``until_ms`` 0 for ever).
+
+        Raises:
+            ValueError: neither or both of ``peer`` and ``provider`` given.
+            grpc.aio.AioRpcError: refused by identity (INVALID_ARGUMENT, RESOURCE_EXHAUSTED / TOO_LARGE).
+        """
+        request = id_pb.SetMuteRequest(duration_s=duration_s, **_mute_target(peer, provider))
+        response: id_pb.SetMuteResponse = await self.backend.identity.SetMute(request, metadata=self._credentials())
+        return response.mute
+
+    async def unmute(self, *, peer: Address | None = None, provider: str | None = None) -> bool:
+        """Lifts the user's mute of ``peer`` or ``provider``; False when there was none in force.
+
+        Raises:
+            ValueError: neither or both of ``peer`` and ``provider`` given.
+        """
+        request = id_pb.ClearMuteRequest(**_mute_target(peer, provider))
+        response: id_pb.ClearMuteResponse = await self.backend.identity.ClearMute(request, metadata=self._credentials())
+        return response.cleared
+
+    async def mutes(self) -> list[id_pb.Mute]:
+        """The user's mutes in force."""
+        response: id_pb.ListMutesResponse = await self.backend.identity.ListMutes(
+            id_pb.ListMutesRequest(), metadata=self._credentials()
+        )
+        return list(response.mutes)
 
     async def lookup(self, address: str) -> id_pb.LookupAddressResponse:
         """Looks a user up (NOT_FOUND / USER_NOT_FOUND when unreachable, for every reason alike)."""
@@ -877,6 +917,13 @@ class DeviceClient:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+
+def _mute_target(peer: Address | None, provider: str | None) -> dict[str, str]:
+    """The ``target`` oneof of a mute request."""
+    if (peer is None) == (provider is None):
+        raise ValueError("name exactly one of peer and provider")
+    return {"peer": str(peer.user)} if peer is not None else {"provider_id": str(provider)}
 
 
 def bundle_from_proto(bundle: kd_pb.PreKeyBundle) -> PreKeyBundle:

@@ -28,6 +28,7 @@ class IdentitySettings(ServiceSettings):
     lookup_burst: int = Field(60, ge=1, le=100_000, description="Address lookups a user may burst.")
     lookup_per_second: float = Field(1.0, gt=0, le=10_000, description="Sustained address lookups per user.")
     provider_resync_s: float = Field(30.0, gt=0, le=3600, description="Backstop full reload of providers.")
+    max_mutes_per_user: int = Field(1000, ge=1, le=100_000, description="Mutes a user may hold.")
 
 
 async def build_identity(settings: IdentitySettings, telemetry: Telemetry) -> GrpcServer:
@@ -48,6 +49,7 @@ async def build_identity(settings: IdentitySettings, telemetry: Telemetry) -> Gr
         RateLimiter(client),
         IdentityLimits(
             max_devices_per_user=settings.max_devices_per_user,
+            max_mutes_per_user=settings.max_mutes_per_user,
             lookup=Limit("lookup", capacity=settings.lookup_burst, per_second=settings.lookup_per_second),
         ),
     )

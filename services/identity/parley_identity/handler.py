@@ -13,19 +13,43 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from parley.common.v1.common_pb2 import ErrorReason, Feature, IdentifierKind, ProviderStatus
-from parley.events.v1.events_pb2 import ConsentChanged, DeviceRemoved, Event, ProviderAvailable, ProviderStatusChanged
-from parley.identity.v1.identity_pb2 import ConsentState, InboxMode, Provider, Reachability
+from parley.events.v1.events_pb2 import (
+    ConsentChanged,
+    DeviceRemoved,
+    Event,
+    InteropPolicyChanged,
+    MuteChanged,
+    ProviderAvailable,
+    ProviderStatusChanged,
+)
+from parley.identity.v1.identity_pb2 import ConsentState, InboxMode, InteropPolicy, Provider, Reachability
 from parley_identity.directory import IdentityProviderDirectory
-from parley_identity.model import ConsentRecord, DeviceRecord, StoredProvider
+from parley_identity.model import ConsentRecord, DeviceRecord, MuteRecord, MuteTarget, StoredProvider
 from parley_identity.store import (
+    MUTE_NO_USER,
+    MUTE_TOO_MANY,
     REGISTER_TOO_MANY,
     REGISTER_USER_EXISTS,
     ConsentConflictError,
     IdentityStore,
 )
 from parley_runtime.auth import ProviderRecord
-from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found, parse_address
+from parley_runtime.errors import (
+    Code,
+    ParleyError,
+    invalid_field,
+    missing_field,
+    not_found,
+    parse_address,
+    permission_denied,
+)
 from parley_runtime.events import EventPublisher
+from parley_runtime.interop_policy import (
+    PRIMARY_DEVICE_ID,
+    RULE_PRIMARY_DEVICE,
+    InvalidRegionError,
+    normalize_regions,
+)
 from parley_runtime.ratelimit import Limit, RateLimiter
 from parley_stanza import Address, AddressKind
 
@@ -59,6 +83,7 @@ _TRANSITIONS: dict[ProviderStatus.ValueType, frozenset[ProviderStatus.ValueType]
 }
 
 _USER_NOT_FOUND = "this user cannot be found"
+_MAX_MUTE_S = 10 * 365 * 86_400
 
 DEFAULT_EDIT_WINDOW_S = 15 * 60
 """How long a provider's clients honour edits when it enlisted without saying (as the large messengers do)."""
@@ -77,6 +102,12 @@ class Resolution:
     devices: tuple[DeviceRecord, ...] = ()
     features: frozenset[Feature.ValueType] = frozenset()
     inbox_mode: InboxMode.ValueType = InboxMode.INBOX_MODE_UNSPECIFIED
+    muted: bool = False
+    """REACHABLE only: the recipient muted the sender's user or provider."""
+    sender_consent: ConsentState.ValueType = ConsentState.CONSENT_STATE_UNSPECIFIED
+    """SENDER_CONSENT_MISSING only: the sender's own consent state."""
+    policy_rule: str = ""
+    """SENDER_POLICY only: the interop policy rule that keeps the sender out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +115,7 @@ class IdentityLimits:
     """Configurable bounds of the identity rules."""
 
     max_devices_per_user: int = 6
+    max_mutes_per_user: int = 1000
     lookup: Limit = field(default_factory=lambda: Limit("lookup", capacity=60, per_second=1.0))
 
 
@@ -248,6 +280,32 @@ class IdentityHandler:
                 self._providers.put(updated)
                 return updated
 
+    async def set_interop_policy(self, provider_id: str, policy: InteropPolicy) -> Provider:
+        """Replaces a provider's interop policy; effective on this replica at once, everywhere within 1 s.
+
+        Raises:
+            ParleyError: INVALID_ARGUMENT / INVALID_FIELD for an unknown region; NOT_FOUND / UNKNOWN_PROVIDER.
+        """
+        try:
+            regions = normalize_regions(policy.allowed_regions)
+        except InvalidRegionError as exc:
+            raise invalid_field(
+                "policy.allowed_regions", f"{exc} is neither an ISO 3166-1 alpha-2 code nor EU"
+            ) from None
+        while True:
+            stored = await self._get_stored_provider(provider_id)
+            updated = Provider()
+            updated.CopyFrom(stored.provider)
+            updated.interop_policy.CopyFrom(
+                InteropPolicy(allowed_regions=regions, primary_device_only=policy.primary_device_only)
+            )
+            updated.updated_at_ms = self._now_ms()
+            if await self._store.save_provider(updated, expected_version=stored.version):
+                break
+        self._providers.put(updated)
+        await self._events.publish(Event(interop_policy_changed=InteropPolicyChanged(provider_id=provider_id)))
+        return updated
+
     async def get_provider(self, provider_id: str) -> Provider:
         """One provider.
 
@@ -348,14 +406,28 @@ class IdentityHandler:
         return consent
 
     async def enable_third_party_chats(
-        self, user: Address, allowed_providers: Sequence[str], inbox_mode: InboxMode.ValueType
+        self,
+        user: Address,
+        allowed_providers: Sequence[str],
+        inbox_mode: InboxMode.ValueType,
+        device_id: int | None = None,
     ) -> ConsentRecord:
-        """Turns consent on with the given providers.
+        """Turns consent on with the given providers, if the user's provider's interop policy lets it.
+
+        Args:
+            user: the user opting in.
+            allowed_providers: the providers that may reach the user.
+            inbox_mode: inbox presentation; UNSPECIFIED keeps the current one.
+            device_id: the device asking, when the assertion named one (the primary-device rule checks it).
 
         Raises:
             ParleyError: INVALID_ARGUMENT for unknown or unapproved providers or a bad inbox mode;
-                NOT_FOUND / USER_NOT_FOUND.
+                PERMISSION_DENIED / INTEROP_POLICY; NOT_FOUND / USER_NOT_FOUND.
         """
+        provider = self._providers.get(user.provider)
+        rule = provider.interop_policy.refusal(user, device_id) if provider is not None else None
+        if rule is not None:
+            raise _policy_refusal(user.provider, rule)
         return await self._set_consent(user, "enable", self._check_allowed(allowed_providers), inbox_mode)
 
     async def update_consent(
@@ -422,6 +494,69 @@ class IdentityHandler:
         )
         return consent
 
+    # --- mutes ------------------------------------------------------------------------------------------------
+
+    async def set_mute(self, user: Address, target: MuteTarget, subject: str, duration_s: int) -> MuteRecord:
+        """Mutes a peer user or a provider for ``duration_s`` seconds (0: for ever), replacing an earlier mute.
+
+        Args:
+            user: the muting user.
+            target: what kind of thing is muted.
+            subject: the peer's address (any user, registered or not: muting must not probe) or a provider id.
+            duration_s: how long, at most ten years; 0 for ever.
+
+        Raises:
+            ParleyError: INVALID_ARGUMENT for a bad target or duration; NOT_FOUND / USER_NOT_FOUND for an
+                unregistered user; RESOURCE_EXHAUSTED / TOO_LARGE when the user holds the maximum of mutes.
+        """
+        subject = self._mute_subject(target, subject)
+        if duration_s < 0 or duration_s > _MAX_MUTE_S:
+            raise invalid_field("duration_s", f"at most {_MAX_MUTE_S} seconds (0 for ever)")
+        now = self._now_ms()
+        mute = MuteRecord(target, subject, now + duration_s * 1000 if duration_s else 0, now)
+        limit = self._limits.max_mutes_per_user
+        result = await self._store.set_mute(str(user), mute, limit, now)
+        if result == MUTE_NO_USER:
+            raise not_found(ErrorReason.ERROR_REASON_USER_NOT_FOUND, "register the user first")
+        if result == MUTE_TOO_MANY:
+            raise ParleyError(
+                Code.RESOURCE_EXHAUSTED,
+                ErrorReason.ERROR_REASON_TOO_LARGE,
+                f"a user may hold at most {limit} mutes",
+                limit=limit,
+            )
+        await self._events.publish(Event(mute_changed=MuteChanged(address=str(user))))
+        return mute
+
+    async def clear_mute(self, user: Address, target: MuteTarget, subject: str) -> bool:
+        """Lifts a mute; False when it was not muted (or the mute had ended).
+
+        Raises:
+            ParleyError: INVALID_ARGUMENT for a bad target.
+        """
+        subject = self._mute_subject(target, subject)
+        removed = await self._store.clear_mute(str(user), target, subject)
+        if removed is None:
+            return False
+        await self._events.publish(Event(mute_changed=MuteChanged(address=str(user))))
+        return removed.in_force(self._now_ms())
+
+    async def list_mutes(self, user: Address) -> list[MuteRecord]:
+        """The user's mutes in force: peers, then providers, each ordered by subject."""
+        now = self._now_ms()
+        mutes = [mute for mute in await self._store.list_mutes(str(user)) if mute.in_force(now)]
+        return sorted(mutes, key=lambda mute: (mute.target is MuteTarget.PROVIDER, mute.subject))
+
+    def _mute_subject(self, target: MuteTarget, subject: str) -> str:
+        """The canonical subject of a mute (a user's address without device, or an enlisted provider's id)."""
+        if target is MuteTarget.PEER:
+            return str(parse_address(subject, "peer").user)
+        if not subject:
+            raise missing_field("provider_id")
+        if self._providers.get(subject) is None:
+            raise invalid_field("provider_id", f"{subject!r} is not an enlisted provider")
+        return subject
+
     # --- discovery --------------------------------------------------------------------------------------------
 
     async def lookup(self, asker: Address, address: str) -> Resolution:
@@ -449,25 +584,83 @@ class IdentityHandler:
         """
         sender_address = parse_address(sender, "sender")
         recipient_address = parse_address(recipient, "recipient")
+        recipient_provider = self._providers.get(recipient_address.provider)
+        # An unavailable provider is answered as such first: that verdict says nothing about any user.
+        if sender_address.provider != recipient_address.provider and (
+            recipient_provider is not None and recipient_provider.status == ProviderStatus.PROVIDER_STATUS_APPROVED
+        ):
+            refusal = await self._sender_refusal(sender_address, recipient_address.user)
+            if refusal is not None:
+                return refusal
         return await self._resolve(sender_address.provider, sender_address.user, recipient_address.user)
 
+    async def _sender_refusal(self, sender: Address, recipient: Address) -> Resolution | None:
+        """Why ``sender`` may not write to another provider's ``recipient`` whoever the recipient is, or None.
+
+        Consent and policy bind both ways: a user who may not be reached from other providers may not write to
+        them either, so a disabled user's third-party chats are read-only on its side too.
+        """
+        provider = self._providers.get(sender.provider)
+        if provider is not None:
+            rule = provider.interop_policy.refusal(sender.user, sender.device)
+            if rule is not None:
+                return Resolution(Reachability.REACHABILITY_SENDER_POLICY, recipient, policy_rule=rule)
+        consent = await self._store.get_consent(str(sender.user))
+        state = ConsentState.CONSENT_STATE_OFF if consent is None else consent.state
+        if state != ConsentState.CONSENT_STATE_ENABLED or (
+            consent is not None and recipient.provider not in consent.allowed_providers
+        ):
+            return Resolution(Reachability.REACHABILITY_SENDER_CONSENT_MISSING, recipient, sender_consent=state)
+        return None
+
     async def _resolve(self, asking_provider: str, sender: Address, recipient: Address) -> Resolution:
-        view = await self._store.resolve_user(str(recipient), asking_provider)
+        view = await self._store.resolve_user(str(recipient), asking_provider, str(sender))
         provider = self._providers.get(recipient.provider)
         if provider is None or provider.status != ProviderStatus.PROVIDER_STATUS_APPROVED:
             return Resolution(Reachability.REACHABILITY_PROVIDER_UNAVAILABLE, recipient)
         if not view.exists:
             return Resolution(Reachability.REACHABILITY_NOT_FOUND, recipient)
         same_provider = asking_provider == recipient.provider
+        devices = view.devices if same_provider else _policy_devices(provider, recipient, view.devices)
+        if not devices and not same_provider:
+            # The recipient's provider's policy decides which of its users and devices other providers may reach;
+            # a user it keeps out is as unknown to them as one who never opted in.
+            return Resolution(Reachability.REACHABILITY_NOT_FOUND, recipient)
         if same_provider or (view.consent == ConsentState.CONSENT_STATE_ENABLED and view.asking_provider_allowed):
+            now = self._now_ms()
+            muted = any(until == 0 or until > now for until in view.mutes_until_ms)
             return Resolution(
-                Reachability.REACHABILITY_REACHABLE, recipient, view.devices, provider.features, view.inbox_mode
+                Reachability.REACHABILITY_REACHABLE, recipient, devices, provider.features, view.inbox_mode, muted
             )
         if view.consent == ConsentState.CONSENT_STATE_DISABLED and view.asking_provider_allowed:
             # Only a provider that was allowed can have chats to make read-only; anyone else must not learn
             # that the user exists.
             return Resolution(Reachability.REACHABILITY_READ_ONLY, recipient)
         return Resolution(Reachability.REACHABILITY_NOT_FOUND, recipient)
+
+
+def _policy_devices(
+    provider: ProviderRecord, recipient: Address, devices: tuple[DeviceRecord, ...]
+) -> tuple[DeviceRecord, ...]:
+    """The recipient's devices its provider's interop policy lets other providers reach (none for a user it keeps
+    out)."""
+    policy = provider.interop_policy
+    if policy.refusal(recipient, None) is not None:
+        return ()
+    if policy.primary_device_only:
+        return tuple(device for device in devices if device.device_id == PRIMARY_DEVICE_ID)
+    return devices
+
+
+def _policy_refusal(provider_id: str, rule: str) -> ParleyError:
+    """PERMISSION_DENIED / INTEROP_POLICY for a user or device ``provider_id``'s policy keeps out by ``rule``."""
+    return permission_denied(
+        ErrorReason.ERROR_REASON_INTEROP_POLICY,
+        f"the interop policy of {provider_id} keeps this {'device' if rule == RULE_PRIMARY_DEVICE else 'user'} "
+        "out of third-party chats",
+        rule=rule,
+        provider_id=provider_id,
+    )
 
 
 def _check_signing_key(key: bytes, field: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from parley.identity.v1.identity_pb2 import ConsentState, InboxMode, Provider
@@ -36,6 +37,8 @@ class UserView:
         inbox_mode: inbox mode.
         asking_provider_allowed: whether the asking provider is in the user's allowed set.
         devices: the user's devices, ordered by id.
+        mutes_until_ms: when the user's mutes of the asking user and of the asking provider end (0 = never), for
+            those that exist, ended or not.
     """
 
     exists: bool
@@ -43,6 +46,47 @@ class UserView:
     inbox_mode: InboxMode.ValueType
     asking_provider_allowed: bool
     devices: tuple[DeviceRecord, ...]
+    mutes_until_ms: tuple[int, ...] = ()
+
+
+class MuteTarget(enum.Enum):
+    """What a mute silences."""
+
+    PEER = "user"
+    """One peer user."""
+    PROVIDER = "provider"
+    """Every user of one provider."""
+
+
+@dataclass(frozen=True, slots=True)
+class MuteRecord:
+    """One mute of a user.
+
+    Attributes:
+        target: what kind of thing is muted.
+        subject: the peer user's canonical address, or the provider id.
+        until_ms: when the mute ends, Unix ms; 0 for ever.
+        created_at_ms: when it was set.
+    """
+
+    target: MuteTarget
+    subject: str
+    until_ms: int
+    created_at_ms: int
+
+    @property
+    def field(self) -> str:
+        """The mute's field in the user's mutes hash."""
+        return mute_field(self.target, self.subject)
+
+    def in_force(self, now_ms: int) -> bool:
+        """Whether the mute still holds at ``now_ms``."""
+        return self.until_ms == 0 or self.until_ms > now_ms
+
+
+def mute_field(target: MuteTarget, subject: str) -> str:
+    """The field of a mute of ``subject`` in a user's mutes hash, e.g. ``provider:birdy``."""
+    return f"{target.value}:{subject}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ from parley.identity.v1 import identity_pb2 as pb
 from parley.identity.v1 import identity_pb2_grpc
 from parley_identity.directory import IdentityProviderDirectory
 from parley_identity.handler import DEFAULT_DELETE_WINDOW_S, DEFAULT_EDIT_WINDOW_S, IdentityHandler, Resolution
-from parley_identity.model import ConsentRecord, DeviceRecord
+from parley_identity.model import ConsentRecord, DeviceRecord, MuteRecord, MuteTarget
 from parley_runtime.auth import Access, UserPrincipal
-from parley_runtime.errors import permission_denied
+from parley_runtime.errors import missing_field, permission_denied
 from parley_runtime.interceptors import current_principal
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
@@ -39,6 +39,10 @@ _ACCESS_BY_METHOD: dict[str, Access] = {
     "DisableThirdPartyChats": Access.USER,
     "LookupAddress": Access.USER,
     "ResolveRecipient": Access.INTERNAL,
+    "SetInteropPolicy": Access.ADMIN,
+    "SetMute": Access.USER,
+    "ClearMute": Access.USER,
+    "ListMutes": Access.USER,
 }
 ACCESS = {f"/{SERVICE_NAME}/{method}": access for method, access in _ACCESS_BY_METHOD.items()}
 """Full method name -> accepted principals, for the auth interceptor."""
@@ -80,6 +84,22 @@ def _consent_pb(consent: ConsentRecord) -> pb.Consent:
         inbox_mode=consent.inbox_mode,
         updated_at_ms=consent.updated_at_ms,
     )
+
+
+def _mute_pb(mute: MuteRecord) -> pb.Mute:
+    if mute.target is MuteTarget.PEER:
+        return pb.Mute(peer=mute.subject, until_ms=mute.until_ms, created_at_ms=mute.created_at_ms)
+    return pb.Mute(provider_id=mute.subject, until_ms=mute.until_ms, created_at_ms=mute.created_at_ms)
+
+
+def _mute_target(request: pb.SetMuteRequest | pb.ClearMuteRequest) -> tuple[MuteTarget, str]:
+    """What a mute request names, as (target, subject)."""
+    which = request.WhichOneof("target")
+    if which == "peer":
+        return MuteTarget.PEER, request.peer
+    if which == "provider_id":
+        return MuteTarget.PROVIDER, request.provider_id
+    raise missing_field("target")
 
 
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
@@ -214,8 +234,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def EnableThirdPartyChats(
         self, request: pb.EnableThirdPartyChatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnableThirdPartyChatsResponse:
+        principal = _user()
         consent = await self._handler.enable_third_party_chats(
-            _user().user, request.allowed_providers, request.inbox_mode
+            principal.user, request.allowed_providers, request.inbox_mode, principal.device_id
         )
         return pb.EnableThirdPartyChatsResponse(consent=_consent_pb(consent))
 
@@ -252,4 +273,26 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             devices=[_device_pb(device) for device in resolution.devices],
             features=sorted(resolution.features),
             inbox_mode=resolution.inbox_mode,
+            muted=resolution.muted,
+            sender_consent=resolution.sender_consent,
+            policy_rule=resolution.policy_rule,
         )
+
+    async def SetInteropPolicy(
+        self, request: pb.SetInteropPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetInteropPolicyResponse:
+        provider = await self._handler.set_interop_policy(request.provider_id, request.policy)
+        return pb.SetInteropPolicyResponse(provider=provider)
+
+    async def SetMute(self, request: pb.SetMuteRequest, context: grpc.aio.ServicerContext) -> pb.SetMuteResponse:
+        target, subject = _mute_target(request)
+        mute = await self._handler.set_mute(_user().user, target, subject, request.duration_s)
+        return pb.SetMuteResponse(mute=_mute_pb(mute))
+
+    async def ClearMute(self, request: pb.ClearMuteRequest, context: grpc.aio.ServicerContext) -> pb.ClearMuteResponse:
+        target, subject = _mute_target(request)
+        return pb.ClearMuteResponse(cleared=await self._handler.clear_mute(_user().user, target, subject))
+
+    async def ListMutes(self, request: pb.ListMutesRequest, context: grpc.aio.ServicerContext) -> pb.ListMutesResponse:
+        mutes = await self._handler.list_mutes(_user().user)
+        return pb.ListMutesResponse(mutes=[_mute_pb(mute) for mute in mutes])

@@ -11,7 +11,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from parley.identity.v1.identity_pb2 import ConsentState, InboxMode, Provider
-from parley_identity.model import ConsentRecord, DeviceRecord, StoredProvider, UserView
+from parley_identity.model import (
+    ConsentRecord,
+    DeviceRecord,
+    MuteRecord,
+    MuteTarget,
+    StoredProvider,
+    UserView,
+    mute_field,
+)
 from parley_runtime import redis_keys
 from parley_runtime.redis_client import Redis, load_script
 
@@ -19,6 +27,10 @@ REGISTER_USER_EXISTS = -1
 """``register_device`` result: the user does not exist."""
 REGISTER_TOO_MANY = -2
 """``register_device`` result: the user has the maximum number of devices."""
+MUTE_NO_USER = -1
+"""``set_mute`` result: the user does not exist."""
+MUTE_TOO_MANY = -2
+"""``set_mute`` result: the user holds the maximum number of other mutes."""
 
 
 class ConsentConflictError(Exception):
@@ -74,8 +86,17 @@ class IdentityStore(Protocol):
             ConsentConflictError: the operation is not allowed in the current state.
         """
 
-    async def resolve_user(self, address: str, asking_provider: str) -> UserView:
-        """Everything a reachability decision needs, in one round trip."""
+    async def resolve_user(self, address: str, asking_provider: str, asking_user: str) -> UserView:
+        """Everything a reachability decision needs, in one round trip (``asking_user``'s mutes included)."""
+
+    async def set_mute(self, address: str, mute: MuteRecord, max_mutes: int, now_ms: int) -> int:
+        """Sets or replaces one mute; 1, or ``MUTE_NO_USER`` / ``MUTE_TOO_MANY``."""
+
+    async def clear_mute(self, address: str, target: MuteTarget, subject: str) -> MuteRecord | None:
+        """Removes one mute; the removed mute, or None when there was none."""
+
+    async def list_mutes(self, address: str) -> list[MuteRecord]:
+        """Every stored mute of the user, ended ones included."""
 
 
 def _device(device_id: bytes | int, value: bytes) -> DeviceRecord:
@@ -93,6 +114,7 @@ class RedisIdentityStore:
         self._register_device = load_script(client, "parley_identity", "register_device")
         self._set_consent = load_script(client, "parley_identity", "set_consent")
         self._resolve_user = load_script(client, "parley_identity", "resolve_user")
+        self._set_mute = load_script(client, "parley_identity", "set_mute")
 
     async def get_provider(self, provider_id: str) -> StoredProvider | None:
         # redis-py types replies as bytes | str; this client never decodes, so they are bytes.
@@ -195,16 +217,21 @@ class RedisIdentityStore:
             updated_at_ms=now_ms,
         )
 
-    async def resolve_user(self, address: str, asking_provider: str) -> UserView:
+    async def resolve_user(self, address: str, asking_provider: str, asking_user: str) -> UserView:
         result = await self._resolve_user(
             keys=[
                 redis_keys.user(address),
                 redis_keys.user_allowed_providers(address),
                 redis_keys.user_devices(address),
+                redis_keys.user_mutes(address),
             ],
-            args=[asking_provider],
+            args=[
+                asking_provider,
+                mute_field(MuteTarget.PEER, asking_user),
+                mute_field(MuteTarget.PROVIDER, asking_provider),
+            ],
         )
-        pairs = result[4:]
+        pairs = result[6:]
         devices = sorted((_device(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)), key=lambda d: d.device_id)
         return UserView(
             exists=bool(result[0]),
@@ -212,4 +239,40 @@ class RedisIdentityStore:
             inbox_mode=int(result[2]) or InboxMode.INBOX_MODE_SEPARATE,  # type: ignore[arg-type]
             asking_provider_allowed=bool(result[3]),
             devices=tuple(devices),
+            mutes_until_ms=tuple(_mute_times(value)[0] for value in result[4:6] if value),
         )
+
+    async def set_mute(self, address: str, mute: MuteRecord, max_mutes: int, now_ms: int) -> int:
+        result = await self._set_mute(
+            keys=[redis_keys.user(address), redis_keys.user_mutes(address)],
+            args=[mute.field, f"{mute.until_ms}:{mute.created_at_ms}", max_mutes, now_ms],
+        )
+        return int(result)
+
+    async def clear_mute(self, address: str, target: MuteTarget, subject: str) -> MuteRecord | None:
+        key = redis_keys.user_mutes(address)
+        field = mute_field(target, subject)
+        # HGET then HDEL in one transaction: the answer names the mute that was removed, ended or not.
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hget(key, field)
+            pipe.hdel(key, field)
+            value, _ = await pipe.execute()
+        if value is None:
+            return None
+        until_ms, created_at_ms = _mute_times(value)
+        return MuteRecord(target, subject, until_ms, created_at_ms)
+
+    async def list_mutes(self, address: str) -> list[MuteRecord]:
+        raw: dict[Any, Any] = await self._client.hgetall(redis_keys.user_mutes(address))
+        mutes = []
+        for field, value in raw.items():
+            kind, _, subject = field.decode().partition(":")
+            until_ms, created_at_ms = _mute_times(value)
+            mutes.append(MuteRecord(MuteTarget(kind), subject, until_ms, created_at_ms))
+        return mutes
+
+
+def _mute_times(value: bytes) -> tuple[int, int]:
+    """(until ms, created ms) of a stored mute value."""
+    until_ms, _, created_at_ms = value.partition(b":")
+    return int(until_ms), int(created_at_ms)

@@ -39,7 +39,7 @@ from parley_runtime.errors import (
 )
 from parley_runtime.events import EventPublisher
 from parley_runtime.ratelimit import Limit, RateLimiter
-from parley_runtime.recipients import Recipient
+from parley_runtime.recipients import Recipient, sender_refusal
 from parley_stanza import Address
 
 _MAX_PREKEY_ID = 0xFFFFFF  # libsignal's prekey ids are 24-bit
@@ -265,7 +265,8 @@ class KeyDirectoryHandler:
         Raises:
             ParleyError: INVALID_ARGUMENT / INVALID_ADDRESS; RESOURCE_EXHAUSTED / RATE_LIMITED;
                 NOT_FOUND / USER_NOT_FOUND (unreachable: the same answer for every reason);
-                FAILED_PRECONDITION / READ_ONLY_CHAT; NOT_FOUND / DEVICE_NOT_FOUND; NOT_FOUND / KEYS_NOT_FOUND.
+                FAILED_PRECONDITION / READ_ONLY_CHAT or SENDER_CONSENT_MISSING; PERMISSION_DENIED / INTEROP_POLICY;
+                NOT_FOUND / DEVICE_NOT_FOUND; NOT_FOUND / KEYS_NOT_FOUND.
         """
         target = parse_address(address, "address")
         limits = self._limits
@@ -277,6 +278,8 @@ class KeyDirectoryHandler:
             self._refused.add(1, {"limit": error.metadata.get("limit", "")})
             raise
         view = await self._recipients.resolve(requester, target.user)
+        if (refusal := sender_refusal(view, requester.provider)) is not None:
+            raise refusal
         if view.reachability == Reachability.REACHABILITY_READ_ONLY:
             raise ParleyError(
                 Code.FAILED_PRECONDITION, ErrorReason.ERROR_REASON_READ_ONLY_CHAT, "this chat is read-only"

@@ -6,7 +6,7 @@ name included), so a webhook leaks nothing a provider does not already hold.
 
 | event | webhook deliveries | notices |
 |---|---|---|
-| ``message_waiting`` | the device's provider, with its push token; coalesced per device | — |
+| ``message_waiting`` | the device's provider, with its push token and ``alert``; coalesced per device and alert | — |
 | ``prekeys_low`` | the device's provider, with its push token | the device's user |
 | ``identity_key_changed`` | each provider of a recent requester, with its own requesters | each requester |
 | ``provider_available`` | every other approved provider | every user |
@@ -110,9 +110,13 @@ class Router:
     async def _message_waiting(self, event: Event) -> Routed:
         waiting = event.message_waiting
         device = _device(waiting.address)
-        data = {"address": str(device), "pending": waiting.pending}
+        alert = not waiting.silent
+        data: dict[str, object] = {"address": str(device), "pending": waiting.pending, "alert": alert}
         data.update(await self._push_token(device))
-        return Routed(await self._to(event, [device.provider], "message_waiting", data, coalesce=str(device)), [])
+        # Silent and alerting wake-ups coalesce apart: merged, a muted chat's flood would either swallow an alert
+        # or make the trailing wake-up alert for muted messages.
+        coalesce = str(device) if alert else f"{device}#silent"
+        return Routed(await self._to(event, [device.provider], "message_waiting", data, coalesce=coalesce), [])
 
     async def _prekeys_low(self, event: Event) -> Routed:
         low = event.prekeys_low

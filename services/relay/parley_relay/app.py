@@ -8,8 +8,9 @@ import socket
 
 from pydantic import Field, SecretStr, field_validator
 
-from parley.common.v1.common_pb2 import Feature, ProviderStatus
+from parley.common.v1.common_pb2 import Feature
 from parley.relay.v1 import relay_pb2_grpc
+from parley_relay.admission import StreamAdmission
 from parley_relay.connection import StreamSettings
 from parley_relay.handler import RelayHandler, RelayLimits, SendPolicy
 from parley_relay.hub import MailboxHub
@@ -134,10 +135,6 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         parity=parity,
     )
 
-    def approved(provider_id: str) -> bool:
-        record = providers.get(provider_id)
-        return record is not None and record.status == ProviderStatus.PROVIDER_STATUS_APPROVED
-
     servicer = RelayServicer(
         handler,
         hub,
@@ -152,7 +149,7 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
             ),
         ),
         StreamSettings(window=settings.stream_window, poll_interval_s=settings.stream_poll_s),
-        approved,
+        StreamAdmission(providers).refusal,
         max_streams_per_provider=settings.max_streams_per_provider,
         parity=ParityReports(
             parity,

@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from parley.common.v1.common_pb2 import ErrorReason
 from parley.relay.v1 import relay_pb2 as pb
 from parley_relay.handler import RelayHandler
 from parley_relay.hub import Listener, MailboxHub
 from parley_relay.store import StoredStanza
 from parley_runtime.background import cancel_and_wait
-from parley_runtime.errors import Code, ParleyError, permission_denied
+from parley_runtime.errors import Code, ParleyError
 from parley_stanza import Address
 
 _DELIVERY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
@@ -55,7 +54,8 @@ class DeviceStream:
         hub: this replica's mailbox hints.
         device: the authenticated device.
         settings: bounds and timings.
-        allowed: re-checks the device's provider (kill switch); False ends the stream.
+        refusal: re-checks the device's provider (kill switch, interop policy); a ``ParleyError`` ends the stream
+            with it.
         trace_context: the client's trace context, parent of the frames' spans.
     """
 
@@ -65,7 +65,7 @@ class DeviceStream:
         hub: MailboxHub,
         device: Address,
         settings: StreamSettings,
-        allowed: Callable[[], bool],
+        refusal: Callable[[], ParleyError | None],
         trace_context: otel_context.Context | None = None,
     ) -> None:
         assert device.device is not None
@@ -76,7 +76,7 @@ class DeviceStream:
         self._user = str(device.user)
         self._device_id = device.device
         self._settings = settings
-        self._allowed = allowed
+        self._refusal = refusal
         self._trace_context = trace_context
         # A list and a lazily made event rather than a deque and an Event: an idle stream has neither in use,
         # and at most _REPLIES replies ever wait.
@@ -166,10 +166,8 @@ class DeviceStream:
         listener.wake.set()
 
     def _check_allowed(self) -> None:
-        if not self._allowed():
-            raise permission_denied(
-                ErrorReason.ERROR_REASON_PROVIDER_SUSPENDED, "the provider was suspended; stream closed"
-            )
+        if (refusal := self._refusal()) is not None:
+            raise refusal
 
     def _span(self, frame: str) -> contextlib.AbstractContextManager[trace.Span]:
         return _tracer.start_as_current_span(f"relay.Connect/{frame}", context=self._trace_context)

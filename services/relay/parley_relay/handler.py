@@ -26,7 +26,7 @@ from parley_relay.parity import ParityRecorder
 from parley_relay.store import MailboxStore, StoredStanza, StoreRequest, StoreResult
 from parley_runtime.errors import Code, ParleyError, invalid_field, not_found
 from parley_runtime.events import EventPublisher
-from parley_runtime.recipients import Recipient
+from parley_runtime.recipients import Recipient, sender_refusal
 from parley_stanza import (
     Address,
     CallSignal,
@@ -105,6 +105,7 @@ class _Targets:
     recipient: Address
     recipient_devices: tuple[int, ...]
     own_devices: tuple[int, ...]
+    silent: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,8 @@ class _CheckedMessage:
     message: Message
     ts: int
     requests: tuple[StoreRequest, ...]
+    silent: bool
+    """The recipient muted the sender: its devices' wake-ups do not alert."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,9 +182,9 @@ class RelayHandler:
         """Accepts one stanza from ``device``.
 
         Raises:
-            ParleyError: INVALID_ARGUMENT / MALFORMED_STANZA or TOO_LARGE; PERMISSION_DENIED / SPOOFED_SENDER;
-                NOT_FOUND / USER_NOT_FOUND; FAILED_PRECONDITION / READ_ONLY_CHAT, STALE_DEVICES or
-                FEATURE_UNSUPPORTED; whatever moderation refuses with.
+            ParleyError: INVALID_ARGUMENT / MALFORMED_STANZA or TOO_LARGE; PERMISSION_DENIED / SPOOFED_SENDER or
+                INTEROP_POLICY; NOT_FOUND / USER_NOT_FOUND; FAILED_PRECONDITION / READ_ONLY_CHAT,
+                SENDER_CONSENT_MISSING, STALE_DEVICES or FEATURE_UNSUPPORTED; whatever moderation refuses with.
         """
         try:
             stanza = self._checked(device, data)
@@ -328,11 +331,13 @@ class RelayHandler:
             raise invalid_field("stanza", f"{type(stanza).__name__} stanzas are not accepted from clients")
         return stanza
 
-    async def _reach(self, sender: Address, recipient: Address) -> tuple[int, ...]:
-        """The recipient's device ids, or the refusal identity's verdict calls for."""
+    async def _reach(self, sender: Address, recipient: Address) -> Recipient:
+        """Identity's answer when ``sender`` may reach ``recipient``; else the refusal its verdict calls for."""
         verdict = await self._recipients.resolve(sender, recipient)
         if verdict.reachability == Reachability.REACHABILITY_REACHABLE:
-            return verdict.device_ids
+            return verdict
+        if (refusal := sender_refusal(verdict, sender.provider)) is not None:
+            raise refusal
         if verdict.reachability == Reachability.REACHABILITY_READ_ONLY:
             raise ParleyError(
                 Code.FAILED_PRECONDITION,
@@ -351,12 +356,13 @@ class RelayHandler:
             raise invalid_field("type", "only chat messages are relayed so far (groups come with sender keys)")
         recipient = message.recipient
         sender_user = device.user  # each use would build a new Address
-        recipient_devices = await self._reach(device, recipient)
+        verdict = await self._reach(device, recipient)
+        recipient_devices = verdict.device_ids
         own_devices = await self._own_other_devices(device) if recipient != sender_user else ()
         if recipient == sender_user:
             recipient_devices = tuple(d for d in recipient_devices if d != device.device)
         _check_devices(message, recipient, recipient_devices, sender_user, own_devices)
-        return _Targets(message, data, recipient, recipient_devices, own_devices)
+        return _Targets(message, data, recipient, recipient_devices, own_devices, verdict.muted)
 
     def _checked_message(self, device: Address, targets: _Targets, decision: SendDecision) -> _CheckedMessage:
         """The mailbox writes of a message moderation let through (only the sender's own when dropped silently)."""
@@ -371,7 +377,7 @@ class RelayHandler:
             for user, device_ids, capped in copies
             if device_ids
         )
-        return _CheckedMessage(message, ts, requests)
+        return _CheckedMessage(message, ts, requests, targets.silent)
 
     async def _store_checked(self, checked: Sequence[_CheckedMessage]) -> list[Accepted | ParleyError]:
         """Stores every copy of the checked messages in one round trip; their acceptances or refusals, in order."""
@@ -385,8 +391,9 @@ class RelayHandler:
             if full is not None:
                 outcomes.append(await self._refuse_full(full[0], full[1], stored, waiting))
                 continue
+            recipient = str(message.message.recipient)
             for request, result in stored:
-                copies += _new_copies(request, result, waiting)
+                copies += _new_copies(request, result, waiting, silent=message.silent and request.user == recipient)
             if not stored:  # no device to deliver to at all: an empty fan-out is still an acceptance
                 outcomes.append(Accepted(message.message.id, message.ts, False))
             else:
@@ -449,6 +456,8 @@ class RelayHandler:
         stanza: Message | Receipt,
         ts: int,
         sender: Address,
+        *,
+        silent: bool = False,
     ) -> Accepted | None:
         if not device_ids:
             return None
@@ -459,7 +468,7 @@ class RelayHandler:
             refusal = await self._refuse_full(request, result, [], waiting)
             await self._events.publish_many(waiting)
             raise refusal
-        if copies := _new_copies(request, result, waiting):
+        if copies := _new_copies(request, result, waiting, silent=silent):
             self._stored.add(copies)
         await self._events.publish_many(waiting)
         return Accepted(stanza.id, result.ts, result.duplicate)
@@ -491,21 +500,23 @@ class RelayHandler:
         """Stores a receipt for the confirmed messages' sender and, when ``sync``, the confirming user's others."""
         if receipt.recipient == device.user:
             raise invalid_field("recipient", "receipts confirm other users' messages")
-        recipient_devices = await self._reach(device, receipt.recipient)
+        verdict = await self._reach(device, receipt.recipient)
         self._require_feature(receipt.recipient, Feature.FEATURE_RECEIPTS)
         own_devices = await self._own_other_devices(device) if sync else ()
         ts = int(self._clock() * 1000)
-        first = await self._store_for(receipt.recipient, recipient_devices, data, receipt, ts, device)
+        first = await self._store_for(
+            receipt.recipient, verdict.device_ids, data, receipt, ts, device, silent=verdict.muted
+        )
         await self._store_for(device.user, own_devices, data, receipt, ts, device)
         return Accepted(receipt.id, first.ts if first else ts, first.duplicate if first else False)
 
     async def _send_chat_state(self, device: Address, state: ChatState, data: bytes) -> Accepted:
         if state.recipient is None:
             raise invalid_field("group", "group typing indicators come with groups")
-        recipient_devices = await self._reach(device, state.recipient)
+        verdict = await self._reach(device, state.recipient)
         self._require_feature(state.recipient, Feature.FEATURE_TYPING)
         # Typing is never stored: only streams open right now see it.
-        await self._store.publish_ephemeral(str(state.recipient), recipient_devices, data)
+        await self._store.publish_ephemeral(str(state.recipient), verdict.device_ids, data)
         return Accepted(state.id, int(self._clock() * 1000), False)
 
     # --- acknowledgements ---------------------------------------------------------------------------------------
@@ -545,14 +556,15 @@ class RelayHandler:
                 _log.info("delivery receipt dropped: %s", error.reason_name)
 
 
-def _new_copies(request: StoreRequest, result: StoreResult, waiting: list[Event]) -> int:
-    """How many copies ``result`` added; appends a ``message_waiting`` event per target device without a stream."""
+def _new_copies(request: StoreRequest, result: StoreResult, waiting: list[Event], *, silent: bool = False) -> int:
+    """How many copies ``result`` added; appends a ``message_waiting`` event per target device without a stream
+    (``silent`` when its user muted the sender)."""
     if result.duplicate:
         return 0
     user = Address.parse(request.user)
     for device_id, pending in result.offline:
         address = str(user.with_device(device_id))
-        waiting.append(Event(message_waiting=MessageWaiting(address=address, pending=pending)))
+        waiting.append(Event(message_waiting=MessageWaiting(address=address, pending=pending, silent=silent)))
     return len(request.device_ids)
 
 

@@ -48,7 +48,7 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         hub: this replica's mailbox hints.
         media: the media proxy.
         streams: bounds and timings of device streams.
-        provider_approved: whether a provider may still use open streams (the kill switch).
+        stream_refusal: why a device may no longer hold a stream (the kill switch, the interop policy), or None.
         max_streams_per_provider: open streams one provider may hold on this replica (backpressure).
     """
 
@@ -58,7 +58,7 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         hub: MailboxHub,
         media: MediaHandler,
         streams: StreamSettings,
-        provider_approved: Callable[[str], bool],
+        stream_refusal: Callable[[Address], ParleyError | None],
         max_streams_per_provider: int = 100_000,
         *,
         parity: ParityReports,
@@ -68,7 +68,7 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
         self._hub = hub
         self._media = media
         self._streams = streams
-        self._provider_approved = provider_approved
+        self._stream_refusal = stream_refusal
         self._max_streams = max_streams_per_provider
         self._open_streams: Counter[str] = Counter()
 
@@ -127,7 +127,7 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
             self._hub,
             device,
             self._streams,
-            allowed=lambda: self._provider_approved(principal.provider_id),
+            refusal=lambda: self._stream_refusal(device),
             trace_context=propagate.extract(dict(context.invocation_metadata() or ())),
         )
         self._open_streams[provider] += 1

@@ -204,6 +204,7 @@ async def test_a_replayed_assertion_is_refused_on_every_replica(cluster: Cluster
 
 async def test_resolve_recipient_is_internal_only(cluster: Cluster, providers: Providers) -> None:
     await cluster.register_user(providers.birdy, USER, allow=["gatekeeper"])
+    await cluster.register_user(providers.gatekeeper, "username:bob@gatekeeper", allow=["birdy"])
     identity = cluster.identity()
     request = pb.ResolveRecipientRequest(sender="username:bob@gatekeeper", recipient=USER)
     refusals = {

@@ -49,7 +49,9 @@ async def _populate(cluster: Cluster, **settings: object) -> World:
         robin=await cluster.enlist("robin"),
     )
     await cluster.enlist("pending", approve=False)
-    await cluster.register_user(world.birdy, ASKER)
+    # The askers opted in themselves: a user whose own third-party chats are off cannot reach anyone elsewhere.
+    await cluster.register_user(world.birdy, ASKER, allow=["gatekeeper"])
+    await cluster.register_user(world.robin, "username:x@robin", allow=["gatekeeper"])
     await cluster.register_user(world.gatekeeper, OPEN, devices=2, allow=["birdy"])
     await cluster.register_user(world.gatekeeper, NEVER_OPTED_IN)
     await cluster.register_user(world.gatekeeper, OTHERS_ONLY, allow=["robin"])

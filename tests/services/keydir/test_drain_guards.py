@@ -28,7 +28,8 @@ GUARD = 20
 
 async def _requesters(cluster: Cluster, birdy: ProviderKeys, count: int) -> list[str]:
     users = [f"username:fan{index}@birdy" for index in range(count)]
-    await asyncio.gather(*(cluster.register_user(birdy, user) for user in users))
+    # Opted in for the gatekeeper: only users with third-party chats on may fetch its users' keys.
+    await asyncio.gather(*(cluster.register_user(birdy, user, allow=["gatekeeper"]) for user in users))
     return users
 
 

@@ -75,7 +75,7 @@ async def test_message_waiting_reaches_the_devices_provider_signed(cluster: Clus
     assert document["id"] == request.key
     assert document["coalesced"] == 0
     # Addresses, push token and a count: nothing else (no content, no names).
-    assert document["data"] == {"address": device, "pending": 3, "push_token": "tok-123"}
+    assert document["data"] == {"address": device, "pending": 3, "alert": True, "push_token": "tok-123"}
     assert event_id not in request.body.decode()
 
 
