@@ -217,8 +217,14 @@ def profile_layers(pid: int, seconds: float) -> dict[str, float] | str:
     return {layer: round(count / total, 3) for layer, count in sorted(counts.items(), key=lambda kv: -kv[1])}
 
 
+_NOT_A_LAYER = ("__main__.py", "/app.py", "parley_runtime/server.py")
+"""Frames under which everything in a service runs; they name no layer."""
+
+
 def _layer(frames: list[str]) -> str:
     for frame in reversed(frames):
+        if any(marker in frame for marker in _NOT_A_LAYER):
+            continue
         for layer, markers in PROFILE_LAYERS:
             if any(marker in frame for marker in markers):
                 return layer
