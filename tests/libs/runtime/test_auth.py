@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from parley.common.v1.common_pb2 import Feature, ProviderStatus
-from parley_runtime.auth import Authenticator, ProviderRecord, UserPrincipal, mint_assertion
+from parley_runtime.auth import Access, Authenticator, ProviderRecord, UserPrincipal, mint_assertion
 from parley_runtime.errors import ParleyError
 
 KEY = Ed25519PrivateKey.generate()
@@ -137,10 +137,9 @@ async def test_an_assertion_is_accepted_once() -> None:
     authenticator = _authenticator()
     token = mint_assertion(KEY, provider_id="birdy", subject=USER, device_id=1)
     metadata = {"authorization": f"Bearer {token}"}
-    from parley_runtime.auth import Access  # noqa: PLC0415 -- keeps the cases above short
-
     principal = await authenticator.authenticate(metadata, Access.DEVICE)
-    assert principal == UserPrincipal("birdy", principal.user, 1)  # type: ignore[union-attr]
+    assert isinstance(principal, UserPrincipal)
+    assert (principal.provider_id, str(principal.user), principal.device_id) == ("birdy", USER, 1)
     with pytest.raises(ParleyError) as replayed:
         await authenticator.authenticate(metadata, Access.DEVICE)
     assert replayed.value.reason_name == "TOKEN_REPLAYED"
