@@ -14,7 +14,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,7 +37,7 @@ class Figure:
     ours: float
     floor: float
     target: float | None = None
-    extra: dict[str, float | int | str] = field(default_factory=dict)
+    extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -130,3 +130,102 @@ def write_results(name: str, figures: dict[str, Figure], *, quick: bool, out: Pa
         print(f"{key:<{width}}  {fig.ours:>12,.1f}  {fig.floor:>12,.1f}  {fig.ratio:>6.3f}  {fig.unit}")
     print(f"wrote {path}")
     return path
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process ``pid`` has used so far, from ``/proc`` (0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is field 3 of stat(5), utime and stime fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU time of several processes over a stretch of work, e.g. per call: ``{"keydir": pid, ...}``."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._used = dict.fromkeys(pids, 0.0)
+        self._started: dict[str, float] = {}
+
+    def start(self) -> None:
+        """Starts counting (again); what was counted so far is kept."""
+        self._started = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+
+    def stop(self) -> None:
+        """Adds the time since :meth:`start`."""
+        for name, pid in self._pids.items():
+            self._used[name] += cpu_seconds(pid) - self._started[name]
+
+    def per_unit_us(self, units: int) -> dict[str, float]:
+        """Microseconds of CPU per unit of work, by process name."""
+        return {f"{name}_cpu_us": round(used * 1e6 / max(units, 1), 1) for name, used in self._used.items()}
+
+
+# Where a sampled stack's time goes: the innermost frame that belongs to one of these layers names it (checked in
+# this order for each frame, leaf first), so a Redis command issued by the replay guard counts as Redis, and a
+# histogram recorded by an interceptor as telemetry. Frames of none of them (grpc's C core, the event loop) are
+# "grpc_and_event_loop".
+PROFILE_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("telemetry", ("opentelemetry/", "parley_runtime/telemetry.py")),
+    ("redis", ("redis/", "hiredis", "parley_runtime/redis_client.py", "parley_runtime/ratelimit.py")),
+    ("auth", ("parley_runtime/auth.py", "jwt/", "cryptography/", "parley_runtime/providers.py")),
+    ("identity_cache", ("parley_runtime/recipients.py",)),
+    ("interceptors", ("parley_runtime/interceptors.py", "parley_runtime/deadlines.py", "grpc_status/")),
+    ("servicer_and_handler", ("parley_keydir/", "parley_moderation/", "parley_notification/", "parley_relay/")),
+    ("protobuf", ("google/protobuf/",)),
+    ("http_client", ("aiohttp/", "yarl/", "multidict/")),
+)
+
+
+def profile_layers(pid: int, seconds: float) -> dict[str, float] | str:
+    """Samples ``pid`` with py-spy for ``seconds`` and returns each layer's share of its busy samples (by
+    :data:`PROFILE_LAYERS`), or why it could not (py-spy missing or not permitted)."""
+    import shutil  # noqa: PLC0415 -- only benches that profile
+    import subprocess  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        return "py-spy not installed"
+    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+        done = subprocess.run(  # noqa: S603 -- py-spy on a process this bench started
+            [spy, "record", "-p", str(pid), "-d", str(max(1, round(seconds))), "-r", "250", "--format", "raw",
+             "--nonblocking", "--full-filenames", "-o", out.name],
+            capture_output=True,
+            check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            return f"py-spy failed: {done.stderr.decode(errors='replace').strip()[-200:]}"
+        lines = Path(out.name).read_text().splitlines()
+    counts: dict[str, int] = {}
+    total = 0
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        counts[_layer(stack.split(";"))] = counts.get(_layer(stack.split(";")), 0) + count
+    if not total:
+        return "no samples"
+    return {layer: round(count / total, 3) for layer, count in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
+_NOT_A_LAYER = ("__main__.py", "/app.py", "parley_runtime/server.py")
+"""Frames under which everything in a service runs; they name no layer."""
+
+
+def _layer(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        if any(marker in frame for marker in _NOT_A_LAYER):
+            continue
+        for layer, markers in PROFILE_LAYERS:
+            if any(marker in frame for marker in markers):
+                return layer
+    return "grpc_and_event_loop"

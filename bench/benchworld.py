@@ -49,3 +49,23 @@ def auth(key: Ed25519PrivateKey, provider_id: str, subject: str, device_id: int 
     """Call metadata with a fresh one-time assertion for ``subject`` (and ``device_id``)."""
     token = mint_assertion(key, provider_id=provider_id, subject=subject, device_id=device_id)
     return (("authorization", f"Bearer {token}"),)
+
+
+class Assertions:
+    """One-time assertions for ``subject``, minted ahead in batches so that minting stays out of timed rounds."""
+
+    def __init__(self, key: Ed25519PrivateKey, provider_id: str, subject: str, device_id: int | None = None) -> None:
+        self._key = key
+        self._provider_id = provider_id
+        self._subject = subject
+        self._device_id = device_id
+        self._ready: list[Metadata] = []
+
+    def mint(self, count: int) -> None:
+        """Mints until ``count`` assertions are ready."""
+        while len(self._ready) < count:
+            self._ready.append(auth(self._key, self._provider_id, self._subject, self._device_id))
+
+    def next(self) -> Metadata:
+        """Call metadata with an unused assertion (minted now if none is ready)."""
+        return self._ready.pop() if self._ready else auth(self._key, self._provider_id, self._subject, self._device_id)

@@ -1,9 +1,14 @@
 """Bundle fetches per second through the key directory, beside the floor of the same Lua claim via redis-py.
 
 Ours: ``FetchPreKeyBundles`` for one device over real gRPC, with a fresh one-time assertion per call, through the
-real key-directory and identity services (separate processes) and a real Redis. Floor: the very same
+real key-directory and identity services (separate processes, telemetry off) and a real Redis. Floor: the very same
 ``claim_bundles.lua`` script called straight through redis-py from this process, at the same concurrency. Both
-claim real one-time prekeys from long lists, so neither side measures the cheaper exhausted path.
+claim real one-time prekeys from long lists, so neither side measures the cheaper exhausted path. Extras: CPU per
+fetch of each process, and where the key directory's CPU goes (a py-spy profile of one more round, by layer).
+
+Ours (``bundle_fetch_production_telemetry``): the same fetches through a second key-directory process with
+production telemetry (bench/benchtelemetry.py), beside the first one's rate in the same rounds: the ratio is what
+telemetry leaves of the throughput (target: at most 10 % overhead).
 
 Writes bench/results/keydir.json.
 """
@@ -14,12 +19,15 @@ import asyncio
 import os
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc.aio
 import redis.asyncio as aioredis
-from benchlib import Figure, parse_args, write_results
-from benchworld import CREDENTIALS, auth, enlist, service_env
+from benchlib import CpuMeter, Figure, parse_args, profile_layers, write_results
+from benchtelemetry import TELEMETRY_OFF, OtlpSink, production_telemetry
+from benchworld import CREDENTIALS, Assertions, auth, enlist, service_env
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1 import identity_pb2_grpc
@@ -64,39 +72,51 @@ async def main() -> None:
     rounds = 2 if args.quick else 3
     with RedisServer() as redis_server:
         env = service_env(redis_server.url)
-        identity_process = ServiceProcess("parley_identity", env, credentials=CREDENTIALS)
+        identity_process = ServiceProcess("parley_identity", {**env, **TELEMETRY_OFF}, credentials=CREDENTIALS)
         identity_process.start()
-        keydir_process = ServiceProcess(
-            "parley_keydir",
-            {
-                **env,
-                "PARLEY_IDENTITY_TARGET": identity_process.target,
-                "PARLEY_FETCH_BURST": "10000000",
-                "PARLEY_FETCH_PER_SECOND": "10000000",
-                "PARLEY_PROVIDER_FETCH_BURST": "10000000",
-                "PARLEY_PROVIDER_FETCH_PER_SECOND": "10000000",
-                # One requester fetches one device in a loop: the drain guard would rightly withhold its keys.
-                "PARLEY_DRAIN_GUARD_CLAIMS": "1000000",
-                "PARLEY_MAX_INFLIGHT_CALLS": "100000",
-            },
-            credentials=CREDENTIALS,
-        )
-        keydir_process.start()
-        try:
-            figure = await _measure(redis_server.url, identity_process, keydir_process, seconds, rounds)
-        finally:
-            keydir_process.stop()
-            identity_process.stop()
-    write_results("keydir", {"bundle_fetch": figure}, quick=args.quick, out=args.out)
+        keydir_env = {
+            **env,
+            "PARLEY_IDENTITY_TARGET": identity_process.target,
+            "PARLEY_FETCH_BURST": "10000000",
+            "PARLEY_FETCH_PER_SECOND": "10000000",
+            "PARLEY_PROVIDER_FETCH_BURST": "10000000",
+            "PARLEY_PROVIDER_FETCH_PER_SECOND": "10000000",
+            # One requester fetches one device in a loop: the drain guard would rightly withhold its keys.
+            "PARLEY_DRAIN_GUARD_CLAIMS": "1000000",
+            "PARLEY_MAX_INFLIGHT_CALLS": "100000",
+        }
+        async with OtlpSink() as sink:
+            keydir_process = ServiceProcess("parley_keydir", {**keydir_env, **TELEMETRY_OFF}, credentials=CREDENTIALS)
+            keydir_process.start()
+            traced_process = ServiceProcess(
+                "parley_keydir", {**keydir_env, **production_telemetry(sink.port)}, credentials=CREDENTIALS
+            )
+            traced_process.start()
+            try:
+                figures = await _measure(
+                    redis_server, identity_process, keydir_process, traced_process, sink, seconds, rounds
+                )
+            finally:
+                traced_process.stop()
+                keydir_process.stop()
+                identity_process.stop()
+    write_results("keydir", figures, quick=args.quick, out=args.out)
 
 
-async def _measure(
-    redis_url: str, identity_process: ServiceProcess, keydir_process: ServiceProcess, seconds: float, rounds: int
-) -> Figure:
-    identity_channel = grpc.aio.insecure_channel(identity_process.target)
-    keydir_channel = grpc.aio.insecure_channel(keydir_process.target)
-    identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
-    keydir = keydir_pb2_grpc.KeyDirectoryServiceStub(keydir_channel)
+def _pid(process: ServiceProcess) -> int:
+    assert process.process is not None
+    return process.process.pid
+
+
+async def _world(
+    identity: identity_pb2_grpc.IdentityServiceStub,
+    keydir: keydir_pb2_grpc.KeyDirectoryServiceStub,
+    client: aioredis.Redis,
+    seconds: float,
+    rounds: int,
+) -> Ed25519PrivateKey:
+    """Bob of the gatekeeper with a published device and long lists of prekeys, Alice of birdy allowed to fetch
+    them; returns birdy's signing key."""
     gatekeeper = await enlist(identity, "gatekeeper")
     birdy = await enlist(identity, "birdy")
     for key, provider, user, allow in ((gatekeeper, "gatekeeper", BOB, "birdy"), (birdy, "birdy", ALICE, "gatekeeper")):
@@ -119,20 +139,42 @@ async def _measure(
         ),
         metadata=auth(gatekeeper, "gatekeeper", BOB, 1),
     )
-    client = aioredis.Redis.from_url(redis_url)
-    # Enough prekeys that no round runs dry: the service side on device 1, the floor on a twin device 2 record.
-    budget = int(seconds * rounds * 20_000)
-    await _fill(client, BOB, 1, budget // 4, 1)
+    # Enough prekeys that no round runs dry: the services' side on device 1, the floor on a twin device 2 record.
+    budget = int(seconds * (rounds + 1) * 20_000)
+    await _fill(client, BOB, 1, budget // 2, 1)
     record: dict[Any, Any] = await client.hgetall(redis_keys.device_keys(BOB, 1))
     await client.hset(redis_keys.device_keys(BOB, 2), mapping=record)
     await _fill(client, BOB, 2, budget, 1)
+    return birdy
 
+
+async def _measure(
+    redis_server: RedisServer,
+    identity_process: ServiceProcess,
+    keydir_process: ServiceProcess,
+    traced_process: ServiceProcess,
+    sink: OtlpSink,
+    seconds: float,
+    rounds: int,
+) -> dict[str, Figure]:
+    identity_channel = grpc.aio.insecure_channel(identity_process.target)
+    keydir_channel = grpc.aio.insecure_channel(keydir_process.target)
+    traced_channel = grpc.aio.insecure_channel(traced_process.target)
+    keydir = keydir_pb2_grpc.KeyDirectoryServiceStub(keydir_channel)
+    traced = keydir_pb2_grpc.KeyDirectoryServiceStub(traced_channel)
+    client = aioredis.Redis.from_url(redis_server.url)
+    birdy = await _world(identity_pb2_grpc.IdentityServiceStub(identity_channel), keydir, client, seconds, rounds)
     request = kd_pb.FetchPreKeyBundlesRequest(address=f"{BOB}/1")
+    assertions = Assertions(birdy, "birdy", ALICE, 1)
 
-    async def ours() -> None:
-        response = await keydir.FetchPreKeyBundles(request, metadata=auth(birdy, "birdy", ALICE, 1))
-        assert not response.bundles[0].one_time_prekey_exhausted
+    def fetch(stub: keydir_pb2_grpc.KeyDirectoryServiceStub) -> Callable[[], Awaitable[None]]:
+        async def call() -> None:
+            response = await stub.FetchPreKeyBundles(request, metadata=assertions.next())
+            assert not response.bundles[0].one_time_prekey_exhausted
 
+        return call
+
+    ours, ours_traced = fetch(keydir), fetch(traced)
     script = load_script(client, "parley_keydir", "claim_bundles")
     floor_keys = [
         redis_keys.user_key_requesters(BOB),
@@ -147,30 +189,75 @@ async def _measure(
         result = await script(keys=floor_keys, args=[ALICE, now_ms, 1000, 86_400_000, 1_000_000, 3_600_000])
         assert result[10]  # the claimed one-time prekey (claim_bundles.lua's header lists the fields)
 
-    await _run_for(0.5, ours)  # warm-up: connections, script cache, JIT-free but cache-warm paths
-    await _run_for(0.5, floor)
-    ours_rates, floor_rates, latencies = [], [], []
+    pids = {"keydir": _pid(keydir_process), "identity": _pid(identity_process), "redis": redis_server.pid}
+    ours_cpu = CpuMeter({**pids, "client": os.getpid()})
+    traced_cpu = CpuMeter({"keydir": _pid(traced_process)})
+    floor_cpu = CpuMeter({"redis": redis_server.pid, "client": os.getpid()})
+    assertions.mint(int(seconds * 3000))
+    for call in (ours, ours_traced, floor):
+        await _run_for(0.5, call)  # warm-up: connections, script cache, identity's answers cached
+    rates: dict[str, list[float]] = {"ours": [], "traced": [], "floor": []}
+    counts = dict.fromkeys(rates, 0)
+    latencies: list[float] = []
+    spans_before = sink.spans
     for _ in range(rounds):
-        count, lat = await _run_for(seconds, ours)
-        ours_rates.append(count / seconds)
-        latencies += lat
-        count, _ = await _run_for(seconds, floor)
-        floor_rates.append(count / seconds)
+        for name, call, meter in (
+            ("ours", ours, ours_cpu),
+            ("floor", floor, floor_cpu),
+            ("traced", ours_traced, traced_cpu),
+        ):
+            # Assertions are minted before the round, as a provider's backend does on its own machines: the
+            # minting is not the gatekeeper's work and must not compete with it for this machine's CPU.
+            assertions.mint(int(seconds * 3000))
+            meter.start()
+            count, lat = await _run_for(seconds, call)
+            meter.stop()
+            rates[name].append(count / seconds)
+            counts[name] += count
+            if name == "ours":
+                latencies += lat
+    assertions.mint(int(seconds * 3000))
+    profile_task = asyncio.create_task(asyncio.to_thread(profile_layers, pids["keydir"], seconds - 1))
+    await _run_for(seconds, ours)
+    profile = await profile_task
     await client.aclose()
     await identity_channel.close()
     await keydir_channel.close()
+    await traced_channel.close()
     latencies.sort()
-    return Figure(
-        unit="bundle fetches/s",
-        ours=statistics.median(ours_rates),
-        floor=statistics.median(floor_rates),
-        extra={
-            "concurrency": CONCURRENCY,
-            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
-            "floor_desc": "claim_bundles.lua via redis-py, same concurrency, same process as the client",
-        },
-    )
+    rate = {name: statistics.median(values) for name, values in rates.items()}
+    return {
+        "bundle_fetch": Figure(
+            unit="bundle fetches/s",
+            ours=rate["ours"],
+            floor=rate["floor"],
+            target=0.2,
+            extra={
+                "concurrency": CONCURRENCY,
+                "p50_ms": round(latencies[len(latencies) // 2] * 1000, 3),
+                "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
+                "cpu_us_per_fetch": ours_cpu.per_unit_us(counts["ours"]),
+                "floor_cpu_us_per_fetch": floor_cpu.per_unit_us(counts["floor"]),
+                "keydir_cpu_profile": profile,
+                "floor_desc": "claim_bundles.lua via redis-py, same concurrency, same process as the client",
+                "note": "assertions are minted before each round (a provider's backend mints them on its own machines)",
+            },
+        ),
+        "bundle_fetch_production_telemetry": Figure(
+            unit="bundle fetches/s",
+            ours=rate["traced"],
+            floor=rate["ours"],
+            target=0.9,
+            extra={
+                "keydir_cpu_us_per_fetch": traced_cpu.per_unit_us(counts["traced"])["keydir_cpu_us"],
+                "keydir_cpu_us_per_fetch_without": ours_cpu.per_unit_us(counts["ours"])["keydir_cpu_us"],
+                "spans_exported": sink.spans - spans_before,
+                "metric_exports": sink.metric_exports,
+                "floor_desc": "the same fetches through a second key directory with telemetry off",
+                "ours_desc": "traces sampled parent-based at 1 %, traces and metrics exported over OTLP",
+            },
+        ),
+    }
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ above the offered load, so every decision is an ALLOW and takes tokens like prod
 in a conversation (each recipient writes to its sender once before measuring, so no send is a first contact and
 none needs the provider's first-contact stage). For
 scale, ``extra`` also gives the rate of the gRPC health check on the same server at the same concurrency: what a
-call costs in this process before any moderation work.
+call costs in this process before any moderation work; and CPU per decision of each process, and where
+moderation's CPU goes (a py-spy profile of one more round, by layer). The services run with telemetry off.
+
+Ours (``check_send_production_telemetry``): the same calls to a second moderation process with production
+telemetry (bench/benchtelemetry.py), beside the first one's rate in the same rounds (target: at most 10 % less).
 
 Ours (``check_send_batch``): the same decisions through ``CheckSendBatch``, ``BATCH`` per call (the relay's
 SendBatch frame), ``BATCH_CONCURRENCY`` calls at once; one pipeline of 3 x ``BATCH`` scripts per call. Its floor
@@ -34,7 +38,8 @@ from typing import Any
 
 import grpc.aio
 import redis.asyncio as aioredis
-from benchlib import Figure, parse_args, write_results
+from benchlib import CpuMeter, Figure, parse_args, profile_layers, write_results
+from benchtelemetry import TELEMETRY_OFF, OtlpSink, production_telemetry
 from benchworld import CREDENTIALS, enlist, service_env
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -100,31 +105,36 @@ async def main() -> None:
     rounds = 2 if args.quick else 3
     with RedisServer() as redis_server:
         env = service_env(redis_server.url)
-        identity_process = ServiceProcess("parley_identity", env, credentials=CREDENTIALS)
+        identity_process = ServiceProcess("parley_identity", {**env, **TELEMETRY_OFF}, credentials=CREDENTIALS)
         identity_process.start()
         identity_channel = grpc.aio.insecure_channel(identity_process.target)
         identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
         for provider_id in ("gatekeeper", "birdy"):
             await enlist(identity, provider_id)
         await identity_channel.close()
-        moderation_process = ServiceProcess(
-            "parley_moderation",
-            {
-                **env,
-                "PARLEY_IDENTITY_TARGET": identity_process.target,
-                "PARLEY_FRANKING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-                **{f"PARLEY_{name}_BURST": str(UNLIMITED) for name in LIMITS},
-                **{f"PARLEY_{name}_PER_SECOND": str(UNLIMITED // 10) for name in LIMITS},
-                "PARLEY_MAX_INFLIGHT_CALLS": "100000",
-            },
-            credentials=CREDENTIALS,
-        )
-        moderation_process.start()
-        try:
-            figures = await _measure(redis_server.url, moderation_process, seconds, rounds)
-        finally:
-            moderation_process.stop()
-            identity_process.stop()
+        moderation_env = {
+            **env,
+            "PARLEY_IDENTITY_TARGET": identity_process.target,
+            "PARLEY_FRANKING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            **{f"PARLEY_{name}_BURST": str(UNLIMITED) for name in LIMITS},
+            **{f"PARLEY_{name}_PER_SECOND": str(UNLIMITED // 10) for name in LIMITS},
+            "PARLEY_MAX_INFLIGHT_CALLS": "100000",
+        }
+        async with OtlpSink() as sink:
+            moderation_process = ServiceProcess(
+                "parley_moderation", {**moderation_env, **TELEMETRY_OFF}, credentials=CREDENTIALS
+            )
+            moderation_process.start()
+            traced_process = ServiceProcess(
+                "parley_moderation", {**moderation_env, **production_telemetry(sink.port)}, credentials=CREDENTIALS
+            )
+            traced_process.start()
+            try:
+                figures = await _measure(redis_server, moderation_process, traced_process, sink, seconds, rounds)
+            finally:
+                traced_process.stop()
+                moderation_process.stop()
+                identity_process.stop()
     write_results("moderation", figures, quick=args.quick, out=args.out)
 
 
@@ -132,11 +142,18 @@ def _percentile_ms(sorted_latencies: list[float], fraction: float) -> float:
     return round(sorted_latencies[int(len(sorted_latencies) * fraction)] * 1000, 3)
 
 
-async def _measure(
-    redis_url: str, moderation_process: ServiceProcess, seconds: float, rounds: int
+async def _measure(  # noqa: PLR0915 -- one scenario, its arms side by side
+    redis_server: RedisServer,
+    moderation_process: ServiceProcess,
+    traced_process: ServiceProcess,
+    sink: OtlpSink,
+    seconds: float,
+    rounds: int,
 ) -> dict[str, Figure]:
     channel = grpc.aio.insecure_channel(moderation_process.target)
     moderation = moderation_pb2_grpc.ModerationServiceStub(channel)
+    traced_channel = grpc.aio.insecure_channel(traced_process.target)
+    traced = moderation_pb2_grpc.ModerationServiceStub(traced_channel)
     requests = [
         pb.CheckSendRequest(sender=f"{sender}/1", recipient=recipient, fan_out=2)
         for sender, recipient in zip(SENDERS, RECIPIENTS, strict=True)
@@ -155,13 +172,17 @@ async def _measure(
         response = await moderation.CheckSend(requests[turn % USERS], metadata=INTERNAL)
         assert response.verdict == pb.VERDICT_ALLOW, response
 
+    async def ours_traced(turn: int) -> None:
+        response = await traced.CheckSend(requests[turn % USERS], metadata=INTERNAL)
+        assert response.verdict == pb.VERDICT_ALLOW, response
+
     batches = [pb.CheckSendBatchRequest(checks=requests[start : start + BATCH]) for start in range(0, USERS, BATCH)]
 
     async def ours_batch(turn: int) -> None:
         response = await moderation.CheckSendBatch(batches[turn % len(batches)], metadata=INTERNAL)
         assert [decision.verdict for decision in response.decisions] == [pb.VERDICT_ALLOW] * BATCH, response
 
-    client = aioredis.Redis.from_url(redis_url, max_connections=CONCURRENCY * 2)
+    client = aioredis.Redis.from_url(redis_server.url, max_connections=CONCURRENCY * 2)
     scripts = [
         load_script(client, "parley_moderation", name) for name in ("check_sender", "check_recipient", "check_provider")
     ]
@@ -200,6 +221,7 @@ async def _measure(
     # name: (call, concurrency, decisions per call); every round runs each in turn, so drift hits all alike.
     runs: dict[str, tuple[Callable[[int], Awaitable[None]], int, int]] = {
         "ours": (ours, CONCURRENCY, 1),
+        "traced": (ours_traced, CONCURRENCY, 1),
         "floor": (floor, CONCURRENCY, 1),
         "health": (health_check, CONCURRENCY, 1),
         "ours_batch": (ours_batch, BATCH_CONCURRENCY, BATCH),
@@ -209,13 +231,33 @@ async def _measure(
         await _run_for(0.5, call, concurrency)  # warm-up: connections, script cache, address cache
     rates: dict[str, list[float]] = {name: [] for name in runs}
     latencies: dict[str, list[float]] = {name: [] for name in runs}
+    assert moderation_process.process is not None
+    assert traced_process.process is not None
+    pid = moderation_process.process.pid
+    meters = {
+        "ours": CpuMeter({"moderation": pid, "redis": redis_server.pid, "client": os.getpid()}),
+        "traced": CpuMeter({"moderation": traced_process.process.pid}),
+        "floor": CpuMeter({"redis": redis_server.pid, "client": os.getpid()}),
+    }
+    counts = dict.fromkeys(runs, 0)
+    spans_before = sink.spans
     for _ in range(rounds):
         for name, (call, concurrency, per_call) in runs.items():
+            meter = meters.get(name)
+            if meter:
+                meter.start()
             count, lat = await _run_for(seconds, call, concurrency)
+            if meter:
+                meter.stop()
             rates[name].append(count * per_call / seconds)
             latencies[name] += lat
+            counts[name] += count
+    profile_task = asyncio.create_task(asyncio.to_thread(profile_layers, pid, seconds - 1))
+    await _run_for(seconds, ours)
+    profile = await profile_task
     await client.aclose()
     await channel.close()
+    await traced_channel.close()
     rate = {name: statistics.median(values) for name, values in rates.items()}
     for values in latencies.values():
         values.sort()
@@ -224,6 +266,7 @@ async def _measure(
             unit="CheckSend decisions/s",
             ours=rate["ours"],
             floor=rate["floor"],
+            target=0.4,
             extra={
                 "concurrency": CONCURRENCY,
                 "users": USERS,
@@ -231,6 +274,25 @@ async def _measure(
                 "p99_ms": _percentile_ms(latencies["ours"], 0.99),
                 "floor_desc": "the same 3-script pipeline via redis-py, same keys and concurrency, in the client",
                 "health_checks_per_s": round(rate["health"], 1),
+                "cpu_us_per_decision": meters["ours"].per_unit_us(counts["ours"]),
+                "floor_cpu_us_per_decision": meters["floor"].per_unit_us(counts["floor"]),
+                "moderation_cpu_profile": profile,
+            },
+        ),
+        "check_send_production_telemetry": Figure(
+            unit="CheckSend decisions/s",
+            ours=rate["traced"],
+            floor=rate["ours"],
+            target=0.9,
+            extra={
+                "moderation_cpu_us_per_decision": meters["traced"].per_unit_us(counts["traced"])["moderation_cpu_us"],
+                "moderation_cpu_us_per_decision_without": meters["ours"].per_unit_us(counts["ours"])[
+                    "moderation_cpu_us"
+                ],
+                "spans_exported": sink.spans - spans_before,
+                "metric_exports": sink.metric_exports,
+                "floor_desc": "the same CheckSend calls to a second moderation process with telemetry off",
+                "ours_desc": "traces sampled parent-based at 1 %, traces and metrics exported over OTLP",
             },
         ),
         "check_send_batch": Figure(

@@ -3,11 +3,18 @@
 Ours: ``message_waiting`` events (one per device, so none coalesce) appended to ``events:{relay}`` as the relay
 appends them, taken in by a real notification process (consumer group, routing, queueing script), claimed,
 signed and POSTed by its delivery worker to a local aiohttp endpoint, and ended in Redis; the figure is events
-per second from the first append until the endpoint has them all and the queue is empty. Floor: this process
-POSTing bodies of the same size to the same endpoint with the same client library (one aiohttp session) at the
-same concurrency: the HTTP work a delivery cannot avoid. The endpoint runs in its own process for both sides.
+per second from the first append until the endpoint has them all and the queue is empty. Floor: the bare signed
+POST: this process signing (``parley_sdk.webhooks.sign``) and POSTing bodies of the same size with the same headers
+to the same endpoint with the same client library (one aiohttp session) at the same concurrency: the HTTP work a
+delivery cannot avoid. The endpoint runs in its own process for both sides. The service runs with telemetry off.
 Extras: the endpoint's view of latency from event append to arrival, within the bursts (a backlog of a whole
-round) and for single events on an idle queue.
+round) and for single events on an idle queue; CPU per delivery of each process; where notification's CPU goes
+(a py-spy profile of one more round, by layer).
+
+Ours (``webhook_delivery_production_telemetry``): the same bursts through a second notification process with
+production telemetry (bench/benchtelemetry.py), beside the first one's rate in the same rounds (target: at most
+10 % less). That process has a Redis and an identity of its own, so the two share nothing but the endpoint, and
+they take turns: each sits idle while the other's burst is measured.
 
 Writes bench/results/notification.json.
 """
@@ -25,7 +32,8 @@ import aiohttp
 import grpc.aio
 import redis.asyncio as aioredis
 from aiohttp import web
-from benchlib import Figure, parse_args, write_results
+from benchlib import CpuMeter, Figure, parse_args, profile_layers, write_results
+from benchtelemetry import TELEMETRY_OFF, OtlpSink, production_telemetry
 from benchworld import CREDENTIALS, enlist, service_env
 
 from parley.events.v1.events_pb2 import Event, MessageWaiting
@@ -34,8 +42,10 @@ from parley.notification.v1 import notification_pb2 as nt_pb
 from parley.notification.v1 import notification_pb2_grpc
 from parley_runtime.auth import mint_assertion
 from parley_runtime.testing import RedisServer, ServiceProcess, free_port
+from parley_sdk import webhooks
 
 CONCURRENCY = 64
+FLOOR_SECRET = b"bench-floor-webhook-secret-of-32b"
 ENDPOINT_FLAG = "--serve-endpoint"
 
 
@@ -49,7 +59,7 @@ def serve_endpoint(port: int) -> None:
         nonlocal count
         body = await request.json()
         count += 1
-        if "Parley-Signature" in request.headers:  # a delivery, not a floor request
+        if request.headers.get("Idempotency-Key") != "k" * 32:  # a delivery, not a floor request
             latencies.append(time.time() * 1000 - body["occurred_at_ms"])
         return web.Response(status=204)
 
@@ -119,7 +129,15 @@ async def _floor(session: aiohttp.ClientSession, url: str, body: bytes, requests
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            headers = {"Content-Type": "application/json", "Idempotency-Key": "k" * 32}
+            timestamp = int(time.time())
+            headers = {
+                "Content-Type": "application/json",
+                webhooks.TIMESTAMP_HEADER: str(timestamp),
+                webhooks.SIGNATURE_HEADER: webhooks.sign(FLOOR_SECRET, timestamp, body),
+                webhooks.IDEMPOTENCY_HEADER: "k" * 32,
+                webhooks.EVENT_TYPE_HEADER: "message_waiting",
+                webhooks.ATTEMPT_HEADER: "1",
+            }
             async with session.post(url, data=body, headers=headers) as response:
                 await response.read()
                 assert response.status == 204
@@ -134,67 +152,102 @@ def main() -> None:
     port = free_port()
     endpoint = subprocess.Popen([sys.executable, __file__, ENDPOINT_FLAG, str(port)])  # noqa: S603 -- this script
     try:
-        figure = asyncio.run(_run(port, events=1500 if args.quick else 6000, rounds=2 if args.quick else 3))
+        figures = asyncio.run(_run(port, events=1500 if args.quick else 6000, rounds=2 if args.quick else 3))
     finally:
         endpoint.terminate()
         endpoint.wait()
-    write_results("notification", {"webhook_delivery": figure}, quick=args.quick, out=args.out)
+    write_results("notification", figures, quick=args.quick, out=args.out)
 
 
-async def _run(port: int, *, events: int, rounds: int) -> Figure:
-    with RedisServer() as redis_server:
-        env = service_env(redis_server.url)
-        identity_process = ServiceProcess("parley_identity", env, credentials=CREDENTIALS)
-        identity_process.start()
-        notification_process = ServiceProcess(
+class _World:
+    """A Redis, an identity and a notification process with ``telemetry``, birdy's webhook on the endpoint."""
+
+    def __init__(self, telemetry: dict[str, str]) -> None:
+        self.redis = RedisServer()
+        self._telemetry = telemetry
+        self.notification: ServiceProcess | None = None
+        self._identity: ServiceProcess | None = None
+        self.client: aioredis.Redis | None = None
+
+    async def start(self, base: str) -> None:
+        self.redis.start()
+        env = service_env(self.redis.url)
+        self._identity = ServiceProcess("parley_identity", {**env, **TELEMETRY_OFF}, credentials=CREDENTIALS)
+        self._identity.start()
+        self.notification = ServiceProcess(
             "parley_notification",
             {
                 **env,
-                "PARLEY_IDENTITY_TARGET": identity_process.target,
+                **self._telemetry,
+                "PARLEY_IDENTITY_TARGET": self._identity.target,
                 "PARLEY_WEBHOOK_ALLOW_LOOPBACK_HTTP": "true",
                 "PARLEY_DELIVERY_CONCURRENCY": str(CONCURRENCY),
                 "PARLEY_COALESCE_WINDOW_MS": "0",
             },
             credentials=CREDENTIALS,
         )
-        notification_process.start()
-        try:
-            return await _measure(redis_server.url, identity_process, notification_process, port, events, rounds)
-        finally:
-            notification_process.stop()
-            identity_process.stop()
+        self.notification.start()
+        self.client = aioredis.Redis.from_url(self.redis.url)
+        async with (
+            grpc.aio.insecure_channel(self._identity.target) as identity_channel,
+            grpc.aio.insecure_channel(self.notification.target) as notification_channel,
+        ):
+            birdy = await enlist(identity_pb2_grpc.IdentityServiceStub(identity_channel), "birdy")
+            notification = notification_pb2_grpc.NotificationServiceStub(notification_channel)
+            async with asyncio.timeout(30):
+                while True:
+                    token = mint_assertion(birdy, provider_id="birdy", subject="birdy")
+                    try:
+                        await notification.RegisterWebhook(
+                            nt_pb.RegisterWebhookRequest(url=f"{base}/hook"),
+                            metadata=(("authorization", f"Bearer {token}"),),
+                        )
+                        break
+                    except grpc.aio.AioRpcError:
+                        await asyncio.sleep(0.05)  # the approval has not reached notification's provider cache yet
+
+    @property
+    def pid(self) -> int:
+        assert self.notification is not None
+        assert self.notification.process is not None
+        return self.notification.process.pid
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+        for process in (self.notification, self._identity):
+            if process is not None:
+                process.stop()
+        self.redis.stop()
 
 
-async def _measure(
-    redis_url: str,
-    identity_process: ServiceProcess,
-    notification_process: ServiceProcess,
-    port: int,
-    events: int,
-    rounds: int,
-) -> Figure:
-    identity_channel = grpc.aio.insecure_channel(identity_process.target)
-    notification_channel = grpc.aio.insecure_channel(notification_process.target)
-    identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
-    notification = notification_pb2_grpc.NotificationServiceStub(notification_channel)
-    birdy = await enlist(identity, "birdy")
+async def _run(port: int, *, events: int, rounds: int) -> dict[str, Figure]:
     base = f"http://127.0.0.1:{port}"
-    async with asyncio.timeout(30):
-        while True:
-            token = mint_assertion(birdy, provider_id="birdy", subject="birdy")
-            try:
-                await notification.RegisterWebhook(
-                    nt_pb.RegisterWebhookRequest(url=f"{base}/hook"), metadata=(("authorization", f"Bearer {token}"),)
-                )
-                break
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.05)  # the approval has not reached notification's provider cache yet
-    client = aioredis.Redis.from_url(redis_url)
+    async with OtlpSink() as sink:
+        worlds = {"ours": _World(TELEMETRY_OFF), "traced": _World(production_telemetry(sink.port))}
+        try:
+            for world in worlds.values():
+                await world.start(base)
+            return await _measure(worlds, sink, base, events, rounds)
+        finally:
+            for world in worlds.values():
+                await world.stop()
+
+
+async def _measure(worlds: dict[str, _World], sink: OtlpSink, base: str, events: int, rounds: int) -> dict[str, Figure]:
     # The floor posts what a delivery posts: a body of the same shape and size.
     body = (
         b'{"coalesced":0,"data":{"address":"username:u1000@birdy/1","pending":1},'
         b'"id":"0123456789abcdef0123456789abcdef","occurred_at_ms":1795326745167,"type":"message_waiting"}'
     )
+    ours, traced = worlds["ours"], worlds["traced"]
+    assert ours.client is not None
+    assert traced.client is not None
+    meters = {
+        "ours": CpuMeter({"notification": ours.pid, "redis": ours.redis.pid, "endpoint_and_client": os.getpid()}),
+        "traced": CpuMeter({"notification": traced.pid}),
+        "floor": CpuMeter({"client": os.getpid()}),
+    }
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
         async with asyncio.timeout(30):
             while True:
@@ -203,39 +256,80 @@ async def _measure(
                     break
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.05)
-        await _ours(client, session, base, 200, 0xFFFF)  # warm-up: connections, script cache
+        for world in worlds.values():
+            assert world.client is not None
+            await _ours(world.client, session, base, 200, 0xFFFF)  # warm-up: connections, script cache
         await _floor(session, f"{base}/hook", body, 200)
-        ours_rates, floor_rates, p50s, p99s = [], [], [], []
+        rates: dict[str, list[float]] = {"ours": [], "traced": [], "floor": []}
+        p50s, p99s = [], []
+        spans_before = sink.spans
         for round_ in range(rounds):
             await _reset(session, base)
-            ours_rates.append(await _ours(client, session, base, events, round_))
+            meters["ours"].start()
+            rates["ours"].append(await _ours(ours.client, session, base, events, round_))
+            meters["ours"].stop()
             stats = await _stats(session, base)
             p50s.append(stats["p50_ms"])
             p99s.append(stats["p99_ms"])
-            floor_rates.append(await _floor(session, f"{base}/hook", body, events))
+            meters["floor"].start()
+            rates["floor"].append(await _floor(session, f"{base}/hook", body, events))
+            meters["floor"].stop()
+            meters["traced"].start()
+            rates["traced"].append(await _ours(traced.client, session, base, events, round_))
+            meters["traced"].stop()
+        profile_task = asyncio.create_task(asyncio.to_thread(profile_layers, ours.pid, 2))
+        burst = 0x20000
+        while not profile_task.done():
+            await _ours(ours.client, session, base, events, burst)
+            burst += 1
+        profile = await profile_task
         # Latency without a backlog: one event at a time, from its append to the endpoint.
         await _reset(session, base)
         for n in range(50):
-            await _ours(client, session, base, 1, 0x10000 + n)
+            await _ours(ours.client, session, base, 1, 0x10000 + n)
         idle = await _stats(session, base)
-    await client.aclose()
-    await identity_channel.close()
-    await notification_channel.close()
-    return Figure(
-        unit="webhook deliveries/s",
-        ours=statistics.median(ours_rates),
-        floor=statistics.median(floor_rates),
-        extra={
-            "concurrency": CONCURRENCY,
-            "events_per_round": events,
-            "rounds": rounds,
-            "burst_event_to_endpoint_p50_ms": round(statistics.median(p50s), 1),
-            "burst_event_to_endpoint_p99_ms": round(statistics.median(p99s), 1),
-            "idle_event_to_endpoint_p50_ms": round(idle["p50_ms"], 1),
-            "idle_event_to_endpoint_p99_ms": round(idle["p99_ms"], 1),
-            "floor_desc": "aiohttp POSTs of a same-size body to the same endpoint, same concurrency, one session",
-        },
-    )
+    rate = {name: statistics.median(values) for name, values in rates.items()}
+    delivered = events * rounds
+    return {
+        "webhook_delivery": Figure(
+            unit="webhook deliveries/s",
+            ours=rate["ours"],
+            floor=rate["floor"],
+            target=0.5,
+            extra={
+                "concurrency": CONCURRENCY,
+                "events_per_round": events,
+                "rounds": rounds,
+                "burst_event_to_endpoint_p50_ms": round(statistics.median(p50s), 1),
+                "burst_event_to_endpoint_p99_ms": round(statistics.median(p99s), 1),
+                "idle_event_to_endpoint_p50_ms": round(idle["p50_ms"], 1),
+                "idle_event_to_endpoint_p99_ms": round(idle["p99_ms"], 1),
+                "cpu_us_per_delivery": meters["ours"].per_unit_us(delivered),
+                "floor_cpu_us_per_post": meters["floor"].per_unit_us(delivered),
+                "notification_cpu_profile": profile,
+                "floor_desc": "aiohttp POSTs of a same-size body, signed with the same headers, to the same endpoint, "
+                "same concurrency, one session",
+                "note": "endpoint_and_client: the bench process (its POST floor) is not the endpoint, which runs in "
+                "a process of its own for both sides",
+            },
+        ),
+        "webhook_delivery_production_telemetry": Figure(
+            unit="webhook deliveries/s",
+            ours=rate["traced"],
+            floor=rate["ours"],
+            target=0.9,
+            extra={
+                "notification_cpu_us_per_delivery": meters["traced"].per_unit_us(delivered)["notification_cpu_us"],
+                "notification_cpu_us_per_delivery_without": meters["ours"].per_unit_us(delivered)[
+                    "notification_cpu_us"
+                ],
+                "spans_exported": sink.spans - spans_before,
+                "metric_exports": sink.metric_exports,
+                "floor_desc": "the same bursts through a second notification (own Redis, identity) with telemetry off",
+                "ours_desc": "traces sampled parent-based at 1 %, traces and metrics exported over OTLP",
+            },
+        ),
+    }
 
 
 if __name__ == "__main__":

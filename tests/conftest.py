@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from support.cluster import Cluster
 
 from parley_runtime.telemetry import Telemetry, configure_telemetry
@@ -19,7 +20,7 @@ _METRICS = InMemoryMetricReader()
 @pytest.fixture(scope="session")
 def telemetry() -> Telemetry:
     """The process's telemetry, exporting to memory (one set-up per process, as in production)."""
-    return configure_telemetry("parley-tests", span_exporters=[_SPANS], metric_readers=[_METRICS])
+    return configure_telemetry("parley-tests", span_exporters=[_SPANS], metric_readers=[_METRICS], sampler=ALWAYS_ON)
 
 
 @pytest.fixture

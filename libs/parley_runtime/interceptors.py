@@ -1,26 +1,29 @@
-"""Server interceptors for the concerns every RPC shares: error mapping with RPC metrics, request limits, auth.
+"""The server interceptor every RPC passes through: tracing, error mapping with RPC metrics, the in-flight limit and
+authentication, in that order, in one layer.
 
-Each interceptor wraps the behaviour of the handler it intercepts, so its work runs in the same task as the
-handler (the authenticated principal travels in a context variable). Installed outermost first by
-:mod:`parley_runtime.server`: tracing (OpenTelemetry), :class:`ErrorMappingInterceptor`,
-:class:`LimitsInterceptor`, :class:`AuthInterceptor`.
+One layer rather than one interceptor per concern: grpc.aio calls every interceptor on every call, and each layer
+costs an await, a rebuilt method handler and a wrapping closure, which on a unary call that does one Redis round
+trip is a good part of its CPU. :class:`CallInterceptor` wraps each method's handler once and reuses it. The work
+runs in the same task as the handler (the authenticated principal travels in a context variable).
 """
 
 from __future__ import annotations
 
-import abc
 import contextvars
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import grpc.aio
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from opentelemetry import metrics
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.exceptions import RedisError
 
 from parley.common.v1.common_pb2 import ErrorReason
@@ -35,56 +38,10 @@ _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("p
 
 _PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
-UnaryCall = Callable[[], Awaitable[Any]]
-
 
 def current_principal() -> Principal | None:
     """The principal authenticated for the RPC running in this task (None for public RPCs)."""
     return _principal.get()
-
-
-class _WrappingInterceptor(grpc.aio.ServerInterceptor, abc.ABC):  # type: ignore[misc]
-    """Wraps each handler's behaviour with :meth:`around_unary` or :meth:`around_stream`."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method: str = handler_call_details.method
-        if handler.response_streaming:
-            attr = "stream_stream" if handler.request_streaming else "unary_stream"
-            inner_stream = getattr(handler, attr)
-
-            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                result = inner_stream(request, context)
-                # The handler's own iterator when it has one: a wrapping generator per interceptor would live
-                # (and hold memory) as long as each open stream.
-                responses = _awaited(result) if inspect.isawaitable(result) else result
-                async for item in self.around_stream(method, context, responses):
-                    yield item
-
-            return handler._replace(**{attr: stream_behavior})
-        attr = "stream_unary" if handler.request_streaming else "unary_unary"
-        inner_unary = getattr(handler, attr)
-
-        async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            return await self.around_unary(method, context, lambda: inner_unary(request, context))
-
-        return handler._replace(**{attr: unary_behavior})
-
-    @abc.abstractmethod
-    async def around_unary(self, method: str, context: grpc.aio.ServicerContext, call: UnaryCall) -> Any:
-        """Runs ``call`` (the handler) for a unary-response RPC and returns its response."""
-
-    @abc.abstractmethod
-    def around_stream(
-        self, method: str, context: grpc.aio.ServicerContext, responses: AsyncIterator[Any]
-    ) -> AsyncIterator[Any]:
-        """Yields the handler's ``responses`` for a streaming-response RPC."""
 
 
 async def _awaited(result: Awaitable[None]) -> AsyncIterator[Any]:
@@ -119,114 +76,44 @@ def _classify(exc: Exception) -> ParleyError:
     return ParleyError(Code.INTERNAL, ErrorReason.ERROR_REASON_INTERNAL, "internal error")
 
 
-class ErrorMappingInterceptor(_WrappingInterceptor):
-    """Turns exceptions into gRPC statuses with ``ErrorInfo`` and records per-RPC metrics.
+@dataclass(frozen=True, slots=True)
+class _Method:
+    """What the interceptor needs to know about one method, worked out once."""
 
-    ``ParleyError`` keeps its code and reason; Redis failures and unavailable dependencies become UNAVAILABLE /
-    DEPENDENCY_UNAVAILABLE with a ``retry_after_ms`` hint; anything else is logged with its trace id and becomes
-    INTERNAL (no details leak).
-    Metrics: ``rpc.server.duration`` (ms) and ``rpc.server.active_requests``, by service, method and code.
-    """
-
-    def __init__(self, meter: metrics.Meter) -> None:
-        self._duration = meter.create_histogram(
-            "rpc.server.duration",
-            unit="ms",
-            description="Duration of inbound RPCs",
-            explicit_bucket_boundaries_advisory=RPC_MILLISECONDS_BUCKETS,
-        )
-        self._active = meter.create_up_down_counter(
-            "rpc.server.active_requests", unit="{request}", description="RPCs in progress"
-        )
-
-    @staticmethod
-    def _attributes(method: str, code: grpc.StatusCode) -> dict[str, str | int]:
-        service, _, name = method.lstrip("/").rpartition("/")
-        return {
-            "rpc.system": "grpc",
-            "rpc.service": service,
-            "rpc.method": name,
-            "rpc.grpc.status_code": code.value[0],
-        }
-
-    async def around_unary(self, method: str, context: grpc.aio.ServicerContext, call: UnaryCall) -> Any:
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        self._active.add(1, {"rpc.method": method})
-        try:
-            # Calls this one makes to other services end with it (streams are long-lived and carry none).
-            with call_deadline(context.time_remaining()):
-                return await call()
-        except grpc.aio.AbortError:
-            code = grpc.StatusCode.UNKNOWN
-            raise
-        except Exception as exc:
-            code, details, trailers = _status_for(_classify(exc))
-            await context.abort(code, details, trailers)
-        finally:
-            self._active.add(-1, {"rpc.method": method})
-            self._duration.record((time.perf_counter() - start) * 1000, self._attributes(method, code))
-
-    async def around_stream(
-        self, method: str, context: grpc.aio.ServicerContext, responses: AsyncIterator[Any]
-    ) -> AsyncIterator[Any]:
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        self._active.add(1, {"rpc.method": method})
-        try:
-            async for item in responses:
-                yield item
-        except grpc.aio.AbortError:
-            code = grpc.StatusCode.UNKNOWN
-            raise
-        except Exception as exc:
-            code, details, trailers = _status_for(_classify(exc))
-            await context.abort(code, details, trailers)
-        finally:
-            self._active.add(-1, {"rpc.method": method})
-            self._duration.record((time.perf_counter() - start) * 1000, self._attributes(method, code))
+    name: str
+    public: bool
+    access: Access | None
+    callers: Collection[str] | None
+    traced: bool
+    span_attributes: dict[str, str]
+    active_attributes: dict[str, str]
+    duration_attributes: dict[grpc.StatusCode, dict[str, str | int]]
 
 
-class LimitsInterceptor(_WrappingInterceptor):
-    """Bounds the unary calls in flight; beyond the bound, RESOURCE_EXHAUSTED / OVERLOADED at once.
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Traces, limits, authenticates and maps the errors of every call, in one layer.
 
-    Refusing early keeps latency bounded under overload instead of queueing without limit. Streaming calls are
-    long-lived and bounded by the services that own them (per-connection and per-provider limits). Health checks
-    and reflection are never refused: an overloaded replica must not fail its probes and be restarted for it.
-    """
-
-    def __init__(self, max_inflight: int) -> None:
-        self._max_inflight = max_inflight
-        self._inflight = 0
-
-    async def around_unary(self, method: str, context: grpc.aio.ServicerContext, call: UnaryCall) -> Any:
-        if method.startswith(_PUBLIC_PREFIXES):
-            return await call()
-        if self._inflight >= self._max_inflight:
-            raise ParleyError(
-                Code.RESOURCE_EXHAUSTED,
-                ErrorReason.ERROR_REASON_OVERLOADED,
-                "server overloaded; retry with backoff",
-                limit=self._max_inflight,
-            )
-        self._inflight += 1
-        try:
-            return await call()
-        finally:
-            self._inflight -= 1
-
-    def around_stream(
-        self, method: str, context: grpc.aio.ServicerContext, responses: AsyncIterator[Any]
-    ) -> AsyncIterator[Any]:
-        return responses
-
-
-class AuthInterceptor(_WrappingInterceptor):
-    """Authenticates each call against the :class:`Access` its method declares; undeclared methods are refused.
+    - Tracing: a server span per call, continuing the caller's W3C trace context, sampled by the process's sampler
+      (parent-based: a caller's unsampled trace gets no span here, only its context carried on to the calls this
+      one makes). Long-lived streams listed in ``untraced`` get none; their services trace frames instead.
+    - Errors and metrics: exceptions become gRPC statuses with ``ErrorInfo``. ``ParleyError`` keeps its code and
+      reason; Redis failures and unavailable dependencies become UNAVAILABLE / DEPENDENCY_UNAVAILABLE with a
+      ``retry_after_ms`` hint; anything else is logged with its trace id and becomes INTERNAL (no details leak).
+      ``rpc.server.duration`` (ms) and ``rpc.server.active_requests``, by service, method and code. A unary call's
+      deadline bounds the calls it makes to other services (:mod:`parley_runtime.deadlines`).
+    - Limits: beyond ``max_inflight`` unary calls in flight, RESOURCE_EXHAUSTED / OVERLOADED at once, so latency
+      stays bounded under overload instead of queueing without limit. Streams are long-lived and bounded by the
+      services that own them. Health checks and reflection are never refused (nor authenticated): an overloaded
+      replica must not fail its probes and be restarted for it.
+    - Authentication: each call against the :class:`Access` its method declares; undeclared methods are refused.
 
     Args:
         authenticator: verifies credentials.
         access: full method name (``/package.Service/Method``) -> accepted principals.
+        tracer: for the server spans.
+        meter: for the RPC metrics.
+        max_inflight: unary calls in flight before new ones are refused.
+        untraced: full names of long-lived streaming methods that get no call-long span.
         client_certificates: whether the server requires TLS client certificates (then checked against the
             certificate a provider enlisted); without them no call carries one worth reading.
         internal_callers: full method name -> the services an INTERNAL method serves (absent: every peer).
@@ -237,39 +124,213 @@ class AuthInterceptor(_WrappingInterceptor):
         authenticator: Authenticator,
         access: Mapping[str, Access],
         *,
+        tracer: trace.Tracer,
+        meter: metrics.Meter,
+        max_inflight: int,
+        untraced: Collection[str] = (),
         client_certificates: bool = False,
         internal_callers: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._access = dict(access)
+        self._tracer = tracer
+        self._untraced = frozenset(untraced)
+        self._max_inflight = max_inflight
+        self._inflight = 0
         self._client_certificates = client_certificates
         self._callers = dict(internal_callers or {})
+        self._duration = meter.create_histogram(
+            "rpc.server.duration",
+            unit="ms",
+            description="Duration of inbound RPCs",
+            explicit_bucket_boundaries_advisory=RPC_MILLISECONDS_BUCKETS,
+        )
+        self._active = meter.create_up_down_counter(
+            "rpc.server.active_requests", unit="{request}", description="RPCs in progress"
+        )
+        self._propagated = frozenset(propagate.get_global_textmap().fields)
+        self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def _authenticate(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        if method.startswith(_PUBLIC_PREFIXES):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        name: str = handler_call_details.method
+        cached = self._handlers.get(name)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(self._method(name), handler)
+        self._handlers[name] = (handler, wrapped)
+        return wrapped
+
+    def _method(self, name: str) -> _Method:
+        service, _, method = name.lstrip("/").rpartition("/")
+        base = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+        return _Method(
+            name=name,
+            public=name.startswith(_PUBLIC_PREFIXES),
+            access=self._access.get(name),
+            callers=self._callers.get(name),
+            traced=name not in self._untraced,
+            span_attributes=base,
+            active_attributes={"rpc.method": name},
+            duration_attributes={code: {**base, "rpc.grpc.status_code": code.value[0]} for code in grpc.StatusCode},
+        )
+
+    def _wrap(self, method: _Method, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.response_streaming:
+            attr = "stream_stream" if handler.request_streaming else "unary_stream"
+            inner_stream = getattr(handler, attr)
+
+            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                async for item in self._around_stream(method, context, inner_stream, request):
+                    yield item
+
+            return handler._replace(**{attr: stream_behavior})
+        attr = "stream_unary" if handler.request_streaming else "unary_unary"
+        inner_unary = getattr(handler, attr)
+
+        async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self._around_unary(method, context, inner_unary, request)
+
+        return handler._replace(**{attr: unary_behavior})
+
+    async def _around_unary(
+        self, method: _Method, context: grpc.aio.ServicerContext, behavior: Callable[..., Any], request: Any
+    ) -> Any:
+        span, token = self._enter_trace(method, context) if method.traced else (None, None)
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        counted = False
+        self._active.add(1, method.active_attributes)
+        try:
+            # Calls this one makes to other services end with it (streams are long-lived and carry none).
+            with call_deadline(context.time_remaining()):
+                if not method.public:
+                    if self._inflight >= self._max_inflight:
+                        raise ParleyError(
+                            Code.RESOURCE_EXHAUSTED,
+                            ErrorReason.ERROR_REASON_OVERLOADED,
+                            "server overloaded; retry with backoff",
+                            limit=self._max_inflight,
+                        )
+                    self._inflight += 1
+                    counted = True
+                await self._authenticate(method, context)
+                return await behavior(request, context)
+        except grpc.aio.AbortError:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as exc:
+            code, details, trailers = _status_for(_classify(exc))
+            _end_trace_with_error(span, code, details, exc)
+            await context.abort(code, details, trailers)
+        finally:
+            if counted:
+                self._inflight -= 1
+            self._active.add(-1, method.active_attributes)
+            self._duration.record((time.perf_counter() - start) * 1000, method.duration_attributes[code])
+            self._exit_trace(span, token, code)
+
+    async def _around_stream(
+        self,
+        method: _Method,
+        context: grpc.aio.ServicerContext,
+        behavior: Callable[..., Any],
+        request: Any,
+    ) -> AsyncIterator[Any]:
+        span, token = self._enter_trace(method, context) if method.traced else (None, None)
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        self._active.add(1, method.active_attributes)
+        try:
+            await self._authenticate(method, context)
+            result = behavior(request, context)
+            # The handler's own iterator when it has one: a wrapping generator would live (and hold memory) as long
+            # as each open stream.
+            responses = _awaited(result) if inspect.isawaitable(result) else result
+            async for item in responses:
+                yield item
+        except grpc.aio.AbortError:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as exc:
+            code, details, trailers = _status_for(_classify(exc))
+            _end_trace_with_error(span, code, details, exc)
+            await context.abort(code, details, trailers)
+        finally:
+            self._active.add(-1, method.active_attributes)
+            self._duration.record((time.perf_counter() - start) * 1000, method.duration_attributes[code])
+            self._exit_trace(span, token, code)
+
+    def _enter_trace(
+        self, method: _Method, context: grpc.aio.ServicerContext
+    ) -> tuple[trace.Span | None, object | None]:
+        """Starts the call's span (None outside a sampled trace) and makes its context current."""
+        carrier = {key: value for key, value in context.invocation_metadata() or () if key in self._propagated}
+        parent = propagate.extract(carrier) if carrier else None
+        if parent is not None:
+            caller = trace.get_current_span(parent).get_span_context()
+            if caller.is_valid and not caller.trace_flags.sampled:
+                # Unsampled upstream: no span, but the decision travels on with the caller's context.
+                return None, otel_context.attach(parent)
+        span = self._tracer.start_span(method.name, context=parent, kind=SpanKind.SERVER)
+        if span.is_recording():
+            span.set_attributes(method.span_attributes)
+            peer = context.peer()
+            if peer and not peer.startswith("unix:"):
+                address, _, port = peer.split(",")[0].partition(":")[2].rpartition(":")
+                span.set_attributes({"net.peer.ip": address, "net.peer.port": port})
+        return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+    @staticmethod
+    def _exit_trace(span: trace.Span | None, token: object | None, code: grpc.StatusCode) -> None:
+        if span is not None:
+            if span.is_recording():
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+            span.end()
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+
+    async def _authenticate(self, method: _Method, context: grpc.aio.ServicerContext) -> None:
+        if method.public:
             _principal.set(None)
             return
-        access = self._access.get(method)
-        if access is None:
+        if method.access is None:
             raise ParleyError(Code.PERMISSION_DENIED, ErrorReason.ERROR_REASON_INTERNAL, "method has no policy")
         metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
         certificates = context.auth_context().get("x509_pem_cert") if self._client_certificates else None
         _principal.set(
             await self._authenticator.authenticate(
                 metadata,
-                access,
+                method.access,
                 peer_cert_pem=certificates[0] if certificates else None,
-                callers=self._callers.get(method),
+                callers=method.callers,
             )
         )
 
-    async def around_unary(self, method: str, context: grpc.aio.ServicerContext, call: UnaryCall) -> Any:
-        await self._authenticate(method, context)
-        return await call()
 
-    async def around_stream(
-        self, method: str, context: grpc.aio.ServicerContext, responses: AsyncIterator[Any]
-    ) -> AsyncIterator[Any]:
-        await self._authenticate(method, context)
-        async for item in responses:
-            yield item
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+"""Codes that mark a server span as failed (OpenTelemetry's gRPC conventions); others are the caller's fault."""
+
+
+def _end_trace_with_error(span: trace.Span | None, code: grpc.StatusCode, details: str, exc: Exception) -> None:
+    if span is None or not span.is_recording():
+        return
+    if code in _SERVER_FAULTS:
+        span.set_status(Status(StatusCode.ERROR, f"{code.name}: {details}"))
+    if not isinstance(exc, ParleyError):
+        span.record_exception(exc)

@@ -1,10 +1,11 @@
 """The ``grpc.aio`` server bootstrap every Parley service runs on.
 
-It installs, in order: OpenTelemetry tracing, error mapping with RPC metrics, request limits and
-authentication; the standard health service (``liveness``, and ``readiness`` with the overall ``""`` and one
-status per service following the dependency checks: see :mod:`parley_runtime.health`) and server reflection; and
-graceful shutdown: on SIGTERM every health status turns NOT_SERVING (so load balancers stop sending), the server
-stops accepting calls, and in-flight calls get ``shutdown_grace_s`` to finish.
+It installs the call interceptor (:class:`~parley_runtime.interceptors.CallInterceptor`: tracing, error mapping
+with RPC metrics, request limits and authentication, in one layer); the standard health service (``liveness``, and
+``readiness`` with the overall ``""`` and one status per service following the dependency checks: see
+:mod:`parley_runtime.health`) and server reflection; and graceful shutdown: on SIGTERM every health status turns
+NOT_SERVING (so load balancers stop sending), the server stops accepting calls, and in-flight calls get
+``shutdown_grace_s`` to finish.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from parley_runtime.auth import Access, Authenticator
 from parley_runtime.config import ConfigError, ServiceSettings, SettingsT, load_settings
 from parley_runtime.health import Check, Readiness
-from parley_runtime.interceptors import AuthInterceptor, ErrorMappingInterceptor, LimitsInterceptor
+from parley_runtime.interceptors import CallInterceptor
 from parley_runtime.logs import configure_logging
 from parley_runtime.telemetry import Telemetry, configure_telemetry
 
@@ -84,14 +84,13 @@ class GrpcServer:
         self._definition = definition
         self._server = grpc.aio.server(
             interceptors=[
-                aio_server_interceptor(  # type: ignore[no-untyped-call]
-                    tracer_provider=telemetry.tracer_provider, filter_=_traced(definition.untraced_streams)
-                ),
-                ErrorMappingInterceptor(telemetry.meter(f"parley.{definition.name}")),
-                LimitsInterceptor(settings.max_inflight_calls),
-                AuthInterceptor(
+                CallInterceptor(
                     authenticator,
                     definition.access,
+                    tracer=telemetry.tracer(f"parley.{definition.name}"),
+                    meter=telemetry.meter(f"parley.{definition.name}"),
+                    max_inflight=settings.max_inflight_calls,
+                    untraced=definition.untraced_streams,
                     client_certificates=bool(settings.tls_client_ca_file),
                     internal_callers=definition.internal_callers,
                 ),
@@ -173,13 +172,6 @@ def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | No
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
-
-
-def _traced(untraced: Collection[str]) -> Callable[[object], bool] | None:
-    """The instrumentation's filter (True: trace the call) leaving out ``untraced`` methods."""
-    if not untraced:
-        return None
-    return filters.negate(filters.any_of(*(filters.full_method_name(name) for name in untraced)))
 
 
 def run_service(

@@ -79,6 +79,11 @@ class RedisServer:
         """Whether the process was started and not stopped."""
         return self._process is not None
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (benchmarks read its CPU time); 0 when not running."""
+        return self._process.pid if self._process is not None else 0
+
     def start(self, timeout: float = 10.0) -> None:
         """Starts the server and waits until it answers PING."""
         args = [
