@@ -52,9 +52,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from parley_crypto import (
     IdentityKeyPair,
     InMemoryProtocolStore,
+    KemPublicKey,
     KeyPair,
     PreKeyBundle,
     ProtocolAddress,
+    PublicKey,
     SessionCipher,
     create_sender_key_distribution_message,
     decrypt_attachment,
@@ -296,7 +298,11 @@ def ours_setup(*, pq: bool) -> Callable[[], None]:
 
 def ours_setup_with_bundle() -> Callable[[], None]:
     """As libsignal's figure: Bob makes a one-time EC prekey and a signed one-time Kyber1024 prekey, Alice
-    processes the bundle and sends, Bob sets up the session and decrypts."""
+    processes the bundle and sends, Bob sets up the session and decrypts.
+
+    Alice reads the bundle's keys from their serialized form, as a client does from the key directory's answer:
+    she shares no key object (and nothing a key object caches) with Bob.
+    """
     bob_address, bob = make_device("bob")
     bob_identity = bob.get_identity_key_pair()
     signed = bob.signed_prekeys[1]
@@ -312,14 +318,14 @@ def ours_setup_with_bundle() -> Callable[[], None]:
         bundle = PreKeyBundle(
             registration_id=1,
             device_id=1,
-            identity_key=bob_identity.public_key,
+            identity_key=PublicKey.deserialize(bob_identity.public_key.serialize()),
             signed_prekey_id=1,
-            signed_prekey=signed.key_pair.public_key,
+            signed_prekey=PublicKey.deserialize(signed.key_pair.public_key.serialize()),
             signed_prekey_signature=signed.signature,
             prekey_id=2,
-            prekey=prekey.key_pair.public_key,
+            prekey=PublicKey.deserialize(prekey.key_pair.public_key.serialize()),
             kyber_prekey_id=2,
-            kyber_prekey=kyber.key_pair.public_key,
+            kyber_prekey=KemPublicKey.deserialize(kyber.key_pair.public_key.serialize()),
             kyber_prekey_signature=kyber.signature,
         )
         process_prekey_bundle(alice, bob_address, bundle)

@@ -305,6 +305,13 @@ class KemPublicKey:
         self.raw = bytes(raw)
 
     @classmethod
+    def _of_kyber(cls, key: kyber1024.PublicKey) -> KemPublicKey:
+        """Wraps a Kyber1024 public key object as it is, keeping what it has cached (no parsing again)."""
+        wrapped = cls.__new__(cls)
+        wrapped._key, wrapped.key_type, wrapped.raw = key, KYBER_1024_KEY_TYPE, key.raw
+        return wrapped
+
+    @classmethod
     def deserialize(cls, data: bytes) -> KemPublicKey:
         """Parses the serialized form: ``0x08`` or ``0x0A`` followed by 1568 bytes.
 
@@ -378,7 +385,14 @@ class KemKeyPair:
             InvalidKeyError: unknown key type.
         """
         if key_type == KYBER_1024_KEY_TYPE:
-            return cls(kyber1024.SecretKey.generate().raw, key_type=key_type)
+            # Built from the generated key object rather than parsed back from its bytes: every check of
+            # __init__ holds by construction, and the key keeps the matrix its generation sampled, which the
+            # re-encryption inside each decapsulation needs.
+            secret = kyber1024.SecretKey.generate()
+            pair = cls.__new__(cls)
+            pair._private, pair.key_type, pair.private_key = secret, key_type, secret.raw
+            pair.public_key = KemPublicKey._of_kyber(secret.public_key)
+            return pair
         _kem_sizes(key_type)
         return cls(secrets.token_bytes(MLKEM1024_SEED_SIZE), key_type=key_type)
 

@@ -10,8 +10,9 @@ reference's known-answer tests. It differs from FIPS 203 ML-KEM-1024 only in its
 - decapsulation's implicit rejection outputs SHAKE256(z || H(c)) (ML-KEM: SHAKE256(z || c)).
 
 Sizes: public key 1568 bytes (t̂ || rho), secret key 3168 (ŝ || pk || H(pk) || z), ciphertext 1568, secret 32.
-Both key objects cache what repeated use needs (the decoded vectors and the expanded public matrix), because a
-published prekey is encapsulated to by every peer that fetches it.
+Both key objects cache what repeated use needs (the decoded vectors and the expanded public matrix with t̂), because
+a published prekey is encapsulated to by every peer that fetches it, and a generated key keeps the matrix its
+generation sampled for the re-encryption of every decapsulation.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _kdf(key: bytes, ciphertext: bytes) -> bytes:
 class PublicKey:
     """A Kyber1024 public key (1568 bytes: t̂ || rho)."""
 
-    __slots__ = ("_hash", "_matrix", "_t_hat", "raw")
+    __slots__ = ("_encryption", "_hash", "_t_hat", "raw")
 
     def __init__(self, raw: bytes) -> None:
         """Parses the raw key.
@@ -58,14 +59,14 @@ class PublicKey:
         self.raw = bytes(raw)
         self._t_hat = t_hat
         self._hash = _sha3_256(self.raw)
-        self._matrix: lattice.Array | None = None
+        self._encryption: lattice.Array | None = None
 
     def _encrypt(self, message: bytes, coins: bytes) -> bytes:
-        matrix = self._matrix
-        if matrix is None:
-            matrix = self._matrix = lattice.sample_matrix(self.raw[PARAMS.vector_bytes :], PARAMS.k)
-        c1, r_hat, e2 = lattice.pke_encrypt_c1(matrix, coins, PARAMS)
-        return c1 + lattice.pke_encrypt_c2(self._t_hat, r_hat, e2, message, PARAMS)
+        encryption = self._encryption
+        if encryption is None:
+            matrix = lattice.sample_matrix(self.raw[PARAMS.vector_bytes :], PARAMS.k)
+            encryption = self._encryption = lattice.encryption_matrix(matrix, self._t_hat)
+        return lattice.pke_encrypt_with(encryption, message, coins, PARAMS)
 
     def encapsulate(self, randomness: bytes | None = None) -> tuple[bytes, bytes]:
         """Encapsulates a fresh shared secret to this key.
@@ -136,11 +137,13 @@ class SecretKey:
             raise InvalidKeyError(f"Kyber1024 seed must be 64 bytes, got {len(seed)}")
         expanded = hashlib.sha3_512(seed[:32]).digest()
         rho, sigma = expanded[:32], expanded[32:]
-        t_hat, s_hat = lattice.pke_keygen(rho, sigma, PARAMS)
+        matrix = lattice.sample_matrix(rho, PARAMS.k)
+        t_hat, s_hat = lattice.pke_keygen_with_matrix(matrix, sigma, PARAMS)
         public = lattice.byte_encode(t_hat, 12) + rho
         public_key = PublicKey.__new__(PublicKey)
         public_key.raw, public_key._t_hat, public_key._hash = public, t_hat, _sha3_256(public)
-        public_key._matrix = None
+        # Kept for decapsulation, whose re-encryption would otherwise sample the same matrix again.
+        public_key._encryption = lattice.encryption_matrix(matrix, t_hat)
         # Built from its parts rather than parsed back: every check of __init__ holds by construction.
         key = cls.__new__(cls)
         key.raw = lattice.byte_encode(s_hat, 12) + public + public_key._hash + seed[32:]

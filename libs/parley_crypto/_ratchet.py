@@ -104,7 +104,7 @@ class SessionState:
         pending_prekey: PendingPreKey | None = None,
         local_registration_id: int = 0,
         remote_registration_id: int = 0,
-        pq_ratchet_state: bytes = b"",
+        pq_ratchet_state: bytes | _spqr.PqRatchet = b"",
     ) -> None:
         self.version = version
         self.local_identity = local_identity
@@ -119,8 +119,12 @@ class SessionState:
         self.alice_base_key = alice_base_key
         self.local_registration_id = local_registration_id
         self.remote_registration_id = remote_registration_id
-        # SPQR's state, None for sessions that run none (version 3, and version 4 records from before SPQR).
-        self._pq = _spqr.PqRatchet(pq_ratchet_state) if pq_ratchet_state else None
+        # SPQR's state, None for sessions that run none (version 3, and version 4 records from before SPQR): bytes
+        # from a stored record, or a new session's state as it was built.
+        if isinstance(pq_ratchet_state, _spqr.PqRatchet):
+            self._pq: _spqr.PqRatchet | None = pq_ratchet_state
+        else:
+            self._pq = _spqr.PqRatchet(pq_ratchet_state) if pq_ratchet_state else None
         # Per-message constants, derived once: the MAC's identity prefix in each direction.
         local, remote = local_identity.serialize(), remote_identity.serialize()
         self._mac_prefix_send = local + remote

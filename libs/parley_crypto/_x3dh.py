@@ -68,9 +68,9 @@ def _derive(info: bytes, secret: bytes) -> tuple[bytes, bytes, bytes]:
     return derived[:32], derived[32:64], derived[64:]
 
 
-def _spqr_state(pqr_key: bytes, direction: _spqr.Direction) -> bytes:
+def _spqr_state(pqr_key: bytes, direction: _spqr.Direction) -> _spqr.PqRatchet:
     # As libsignal: SPQR V1 is required of the peer (min_version V1), with libsignal's chain bounds (the defaults).
-    return _spqr.initial_state(auth_key=pqr_key, direction=direction, min_version=_spqr.Version.V1)
+    return _spqr.PqRatchet.initial(auth_key=pqr_key, direction=direction, min_version=_spqr.Version.V1)
 
 
 def initiate(

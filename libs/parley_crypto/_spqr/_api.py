@@ -172,8 +172,14 @@ def initial_state(
     """
     if version == Version.V0:
         return b""
+    return _initial(auth_key, direction, version, min_version, chain_params).to_proto()
+
+
+def _initial(
+    auth_key: bytes, direction: Direction, version: Version, min_version: Version, chain_params: ChainParams | None
+) -> _PqRatchetState:
     negotiation = _Negotiation(auth_key, direction, int(min_version), chain_params or ChainParams())
-    return _PqRatchetState(negotiation, None, _inner_for(version, direction, auth_key)).to_proto()
+    return _PqRatchetState(negotiation, None, _inner_for(version, direction, auth_key))
 
 
 def current_version(state: bytes) -> CurrentVersion:
@@ -298,6 +304,19 @@ class PqRatchet:
     def __init__(self, state: bytes = b"") -> None:
         self._serialized: bytes | None = state
         self._parsed: _PqRatchetState | None = None
+
+    @classmethod
+    def initial(
+        cls,
+        *,
+        auth_key: bytes,
+        direction: Direction,
+        min_version: Version = Version.V1,
+        chain_params: ChainParams | None = None,
+    ) -> PqRatchet:
+        """A new session's V1 state, as :func:`initial_state` gives it serialized, but parsed already: a session
+        set-up then neither serializes it nor parses it back before its first message."""
+        return cls._of(_initial(auth_key, direction, Version.V1, min_version, chain_params), None)
 
     @classmethod
     def _of(cls, parsed: _PqRatchetState, serialized: bytes | None) -> PqRatchet:

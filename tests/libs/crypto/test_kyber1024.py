@@ -26,10 +26,15 @@ def test_known_answers_of_the_round3_reference(vector: KemVector) -> None:
     secret_key = kyber.SecretKey.generate(d + z)
     assert secret_key.public_key.raw == vector.pk
     assert secret_key.raw == vector.sk
-    ciphertext, shared = secret_key.public_key.encapsulate(drbg.random_bytes(32))
+    randomness = drbg.random_bytes(32)
+    ciphertext, shared = secret_key.public_key.encapsulate(randomness)
     assert ciphertext == vector.ct
     assert shared == vector.ss
     assert kyber.SecretKey(vector.sk).decapsulate(vector.ct) == vector.ss
+    # The same answers from the other path of each key: a generated key keeps the matrix its generation sampled
+    # (for the re-encryption of its decapsulations), a parsed one samples it on first use.
+    assert secret_key.decapsulate(vector.ct) == vector.ss
+    assert kyber.PublicKey(vector.pk).encapsulate(randomness) == (vector.ct, vector.ss)
 
 
 def test_round_trip_with_fresh_randomness() -> None:
@@ -40,9 +45,12 @@ def test_round_trip_with_fresh_randomness() -> None:
     assert secret_key.public_key.encapsulate()[1] != shared
 
 
+@pytest.mark.parametrize("parsed", [False, True], ids=["generated-key", "parsed-key"])
 @pytest.mark.parametrize("position", [0, 1407, 1408, 1567])
-def test_tampered_ciphertext_gives_the_round3_implicit_rejection_secret(position: int) -> None:
+def test_tampered_ciphertext_gives_the_round3_implicit_rejection_secret(position: int, parsed: bool) -> None:
     secret_key = kyber.SecretKey.generate()
+    if parsed:
+        secret_key = kyber.SecretKey(secret_key.raw)
     ciphertext, shared = secret_key.public_key.encapsulate()
     tampered = bytearray(ciphertext)
     tampered[position] ^= 0x04

@@ -121,6 +121,38 @@ def test_sample_matrix_squeezes_further_when_the_first_squeeze_falls_short(monke
     assert matrix[1, 0].tolist() == scalar_sample_ntt(rho + bytes((0, 1)))
 
 
+def test_sample_matrix_squeezes_only_the_rows_that_fall_short() -> None:
+    # About one entry in 120 has fewer than 256 accepted candidates in the first squeeze: find a seed whose
+    # matrix mixes such entries with full ones.
+    for counter in range(2000):
+        rho = hashlib.sha256(counter.to_bytes(2, "big")).digest()
+        streams = b"".join(
+            hashlib.shake_128(rho + bytes((j, i))).digest(lattice._XOF_FIRST_SQUEEZE)
+            for i in range(4)
+            for j in range(4)
+        )
+        short = (np.count_nonzero(lattice._uniform_candidates(streams, 16) < Q, axis=1) < 256).sum()
+        if 0 < short < 16:
+            break
+    else:
+        pytest.fail("no seed with short and full rows")
+    matrix = lattice.sample_matrix(rho, 4)
+    for i in range(4):
+        for j in range(4):
+            assert matrix[i, j].tolist() == scalar_sample_ntt(rho + bytes((j, i)))
+
+
+def test_encryption_in_one_pass_gives_the_bytes_of_its_two_halves() -> None:
+    params = lattice.Params(k=3, eta1=2, eta2=2, du=10, dv=4)
+    rho, sigma, message, coins = (os.urandom(32) for _ in range(4))
+    matrix = lattice.sample_matrix(rho, params.k)
+    t_hat, _ = lattice.pke_keygen_with_matrix(matrix, sigma, params)
+    c1, r_hat, e2 = lattice.pke_encrypt_c1(matrix, coins, params)
+    halves = c1 + lattice.pke_encrypt_c2(t_hat, r_hat, e2, message, params)
+    assert lattice.pke_encrypt_with(lattice.encryption_matrix(matrix, t_hat), message, coins, params) == halves
+    assert lattice.pke_encrypt(t_hat, rho, message, coins, params) == halves
+
+
 def test_cbd_counts_bits_as_fips_203_algorithm_8() -> None:
     data = os.urandom(128)
     bits = [(data[i // 8] >> (i % 8)) & 1 for i in range(1024)]

@@ -38,10 +38,9 @@ from parley_crypto import (
     generate_signed_prekey,
     process_prekey_bundle,
 )
-from parley_crypto._spqr._messages import Message as SpqrMessage
-from parley_crypto._wire import PreKeySignalMessage, SignalMessage, encode_addresses
+from parley_crypto._wire import PreKeySignalMessage, encode_addresses
 
-from .libsignal_peer import KyberKind, LibsignalDevice, LibsignalError
+from .libsignal_peer import KyberKind, LibsignalDevice, LibsignalError, spqr_epoch
 
 Initiator = Literal["libsignal", "parley"]
 INITIATORS: list[Initiator] = ["libsignal", "parley"]
@@ -92,14 +91,6 @@ class ParleyDevice:
         self.store.sessions = {
             address: SessionRecord.deserialize(record.serialize()) for address, record in self.store.sessions.items()
         }
-
-
-def spqr_epoch(message: CiphertextMessage) -> int:
-    """The SPQR epoch a message carries in ``pq_ratchet`` (libsignal's and ours alike)."""
-    body = PreKeySignalMessage.parse(message.body).message if message.type == MessageType.PREKEY else None
-    signal = body or SignalMessage.parse(message.body)
-    spqr, _ = SpqrMessage.deserialize(signal.pq_ratchet)
-    return spqr.epoch
 
 
 @dataclass

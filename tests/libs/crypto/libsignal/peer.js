@@ -208,6 +208,30 @@ class Device {
     );
   }
 
+  // The keys an app uploads to its server: the signed prekey, `oneTime` fresh one-time EC prekeys, `oneTimeKyber`
+  // fresh signed one-time Kyber prekeys and, with `lastResortKyber`, the last-resort Kyber prekey (made on first
+  // use). The private halves stay in this device's stores.
+  async uploadKeys({ oneTime = 0, oneTimeKyber = 0, lastResortKyber = false } = {}) {
+    const preKeys = [];
+    for (let i = 0; i < oneTime; i += 1) {
+      const priv = S.PrivateKey.generate();
+      const record = S.PreKeyRecord.new(this.nextPreKeyId++, priv.getPublicKey(), priv);
+      await this.preKeys.savePreKey(record.id(), record);
+      preKeys.push(record);
+    }
+    const kyberPreKeys = [];
+    for (let i = 0; i < oneTimeKyber; i += 1) kyberPreKeys.push(await this.kyberPreKey(this.nextKyberId++));
+    let lastResort = null;
+    if (lastResortKyber) {
+      if (!this.kyberPreKeys.lastResort.has(LAST_RESORT_KYBER_ID)) {
+        this.kyberPreKeys.lastResort.add(LAST_RESORT_KYBER_ID);
+        await this.kyberPreKey(LAST_RESORT_KYBER_ID);
+      }
+      lastResort = await this.kyberPreKeys.getKyberPreKey(LAST_RESORT_KYBER_ID);
+    }
+    return { preKeys, kyberPreKeys, lastResort };
+  }
+
   async encrypt(remote, plaintext) {
     return S.signalEncrypt(plaintext, remote, this.address, this.sessions, this.identities);
   }
@@ -296,6 +320,39 @@ const handlers = {
   // A bundle as the key directory would hand it out: `one_time_prekey` (bool), `kyber` "one_time" or "last_resort".
   bundle: async ({ device: name, one_time_prekey: oneTimePrekey, kyber }) =>
     bundleJson(await device(name).bundle({ oneTimePrekey, kyber })),
+
+  // What an app uploads to its server (see Device.uploadKeys): identity key, registration id, the signed prekey,
+  // `one_time_prekeys` one-time EC prekeys, `one_time_kyber_prekeys` one-time Kyber prekeys, and the last-resort
+  // Kyber prekey when `last_resort_kyber`.
+  upload_keys: async ({
+    device: name,
+    one_time_prekeys: oneTime,
+    one_time_kyber_prekeys: oneTimeKyber,
+    last_resort_kyber: lastResortKyber,
+  }) => {
+    const me = device(name);
+    const { preKeys, kyberPreKeys, lastResort } = await me.uploadKeys({ oneTime, oneTimeKyber, lastResortKyber });
+    const signedJson = (record) => ({
+      id: record.id(),
+      public_key: hex(record.publicKey().serialize()),
+      signature: hex(record.signature()),
+    });
+    return {
+      identity_key: hex(me.identity.publicKey.serialize()),
+      registration_id: me.registrationId,
+      signed_prekey: signedJson(me.signedPreKey),
+      one_time_prekeys: preKeys.map((record) => ({ id: record.id(), public_key: hex(record.publicKey().serialize()) })),
+      one_time_kyber_prekeys: kyberPreKeys.map(signedJson),
+      last_resort_kyber_prekey: lastResort ? signedJson(lastResort) : null,
+    };
+  },
+
+  // The ids of the prekeys the device still holds: one-time EC prekeys and Kyber prekeys (the last-resort one
+  // included), to see which ones libsignal consumed.
+  stored_prekey_ids: ({ device: name }) => {
+    const me = device(name);
+    return { prekeys: [...me.preKeys.records.keys()], kyber_prekeys: [...me.kyberPreKeys.records.keys()] };
+  },
 
   process_bundle: async (request) => {
     const me = device(request.device);
