@@ -67,7 +67,7 @@ RETENTION_MS = 30 * 86_400_000
 """The relay's default retention, as the floors trim mailboxes with it."""
 # Moderation's buckets hold this many tokens and refill a tenth of it per second: the load never meets a limit.
 UNLIMITED = 100_000_000
-LIMITS = ("SEND", "FIRST_CONTACT", "PROVIDER")
+LIMITS = ("SEND", "FIRST_CONTACT", "PROVIDER", "PROVIDER_FIRST_CONTACT")
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -254,7 +254,11 @@ class Sender(_Stream):
     async def _read(self) -> None:
         async for frame in self._call:
             kind = frame.WhichOneof("frame")
-            if kind == "send_results":
+            if kind == "deliveries":
+                # The recipient's one reply from set-up (see _converse): acknowledged, as a device would.
+                ids = [delivery.delivery_id for delivery in frame.deliveries.deliveries]
+                await self._call.write(pb.ConnectRequest(ack=pb.Ack(delivery_ids=ids)))
+            elif kind == "send_results":
                 tally = self._pending.pop(frame.send_results.batch_id)
                 for result in frame.send_results.results:
                     if result.code:
@@ -443,6 +447,7 @@ async def _offline(
     """
     _progress("offline recipients")
     targets = [(sender, idler) for (sender, _), idler in zip(pairs, idlers, strict=False)]
+    await _converse(relay_target, targets)
     client = Client(relay_target)
     senders = [
         Sender(client, sender, _stanza_template(sender.address, idler.address), f"o{index}x")
@@ -556,6 +561,19 @@ async def _register_all(
         for sender, recipient in zip(senders, recipients, strict=True)
     ]
     return pairs, list(idlers)
+
+
+async def _converse(relay_target: str, pairs: Sequence[tuple[Device, Device]]) -> None:
+    """Each recipient writes once to its sender, so the load is steady traffic between users in a conversation.
+
+    Moderation treats a message to someone who never wrote back as a first contact, which takes a token from the
+    sender's provider's first-contact bucket in a round trip of its own; the relay is measured on the common case.
+    """
+    async with grpc.aio.insecure_channel(relay_target) as channel:
+        stub = relay_pb2_grpc.RelayServiceStub(channel)
+        for sender, recipient in pairs:
+            reply = _stanza_template(recipient.address, sender.address).replace(ID_TEMPLATE.encode(), b"h" * 20, 1)
+            await stub.Send(pb.SendRequest(stanza=reply), metadata=recipient.metadata())
 
 
 async def _idle_kib_per_device(target: str, relay_pid: int, idlers: list[Device]) -> float:
@@ -686,6 +704,7 @@ async def _measure(
     floor_kib_per_idle = await _idle_kib_per_device(echo_target, echo_pid, idlers)
     _progress(f"  {kib_per_idle:.1f} KiB per idle device ({floor_kib_per_idle:.1f} KiB on the bare transport)")
 
+    await _converse(relay_target, pairs)
     relay = await Fleet.connect(relay_target, pairs, "r")
     floor = await Fleet.connect(echo_target, pairs, "e")
     redis_client = aioredis.Redis.from_url(redis_url)
