@@ -9,8 +9,7 @@ A device's mailbox entry stays until that device acknowledges it or the retentio
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from redis.exceptions import NoScriptError
 
@@ -24,8 +23,7 @@ EPHEMERAL_PREFIX = b"e"
 """A mailbox-channel message starting with this byte carries an ephemeral stanza (typing) after it."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoredStanza:
+class StoredStanza(NamedTuple):
     """One mailbox entry.
 
     Attributes:
@@ -45,8 +43,7 @@ class StoredStanza:
     receipt_requested: bool
 
 
-@dataclass(frozen=True, slots=True)
-class StoreResult:
+class StoreResult(NamedTuple):
     """Outcome of storing one stanza for one user's devices."""
 
     duplicate: bool
@@ -59,8 +56,7 @@ class StoreResult:
     """(device id, mailbox length) of a target device at the backlog cap: then nothing was stored."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoreRequest:
+class StoreRequest(NamedTuple):
     """One stanza to store once for some devices of one user (idempotent per sender and id)."""
 
     user: str
@@ -130,12 +126,13 @@ class RedisMailboxStore:
         results = []
         reloaded = False
         for run, (keys, args), answer in zip(runs, calls, raw[: len(calls)], strict=True):
+            replies = answer
             if isinstance(answer, NoScriptError):
-                answer = await self._store(keys=keys, args=args)
+                replies = await self._store(keys=keys, args=args)
                 reloaded = True
             elif isinstance(answer, Exception):
                 raise answer
-            results += [_store_result(request, reply) for request, reply in zip(run, answer, strict=True)]
+            results += [_store_result(request, reply) for request, reply in zip(run, replies, strict=True)]
         if reloaded:
             async with self._client.pipeline(transaction=False) as pipe:
                 for channel in hints:
