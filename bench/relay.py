@@ -345,16 +345,21 @@ class Fleet:
         start = time.perf_counter()
         deadline = start + seconds
         interval = BATCH * len(self.senders) / rate if rate else 0.0
+        # Paced unary calls: each of the senders' WINDOW callers sends one call per call_interval.
+        call_interval = WINDOW * len(self.senders) / rate if rate else 0.0
 
-        async def call(sender: Sender) -> None:
-            for _ in range(max_frames * BATCH // WINDOW + 1):
+        async def call(index: int, sender: Sender) -> None:
+            offset = start + call_interval * index / (WINDOW * len(self.senders))
+            for number in range(max_frames * BATCH // WINDOW + 1):
+                if call_interval:
+                    await asyncio.sleep(max(0.0, offset + number * call_interval - time.perf_counter()))
                 if time.perf_counter() >= deadline:
                     break
                 await sender.send_unary(tally)
 
         async def push(index: int, sender: Sender) -> None:
             if unary:
-                await asyncio.gather(*(call(sender) for _ in range(WINDOW)))
+                await asyncio.gather(*(call(index * WINDOW + slot, sender) for slot in range(WINDOW)))
                 return
             offset = start + interval * index / len(self.senders)
             for frame in range(max_frames):
@@ -728,12 +733,14 @@ async def main() -> None:
             )
             relay_process.start()
             assert relay_process.process is not None
+            assert moderation_process.process is not None
             async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
                 await asyncio.wait_for(channel.channel_ready(), 10)
             world = World(
                 redis_url=redis_server.url,
                 identity_target=identity_process.target,
                 moderation_target=moderation_process.target,
+                moderation_pid=moderation_process.process.pid,
                 relay_target=relay_process.target,
                 relay_pid=relay_process.process.pid,
                 echo_target=f"127.0.0.1:{echo_port}",
@@ -751,26 +758,35 @@ async def main() -> None:
     write_results("relay", figures, quick=args.quick, out=args.out)
 
 
-async def _unary_send(relay: Fleet, floor: Fleet, relay_pid: int, seconds: float) -> Figure:
-    """Unary ``Send`` through the relay beside the echo floor, same calls in flight."""
+async def _unary_send(relay: Fleet, floor: Fleet, relay_pid: int, seconds: float, profile_s: float) -> Figure:
+    """Unary ``Send`` through the relay beside the echo floor, same calls in flight; then its latency at half
+    that rate, and a profile of the relay at full rate (what share authentication takes)."""
     _progress("unary Send")
     cpu_before = _cpu_seconds(relay_pid)
     unary = await relay.drive(seconds=seconds, unary=True)
     cpu_per_message = (_cpu_seconds(relay_pid) - cpu_before) / unary.messages
     unary_floor = await floor.drive(seconds=seconds, unary=True)
     _progress(f"  relay {unary.rate:,.0f} messages/s, bare transport {unary_floor.rate:,.0f} messages/s")
-    latencies = sorted(unary.latencies)
+    paced = await relay.drive(seconds=seconds, rate=unary.rate / 2, unary=True)
+    profile, _ = await asyncio.gather(_profile(relay_pid, profile_s), relay.drive(seconds=profile_s, unary=True))
+    latencies, half_latencies = sorted(unary.latencies), sorted(paced.latencies)
     return Figure(
         unit="messages/s",
         ours=round(unary.rate, 1),
         floor=round(unary_floor.rate, 1),
+        target=0.4,
         extra={
             "calls_in_flight": PAIRS * WINDOW,
             "relay_cpu_us_per_message": round(cpu_per_message * 1e6, 1),
             "p50_ms_at_max_load": _percentile_ms(latencies, 0.50),
             "p99_ms_at_max_load": _percentile_ms(latencies, 0.99),
+            "half_load_messages_per_s": round(paced.rate, 1),
+            "p50_ms_at_half_load": _percentile_ms(half_latencies, 0.50),
+            "p99_ms_at_half_load": _percentile_ms(half_latencies, 0.99),
+            "relay_profile": profile,
             "floor_desc": "the same calls to bench/_echo_relay.py, which pushes each stanza to the peer's stream",
-            "note": "each call carries a fresh one-time assertion, minted here and verified and recorded by the relay",
+            "note": "each call carries a fresh one-time assertion, minted here and verified and recorded by the relay "
+            "(auth and interceptors in the profile); latency from the call's start to the stanza's arrival",
         },
     )
 
@@ -782,6 +798,7 @@ class World:
     redis_url: str
     identity_target: str
     moderation_target: str
+    moderation_pid: int
     relay_target: str
     relay_pid: int
     echo_target: str
@@ -854,6 +871,7 @@ class Rounds:
     floor_rates: list[float] = field(default_factory=list)
     redis_rates: list[float] = field(default_factory=list)
     relay_cpu: float = 0.0
+    moderation_cpu: float = 0.0
     redis_cpu: float = 0.0
     relay_messages: int = 0
     floor_redis_cpu: float = 0.0
@@ -877,8 +895,10 @@ async def _rounds(
     for round_number in range(1, rounds + 1):
         commands_before = await _command_usec(redis_client)
         cpu_before, redis_before = _cpu_seconds(world.relay_pid), await _redis_cpu_seconds(redis_client)
+        moderation_before = _cpu_seconds(world.moderation_pid)
         result = await relay.drive(seconds=seconds)
         load.relay_cpu += _cpu_seconds(world.relay_pid) - cpu_before
+        load.moderation_cpu += _cpu_seconds(world.moderation_pid) - moderation_before
         load.redis_cpu += await _redis_cpu_seconds(redis_client) - redis_before
         load.relay_messages += result.messages
         load.ours_rates.append(result.rate)
@@ -923,11 +943,13 @@ async def _measure(world: World, *, seconds: float, rounds: int, idle: int) -> d
     load = await _rounds(world, relay, floor, redis_client, template, seconds=seconds, rounds=rounds)
     prosody = await _prosody_peer(seconds, rounds, len(template))
 
+    # Shorter than the rounds: a profile needs a few hundred samples, and --quick must stay under a minute.
+    profile_s = min(seconds, 2.0)
     _progress("profiling the relay under the same load")
-    profile, _ = await asyncio.gather(_profile(world.relay_pid, seconds), relay.drive(seconds=seconds))
-    moderation_redis_us = await _moderation_redis_us(world, pairs, seconds)
+    profile, _ = await asyncio.gather(_profile(world.relay_pid, profile_s), relay.drive(seconds=profile_s))
+    moderation_redis_us = await _moderation_redis_us(world, pairs, profile_s)
 
-    unary_figure = await _unary_send(relay, floor, world.relay_pid, seconds)
+    unary_figure = await _unary_send(relay, floor, world.relay_pid, seconds, profile_s)
 
     ours = statistics.median(load.ours_rates)
     half = ours / 2
@@ -955,6 +977,7 @@ async def _measure(world: World, *, seconds: float, rounds: int, idle: int) -> d
                 "stanza_bytes": len(template),
                 "relay_cpu_us_per_message": round(cpu_us, 1),
                 "relay_cpu_us_target": 60,
+                "moderation_cpu_us_per_message": round(load.moderation_cpu / load.relay_messages * 1e6, 1),
                 "redis_cpu_us_per_message": round(redis_us, 1),
                 "redis_cpu_us_target": 12,
                 "redis_cpu_us_per_message_moderation": round(moderation_redis_us, 1),
