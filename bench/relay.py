@@ -695,7 +695,7 @@ async def _idle_kib_per_device(target: str, relay_pid: int, idlers: list[Device]
 
 async def main() -> None:
     args = parse_args(__doc__ or "")
-    seconds = 3.0 if args.quick else 8.0
+    seconds = 2.5 if args.quick else 8.0
     rounds = 1 if args.quick else 3
     idle = 200 if args.quick else 500
     with RedisServer() as redis_server:
@@ -767,7 +767,7 @@ async def _unary_send(relay: Fleet, floor: Fleet, relay_pid: int, seconds: float
     cpu_per_message = (_cpu_seconds(relay_pid) - cpu_before) / unary.messages
     unary_floor = await floor.drive(seconds=seconds, unary=True)
     _progress(f"  relay {unary.rate:,.0f} messages/s, bare transport {unary_floor.rate:,.0f} messages/s")
-    paced = await relay.drive(seconds=seconds, rate=unary.rate / 2, unary=True)
+    paced = await relay.drive(seconds=profile_s * 2, rate=unary.rate / 2, unary=True)
     profile, _ = await asyncio.gather(_profile(relay_pid, profile_s), relay.drive(seconds=profile_s, unary=True))
     latencies, half_latencies = sorted(unary.latencies), sorted(paced.latencies)
     return Figure(
