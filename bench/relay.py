@@ -5,22 +5,29 @@ recipient device (a user of "gatekeeper") in ``SendBatch`` frames of ``BATCH`` s
 streams, with ``WINDOW`` frames in flight per stream; the recipients hold ``Connect`` streams and acknowledge
 every ``Deliveries`` frame. Everything is real: identity, moderation and relay run as processes over real gRPC,
 with a real Redis; the relay asks moderation about every frame (one ``CheckSendBatch``), with limits set high
-enough that the load never meets them. The stanzas carry placeholder ciphertexts (the relay never decrypts), so
-the client spends nothing on crypto. Every accepted stanza is counted at its recipient; a stanza that never
-arrives fails the run.
+enough that the load never meets them. Each recipient has written to its sender once before the load, so the
+traffic is a conversation's, not a first contact per message. The stanzas carry placeholder ciphertexts (the
+relay never decrypts), so the client spends nothing on crypto. Every accepted stanza is counted at its
+recipient; a stanza that never arrives fails the run. Telemetry is off in every process (no trace sampled).
 
-Floor (a), the bare transport: the same client, frames and concurrency against ``_echo_relay.py``, a do-nothing
-``grpc.aio`` servicer with the relay's RPC shapes. Floor (b), the bare Redis work: per message an XADD to a mailbox
-stream with the relay's fields, a PUBLISH of the hint and the XDEL of the ack, pipelined per batch from this
-process at the same concurrency.
+The floor of ``end_to_end``, the bare Redis work: per message an XADD to a mailbox stream with the relay's
+fields, a PUBLISH of the hint and the XDEL of the ack, pipelined per batch from this process at the same
+concurrency. ``transport``: the same client, frames and concurrency against ``_echo_relay.py``, a do-nothing
+``grpc.aio`` servicer with the relay's RPC shapes. ``prosody_peer`` (when Debian's ``prosody`` is installed):
+the same stanza size flooded through a private Prosody (``_prosody.py``) in the same run, its messages/s and
+server CPU per message beside the relay's.
 
 Offline recipients (the common case in real life): the same senders push frames to devices without a stream,
 so every stanza is stored and announced (``message_waiting``), beside the bare Redis work of that (mailbox XADD,
 hint PUBLISH, event XADD, pipelined per frame); every accepted stanza is counted in the mailboxes and the events.
 
 Also measured in the same run: latency percentiles from the write of a frame to the arrival of each stanza at
-its recipient at half the maximum sustained rate, relay and Redis CPU seconds per message, and the relay's
-resident memory per idle connected device. Writes bench/results/relay.json.
+its recipient at half the maximum sustained rate; relay, moderation and Redis CPU per message, with
+moderation's share of the Redis CPU measured by calling it alone with the same checks, and Redis's commands per
+message (INFO COMMANDSTATS; EVALSHA's time includes the commands its scripts run, listed again by name); a
+py-spy profile of the relay by layer (RELAY_LAYERS), on the stream and on unary ``Send``; unary ``Send``
+beside the echo floor, at full and at half load; and the relay's resident memory per idle connected device.
+Writes bench/results/relay.json.
 """
 
 from __future__ import annotations
