@@ -5,22 +5,29 @@ recipient device (a user of "gatekeeper") in ``SendBatch`` frames of ``BATCH`` s
 streams, with ``WINDOW`` frames in flight per stream; the recipients hold ``Connect`` streams and acknowledge
 every ``Deliveries`` frame. Everything is real: identity, moderation and relay run as processes over real gRPC,
 with a real Redis; the relay asks moderation about every frame (one ``CheckSendBatch``), with limits set high
-enough that the load never meets them. The stanzas carry placeholder ciphertexts (the relay never decrypts), so
-the client spends nothing on crypto. Every accepted stanza is counted at its recipient; a stanza that never
-arrives fails the run.
+enough that the load never meets them. Each recipient has written to its sender once before the load, so the
+traffic is a conversation's, not a first contact per message. The stanzas carry placeholder ciphertexts (the
+relay never decrypts), so the client spends nothing on crypto. Every accepted stanza is counted at its
+recipient; a stanza that never arrives fails the run. Telemetry is off in every process (no trace sampled).
 
-Floor (a), the bare transport: the same client, frames and concurrency against ``_echo_relay.py``, a do-nothing
-``grpc.aio`` servicer with the relay's RPC shapes. Floor (b), the bare Redis work: per message an XADD to a mailbox
-stream with the relay's fields, a PUBLISH of the hint and the XDEL of the ack, pipelined per batch from this
-process at the same concurrency.
+The floor of ``end_to_end``, the bare Redis work: per message an XADD to a mailbox stream with the relay's
+fields, a PUBLISH of the hint and the XDEL of the ack, pipelined per batch from this process at the same
+concurrency. ``transport``: the same client, frames and concurrency against ``_echo_relay.py``, a do-nothing
+``grpc.aio`` servicer with the relay's RPC shapes. ``prosody_peer`` (when Debian's ``prosody`` is installed):
+the same stanza size flooded through a private Prosody (``_prosody.py``) in the same run, its messages/s and
+server CPU per message beside the relay's.
 
 Offline recipients (the common case in real life): the same senders push frames to devices without a stream,
 so every stanza is stored and announced (``message_waiting``), beside the bare Redis work of that (mailbox XADD,
 hint PUBLISH, event XADD, pipelined per frame); every accepted stanza is counted in the mailboxes and the events.
 
 Also measured in the same run: latency percentiles from the write of a frame to the arrival of each stanza at
-its recipient at half the maximum sustained rate, relay and Redis CPU seconds per message, and the relay's
-resident memory per idle connected device. Writes bench/results/relay.json.
+its recipient at half the maximum sustained rate; relay, moderation and Redis CPU per message, with
+moderation's share of the Redis CPU measured by calling it alone with the same checks, and Redis's commands per
+message (INFO COMMANDSTATS; EVALSHA's time includes the commands its scripts run, listed again by name); a
+py-spy profile of the relay by layer (RELAY_LAYERS), on the stream and on unary ``Send``; unary ``Send``
+beside the echo floor, at full and at half load; and the relay's resident memory per idle connected device.
+Writes bench/results/relay.json.
 """
 
 from __future__ import annotations
@@ -29,14 +36,17 @@ import asyncio
 import base64
 import os
 import secrets
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _prosody
 import grpc.aio
 import redis.asyncio as aioredis
 from benchlib import Figure, parse_args, write_results
@@ -46,6 +56,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from parley.events.v1.events_pb2 import Event, MessageWaiting
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1 import identity_pb2_grpc
+from parley.moderation.v1 import moderation_pb2, moderation_pb2_grpc
 from parley.relay.v1 import relay_pb2 as pb
 from parley.relay.v1 import relay_pb2_grpc
 from parley_runtime import redis_keys
@@ -67,7 +78,7 @@ RETENTION_MS = 30 * 86_400_000
 """The relay's default retention, as the floors trim mailboxes with it."""
 # Moderation's buckets hold this many tokens and refill a tenth of it per second: the load never meets a limit.
 UNLIMITED = 100_000_000
-LIMITS = ("SEND", "FIRST_CONTACT", "PROVIDER")
+LIMITS = ("SEND", "FIRST_CONTACT", "PROVIDER", "PROVIDER_FIRST_CONTACT")
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -254,7 +265,11 @@ class Sender(_Stream):
     async def _read(self) -> None:
         async for frame in self._call:
             kind = frame.WhichOneof("frame")
-            if kind == "send_results":
+            if kind == "deliveries":
+                # The recipient's one reply from set-up (see _converse): acknowledged, as a device would.
+                ids = [delivery.delivery_id for delivery in frame.deliveries.deliveries]
+                await self._call.write(pb.ConnectRequest(ack=pb.Ack(delivery_ids=ids)))
+            elif kind == "send_results":
                 tally = self._pending.pop(frame.send_results.batch_id)
                 for result in frame.send_results.results:
                     if result.code:
@@ -337,16 +352,21 @@ class Fleet:
         start = time.perf_counter()
         deadline = start + seconds
         interval = BATCH * len(self.senders) / rate if rate else 0.0
+        # Paced unary calls: each of the senders' WINDOW callers sends one call per call_interval.
+        call_interval = WINDOW * len(self.senders) / rate if rate else 0.0
 
-        async def call(sender: Sender) -> None:
-            for _ in range(max_frames * BATCH // WINDOW + 1):
+        async def call(index: int, sender: Sender) -> None:
+            offset = start + call_interval * index / (WINDOW * len(self.senders))
+            for number in range(max_frames * BATCH // WINDOW + 1):
+                if call_interval:
+                    await asyncio.sleep(max(0.0, offset + number * call_interval - time.perf_counter()))
                 if time.perf_counter() >= deadline:
                     break
                 await sender.send_unary(tally)
 
         async def push(index: int, sender: Sender) -> None:
             if unary:
-                await asyncio.gather(*(call(sender) for _ in range(WINDOW)))
+                await asyncio.gather(*(call(index * WINDOW + slot, sender) for slot in range(WINDOW)))
                 return
             offset = start + interval * index / len(self.senders)
             for frame in range(max_frames):
@@ -443,6 +463,7 @@ async def _offline(
     """
     _progress("offline recipients")
     targets = [(sender, idler) for (sender, _), idler in zip(pairs, idlers, strict=False)]
+    await _converse(relay_target, targets)
     client = Client(relay_target)
     senders = [
         Sender(client, sender, _stanza_template(sender.address, idler.address), f"o{index}x")
@@ -495,6 +516,100 @@ async def _offline(
             "floor_desc": "XADD to the mailbox + PUBLISH + XADD of the message_waiting event, pipelined per frame",
         },
     )
+
+
+# Where a sampled stack of the relay goes: the innermost frame belonging to one of these names it (checked in this
+# order for each frame, leaf first), so a Redis command the store sends counts as "redis_client", a metric the
+# parity recorder records as "telemetry". Frames of none (grpc's C core, the event loop) are "grpc_and_event_loop".
+RELAY_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("telemetry", ("opentelemetry/", "parley_runtime/telemetry.py")),
+    ("redis_client", ("redis/", "hiredis", "parley_runtime/redis_client.py")),
+    ("auth", ("parley_runtime/auth.py", "jwt/", "cryptography/", "parley_runtime/providers.py")),
+    ("identity_cache", ("parley_runtime/recipients.py",)),
+    ("interceptors", ("parley_runtime/interceptors.py", "parley_runtime/deadlines.py", "grpc_status/")),
+    ("stanza_codec", ("parley_stanza/",)),
+    ("moderation_call", ("parley_relay/moderation_client.py", "parley_runtime/clients.py")),
+    ("parity_counts", ("parley_relay/parity.py",)),
+    ("store", ("parley_relay/store.py",)),
+    ("handler", ("parley_relay/handler.py",)),
+    ("stream_and_hub", ("parley_relay/connection.py", "parley_relay/hub.py", "parley_relay/servicer.py")),
+    ("protobuf", ("google/protobuf/",)),
+)
+_NOT_A_LAYER = ("__main__.py", "/app.py", "parley_runtime/server.py")
+"""Frames under which everything in the service runs; they name no layer."""
+
+
+def _layer(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        if any(marker in frame for marker in _NOT_A_LAYER):
+            continue
+        for layer, markers in RELAY_LAYERS:
+            if any(marker in frame for marker in markers):
+                return layer
+    return "grpc_and_event_loop"
+
+
+async def _profile(pid: int, seconds: float) -> dict[str, float] | str:
+    """Samples ``pid`` with py-spy for ``seconds``: each layer's share of its busy samples (see RELAY_LAYERS), or
+    why there is no profile (py-spy missing or not permitted)."""
+    spy = _py_spy()
+    if spy is None:
+        return "py-spy not installed"
+    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
+        process = await asyncio.create_subprocess_exec(
+            spy, "record", "-p", str(pid), "-d", str(max(1, round(seconds))), "-r", "200", "--format", "raw",
+            "--nonblocking", "--full-filenames", "-o", out.name,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, error = await process.communicate()
+        if process.returncode != 0:
+            return f"py-spy failed: {error.decode(errors='replace').strip()[-200:]}"
+        return _layer_shares(out.name)
+
+
+def _py_spy() -> str | None:
+    """py-spy beside this interpreter or on PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def _layer_shares(raw_profile: str) -> dict[str, float] | str:
+    """Each layer's share of the samples in a raw py-spy profile."""
+    counts: dict[str, int] = {}
+    for line in Path(raw_profile).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit():
+            layer = _layer(stack.split(";"))
+            counts[layer] = counts.get(layer, 0) + int(count)
+    total = sum(counts.values())
+    if not total:
+        return "no samples"
+    return {layer: round(count / total, 3) for layer, count in sorted(counts.items(), key=lambda item: -item[1])}
+
+
+async def _command_usec(client: aioredis.Redis) -> dict[str, tuple[int, float]]:
+    """Redis's per-command (calls, CPU microseconds) so far, from INFO COMMANDSTATS."""
+    stats: dict[str, Any] = await client.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): (int(value["calls"]), float(value["usec"]))
+        for name, value in stats.items()
+        if name.startswith("cmdstat_")
+    }
+
+
+def _per_message(
+    before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]], messages: int
+) -> dict[str, dict[str, float]]:
+    """Per command, calls and Redis CPU microseconds per message between two COMMANDSTATS readings."""
+    out = {}
+    for name, (calls, usec) in after.items():
+        calls_before, usec_before = before.get(name, (0, 0.0))
+        if calls > calls_before and name not in ("info", "config|resetstat"):
+            out[name] = {
+                "calls_per_message": round((calls - calls_before) / messages, 3),
+                "us_per_message": round((usec - usec_before) / messages, 2),
+            }
+    return dict(sorted(out.items(), key=lambda item: -item[1]["us_per_message"]))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -558,6 +673,19 @@ async def _register_all(
     return pairs, list(idlers)
 
 
+async def _converse(relay_target: str, pairs: Sequence[tuple[Device, Device]]) -> None:
+    """Each recipient writes once to its sender, so the load is steady traffic between users in a conversation.
+
+    Moderation treats a message to someone who never wrote back as a first contact, which takes a token from the
+    sender's provider's first-contact bucket in a round trip of its own; the relay is measured on the common case.
+    """
+    async with grpc.aio.insecure_channel(relay_target) as channel:
+        stub = relay_pb2_grpc.RelayServiceStub(channel)
+        for sender, recipient in pairs:
+            reply = _stanza_template(recipient.address, sender.address).replace(ID_TEMPLATE.encode(), b"h" * 20, 1)
+            await stub.Send(pb.SendRequest(stanza=reply), metadata=recipient.metadata())
+
+
 async def _idle_kib_per_device(target: str, relay_pid: int, idlers: list[Device]) -> float:
     """Relay RSS growth per idle connected device: open the streams, wait until each is live, divide."""
     before = _rss_kib(relay_pid)
@@ -574,7 +702,7 @@ async def _idle_kib_per_device(target: str, relay_pid: int, idlers: list[Device]
 
 async def main() -> None:
     args = parse_args(__doc__ or "")
-    seconds = 3.0 if args.quick else 8.0
+    seconds = 2.5 if args.quick else 8.0
     rounds = 1 if args.quick else 3
     idle = 200 if args.quick else 500
     with RedisServer() as redis_server:
@@ -612,19 +740,20 @@ async def main() -> None:
             )
             relay_process.start()
             assert relay_process.process is not None
+            assert moderation_process.process is not None
             async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
                 await asyncio.wait_for(channel.channel_ready(), 10)
-            figures = await _measure(
-                redis_server.url,
-                identity_process.target,
-                relay_process.target,
-                relay_process.process.pid,
-                f"127.0.0.1:{echo_port}",
-                echo.pid,
-                seconds=seconds,
-                rounds=rounds,
-                idle=idle,
+            world = World(
+                redis_url=redis_server.url,
+                identity_target=identity_process.target,
+                moderation_target=moderation_process.target,
+                moderation_pid=moderation_process.process.pid,
+                relay_target=relay_process.target,
+                relay_pid=relay_process.process.pid,
+                echo_target=f"127.0.0.1:{echo_port}",
+                echo_pid=echo.pid,
             )
+            figures = await _measure(world, seconds=seconds, rounds=rounds, idle=idle)
         finally:
             echo.terminate()
             await echo.wait()
@@ -636,43 +765,166 @@ async def main() -> None:
     write_results("relay", figures, quick=args.quick, out=args.out)
 
 
-async def _unary_send(relay: Fleet, floor: Fleet, relay_pid: int, seconds: float) -> Figure:
-    """Unary ``Send`` through the relay beside the echo floor, same calls in flight."""
+async def _unary_send(relay: Fleet, floor: Fleet, relay_pid: int, seconds: float, profile_s: float) -> Figure:
+    """Unary ``Send`` through the relay beside the echo floor, same calls in flight; then its latency at half
+    that rate, and a profile of the relay at full rate (what share authentication takes)."""
     _progress("unary Send")
     cpu_before = _cpu_seconds(relay_pid)
     unary = await relay.drive(seconds=seconds, unary=True)
     cpu_per_message = (_cpu_seconds(relay_pid) - cpu_before) / unary.messages
     unary_floor = await floor.drive(seconds=seconds, unary=True)
     _progress(f"  relay {unary.rate:,.0f} messages/s, bare transport {unary_floor.rate:,.0f} messages/s")
-    latencies = sorted(unary.latencies)
+    paced = await relay.drive(seconds=profile_s * 2, rate=unary.rate / 2, unary=True)
+    profile, _ = await asyncio.gather(_profile(relay_pid, profile_s), relay.drive(seconds=profile_s, unary=True))
+    latencies, half_latencies = sorted(unary.latencies), sorted(paced.latencies)
     return Figure(
         unit="messages/s",
         ours=round(unary.rate, 1),
         floor=round(unary_floor.rate, 1),
+        target=0.4,
         extra={
             "calls_in_flight": PAIRS * WINDOW,
             "relay_cpu_us_per_message": round(cpu_per_message * 1e6, 1),
             "p50_ms_at_max_load": _percentile_ms(latencies, 0.50),
             "p99_ms_at_max_load": _percentile_ms(latencies, 0.99),
+            "half_load_messages_per_s": round(paced.rate, 1),
+            "p50_ms_at_half_load": _percentile_ms(half_latencies, 0.50),
+            "p99_ms_at_half_load": _percentile_ms(half_latencies, 0.99),
+            "relay_profile": profile,
             "floor_desc": "the same calls to bench/_echo_relay.py, which pushes each stanza to the peer's stream",
-            "note": "each call carries a fresh one-time assertion, minted here and verified and recorded by the relay",
+            "note": "each call carries a fresh one-time assertion, minted here and verified and recorded by the relay "
+            "(auth and interceptors in the profile); latency from the call's start to the stanza's arrival",
         },
     )
 
 
-async def _measure(
-    redis_url: str,
-    identity_target: str,
-    relay_target: str,
-    relay_pid: int,
-    echo_target: str,
-    echo_pid: int,
+@dataclass(frozen=True)
+class World:
+    """Where the bench's servers listen and which processes to measure."""
+
+    redis_url: str
+    identity_target: str
+    moderation_target: str
+    moderation_pid: int
+    relay_target: str
+    relay_pid: int
+    echo_target: str
+    echo_pid: int
+
+
+async def _moderation_redis_us(world: World, pairs: Sequence[tuple[Device, Device]], seconds: float) -> float:
+    """Redis CPU microseconds per decision of moderation's ``CheckSendBatch``, called directly with the checks the
+    relay sends for the load's frames (``BATCH`` per call, ``PAIRS`` calls in flight): moderation's share of the
+    Redis CPU measured per relayed message."""
+    internal = (("authorization", f"Bearer {CREDENTIALS['relay']}"),)
+    redis_client = aioredis.Redis.from_url(world.redis_url)
+    async with grpc.aio.insecure_channel(world.moderation_target) as channel:
+        stub = moderation_pb2_grpc.ModerationServiceStub(channel)
+        requests = [
+            moderation_pb2.CheckSendBatchRequest(
+                checks=[
+                    moderation_pb2.CheckSendRequest(
+                        sender=str(sender.address), recipient=str(recipient.address.user), fan_out=1
+                    )
+                ]
+                * BATCH
+            )
+            for sender, recipient in pairs
+        ]
+        decisions = 0
+        deadline = time.perf_counter() + seconds
+
+        async def worker(request: moderation_pb2.CheckSendBatchRequest) -> None:
+            nonlocal decisions
+            while time.perf_counter() < deadline:
+                await stub.CheckSendBatch(request, metadata=internal)
+                decisions += BATCH
+
+        before = await _redis_cpu_seconds(redis_client)
+        await asyncio.gather(*(worker(request) for request in requests))
+        used = await _redis_cpu_seconds(redis_client) - before
+    await redis_client.aclose()
+    return used / decisions * 1e6
+
+
+async def _prosody_peer(seconds: float, rounds: int, stanza_bytes: int) -> tuple[float, float] | str:
+    """Prosody's messages/s (median of ``rounds``) and CPU microseconds per message under the same flood, or why
+    it was not measured."""
+    if not _prosody.available():
+        return "prosody is not installed (Debian: apt-get install prosody)"
+    with _prosody.Prosody(free_port()) as server:
+        results = []
+        for round_number in range(1, rounds + 1):
+            result = await _prosody.flood(
+                server,
+                seconds=seconds,
+                size=stanza_bytes,
+                batch=BATCH,
+                window=PAIRS * BATCH * WINDOW,
+                cpu=lambda: _cpu_seconds(server.pid),
+            )
+            results.append(result)
+            _progress(f"round {round_number}/{rounds}: prosody {result.rate:,.0f} messages/s")
+    rate = statistics.median(result.rate for result in results)
+    cpu_us = sum(result.cpu_s for result in results) / sum(result.messages for result in results) * 1e6
+    return rate, cpu_us
+
+
+@dataclass
+class Rounds:
+    """What the alternating rounds of relay, bare transport and bare Redis work measured."""
+
+    ours_rates: list[float] = field(default_factory=list)
+    floor_rates: list[float] = field(default_factory=list)
+    redis_rates: list[float] = field(default_factory=list)
+    relay_cpu: float = 0.0
+    moderation_cpu: float = 0.0
+    redis_cpu: float = 0.0
+    relay_messages: int = 0
+    floor_redis_cpu: float = 0.0
+    floor_redis_messages: int = 0
+    commands: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Redis commands per relayed message, in the first round."""
+
+
+async def _rounds(
+    world: World,
+    relay: Fleet,
+    floor: Fleet,
+    redis_client: aioredis.Redis,
+    template: bytes,
     *,
     seconds: float,
     rounds: int,
-    idle: int,
-) -> dict[str, Figure]:
-    identity_channel = grpc.aio.insecure_channel(identity_target)
+) -> Rounds:
+    """Alternates the relay, the bare transport and the bare Redis work, ``rounds`` times each."""
+    load = Rounds()
+    for round_number in range(1, rounds + 1):
+        commands_before = await _command_usec(redis_client)
+        cpu_before, redis_before = _cpu_seconds(world.relay_pid), await _redis_cpu_seconds(redis_client)
+        moderation_before = _cpu_seconds(world.moderation_pid)
+        result = await relay.drive(seconds=seconds)
+        load.relay_cpu += _cpu_seconds(world.relay_pid) - cpu_before
+        load.moderation_cpu += _cpu_seconds(world.moderation_pid) - moderation_before
+        load.redis_cpu += await _redis_cpu_seconds(redis_client) - redis_before
+        load.relay_messages += result.messages
+        load.ours_rates.append(result.rate)
+        if round_number == 1:
+            load.commands = _per_message(commands_before, await _command_usec(redis_client), result.messages)
+        _progress(f"round {round_number}/{rounds}: relay {result.rate:,.0f} messages/s ({result.messages} counted)")
+        result = await floor.drive(seconds=seconds)
+        load.floor_rates.append(result.rate)
+        _progress(f"round {round_number}/{rounds}: bare transport {result.rate:,.0f} messages/s")
+        floor_redis_before = await _redis_cpu_seconds(redis_client)
+        load.redis_rates.append(await _redis_floor(world.redis_url, template, seconds))
+        load.floor_redis_cpu += await _redis_cpu_seconds(redis_client) - floor_redis_before
+        load.floor_redis_messages += round(load.redis_rates[-1] * seconds)
+        _progress(f"round {round_number}/{rounds}: bare Redis work {load.redis_rates[-1]:,.0f} messages/s")
+    return load
+
+
+async def _measure(world: World, *, seconds: float, rounds: int, idle: int) -> dict[str, Figure]:
+    identity_channel = grpc.aio.insecure_channel(world.identity_target)
     identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
     keys = {provider: await enlist(identity, provider) for provider in ("gatekeeper", "birdy")}
     _progress(f"registering {PAIRS} senders, {PAIRS} recipients and {idle} idle devices")
@@ -682,40 +934,31 @@ async def _measure(
     await asyncio.sleep(0.5)
 
     _progress(f"memory: opening {idle} idle streams")
-    kib_per_idle = await _idle_kib_per_device(relay_target, relay_pid, idlers)
-    floor_kib_per_idle = await _idle_kib_per_device(echo_target, echo_pid, idlers)
+    kib_per_idle = await _idle_kib_per_device(world.relay_target, world.relay_pid, idlers)
+    floor_kib_per_idle = await _idle_kib_per_device(world.echo_target, world.echo_pid, idlers)
     _progress(f"  {kib_per_idle:.1f} KiB per idle device ({floor_kib_per_idle:.1f} KiB on the bare transport)")
 
-    relay = await Fleet.connect(relay_target, pairs, "r")
-    floor = await Fleet.connect(echo_target, pairs, "e")
-    redis_client = aioredis.Redis.from_url(redis_url)
+    await _converse(world.relay_target, pairs)
+    relay = await Fleet.connect(world.relay_target, pairs, "r")
+    floor = await Fleet.connect(world.echo_target, pairs, "e")
+    redis_client = aioredis.Redis.from_url(world.redis_url)
     template = _stanza_template(pairs[0][0].address, pairs[0][1].address)
     _progress("warming up")
     await relay.drive(seconds=1.0)
     await floor.drive(seconds=1.0)
 
-    ours_rates, floor_rates, redis_rates = [], [], []
-    relay_cpu = redis_cpu = 0.0
-    relay_messages = 0
-    for round_number in range(1, rounds + 1):
-        cpu_before, redis_before = _cpu_seconds(relay_pid), await _redis_cpu_seconds(redis_client)
-        result = await relay.drive(seconds=seconds)
-        relay_cpu += _cpu_seconds(relay_pid) - cpu_before
-        redis_cpu += await _redis_cpu_seconds(redis_client) - redis_before
-        relay_messages += result.messages
-        ours_rates.append(result.rate)
-        _progress(f"round {round_number}/{rounds}: relay {result.rate:,.0f} messages/s ({result.messages} counted)")
-        result = await floor.drive(seconds=seconds)
-        floor_rates.append(result.rate)
-        _progress(f"round {round_number}/{rounds}: bare transport {result.rate:,.0f} messages/s")
-        floor_redis_before = await _redis_cpu_seconds(redis_client)
-        redis_rates.append(await _redis_floor(redis_url, template, seconds))
-        floor_redis_cpu = await _redis_cpu_seconds(redis_client) - floor_redis_before
-        _progress(f"round {round_number}/{rounds}: bare Redis work {redis_rates[-1]:,.0f} messages/s")
+    load = await _rounds(world, relay, floor, redis_client, template, seconds=seconds, rounds=rounds)
+    prosody = await _prosody_peer(seconds, rounds, len(template))
 
-    unary_figure = await _unary_send(relay, floor, relay_pid, seconds)
+    # Shorter than the rounds: a profile needs a few hundred samples, and --quick must stay under a minute.
+    profile_s = min(seconds, 2.0)
+    _progress("profiling the relay under the same load")
+    profile, _ = await asyncio.gather(_profile(world.relay_pid, profile_s), relay.drive(seconds=profile_s))
+    moderation_redis_us = await _moderation_redis_us(world, pairs, profile_s)
 
-    ours = statistics.median(ours_rates)
+    unary_figure = await _unary_send(relay, floor, world.relay_pid, seconds, profile_s)
+
+    ours = statistics.median(load.ours_rates)
     half = ours / 2
     _progress(f"latency at half load ({half:,.0f} messages/s)")
     paced = await relay.drive(seconds=seconds * 2, rate=half)
@@ -723,52 +966,83 @@ async def _measure(
     await relay.close()
     await floor.close()
     await redis_client.aclose()
-    offline_figure = await _offline(relay_target, redis_url, pairs, idlers, seconds)
+    offline_figure = await _offline(world.relay_target, world.redis_url, pairs, idlers, seconds)
 
     latencies = sorted(paced.latencies)
     floor_latencies = sorted(paced_floor.latencies)
-    cpu_per_message = relay_cpu / relay_messages
+    cpu_us = load.relay_cpu / load.relay_messages * 1e6
+    redis_us = load.redis_cpu / load.relay_messages * 1e6
     shape: dict[str, float | int | str] = {"pairs": PAIRS, "stanzas_per_frame": BATCH, "frames_in_flight": WINDOW}
-    return {
+    figures = {
         "end_to_end": Figure(
             unit="messages/s",
             ours=round(ours, 1),
-            floor=round(statistics.median(floor_rates), 1),
+            floor=round(statistics.median(load.redis_rates), 1),
             target=0.5,
             extra={
                 **shape,
                 "stanza_bytes": len(template),
+                "relay_cpu_us_per_message": round(cpu_us, 1),
+                "relay_cpu_us_target": 60,
+                "moderation_cpu_us_per_message": round(load.moderation_cpu / load.relay_messages * 1e6, 1),
+                "redis_cpu_us_per_message": round(redis_us, 1),
+                "redis_cpu_us_target": 12,
+                "redis_cpu_us_per_message_moderation": round(moderation_redis_us, 1),
+                "redis_cpu_us_per_message_relay": round(redis_us - moderation_redis_us, 1),
+                "floor_redis_cpu_us_per_message": round(load.floor_redis_cpu / load.floor_redis_messages * 1e6, 1),
+                "redis_commands_per_message": load.commands,
+                "relay_profile": profile,
                 "half_load_messages_per_s": round(paced.rate, 1),
                 "p50_ms": _percentile_ms(latencies, 0.50),
                 "p95_ms": _percentile_ms(latencies, 0.95),
                 "p99_ms": _percentile_ms(latencies, 0.99),
                 "floor_p50_ms": _percentile_ms(floor_latencies, 0.50),
                 "floor_p99_ms": _percentile_ms(floor_latencies, 0.99),
-                "relay_cpu_s_per_message": round(cpu_per_message, 7),
-                "relay_cpu_us_per_message": round(cpu_per_message * 1e6, 1),
                 "idle_devices": idle,
                 "kib_per_idle_device": round(kib_per_idle, 1),
                 "floor_kib_per_idle_device": round(floor_kib_per_idle, 1),
-                "prosody_reference": "6,700 messages/s and 147 us server CPU per message, storing nothing",
-                "floor_desc": "do-nothing grpc.aio RelayService (bench/_echo_relay.py), same client and frames",
+                "floor_desc": "the bare Redis work: XADD (relay's fields) + PUBLISH, then XDEL, pipelined per frame",
+                "note": "Redis CPU is the whole server's: moderation's decisions (measured alone, _moderation) "
+                "and the relay's own commands; latency percentiles at half load are beside the bare transport's",
             },
         ),
-        "redis_work": Figure(
+        "transport": Figure(
             unit="messages/s",
             ours=round(ours, 1),
-            floor=round(statistics.median(redis_rates), 1),
+            floor=round(statistics.median(load.floor_rates), 1),
             extra={
                 **shape,
-                "redis_cpu_us_per_message": round(redis_cpu / relay_messages * 1e6, 1),
-                "floor_redis_cpu_us_per_message": round(floor_redis_cpu / (redis_rates[-1] * seconds) * 1e6, 1),
-                "floor_desc": "XADD (relay's fields) + PUBLISH, then XDEL, pipelined per frame via redis-py",
+                "floor_desc": "do-nothing grpc.aio RelayService (bench/_echo_relay.py), same client and frames",
             },
         ),
         "unary_send": unary_figure,
         "offline_recipients": offline_figure,
     }
+    if isinstance(prosody, str):
+        _progress(f"no Prosody peer: {prosody}")
+    else:
+        prosody_rate, prosody_cpu_us = prosody
+        figures["prosody_peer"] = Figure(
+            unit="messages/s",
+            ours=round(ours, 1),
+            floor=round(prosody_rate, 1),
+            target=1.0,
+            extra={
+                "relay_cpu_us_per_message": round(cpu_us, 1),
+                "prosody_cpu_us_per_message": round(prosody_cpu_us, 1),
+                "cpu_per_message_within_prosodys": cpu_us <= prosody_cpu_us,
+                "floor_desc": "Debian's Prosody on loopback (bench/_prosody.py): plain c2s, two users, chat "
+                f"stanzas of {len(template)} bytes flooded from a raw socket in writes of {BATCH}, at most "
+                f"{PAIRS * BATCH * WINDOW} in flight, counted at the receiver; it stores nothing",
+                "note": "one relay process beside one Prosody process; the relay stores every message durably "
+                "(Redis) and checks it with moderation",
+            },
+        )
+    return figures
 
 
 if __name__ == "__main__":
+    # Telemetry off for every process, as the other benches run their main figures: no trace sampled or exported.
+    os.environ.setdefault("OTEL_TRACES_SAMPLER", "always_off")
     os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
     asyncio.run(main())

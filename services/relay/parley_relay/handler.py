@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from opentelemetry import metrics
 
@@ -53,8 +53,7 @@ _Checked = Message | Receipt | ChatState | CallSignal | GroupControl
 """The stanza kinds a client may send (calls and group control only to be refused, with their reason)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(NamedTuple):
     """One send as moderation sees it: who, to whom, and how many device copies."""
 
     sender: Address
@@ -62,8 +61,7 @@ class Send:
     fan_out: int
 
 
-@dataclass(frozen=True, slots=True)
-class SendDecision:
+class SendDecision(NamedTuple):
     """Moderation's decision on one send."""
 
     deliver: bool = True
@@ -87,8 +85,7 @@ class RecipientResolver(Protocol):
         """Reachability of ``recipient`` for ``sender`` and the recipient's device ids."""
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
     """The outcome of an accepted stanza."""
 
     message_id: str
@@ -96,8 +93,7 @@ class Accepted:
     duplicate: bool
 
 
-@dataclass(frozen=True, slots=True)
-class _Targets:
+class _Targets(NamedTuple):
     """A message that passed every check but moderation's, with the devices it is for."""
 
     message: Message
@@ -108,8 +104,7 @@ class _Targets:
     silent: bool
 
 
-@dataclass(frozen=True, slots=True)
-class _CheckedMessage:
+class _CheckedMessage(NamedTuple):
     """A message that passed every check, with the mailbox writes it needs (recipient's first, then own)."""
 
     message: Message
@@ -561,9 +556,8 @@ def _new_copies(request: StoreRequest, result: StoreResult, waiting: list[Event]
     (``silent`` when its user muted the sender)."""
     if result.duplicate:
         return 0
-    user = Address.parse(request.user)
     for device_id, pending in result.offline:
-        address = str(user.with_device(device_id))
+        address = f"{request.user}/{device_id}"  # the user's canonical text, as the request holds it
         waiting.append(Event(message_waiting=MessageWaiting(address=address, pending=pending, silent=silent)))
     return len(request.device_ids)
 

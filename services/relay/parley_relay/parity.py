@@ -153,16 +153,19 @@ class ParityRecorder:
         """Counts copies a device of ``provider_id`` acknowledged: ``(sender provider, acceptance ms)`` each."""
         now_ms = int(self._clock() * 1000)
         minute = self._minute(provider_id, now_ms)
-        by_sender: Counter[str] = Counter()
+        by_sender: dict[str, list[int]] = {}
         for sender_provider, accepted_ms in deliveries:
-            latency_ms = max(0, now_ms - accepted_ms)
-            self._latency.record(latency_ms, {_PROVIDER: provider_id, _SENDER_PROVIDER: sender_provider})
-            by_sender[sender_provider] += 1
-            minute.delivered += 1
-            minute.latency_sum_ms += latency_ms
-            minute.latency_buckets[_bucket(latency_ms)] += 1
-        for sender_provider, count in by_sender.items():
-            self._delivered.add(count, {_PROVIDER: provider_id, _SENDER_PROVIDER: sender_provider})
+            by_sender.setdefault(sender_provider, []).append(max(0, now_ms - accepted_ms))
+        # One attribute set per sender provider for the whole acknowledgement, not one per copy.
+        for sender_provider, latencies in by_sender.items():
+            attributes = {_PROVIDER: provider_id, _SENDER_PROVIDER: sender_provider}
+            record = self._latency.record
+            for latency_ms in latencies:
+                record(latency_ms, attributes)
+                minute.latency_buckets[_bucket(latency_ms)] += 1
+            minute.delivered += len(latencies)
+            minute.latency_sum_ms += sum(latencies)
+            self._delivered.add(len(latencies), attributes)
 
     def start(self, interval_s: float = 1.0) -> None:
         """Starts flushing to Redis every ``interval_s``."""

@@ -1,15 +1,15 @@
 """Relay state: durable per-device mailboxes (Redis streams), acceptance markers, presence, mailbox hints.
 
-Every copy of a stanza for one user is written by one atomic script (``lua/store_stanza.lua``) together with the
-marker that makes a resend store nothing, so a relay dying at any point loses nothing and duplicates nothing.
+Every copy of a stanza for one user is written by one atomic script (``lua/store_stanzas.lua``) together with the
+marker that makes a resend store nothing, so a relay dying at any point loses nothing and duplicates nothing. A
+run of stanzas from one device to the same devices of one user (most of a ``SendBatch`` frame) is one script call.
 A device's mailbox entry stays until that device acknowledges it or the retention passes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from redis.exceptions import NoScriptError
 
@@ -23,8 +23,7 @@ EPHEMERAL_PREFIX = b"e"
 """A mailbox-channel message starting with this byte carries an ephemeral stanza (typing) after it."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoredStanza:
+class StoredStanza(NamedTuple):
     """One mailbox entry.
 
     Attributes:
@@ -44,8 +43,7 @@ class StoredStanza:
     receipt_requested: bool
 
 
-@dataclass(frozen=True, slots=True)
-class StoreResult:
+class StoreResult(NamedTuple):
     """Outcome of storing one stanza for one user's devices."""
 
     duplicate: bool
@@ -58,8 +56,7 @@ class StoreResult:
     """(device id, mailbox length) of a target device at the backlog cap: then nothing was stored."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoreRequest:
+class StoreRequest(NamedTuple):
     """One stanza to store once for some devices of one user (idempotent per sender and id)."""
 
     user: str
@@ -108,12 +105,13 @@ class RedisMailboxStore:
 
     def __init__(self, client: Redis) -> None:
         self._client = client
-        self._store = load_script(client, "parley_relay", "store_stanza")
+        self._store = load_script(client, "parley_relay", "store_stanzas")
         # On a cluster, a hint goes to the shard of its channel's slot (the user's) instead of to every node.
         self._sharded = is_cluster(client)
 
     async def store_many(self, requests: Sequence[StoreRequest]) -> list[StoreResult]:
-        calls = [_store_call(request) for request in requests]
+        runs = _runs(requests)
+        calls = [_store_call(run) for run in runs]
         # A hint only says "read your mailbox", so one per mailbox, after all the copies, serves the whole batch.
         hints = list(dict.fromkeys(redis_keys.mailbox_channel(r.user, d) for r in requests for d in r.device_ids))
         # EVALSHA straight on the pipeline: redis-py's script objects would add a SCRIPT EXISTS round trip to
@@ -127,14 +125,14 @@ class RedisMailboxStore:
             raw: list[Any] = await pipe.execute(raise_on_error=False)
         results = []
         reloaded = False
-        for request, (keys, args), answer in zip(requests, calls, raw[: len(calls)], strict=True):
+        for run, (keys, args), answer in zip(runs, calls, raw[: len(calls)], strict=True):
+            replies = answer
             if isinstance(answer, NoScriptError):
-                results.append(_store_result(request, await self._store(keys=keys, args=args)))
+                replies = await self._store(keys=keys, args=args)
                 reloaded = True
             elif isinstance(answer, Exception):
                 raise answer
-            else:
-                results.append(_store_result(request, answer))
+            results += [_store_result(request, reply) for request, reply in zip(run, replies, strict=True)]
         if reloaded:
             async with self._client.pipeline(transaction=False) as pipe:
                 for channel in hints:
@@ -199,26 +197,43 @@ class RedisMailboxStore:
             pipe.publish(channel, data)
 
 
-def _store_call(request: StoreRequest) -> tuple[list[str], list[bytes | str | int]]:
-    """KEYS and ARGV of ``store_stanza.lua`` for one request."""
-    user, device_ids = request.user, request.device_ids
-    keys = [redis_keys.accepted(user, request.sender, request.message_id)]
-    keys += [redis_keys.mailbox(user, device) for device in device_ids]
+def _runs(requests: Sequence[StoreRequest]) -> list[list[StoreRequest]]:
+    """``requests`` cut into runs of consecutive ones that one script call can store: same user, devices, sender,
+    retention and cap (the stanzas of one frame to one recipient)."""
+    runs: list[list[StoreRequest]] = []
+    for request in requests:
+        if runs and _same_call(runs[-1][0], request):
+            runs[-1].append(request)
+        else:
+            runs.append([request])
+    return runs
+
+
+def _same_call(first: StoreRequest, other: StoreRequest) -> bool:
+    return (
+        first.user == other.user
+        and first.device_ids == other.device_ids
+        and first.sender == other.sender
+        and first.retention_ms == other.retention_ms
+        and first.backlog_cap == other.backlog_cap
+    )
+
+
+def _store_call(run: Sequence[StoreRequest]) -> tuple[list[str], list[bytes | str | int]]:
+    """KEYS and ARGV of ``store_stanzas.lua`` for one run of requests (see :func:`_runs`)."""
+    first = run[0]
+    user, device_ids = first.user, first.device_ids
+    keys = [redis_keys.mailbox(user, device) for device in device_ids]
     keys += [redis_keys.presence(user, device) for device in device_ids]
-    args: list[bytes | str | int] = [
-        request.stanza,
-        request.ts,
-        request.message_id,
-        request.sender,
-        "1" if request.receipt_requested else "0",
-        request.retention_ms,
-        request.backlog_cap,
-    ]
+    keys += [redis_keys.accepted(user, first.sender, request.message_id) for request in run]
+    args: list[bytes | str | int] = [len(device_ids), first.retention_ms, first.backlog_cap, first.sender]
+    for request in run:
+        args += (request.stanza, request.ts, request.message_id, "1" if request.receipt_requested else "0")
     return keys, args
 
 
 def _store_result(request: StoreRequest, result: list[Any]) -> StoreResult:
-    """The script's answer as a :class:`StoreResult`."""
+    """The script's answer for one request as a :class:`StoreResult`."""
     outcome, ts = int(result[0]), int(result[1])
     device_ids = request.device_ids
     if outcome == 0:
