@@ -35,7 +35,7 @@ from parley_runtime.credentials import credential_hash, parse_peers
 from parley_runtime.errors import ParleyError, permission_denied, unauthenticated
 from parley_runtime.interop_policy import UNLIMITED, Policy
 from parley_runtime.sessions import PREFIX as SESSION_PREFIX
-from parley_runtime.sessions import Session, SessionKeys
+from parley_runtime.sessions import Session, SessionKeys, provider_key_fingerprint
 from parley_stanza import Address, InvalidAddressError
 
 _ALGORITHM = "EdDSA"
@@ -235,6 +235,7 @@ class Authenticator:
         # hashes are kept, so a call costs two dictionary lookups. Expiry and the provider are checked every call.
         self._verified_sessions: dict[str, Session] = {}
         self._certificate_hashes: dict[bytes, bytes] = {}
+        self._key_fingerprints: dict[str, tuple[Ed25519PublicKey, str]] = {}
 
     @classmethod
     def from_settings(
@@ -373,6 +374,10 @@ class Authenticator:
         if record is None:
             raise unauthenticated(ErrorReason.ERROR_REASON_UNKNOWN_PROVIDER, "session's provider is not enlisted")
         check_provider_status(record)
+        if not hmac.compare_digest(session.provider_key, self._key_fingerprint(record)):
+            raise unauthenticated(
+                ErrorReason.ERROR_REASON_TOKEN_INVALID, "the provider's credentials changed since the session was made"
+            )
         if session.client_cert_sha256 and not hmac.compare_digest(
             self._certificate_hash(peer_cert_pem), session.client_cert_sha256
         ):
@@ -391,6 +396,13 @@ class Authenticator:
         if device and not (device.isascii() and device.isdigit()):
             raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "dev must be a positive integer")
         return self._acting_user(record, user, int(device) if device else _UNCLAIMED)
+
+    def _key_fingerprint(self, record: ProviderRecord) -> str:
+        cached = self._key_fingerprints.get(record.provider_id)
+        if cached is None or cached[0] is not record.signing_key:
+            cached = (record.signing_key, provider_key_fingerprint(record.signing_key.public_bytes_raw()))
+            self._key_fingerprints[record.provider_id] = cached
+        return cached[1]
 
     def _certificate_hash(self, peer_cert_pem: bytes | None) -> bytes:
         """SHA-256 of the presented certificate (empty without one, or for one that does not parse)."""

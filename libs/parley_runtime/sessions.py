@@ -1,8 +1,9 @@
 """Provider sessions: short-lived HMAC tokens a provider gets for one assertion and then presents on every call.
 
-A session token stands for "provider P, until time T, and only over the TLS client certificate C" (C empty when the
-session was made without a client certificate). It is ``ps1.<key id>.<claims>.<tag>``: the claims are
-``<provider>:<expiry unix s>:<certificate SHA-256 hex>`` in base64url, the tag is HMAC-SHA256 over everything
+A session token stands for "provider P, holding signing key K, until time T, and only over the TLS client
+certificate C" (C empty when the session was made without a client certificate). It is
+``ps1.<key id>.<claims>.<tag>``: the claims are ``<provider>:<expiry unix s>:<K's fingerprint>:<C's SHA-256 hex>``
+in base64url, the tag is HMAC-SHA256 over everything
 before it, keyed with the session key the key id names. Every service holds the same keys
 (``PARLEY_SESSION_KEY``, and ``PARLEY_SESSION_PREVIOUS_KEY`` while rotating), so a token minted by identity is
 checked anywhere with one HMAC and no Redis: that is the point of sessions (docs/auth.md weighs the trade-off).
@@ -34,8 +35,16 @@ class Session:
     provider_id: str
     expires_at: int
     """Unix seconds."""
+    provider_key: str
+    """:func:`provider_key_fingerprint` of the provider's signing key when the session was made: a credential
+    rotation ends the provider's sessions at once, as it ends assertions signed with the old key."""
     client_cert_sha256: bytes
     """The TLS client certificate the session is bound to; empty when it was made without one."""
+
+
+def provider_key_fingerprint(raw_public_key: bytes) -> str:
+    """A short name of a provider's raw Ed25519 public key (16 hex digits of its SHA-256)."""
+    return hashlib.sha256(raw_public_key).hexdigest()[:16]
 
 
 def key_id(key: bytes) -> str:
@@ -89,9 +98,10 @@ class SessionKeys:
         """The id of the key new tokens are minted with."""
         return self._current_id
 
-    def mint(self, provider_id: str, expires_at: int, client_cert_sha256: bytes = b"") -> str:
-        """A session token for ``provider_id`` until ``expires_at`` (Unix seconds), bound to a certificate if given."""
-        claims = _b64url(f"{provider_id}:{expires_at}:{client_cert_sha256.hex()}".encode())
+    def mint(self, provider_id: str, expires_at: int, provider_key: str, client_cert_sha256: bytes = b"") -> str:
+        """A session token for ``provider_id`` holding the key ``provider_key`` (:func:`provider_key_fingerprint`)
+        until ``expires_at`` (Unix seconds), bound to a client certificate if given."""
+        claims = _b64url(f"{provider_id}:{expires_at}:{provider_key}:{client_cert_sha256.hex()}".encode())
         signed = f"{PREFIX}{self._current_id}.{claims}"
         return f"{signed}.{_b64url(self._tag(self._keys[self._current_id], signed))}"
 
@@ -121,8 +131,8 @@ class SessionKeys:
             raise _invalid("session token does not verify")
         # Past the tag the claims are ours, so a malformed one is a bug in this module, still refused, never trusted.
         try:
-            provider_id, expires, certificate = _unb64url(claims).decode().rsplit(":", 2)
-            session = Session(provider_id, int(expires), bytes.fromhex(certificate))
+            provider_id, expires, provider_key, certificate = _unb64url(claims).decode().rsplit(":", 3)
+            session = Session(provider_id, int(expires), provider_key, bytes.fromhex(certificate))
         except ValueError:
             raise _invalid("session token is malformed") from None
         if session.expires_at <= now:

@@ -17,7 +17,7 @@ from parley_identity.model import ConsentRecord, DeviceRecord, MuteRecord, MuteT
 from parley_runtime.auth import Access, ProviderPrincipal, UserPrincipal, certificate_sha256
 from parley_runtime.errors import Code, ParleyError, missing_field, permission_denied
 from parley_runtime.interceptors import current_principal
-from parley_runtime.sessions import SessionKeys
+from parley_runtime.sessions import SessionKeys, provider_key_fingerprint
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
 
@@ -212,8 +212,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         certificates = context.auth_context().get("x509_pem_cert")
         bound = certificate_sha256(certificates[0]) if certificates else b""
         expires_at = int(time.time()) + self._session_lifetime_s
-        token = self._sessions.mint(principal.provider_id, expires_at, bound)
-        return pb.CreateSessionResponse(session_token=token, expires_at_ms=expires_at * 1000)
+        record = self._directory.get(principal.provider_id)
+        if record is None:
+            raise permission_denied(ErrorReason.ERROR_REASON_UNKNOWN_PROVIDER, "provider is not enlisted")
+        fingerprint = provider_key_fingerprint(record.signing_key.public_bytes_raw())
+        token = self._sessions.mint(principal.provider_id, expires_at, fingerprint, bound)
+        return pb.CreateSessionResponse(
+            session_token=token, expires_at_ms=expires_at * 1000, lifetime_s=self._session_lifetime_s
+        )
 
     async def ListAvailableProviders(
         self, request: pb.ListAvailableProvidersRequest, context: grpc.aio.ServicerContext
