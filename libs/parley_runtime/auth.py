@@ -391,7 +391,9 @@ class Authenticator:
         device = metadata.get(DEVICE_METADATA, "")
         if not user:
             if device:
-                raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, f"{DEVICE_METADATA} needs {USER_METADATA}")
+                raise unauthenticated(
+                    ErrorReason.ERROR_REASON_TOKEN_INVALID, f"{DEVICE_METADATA} needs {USER_METADATA}"
+                )
             return ProviderPrincipal(record.provider_id, session=True)
         if device and not (device.isascii() and device.isdigit()):
             raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "dev must be a positive integer")

@@ -176,7 +176,9 @@ class ServiceSettings(BaseSettings):
         if not self.session_key.get_secret_value():
             return None
         previous = self.session_previous_key
-        return SessionKeys(_decode_key(self.session_key), _decode_key(previous) if previous.get_secret_value() else None)
+        return SessionKeys(
+            _decode_key(self.session_key), _decode_key(previous) if previous.get_secret_value() else None
+        )
 
     @field_validator("internal_peers")
     @classmethod

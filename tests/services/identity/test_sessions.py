@@ -64,7 +64,8 @@ async def test_sdk_traffic_runs_on_sessions_through_identity_keydir_and_relay(wo
     assert count.one_time_prekey_count == 20
     # Relay Send (the SDK's metadata is its session now).
     response = await ben.send_content(world["ana_phone"].user, text("over a session"))
-    assert response.server_timestamp_ms > 0 and not response.duplicate
+    assert response.server_timestamp_ms > 0
+    assert not response.duplicate
 
 
 async def test_bad_sessions_are_refused_with_their_reasons(world: World) -> None:
@@ -130,8 +131,14 @@ async def test_sessions_on_keydir_and_for_unregistered_users(world: World) -> No
         return await keydir.GetPreKeyCount(kd_pb.GetPreKeyCountRequest(), metadata=metadata)
 
     assert await count(_with(token, "username:cleo@birdy", 2))
-    assert await _refusal(count, _with(token, "username:nobody@birdy", 1)) == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
-    assert await _refusal(count, _with(token, "username:cleo@birdy", 9)) == (grpc.StatusCode.NOT_FOUND, "DEVICE_NOT_FOUND")
+    assert await _refusal(count, _with(token, "username:nobody@birdy", 1)) == (
+        grpc.StatusCode.NOT_FOUND,
+        "USER_NOT_FOUND",
+    )
+    assert await _refusal(count, _with(token, "username:cleo@birdy", 9)) == (
+        grpc.StatusCode.NOT_FOUND,
+        "DEVICE_NOT_FOUND",
+    )
     # A device RPC needs the device.
     assert await _refusal(count, _with(token, "username:cleo@birdy")) == (
         grpc.StatusCode.PERMISSION_DENIED,
@@ -145,8 +152,9 @@ async def test_rotation_keeps_sessions_of_the_previous_key_until_it_is_dropped(c
     await cluster.start_identity()
     birdy = await cluster.enlist("birdy")
     old_token = await _session(birdy, cluster)
-    rotating = await cluster.start("identity-rotating", IdentitySettings, build_identity, session_key=new_key,
-                                   session_previous_key=old_key)
+    rotating = await cluster.start(
+        "identity-rotating", IdentitySettings, build_identity, session_key=new_key, session_previous_key=old_key
+    )
     rotated = await cluster.start("identity-rotated", IdentitySettings, build_identity, session_key=new_key)
     del rotating, rotated
 
@@ -158,7 +166,9 @@ async def test_rotation_keeps_sessions_of_the_previous_key_until_it_is_dropped(c
     await cluster.register_user(birdy, "username:ann@birdy")
     assert await call("identity-rotating", old_token)
     new_token = (
-        await cluster.identity("identity-rotating").CreateSession(id_pb.CreateSessionRequest(), metadata=birdy.auth("birdy"))
+        await cluster.identity("identity-rotating").CreateSession(
+            id_pb.CreateSessionRequest(), metadata=birdy.auth("birdy")
+        )
     ).session_token
     assert await call("identity-rotated", new_token)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
