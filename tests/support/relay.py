@@ -28,9 +28,7 @@ class World:
             await backend.close()
 
 
-async def start_world(
-    cluster: Cluster, *, relays: int = 1, sessions: bool = True, **relay_overrides: object
-) -> World:
+async def start_world(cluster: Cluster, *, relays: int = 1, sessions: bool = True, **relay_overrides: object) -> World:
     """Starts identity, key directory and ``relays`` relay replicas, and registers the cast with keys; the
     providers' backends use sessions unless ``sessions`` is False (per-call assertions)."""
     await cluster.start_identity()
