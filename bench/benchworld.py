@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
+
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -19,11 +22,17 @@ ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 Metadata = tuple[tuple[str, str], ...]
 
 
+SESSION_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+"""The provider-session key every bench service shares (a fresh one per run)."""
+
+
 def service_env(redis_url: str) -> dict[str, str]:
-    """The environment every bench service process shares: the bench's Redis and admin token, quiet logs."""
+    """The environment every bench service process shares: the bench's Redis, admin token and session key, quiet
+    logs."""
     return {
         "PARLEY_REDIS_URL": redis_url,
         "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "PARLEY_SESSION_KEY": SESSION_KEY,
         "PARLEY_LOG_LEVEL": "WARNING",
     }
 

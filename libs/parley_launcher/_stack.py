@@ -98,6 +98,9 @@ def service_environments(
             "PARLEY_ADMIN_TOKEN": secret_values["PARLEY_ADMIN_TOKEN"],
             "PARLEY_INTERNAL_TOKEN": secret_values[f"PARLEY_{service.upper()}_CREDENTIAL"],
             "PARLEY_INTERNAL_PEERS": secret_values["PARLEY_INTERNAL_PEERS"],
+            # Provider sessions are off where no key is given (docs/auth.md).
+            "PARLEY_SESSION_KEY": secret_values.get("PARLEY_SESSION_KEY", ""),
+            "PARLEY_SESSION_PREVIOUS_KEY": secret_values.get("PARLEY_SESSION_PREVIOUS_KEY", ""),
         }
 
     identity = {"PARLEY_IDENTITY_TARGET": f"127.0.0.1:{ports['identity']}"}
@@ -148,6 +151,7 @@ class Stack:
             values = {
                 "PARLEY_ADMIN_TOKEN": secrets.token_urlsafe(24),
                 "PARLEY_FRANKING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+                "PARLEY_SESSION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
                 **deployment_variables(new_credentials()),
             }
             path.touch(mode=0o600)

@@ -4,7 +4,9 @@ Every RPC declares the :class:`Access` it accepts; :class:`Authenticator` turns 
 metadata into a :class:`Principal` or refuses it. User assertions are short-lived, one-time EdDSA JWTs signed by
 the provider's enlisted key (verified with PyJWT), naming the provider (``iss``), the subject (``sub``: the
 provider id itself, or a user address of that provider), optionally the device (``dev``), the audience
-(``aud``), ``iat``/``exp`` and a unique ``jti``. docs/auth.md is the integrator-facing description.
+(``aud``), ``iat``/``exp`` and a unique ``jti``. A provider may trade one assertion for a session token
+(:mod:`parley_runtime.sessions`) and present that instead, naming the acting user and device in metadata
+(``x-parley-user``, ``x-parley-device``). docs/auth.md is the integrator-facing description.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import secrets
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import jwt
@@ -32,11 +34,21 @@ from parley_runtime.config import ServiceSettings
 from parley_runtime.credentials import credential_hash, parse_peers
 from parley_runtime.errors import ParleyError, permission_denied, unauthenticated
 from parley_runtime.interop_policy import UNLIMITED, Policy
+from parley_runtime.sessions import PREFIX as SESSION_PREFIX
+from parley_runtime.sessions import Session, SessionKeys, provider_key_fingerprint
 from parley_stanza import Address, InvalidAddressError
 
 _ALGORITHM = "EdDSA"
 _MAX_CACHED_HEADERS = 64
 _REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti")
+_MAX_CACHED_SESSIONS = 4096
+_MAX_CACHED_CERTIFICATES = 256
+USER_METADATA = "x-parley-user"
+"""With a session token: the acting user's address (absent: the provider acts for itself)."""
+DEVICE_METADATA = "x-parley-device"
+"""With a session token: the acting device id (as ``dev`` in an assertion)."""
+_UNCLAIMED = object()
+"""No device named apart from the address (which may carry one as its ``/device`` suffix)."""
 
 
 class Access(enum.Flag):
@@ -68,6 +80,8 @@ class ProviderPrincipal:
     """A provider acting for itself (e.g. registering its webhook)."""
 
     provider_id: str
+    session: bool = field(default=False, compare=False)
+    """Authenticated by a session token rather than an assertion (a session cannot make another session)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +202,7 @@ class Authenticator:
         clock_skew_s: leeway for ``iat``/``exp``.
         registration: when given, a user assertion is accepted only for a registered user (and device), so a
             provider cannot act for identities it minted (and walk around limits kept per user or device).
+        sessions: the keys session tokens are checked with; None refuses session tokens (SESSION_KEY_UNKNOWN).
     """
 
     def __init__(
@@ -202,6 +217,7 @@ class Authenticator:
         clock_skew_s: int = 30,
         registration: RegistrationCheck | None = None,
         trust_domain: str = "parley",
+        sessions: SessionKeys | None = None,
     ) -> None:
         self._providers = providers
         self._trust_domain = trust_domain
@@ -214,6 +230,12 @@ class Authenticator:
         self._registration = registration
         self._plain_headers: set[str] = set()
         self._verify_keys: dict[str, tuple[Ed25519PublicKey, nacl.signing.VerifyKey]] = {}
+        self._sessions = sessions
+        # A provider presents the same token for minutes, over a few connections: verified tokens and certificate
+        # hashes are kept, so a call costs two dictionary lookups. Expiry and the provider are checked every call.
+        self._verified_sessions: dict[str, Session] = {}
+        self._certificate_hashes: dict[bytes, bytes] = {}
+        self._key_fingerprints: dict[str, tuple[Ed25519PublicKey, str]] = {}
 
     @classmethod
     def from_settings(
@@ -235,6 +257,7 @@ class Authenticator:
             clock_skew_s=settings.clock_skew_s,
             registration=registration,
             trust_domain=settings.trust_domain,
+            sessions=settings.session_keys(),
         )
 
     async def authenticate(
@@ -267,9 +290,12 @@ class Authenticator:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_MISSING, "missing `authorization: Bearer ...`")
-        if token.count(".") != 2:
+        if token.startswith(SESSION_PREFIX):
+            principal = self._verify_session(token, metadata, peer_cert_pem)
+        elif token.count(".") != 2:
             return self._static_principal(token, access, callers, peer_cert_pem)
-        principal = await self._verify_assertion(token, peer_cert_pem)
+        else:
+            principal = await self._verify_assertion(token, peer_cert_pem)
         if isinstance(principal, ProviderPrincipal):
             allowed = Access.PROVIDER in access
         else:
@@ -321,6 +347,79 @@ class Authenticator:
         for digest in digests:
             matched |= hmac.compare_digest(presented, digest)
         return name if matched else None
+
+    def _verify_session(
+        self, token: str, metadata: Mapping[str, str], peer_cert_pem: bytes | None
+    ) -> ProviderPrincipal | UserPrincipal:
+        """The principal a session token and the call's acting user and device stand for.
+
+        Everything an assertion's checks decide about the provider holds here too, every call: the provider is
+        looked up and must be approved (so a suspension ends its sessions within the directory's second), and a
+        certificate it enlisted is required. What a session does not have is one-time use: it is a bearer
+        credential for its lifetime, bound to the TLS client certificate it was made over, if any.
+        """
+        if self._sessions is None:
+            raise unauthenticated(ErrorReason.ERROR_REASON_SESSION_KEY_UNKNOWN, "sessions are not enabled here")
+        now = time.time()
+        session = self._verified_sessions.get(token)
+        if session is None:
+            session = self._sessions.verify(token, now)
+            if len(self._verified_sessions) >= _MAX_CACHED_SESSIONS:
+                self._verified_sessions.clear()
+            self._verified_sessions[token] = session
+        elif session.expires_at <= now:
+            del self._verified_sessions[token]
+            raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_EXPIRED, "session expired; make a new one")
+        record = self._providers.get(session.provider_id)
+        if record is None:
+            raise unauthenticated(ErrorReason.ERROR_REASON_UNKNOWN_PROVIDER, "session's provider is not enlisted")
+        check_provider_status(record)
+        if not hmac.compare_digest(session.provider_key, self._key_fingerprint(record)):
+            raise unauthenticated(
+                ErrorReason.ERROR_REASON_TOKEN_INVALID, "the provider's credentials changed since the session was made"
+            )
+        if session.client_cert_sha256 and not hmac.compare_digest(
+            self._certificate_hash(peer_cert_pem), session.client_cert_sha256
+        ):
+            raise permission_denied(
+                ErrorReason.ERROR_REASON_CLIENT_CERT_MISMATCH,
+                "the session belongs to another TLS client certificate",
+            )
+        if record.client_cert_sha256 and peer_cert_pem is not None:
+            _check_pinned_certificate(record, peer_cert_pem)
+        user = metadata.get(USER_METADATA, "")
+        device = metadata.get(DEVICE_METADATA, "")
+        if not user:
+            if device:
+                raise unauthenticated(
+                    ErrorReason.ERROR_REASON_TOKEN_INVALID, f"{DEVICE_METADATA} needs {USER_METADATA}"
+                )
+            return ProviderPrincipal(record.provider_id, session=True)
+        if device and not (device.isascii() and device.isdigit()):
+            raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "dev must be a positive integer")
+        return self._acting_user(record, user, int(device) if device else _UNCLAIMED)
+
+    def _key_fingerprint(self, record: ProviderRecord) -> str:
+        cached = self._key_fingerprints.get(record.provider_id)
+        if cached is None or cached[0] is not record.signing_key:
+            cached = (record.signing_key, provider_key_fingerprint(record.signing_key.public_bytes_raw()))
+            self._key_fingerprints[record.provider_id] = cached
+        return cached[1]
+
+    def _certificate_hash(self, peer_cert_pem: bytes | None) -> bytes:
+        """SHA-256 of the presented certificate (empty without one, or for one that does not parse)."""
+        if peer_cert_pem is None:
+            return b""
+        digest = self._certificate_hashes.get(peer_cert_pem)
+        if digest is None:
+            try:
+                digest = certificate_sha256(peer_cert_pem)
+            except ValueError:
+                digest = b""
+            if len(self._certificate_hashes) >= _MAX_CACHED_CERTIFICATES:
+                self._certificate_hashes.clear()
+            self._certificate_hashes[peer_cert_pem] = digest
+        return digest
 
     async def _verify_assertion(self, token: str, peer_cert_pem: bytes | None) -> ProviderPrincipal | UserPrincipal:
         verified = self._verify_plain_assertion(token)
@@ -407,20 +506,26 @@ class Authenticator:
             raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, f"assertion rejected: {exc}") from None
         return record, claims
 
-    @staticmethod
+    @classmethod
     def _principal_from_claims(
-        record: ProviderRecord, claims: Mapping[str, object]
+        cls, record: ProviderRecord, claims: Mapping[str, object]
     ) -> ProviderPrincipal | UserPrincipal:
         subject = claims["sub"]
         if subject == record.provider_id:
             return ProviderPrincipal(record.provider_id)
+        return cls._acting_user(record, str(subject), claims.get("dev", _UNCLAIMED))
+
+    @staticmethod
+    def _acting_user(record: ProviderRecord, subject: str, claimed_device: object) -> UserPrincipal:
+        """The user (and device) a provider acts for: an address of that provider, the device a positive integer
+        (given apart, or as the address's ``/device`` suffix, or both when they agree)."""
         try:
-            address = Address.parse(str(subject))
+            address = Address.parse(subject)
         except InvalidAddressError:
             raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "sub is not an address") from None
         if address.provider != record.provider_id:
             raise permission_denied(ErrorReason.ERROR_REASON_WRONG_PROVIDER, "sub names a user of another provider")
-        device = claims.get("dev", address.device)
+        device = address.device if claimed_device is _UNCLAIMED else claimed_device
         if address.device is not None and device != address.device:
             raise unauthenticated(ErrorReason.ERROR_REASON_TOKEN_INVALID, "dev and the device in sub disagree")
         if device is not None and (type(device) is not int or device < 1):

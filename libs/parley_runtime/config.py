@@ -15,6 +15,8 @@ declared as plain ``str``, such as a ``franking_key``; declare secrets as ``Secr
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from typing import TypeVar, get_args
@@ -24,6 +26,7 @@ from pydantic import Field, SecretBytes, SecretStr, ValidationError, field_valid
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from parley_runtime.credentials import credential_service, parse_peers
+from parley_runtime.sessions import MIN_KEY_BYTES, SessionKeys
 
 ENV_PREFIX = "PARLEY_"
 
@@ -76,6 +79,18 @@ class ServiceSettings(BaseSettings):
         300, ge=10, le=3600, description="Longest lifetime (exp - iat) accepted for a user assertion."
     )
     clock_skew_s: int = Field(30, ge=0, le=300, description="Clock skew tolerated when checking assertions.")
+    session_key: SecretStr = Field(
+        SecretStr(""),
+        description="Base64 of the provider-session key (at least 32 random bytes), the same on every service: "
+        "identity mints session tokens with it, every service checks them; empty disables sessions.",
+    )
+    session_previous_key: SecretStr = Field(
+        SecretStr(""),
+        description="Base64 of the session key being rotated out, still accepted for session tokens; empty: none.",
+    )
+    session_lifetime_s: int = Field(
+        600, ge=30, le=3600, description="How long a provider session (CreateSession) lasts, seconds."
+    )
     shutdown_grace_s: float = Field(
         10.0,
         ge=0,
@@ -140,6 +155,31 @@ class ServiceSettings(BaseSettings):
             credential_service(value.get_secret_value())
         return value
 
+    @field_validator("session_key", "session_previous_key")
+    @classmethod
+    def _session_key(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            _decode_key(value)
+        return value
+
+    @model_validator(mode="after")
+    def _session_rotation(self) -> ServiceSettings:
+        previous = self.session_previous_key.get_secret_value()
+        if previous and not self.session_key.get_secret_value():
+            raise ValueError(f"{ENV_PREFIX}SESSION_PREVIOUS_KEY needs {ENV_PREFIX}SESSION_KEY")
+        if previous and _decode_key(self.session_previous_key) == _decode_key(self.session_key):
+            raise ValueError(f"{ENV_PREFIX}SESSION_PREVIOUS_KEY is the same key as {ENV_PREFIX}SESSION_KEY")
+        return self
+
+    def session_keys(self) -> SessionKeys | None:
+        """The session keys, or None when sessions are off (no ``PARLEY_SESSION_KEY``)."""
+        if not self.session_key.get_secret_value():
+            return None
+        previous = self.session_previous_key
+        return SessionKeys(
+            _decode_key(self.session_key), _decode_key(previous) if previous.get_secret_value() else None
+        )
+
     @field_validator("internal_peers")
     @classmethod
     def _peers(cls, value: str) -> str:
@@ -168,6 +208,17 @@ class ServiceSettings(BaseSettings):
         if self.tls_peer_cert_file and not self.tls_ca_file:
             raise ValueError(f"{ENV_PREFIX}TLS_PEER_CERT_FILE is for TLS calls: set {ENV_PREFIX}TLS_CA_FILE too")
         return self
+
+
+def _decode_key(value: SecretStr) -> bytes:
+    """A base64 secret key of at least 32 bytes; the error never shows the value."""
+    try:
+        key = base64.b64decode(value.get_secret_value(), validate=True)
+    except binascii.Error:
+        raise ValueError("must be base64") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"must decode to at least {MIN_KEY_BYTES} bytes")
+    return key
 
 
 class IdentityPeerSettings(ServiceSettings):

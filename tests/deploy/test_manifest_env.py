@@ -33,6 +33,8 @@ _CREDENTIALS = new_credentials()
 _REFERENCED_BY_NAME = {
     "PARLEY_INTERNAL_TOKEN": _CREDENTIALS["relay"],
     "PARLEY_INTERNAL_PEERS": peers_line(_CREDENTIALS),
+    # Must differ from the current session key it is the predecessor of.
+    "PARLEY_SESSION_PREVIOUS_KEY": base64.b64encode(bytes(range(32, 64))).decode(),
 }
 
 

@@ -6,7 +6,9 @@ stop, restart and inspect them; clients reach them over real gRPC on loopback.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +37,8 @@ CREDENTIALS = {service: f"{service}:test-credential-of-the-{service}" for servic
 INTERNAL_TOKEN = CREDENTIALS["relay"]
 """The credential tests call internal RPCs with: the relay's, which every internal RPC of a test serves."""
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+SESSION_KEY = base64.b64encode(hashlib.sha256(b"parley tests: the provider-session key").digest()).decode()
+"""The provider-session key (``PARLEY_SESSION_KEY``) every service of a test cluster shares."""
 INTERNAL = (("authorization", f"Bearer {INTERNAL_TOKEN}"),)
 
 ALL_FEATURES = [value for value in Feature.values() if value != Feature.FEATURE_UNSPECIFIED]
@@ -107,6 +111,7 @@ class Cluster:
             "admin_token": ADMIN_TOKEN,
             "internal_token": CREDENTIALS.get(service, INTERNAL_TOKEN),
             "internal_peers": peers_line(CREDENTIALS),
+            "session_key": SESSION_KEY,
             "shutdown_grace_s": 1.0,
         }
 

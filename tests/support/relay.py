@@ -28,8 +28,9 @@ class World:
             await backend.close()
 
 
-async def start_world(cluster: Cluster, *, relays: int = 1, **relay_overrides: object) -> World:
-    """Starts identity, key directory and ``relays`` relay replicas, and registers the cast with keys."""
+async def start_world(cluster: Cluster, *, relays: int = 1, sessions: bool = True, **relay_overrides: object) -> World:
+    """Starts identity, key directory and ``relays`` relay replicas, and registers the cast with keys; the
+    providers' backends use sessions unless ``sessions`` is False (per-call assertions)."""
     await cluster.start_identity()
     keys = {name: await cluster.enlist(name) for name in ("gatekeeper", "birdy")}
     await cluster.start_keydir()
@@ -51,6 +52,7 @@ async def start_world(cluster: Cluster, *, relays: int = 1, **relay_overrides: o
             relay_target=cluster.target("relay"),
             # Reports go to moderation when the test runs one.
             moderation_target=cluster.target("moderation") if "moderation" in cluster.servers else None,
+            sessions=sessions,
         )
     cast = [
         ("ana_phone", "gatekeeper", "username:ana", True),

@@ -53,7 +53,8 @@ async def build_identity(settings: IdentitySettings, telemetry: Telemetry) -> Gr
             lookup=Limit("lookup", capacity=settings.lookup_burst, per_second=settings.lookup_per_second),
         ),
     )
-    servicer = IdentityServicer(handler, directory)
+    sessions = settings.session_keys()
+    servicer = IdentityServicer(handler, directory, sessions=sessions, session_lifetime_s=settings.session_lifetime_s)
     definition = ServiceDefinition(
         name="identity",
         service_names=[SERVICE_NAME],

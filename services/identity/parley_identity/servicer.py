@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
@@ -13,9 +14,10 @@ from parley.identity.v1 import identity_pb2_grpc
 from parley_identity.directory import IdentityProviderDirectory
 from parley_identity.handler import DEFAULT_DELETE_WINDOW_S, DEFAULT_EDIT_WINDOW_S, IdentityHandler, Resolution
 from parley_identity.model import ConsentRecord, DeviceRecord, MuteRecord, MuteTarget
-from parley_runtime.auth import Access, UserPrincipal
-from parley_runtime.errors import missing_field, permission_denied
+from parley_runtime.auth import Access, ProviderPrincipal, UserPrincipal, certificate_sha256
+from parley_runtime.errors import Code, ParleyError, missing_field, permission_denied
 from parley_runtime.interceptors import current_principal
+from parley_runtime.sessions import SessionKeys, provider_key_fingerprint
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
 
@@ -28,6 +30,7 @@ _ACCESS_BY_METHOD: dict[str, Access] = {
     "GetProvider": Access.ADMIN | Access.INTERNAL,
     "ListProviders": Access.ADMIN,
     "WatchProviders": Access.INTERNAL,
+    "CreateSession": Access.PROVIDER,
     "ListAvailableProviders": Access.USER,
     "RegisterUser": Access.USER,
     "RegisterDevice": Access.USER,
@@ -105,9 +108,18 @@ def _mute_target(request: pb.SetMuteRequest | pb.ClearMuteRequest) -> tuple[Mute
 class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     """Implements ``parley.identity.v1.IdentityService``."""
 
-    def __init__(self, handler: IdentityHandler, directory: IdentityProviderDirectory) -> None:
+    def __init__(
+        self,
+        handler: IdentityHandler,
+        directory: IdentityProviderDirectory,
+        *,
+        sessions: SessionKeys | None = None,
+        session_lifetime_s: int = 600,
+    ) -> None:
         self._handler = handler
         self._directory = directory
+        self._sessions = sessions
+        self._session_lifetime_s = session_lifetime_s
 
     async def EnlistProvider(
         self, request: pb.EnlistProviderRequest, context: grpc.aio.ServicerContext
@@ -182,6 +194,32 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> AsyncIterator[pb.WatchProvidersResponse]:
         async for snapshot, providers in self._directory.watch():
             yield pb.WatchProvidersResponse(providers=providers, snapshot=snapshot)
+
+    async def CreateSession(
+        self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateSessionResponse:
+        principal = current_principal()
+        # Only an assertion makes a session: a session renewing itself would outlive the provider's proof of its key.
+        if not isinstance(principal, ProviderPrincipal) or principal.session:
+            raise permission_denied(
+                ErrorReason.ERROR_REASON_TOKEN_INVALID, "a session is made with a provider-level assertion"
+            )
+        if self._sessions is None:
+            raise ParleyError(
+                Code.FAILED_PRECONDITION, ErrorReason.ERROR_REASON_SESSION_KEY_UNKNOWN, "sessions are not enabled"
+            )
+        # The server presents the client certificate only where it requires one (mTLS): the session is bound to it.
+        certificates = context.auth_context().get("x509_pem_cert")
+        bound = certificate_sha256(certificates[0]) if certificates else b""
+        expires_at = int(time.time()) + self._session_lifetime_s
+        record = self._directory.get(principal.provider_id)
+        if record is None:
+            raise permission_denied(ErrorReason.ERROR_REASON_UNKNOWN_PROVIDER, "provider is not enlisted")
+        fingerprint = provider_key_fingerprint(record.signing_key.public_bytes_raw())
+        token = self._sessions.mint(principal.provider_id, expires_at, fingerprint, bound)
+        return pb.CreateSessionResponse(
+            session_token=token, expires_at_ms=expires_at * 1000, lifetime_s=self._session_lifetime_s
+        )
 
     async def ListAvailableProviders(
         self, request: pb.ListAvailableProvidersRequest, context: grpc.aio.ServicerContext

@@ -246,7 +246,9 @@ async def test_every_rpc_refuses_the_credentials_its_policy_does_not_accept(
         if Access.INTERNAL not in access:
             expected.append(("internal", INTERNAL, grpc.StatusCode.PERMISSION_DENIED, "TOKEN_INVALID"))
         if Access.USER not in access:
-            needed = "ADMIN_REQUIRED" if Access.ADMIN in access else "INTERNAL_ONLY"
+            # A provider-level RPC (CreateSession) needs another kind of assertion, not another credential.
+            needed = "TOKEN_INVALID" if Access.PROVIDER in access else "INTERNAL_ONLY"
+            needed = "ADMIN_REQUIRED" if Access.ADMIN in access else needed
             expected.append(("user", providers.birdy.auth(USER), grpc.StatusCode.PERMISSION_DENIED, needed))
         for name, metadata, code, reason in expected:
             try:

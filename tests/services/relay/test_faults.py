@@ -11,7 +11,7 @@ import contextlib
 
 import grpc
 import pytest
-from support.cluster import ADMIN_TOKEN, CREDENTIALS, Cluster
+from support.cluster import ADMIN_TOKEN, CREDENTIALS, SESSION_KEY, Cluster
 from support.relay import World, raw_message, start_world
 
 from parley.relay.v1 import relay_pb2 as pb
@@ -55,6 +55,7 @@ async def test_killing_a_relay_replica_mid_stream_loses_nothing(cluster: Cluster
     env = {
         "PARLEY_REDIS_URL": redis_url,
         "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "PARLEY_SESSION_KEY": SESSION_KEY,
         "PARLEY_IDENTITY_TARGET": cluster.target("identity"),
         "PARLEY_STREAM_POLL_S": "0.5",
         "PARLEY_LOG_LEVEL": "WARNING",

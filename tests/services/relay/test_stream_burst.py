@@ -13,7 +13,7 @@ import asyncio
 import grpc.aio
 import pytest
 import redis.asyncio as aioredis
-from support.cluster import ADMIN_TOKEN, CREDENTIALS, Cluster
+from support.cluster import ADMIN_TOKEN, CREDENTIALS, SESSION_KEY, Cluster
 
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.relay.v1 import relay_pb2_grpc
@@ -47,6 +47,7 @@ async def test_bursts_of_streams_opening_at_once_at_a_relay_process_leave_no_pre
     env = {
         "PARLEY_REDIS_URL": redis_url,
         "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "PARLEY_SESSION_KEY": SESSION_KEY,
         "PARLEY_IDENTITY_TARGET": cluster.target("identity"),
         "PARLEY_MAX_STREAMS_PER_PROVIDER": str(STREAMS),
         "PARLEY_LOG_LEVEL": "WARNING",
