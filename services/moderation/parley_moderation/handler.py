@@ -22,10 +22,10 @@ from parley.moderation.v1.moderation_pb2 import ReportOutcome, Verdict
 from parley_crypto import FrankingError, franking_context, verify_report
 from parley_moderation.model import (
     FIRST_CONTACT_BUCKET_EMPTY,
+    PROVIDER_ALLOWED,
     PROVIDER_BUCKET_EMPTY,
     PROVIDER_CIRCUIT_OPEN,
     PROVIDER_FIRST_CONTACT_EMPTY,
-    PROVIDER_ALLOWED,
     PROVIDER_QUOTA_USED_UP,
     SENDER_ALLOWED,
     SENDER_BUCKET_EMPTY,
