@@ -20,7 +20,8 @@ Ours (``check_send_batch``): the same decisions through ``CheckSendBatch``, ``BA
 SendBatch frame), ``BATCH_CONCURRENCY`` calls at once; one pipeline of 3 x ``BATCH`` scripts per call. Its floor
 is the same per-decision floor as above, so the ratio says what batching buys over the best a caller deciding
 one send per round trip could get; ``extra`` adds the floor of the batched pipeline itself (``BATCH`` decisions'
-scripts in one redis-py pipeline, same concurrency), the Redis work alone for the batched path.
+scripts in one redis-py pipeline, same concurrency), the Redis work alone for the batched path, and CPU per
+decision of moderation and Redis with a py-spy profile of moderation by layer, as the relay pays them.
 
 Writes bench/results/moderation.json.
 """
@@ -240,6 +241,8 @@ async def _measure(  # noqa: PLR0915 -- one scenario, its arms side by side
         "ours": CpuMeter({"moderation": pid, "redis": redis_server.pid, "client": os.getpid()}),
         "traced": CpuMeter({"moderation": traced_process.process.pid}),
         "floor": CpuMeter({"redis": redis_server.pid, "client": os.getpid()}),
+        "ours_batch": CpuMeter({"moderation": pid, "redis": redis_server.pid}),
+        "floor_batch": CpuMeter({"redis": redis_server.pid}),
     }
     counts = dict.fromkeys(runs, 0)
     spans_before = sink.spans
@@ -257,6 +260,9 @@ async def _measure(  # noqa: PLR0915 -- one scenario, its arms side by side
     profile_task = asyncio.create_task(asyncio.to_thread(profile_layers, pid, seconds - 1))
     await _run_for(seconds, ours)
     profile = await profile_task
+    batch_profile_task = asyncio.create_task(asyncio.to_thread(profile_layers, pid, seconds - 1))
+    await _run_for(seconds, ours_batch, BATCH_CONCURRENCY)
+    batch_profile = await batch_profile_task
     await client.aclose()
     await channel.close()
     await traced_channel.close()
@@ -310,6 +316,11 @@ async def _measure(  # noqa: PLR0915 -- one scenario, its arms side by side
                 "floor_desc": "check_send's floor: one 3-script pipeline per decision via redis-py, concurrency 32",
                 "batched_pipeline_floor_per_s": round(rate["floor_batch"], 1),
                 "batched_pipeline_floor_desc": f"{BATCH} decisions' scripts per redis-py pipeline, same concurrency",
+                "cpu_us_per_decision": meters["ours_batch"].per_unit_us(counts["ours_batch"] * BATCH),
+                "batched_pipeline_floor_cpu_us_per_decision": meters["floor_batch"].per_unit_us(
+                    counts["floor_batch"] * BATCH
+                ),
+                "moderation_cpu_profile": batch_profile,
             },
         ),
     }
