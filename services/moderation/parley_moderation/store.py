@@ -15,7 +15,9 @@ alone after the previous one, until one send needs a refund: sent alone, that re
 next send's scripts. The sends after it were therefore run on speculation. They are undone (tokens and quota
 refunded, breaker counts and contact records restored from what the scripts returned, newest first), the refund
 goes out, and those sends run again: all in the next pipeline. So the batch's decisions and final state are
-those of deciding the sends one by one, and the common case (nothing refunded) stays one round trip.
+those of deciding the sends one by one, and the common case (nothing refunded) stays one round trip. All sends
+of one provider in a pipeline share one ``check_provider`` call, which checks them in order: the provider's
+bucket and quota are read and written once instead of once per send.
 """
 
 from __future__ import annotations
