@@ -20,7 +20,8 @@ Ours (``check_send_batch``): the same decisions through ``CheckSendBatch``, ``BA
 SendBatch frame), ``BATCH_CONCURRENCY`` calls at once; one pipeline of 3 x ``BATCH`` scripts per call. Its floor
 is the same per-decision floor as above, so the ratio says what batching buys over the best a caller deciding
 one send per round trip could get; ``extra`` adds the floor of the batched pipeline itself (``BATCH`` decisions'
-scripts in one redis-py pipeline, same concurrency), the Redis work alone for the batched path.
+scripts in one redis-py pipeline, same concurrency), the Redis work alone for the batched path, and CPU per
+decision of moderation and Redis with a py-spy profile of moderation by layer, as the relay pays them.
 
 Writes bench/results/moderation.json.
 """
@@ -47,7 +48,7 @@ from parley.identity.v1 import identity_pb2_grpc
 from parley.moderation.v1 import moderation_pb2 as pb
 from parley.moderation.v1 import moderation_pb2_grpc
 from parley_moderation.model import SendShape
-from parley_moderation.store import check_send_calls
+from parley_moderation.store import check_send_calls, provider_check_call, user_check_calls
 from parley_runtime.redis_client import load_script
 from parley_runtime.testing import RedisServer, ServiceProcess
 
@@ -198,20 +199,22 @@ async def _measure(  # noqa: PLR0915 -- one scenario, its arms side by side
             for script, (keys, script_args) in zip(scripts, calls, strict=True):
                 pipe.evalsha(script.sha, len(keys), *keys, *script_args)
             results: list[Any] = await pipe.execute()
-        assert (int(results[0][0]), int(results[1][0]), int(results[2][0])) == (0, 0, 0), results
+        assert (int(results[0][0]), int(results[1][0]), int(results[2][0][0])) == (0, 0, 0), results
 
     async def floor_batch(turn: int) -> None:
         start = (turn % (USERS // BATCH)) * BATCH
         now_ms = int(time.time() * 1000)
+        # As the service sends a batch: one provider script for all its sends, then each send's user scripts.
         async with client.pipeline(transaction=False) as pipe:
+            keys, script_args = provider_check_call("birdy", shape=SHAPE, fan_outs=[2] * BATCH)
+            pipe.evalsha(scripts[2].sha, len(keys), *keys, *script_args)
             for index in range(start, start + BATCH):
-                calls = check_send_calls(
-                    SENDERS[index], RECIPIENTS[index], "birdy", fan_out=2, shape=SHAPE, now_ms=now_ms
-                )
-                for script, (keys, script_args) in zip(scripts, calls, strict=True):
+                calls = user_check_calls(SENDERS[index], RECIPIENTS[index], shape=SHAPE, now_ms=now_ms)
+                for script, (keys, script_args) in zip(scripts, calls, strict=False):
                     pipe.evalsha(script.sha, len(keys), *keys, *script_args)
             results: list[Any] = await pipe.execute()
-        assert all(int(result[0]) == 0 for result in results), results
+        assert all(int(reply[0]) == 0 for reply in results[0]), results[0]
+        assert all(int(result[0]) == 0 for result in results[1:]), results
 
     health = health_pb2_grpc.HealthStub(channel)
 
@@ -238,6 +241,8 @@ async def _measure(  # noqa: PLR0915 -- one scenario, its arms side by side
         "ours": CpuMeter({"moderation": pid, "redis": redis_server.pid, "client": os.getpid()}),
         "traced": CpuMeter({"moderation": traced_process.process.pid}),
         "floor": CpuMeter({"redis": redis_server.pid, "client": os.getpid()}),
+        "ours_batch": CpuMeter({"moderation": pid, "redis": redis_server.pid}),
+        "floor_batch": CpuMeter({"redis": redis_server.pid}),
     }
     counts = dict.fromkeys(runs, 0)
     spans_before = sink.spans
@@ -255,6 +260,9 @@ async def _measure(  # noqa: PLR0915 -- one scenario, its arms side by side
     profile_task = asyncio.create_task(asyncio.to_thread(profile_layers, pid, seconds - 1))
     await _run_for(seconds, ours)
     profile = await profile_task
+    batch_profile_task = asyncio.create_task(asyncio.to_thread(profile_layers, pid, seconds - 1))
+    await _run_for(seconds, ours_batch, BATCH_CONCURRENCY)
+    batch_profile = await batch_profile_task
     await client.aclose()
     await channel.close()
     await traced_channel.close()
@@ -308,6 +316,11 @@ async def _measure(  # noqa: PLR0915 -- one scenario, its arms side by side
                 "floor_desc": "check_send's floor: one 3-script pipeline per decision via redis-py, concurrency 32",
                 "batched_pipeline_floor_per_s": round(rate["floor_batch"], 1),
                 "batched_pipeline_floor_desc": f"{BATCH} decisions' scripts per redis-py pipeline, same concurrency",
+                "cpu_us_per_decision": meters["ours_batch"].per_unit_us(counts["ours_batch"] * BATCH),
+                "batched_pipeline_floor_cpu_us_per_decision": meters["floor_batch"].per_unit_us(
+                    counts["floor_batch"] * BATCH
+                ),
+                "moderation_cpu_profile": batch_profile,
             },
         ),
     }

@@ -22,10 +22,12 @@ from parley.moderation.v1.moderation_pb2 import ReportOutcome, Verdict
 from parley_crypto import FrankingError, franking_context, verify_report
 from parley_moderation.model import (
     FIRST_CONTACT_BUCKET_EMPTY,
+    PROVIDER_ALLOWED,
     PROVIDER_BUCKET_EMPTY,
     PROVIDER_CIRCUIT_OPEN,
     PROVIDER_FIRST_CONTACT_EMPTY,
     PROVIDER_QUOTA_USED_UP,
+    SENDER_ALLOWED,
     SENDER_BUCKET_EMPTY,
     SENDER_RESTRICTED,
     AuditRecord,
@@ -36,7 +38,7 @@ from parley_moderation.model import (
     SendShape,
 )
 from parley_moderation.store import ModerationStore
-from parley_runtime.auth import ProviderDirectory, provider_refusal
+from parley_runtime.auth import ProviderDirectory, ProviderRecord, provider_refusal
 from parley_runtime.errors import Code, ParleyError, invalid_field, missing_field, not_found, parse_address, reason_name
 from parley_runtime.events import EventPublisher
 from parley_runtime.ratelimit import Limit, RateLimiter
@@ -175,6 +177,10 @@ class ModerationHandler:
         self._franking_key = franking_key
         self._clock = clock
         self._shapes: dict[str, SendShape] = {}
+        # Per provider: the record last seen in the directory and what it decides. The directory replaces a
+        # (frozen) record on every change, so a record that is not the one cached is a change, seen at once.
+        self._provider_verdicts: dict[str, tuple[ProviderRecord, Decision | None]] = {}
+        self._verdict_attributes: dict[tuple[Verdict.ValueType, ErrorReason.ValueType, str], dict[str, str]] = {}
         self._verdicts = meter.create_counter(
             "moderation.check_send.verdicts", unit="{decision}", description="Send decisions by verdict and reason"
         )
@@ -259,24 +265,38 @@ class ModerationHandler:
         )
         decisions = [refusal or _decide(next(checked)) for _, refusal in sends]
         # One counter update per kind of decision in the batch, not per decision: each add walks the aggregation.
-        kinds = Counter((decision.verdict, decision.reason, decision.limit) for decision in decisions)
-        for (verdict, reason, limit), count in kinds.items():
-            self._verdicts.add(
-                count,
-                {
-                    "verdict": Verdict.Name(verdict).removeprefix("VERDICT_"),
-                    "reason": reason_name(reason) if reason else "",
-                    "limit": limit,
-                },
-            )
+        if len(decisions) == 1:
+            decision = decisions[0]
+            self._verdicts.add(1, self._attributes(decision.verdict, decision.reason, decision.limit))
+        else:
+            kinds = Counter((decision.verdict, decision.reason, decision.limit) for decision in decisions)
+            for kind, count in kinds.items():
+                self._verdicts.add(count, self._attributes(*kind))
         return decisions
+
+    def _attributes(self, verdict: Verdict.ValueType, reason: ErrorReason.ValueType, limit: str) -> dict[str, str]:
+        """The verdict counter's attributes for a kind of decision, built once per kind (there are a few dozen)."""
+        key = (verdict, reason, limit)
+        attributes = self._verdict_attributes.get(key)
+        if attributes is None:
+            attributes = self._verdict_attributes[key] = {
+                "verdict": Verdict.Name(verdict).removeprefix("VERDICT_"),
+                "reason": reason_name(reason) if reason else "",
+                "limit": limit,
+            }
+        return attributes
 
     def _provider_refusal(self, provider_id: str) -> Decision | None:
         record = self._providers.get(provider_id)
         if record is None:
-            return Decision(Verdict.VERDICT_REFUSE, ErrorReason.ERROR_REASON_UNKNOWN_PROVIDER)
+            return _UNKNOWN_PROVIDER
+        cached = self._provider_verdicts.get(provider_id)
+        if cached is not None and cached[0] is record:
+            return cached[1]
         reason = provider_refusal(record)
-        return None if reason is None else Decision(Verdict.VERDICT_REFUSE, reason)
+        refusal = None if reason is None else Decision(Verdict.VERDICT_REFUSE, reason)
+        self._provider_verdicts[provider_id] = (record, refusal)
+        return refusal
 
     def _shape(self, provider_id: str) -> SendShape:
         shape = self._shapes.get(provider_id)
@@ -490,6 +510,12 @@ class ModerationHandler:
         return report
 
 
+# Decisions without a wait are the same every time: one object each instead of one per decision.
+_ALLOW = Decision(Verdict.VERDICT_ALLOW)
+_DROP_SILENTLY = Decision(Verdict.VERDICT_DROP_SILENTLY)
+_SENDER_RESTRICTED = Decision(Verdict.VERDICT_REFUSE, ErrorReason.ERROR_REASON_SENDER_RESTRICTED)
+_UNKNOWN_PROVIDER = Decision(Verdict.VERDICT_REFUSE, ErrorReason.ERROR_REASON_UNKNOWN_PROVIDER)
+
 # Refusals by outcome of each part: reason and the name of the limit (for the caller and the metrics).
 _PROVIDER_REFUSALS = {
     PROVIDER_CIRCUIT_OPEN: (ErrorReason.ERROR_REASON_PROVIDER_THROTTLED, "provider_circuit"),
@@ -509,8 +535,10 @@ def _decide(checks: SendChecks) -> Decision:
     A restricted sender is refused first (its own state), then the provider's limits, then the sender's; a block
     counts only for a send every limit allowed, so a blocked sender sees exactly what any sender would.
     """
+    if checks.sender_outcome == SENDER_ALLOWED and checks.provider_outcome == PROVIDER_ALLOWED:
+        return _DROP_SILENTLY if checks.blocked else _ALLOW
     if checks.sender_outcome == SENDER_RESTRICTED:
-        return Decision(Verdict.VERDICT_REFUSE, ErrorReason.ERROR_REASON_SENDER_RESTRICTED)
+        return _SENDER_RESTRICTED
     for refusals, outcome, retry_after_ms in (
         (_PROVIDER_REFUSALS, checks.provider_outcome, checks.provider_retry_after_ms),
         (_SENDER_REFUSALS, checks.sender_outcome, checks.sender_retry_after_ms),
@@ -518,9 +546,7 @@ def _decide(checks: SendChecks) -> Decision:
         if outcome in refusals:
             reason, limit = refusals[outcome]
             return Decision(Verdict.VERDICT_REFUSE, reason, min(retry_after_ms, _MAX_RETRY_AFTER_MS), limit)
-    if checks.blocked:
-        return Decision(Verdict.VERDICT_DROP_SILENTLY)
-    return Decision(Verdict.VERDICT_ALLOW)
+    return _DROP_SILENTLY if checks.blocked else _ALLOW
 
 
 def _page_size(requested: int) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from parley.common.v1.common_pb2 import ErrorReason
 from parley.moderation.v1.moderation_pb2 import ReportOutcome, Verdict
@@ -37,6 +37,9 @@ class SendShape:
         breaker_cooldown_ms: how long an open breaker refuses everything.
         max_contacts: contacts remembered per user for the first-contact rule.
         contact_ttl_ms: how long contacts are remembered after the last send.
+        sender_args: the sender buckets' limits as ``check_sender.lua`` takes them (ARGV 2 to 5).
+        contact_args: the contact bounds as ``check_recipient.lua`` takes them (ARGV 3 and 4).
+        provider_args: the provider's limits as ``check_provider.lua`` takes them (ARGV 1 to 7).
     """
 
     sender_capacity: float
@@ -54,6 +57,38 @@ class SendShape:
     breaker_cooldown_ms: int
     max_contacts: int
     contact_ttl_ms: int
+    sender_args: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    contact_args: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    provider_args: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Every send passes these to its scripts; encoded once (as redis-py would encode each number), they cost
+        # the client nothing per send.
+        for name, values in (
+            (
+                "sender_args",
+                (
+                    self.sender_capacity,
+                    self.sender_per_second,
+                    self.first_contact_capacity,
+                    self.first_contact_per_second,
+                ),
+            ),
+            ("contact_args", (self.max_contacts, self.contact_ttl_ms)),
+            (
+                "provider_args",
+                (
+                    self.provider_capacity,
+                    self.provider_per_second,
+                    self.provider_quota,
+                    self.quota_window_ms,
+                    self.breaker_threshold,
+                    self.breaker_window_ms,
+                    self.breaker_cooldown_ms,
+                ),
+            ),
+        ):
+            object.__setattr__(self, name, tuple(repr(value).encode() for value in values))
 
 
 @dataclass(frozen=True, slots=True)

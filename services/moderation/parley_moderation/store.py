@@ -15,7 +15,9 @@ alone after the previous one, until one send needs a refund: sent alone, that re
 next send's scripts. The sends after it were therefore run on speculation. They are undone (tokens and quota
 refunded, breaker counts and contact records restored from what the scripts returned, newest first), the refund
 goes out, and those sends run again: all in the next pipeline. So the batch's decisions and final state are
-those of deciding the sends one by one, and the common case (nothing refunded) stays one round trip.
+those of deciding the sends one by one, and the common case (nothing refunded) stays one round trip. All sends
+of one provider in a pipeline share one ``check_provider`` call, which checks them in order: the provider's
+bucket and quota are read and written once instead of once per send.
 """
 
 from __future__ import annotations
@@ -95,6 +97,21 @@ class ModerationStore(Protocol):
 _ScriptCall = tuple[AsyncScript, list[str], list[Any]]
 """A script with its KEYS and ARGV, as a pipeline runs it."""
 
+_ProviderKey = tuple[str, SendShape]
+"""A provider and the limits its sends meet: the sends one ``check_provider`` call checks together."""
+
+
+def _wave_replies(
+    wave: Sequence[SendAttempt], results: Sequence[Any], providers: Sequence[_ProviderKey]
+) -> list[tuple[Any, Any, Any]]:
+    """Each send's (sender, recipient, provider) replies from the replies of :meth:`_wave_calls`' scripts."""
+    per_provider = {key: iter(reply) for key, reply in zip(providers, results, strict=False)}
+    users = results[len(providers) :]
+    return [
+        (users[2 * index], users[2 * index + 1], next(per_provider[attempt.provider_id, attempt.shape]))
+        for index, attempt in enumerate(wave)
+    ]
+
 
 def _encode_audit(entry: AuditRecord) -> str:
     return json.dumps({"at_ms": entry.at_ms, "actor": entry.actor, "action": entry.action}, separators=(",", ":"))
@@ -136,9 +153,9 @@ class RedisModerationStore:
         while len(found) < len(attempts) or undo or second_stage:
             wave = attempts[len(found) : len(found) + wave_size]
             head = [*undo, *([self._provider_first_contact_call(second_stage[0])] if second_stage else [])]
-            calls = [call for attempt in wave for call in self._check_calls(attempt, now_ms)]
+            calls, provider_calls = self._wave_calls(wave, now_ms)
             results = await self._run(head + calls)
-            replies = [results[index : index + 3] for index in range(len(head), len(results), 3)]
+            replies = _wave_replies(wave, results[len(head) :], provider_calls)
             staged, undo = results[len(undo) : len(head)], []
             if second_stage is not None:
                 attempt, sender, provider = second_stage
@@ -185,17 +202,27 @@ class RedisModerationStore:
                 wave_size *= 2
         return found
 
-    def _check_calls(self, attempt: SendAttempt, now_ms: int) -> list[_ScriptCall]:
-        calls = check_send_calls(
-            attempt.sender,
-            attempt.recipient,
-            attempt.provider_id,
-            fan_out=attempt.fan_out,
-            shape=attempt.shape,
-            now_ms=now_ms,
-        )
-        scripts = (self._check_sender, self._check_recipient, self._check_provider)
-        return [(script, keys, args) for script, (keys, args) in zip(scripts, calls, strict=True)]
+    def _wave_calls(self, wave: Sequence[SendAttempt], now_ms: int) -> tuple[list[_ScriptCall], list[_ProviderKey]]:
+        """The scripts of a wave: one ``check_provider`` per provider (its sends in order), then each send's
+        ``check_sender`` and ``check_recipient``; and the providers of the first calls, in order.
+
+        Scripts in different slots cannot see one another, so only the order within a slot matters: a provider's
+        sends keep theirs inside its one call, and each user's keys see the sends in order.
+        """
+        fan_outs: dict[_ProviderKey, list[int]] = {}
+        calls: list[_ScriptCall] = []
+        for attempt in wave:
+            fan_outs.setdefault((attempt.provider_id, attempt.shape), []).append(attempt.fan_out)
+            (sender_keys, sender_args), (recipient_keys, recipient_args) = user_check_calls(
+                attempt.sender, attempt.recipient, shape=attempt.shape, now_ms=now_ms
+            )
+            calls.append((self._check_sender, sender_keys, sender_args))
+            calls.append((self._check_recipient, recipient_keys, recipient_args))
+        provider_calls = [
+            (self._check_provider, *provider_check_call(provider_id, shape=shape, fan_outs=sends))
+            for (provider_id, shape), sends in fan_outs.items()
+        ]
+        return [*provider_calls, *calls], list(fan_outs)
 
     def _refund(self, attempt: SendAttempt, sender: Any, provider: Any) -> _ScriptCall | None:
         """The refund a send needs when one part refused what another allowed, else None."""
@@ -406,6 +433,16 @@ def check_send_calls(
         now_ms: now, Unix ms (contact times).
     """
     return (
+        *user_check_calls(sender, recipient, shape=shape, now_ms=now_ms),
+        provider_check_call(provider_id, shape=shape, fan_outs=[fan_out]),
+    )
+
+
+def user_check_calls(
+    sender: str, recipient: str, *, shape: SendShape, now_ms: int
+) -> tuple[tuple[list[str], list[Any]], tuple[list[str], list[Any]]]:
+    """KEYS and ARGV of ``check_sender`` and ``check_recipient`` for one send (see :func:`check_send_calls`)."""
+    return (
         (
             [
                 redis_keys.sender_restriction(sender),
@@ -413,34 +450,28 @@ def check_send_calls(
                 redis_keys.rate_limit(sender, "send"),
                 redis_keys.rate_limit(sender, "first_contact"),
             ],
-            [
-                recipient,
-                shape.sender_capacity,
-                shape.sender_per_second,
-                shape.first_contact_capacity,
-                shape.first_contact_per_second,
-                int(sender != recipient),
-            ],
+            [recipient, *shape.sender_args, int(sender != recipient)],
         ),
         (
             [redis_keys.blocks(recipient), redis_keys.contacts(recipient)],
-            [sender, now_ms, shape.max_contacts, shape.contact_ttl_ms],
+            [sender, now_ms, *shape.contact_args],
         ),
-        (
-            [
-                redis_keys.rate_limit(provider_id, "provider_send"),
-                redis_keys.provider_quota(provider_id),
-                redis_keys.provider_breaker(provider_id),
-            ],
-            [
-                shape.provider_capacity,
-                shape.provider_per_second,
-                shape.provider_quota,
-                shape.quota_window_ms,
-                fan_out,
-                shape.breaker_threshold,
-                shape.breaker_window_ms,
-                shape.breaker_cooldown_ms,
-            ],
-        ),
+    )
+
+
+def provider_check_call(provider_id: str, *, shape: SendShape, fan_outs: Sequence[int]) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of one ``check_provider`` call checking sends of ``provider_id`` in order.
+
+    Args:
+        provider_id: the sender's provider.
+        shape: the limits.
+        fan_outs: device copies of each send.
+    """
+    return (
+        [
+            redis_keys.rate_limit(provider_id, "provider_send"),
+            redis_keys.provider_quota(provider_id),
+            redis_keys.provider_breaker(provider_id),
+        ],
+        [*shape.provider_args, *fan_outs],
     )

@@ -8,13 +8,14 @@ speculated script and its undo.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from parley_moderation.model import SendShape
-from parley_moderation.store import check_send_calls
+from parley_moderation.store import check_send_calls, provider_check_call
 from parley_runtime import redis_keys
 from parley_runtime.redis_client import load_script
 
@@ -56,7 +57,7 @@ async def _run(client: aioredis.Redis, name: str, keys: list[str], args: list[An
 
 async def _check_provider(client: aioredis.Redis) -> list[Any]:
     keys, args = check_send_calls(SENDER, RECIPIENT, "birdy", fan_out=1, shape=SHAPE, now_ms=NOW_MS)[2]
-    reply: list[Any] = await _run(client, "check_provider", keys, args)
+    (reply,) = await _run(client, "check_provider", keys, args)
     assert int(reply[0]) == 3  # the bucket refused, and the refusal counted
     return reply
 
@@ -98,3 +99,18 @@ async def test_an_undo_keeps_a_contact_another_call_recorded_since(client: aiore
     await client.zadd(CONTACTS, {SENDER: NOW_MS + 5})  # the same sender, recorded again by another replica
     await _run(client, "restore_contacts", [CONTACTS], [SENDER, reply[1], NOW_MS, *reply[2:]])
     assert await client.zscore(CONTACTS, SENDER) == NOW_MS + 5
+
+
+async def test_one_provider_call_checks_its_sends_as_one_call_each(client: aioredis.Redis) -> None:
+    shape = replace(SHAPE, provider_capacity=100, provider_quota=5)
+    quota = redis_keys.provider_quota("birdy")
+    outcomes = []
+    for fan_out in (2, 2, 2, 1):
+        (reply,) = await _run(client, "check_provider", *provider_check_call("birdy", shape=shape, fan_outs=[fan_out]))
+        outcomes.append(int(reply[0]))
+    one_each = await client.hgetall(quota)
+    await client.delete(quota, BREAKER, redis_keys.rate_limit("birdy", "provider_send"))
+    replies = await _run(client, "check_provider", *provider_check_call("birdy", shape=shape, fan_outs=[2, 2, 2, 1]))
+    assert [int(reply[0]) for reply in replies] == outcomes == [0, 0, 2, 0]
+    assert await client.hgetall(quota) == one_each
+    assert await client.hget(BREAKER, "failures") == b"1"
