@@ -171,7 +171,7 @@ class CpuMeter:
 # this order for each frame, leaf first), so a Redis command issued by the replay guard counts as Redis, and a
 # histogram recorded by an interceptor as telemetry. Frames of none of them (grpc's C core, the event loop) are
 # "grpc_and_event_loop".
-PROFILE_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+PROFILE_LAYERS = (
     ("telemetry", ("opentelemetry/", "parley_runtime/telemetry.py")),
     ("redis", ("redis/", "hiredis", "parley_runtime/redis_client.py", "parley_runtime/ratelimit.py")),
     ("auth", ("parley_runtime/auth.py", "jwt/", "cryptography/", "parley_runtime/providers.py")),
@@ -183,9 +183,14 @@ PROFILE_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def profile_layers(pid: int, seconds: float) -> dict[str, float] | str:
+Layers = tuple[tuple[str, tuple[str, ...]], ...]
+"""(layer, frame markers) pairs, checked in order for each frame, leaf first."""
+
+
+def profile_layers(pid: int, seconds: float, layers: Layers = PROFILE_LAYERS) -> dict[str, float] | str:
     """Samples ``pid`` with py-spy for ``seconds`` and returns each layer's share of its busy samples (by
-    :data:`PROFILE_LAYERS`), or why it could not (py-spy missing or not permitted)."""
+    ``layers``, :data:`PROFILE_LAYERS` unless a bench names finer ones), or why it could not (py-spy missing or
+    not permitted)."""
     import shutil  # noqa: PLC0415 -- only benches that profile
     import subprocess  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
@@ -211,7 +216,8 @@ def profile_layers(pid: int, seconds: float) -> dict[str, float] | str:
             continue
         count = int(count_text)
         total += count
-        counts[_layer(stack.split(";"))] = counts.get(_layer(stack.split(";")), 0) + count
+        layer = _layer(stack.split(";"), layers)
+        counts[layer] = counts.get(layer, 0) + count
     if not total:
         return "no samples"
     return {layer: round(count / total, 3) for layer, count in sorted(counts.items(), key=lambda kv: -kv[1])}
@@ -221,11 +227,11 @@ _NOT_A_LAYER = ("__main__.py", "/app.py", "parley_runtime/server.py")
 """Frames under which everything in a service runs; they name no layer."""
 
 
-def _layer(frames: list[str]) -> str:
+def _layer(frames: list[str], layers: Layers) -> str:
     for frame in reversed(frames):
         if any(marker in frame for marker in _NOT_A_LAYER):
             continue
-        for layer, markers in PROFILE_LAYERS:
+        for layer, markers in layers:
             if any(marker in frame for marker in markers):
                 return layer
     return "grpc_and_event_loop"

@@ -36,10 +36,8 @@ import asyncio
 import base64
 import os
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +47,7 @@ from typing import Any
 import _prosody
 import grpc.aio
 import redis.asyncio as aioredis
-from benchlib import Figure, parse_args, write_results
+from benchlib import Figure, parse_args, profile_layers, write_results
 from benchworld import CREDENTIALS, enlist, service_env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -535,56 +533,11 @@ RELAY_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("stream_and_hub", ("parley_relay/connection.py", "parley_relay/hub.py", "parley_relay/servicer.py")),
     ("protobuf", ("google/protobuf/",)),
 )
-_NOT_A_LAYER = ("__main__.py", "/app.py", "parley_runtime/server.py")
-"""Frames under which everything in the service runs; they name no layer."""
-
-
-def _layer(frames: list[str]) -> str:
-    for frame in reversed(frames):
-        if any(marker in frame for marker in _NOT_A_LAYER):
-            continue
-        for layer, markers in RELAY_LAYERS:
-            if any(marker in frame for marker in markers):
-                return layer
-    return "grpc_and_event_loop"
 
 
 async def _profile(pid: int, seconds: float) -> dict[str, float] | str:
-    """Samples ``pid`` with py-spy for ``seconds``: each layer's share of its busy samples (see RELAY_LAYERS), or
-    why there is no profile (py-spy missing or not permitted)."""
-    spy = _py_spy()
-    if spy is None:
-        return "py-spy not installed"
-    with tempfile.NamedTemporaryFile(suffix=".txt") as out:
-        process = await asyncio.create_subprocess_exec(
-            spy, "record", "-p", str(pid), "-d", str(max(1, round(seconds))), "-r", "200", "--format", "raw",
-            "--nonblocking", "--full-filenames", "-o", out.name,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        _, error = await process.communicate()
-        if process.returncode != 0:
-            return f"py-spy failed: {error.decode(errors='replace').strip()[-200:]}"
-        return _layer_shares(out.name)
-
-
-def _py_spy() -> str | None:
-    """py-spy beside this interpreter or on PATH."""
-    beside = Path(sys.executable).with_name("py-spy")
-    return str(beside) if beside.exists() else shutil.which("py-spy")
-
-
-def _layer_shares(raw_profile: str) -> dict[str, float] | str:
-    """Each layer's share of the samples in a raw py-spy profile."""
-    counts: dict[str, int] = {}
-    for line in Path(raw_profile).read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if count.isdigit():
-            layer = _layer(stack.split(";"))
-            counts[layer] = counts.get(layer, 0) + int(count)
-    total = sum(counts.values())
-    if not total:
-        return "no samples"
-    return {layer: round(count / total, 3) for layer, count in sorted(counts.items(), key=lambda item: -item[1])}
+    """Each layer's share of the relay's busy samples over ``seconds`` (see RELAY_LAYERS), or why there is none."""
+    return await asyncio.to_thread(profile_layers, pid, seconds, RELAY_LAYERS)
 
 
 async def _command_usec(client: aioredis.Redis) -> dict[str, tuple[int, float]]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from parley.content.v1 import content_pb2
 from parley_relay.app import RelaySettings, build_relay
 from parley_sdk import DeviceClient, ProviderBackend
 from parley_stanza import Address, Message, MessageType, Payload, PayloadKind
-from support.cluster import Cluster
+from support.cluster import ALL_FEATURES, Cluster
 
 
 @dataclass
@@ -28,11 +29,20 @@ class World:
             await backend.close()
 
 
-async def start_world(cluster: Cluster, *, relays: int = 1, sessions: bool = True, **relay_overrides: object) -> World:
-    """Starts identity, key directory and ``relays`` relay replicas, and registers the cast with keys; the
-    providers' backends use sessions unless ``sessions`` is False (per-call assertions)."""
+async def start_providers(
+    cluster: Cluster,
+    features: Mapping[str, Sequence[int]],
+    *,
+    relays: int = 1,
+    sessions: bool = True,
+    **relay_overrides: object,
+) -> dict[str, ProviderBackend]:
+    """Starts identity, key directory and ``relays`` relay replicas, enlists each provider with its features, and
+    returns their SDK backends (sessions unless ``sessions`` is False: per-call assertions)."""
     await cluster.start_identity()
-    keys = {name: await cluster.enlist(name) for name in ("gatekeeper", "birdy")}
+    keys = {
+        name: await cluster.enlist(name, features=provider_features) for name, provider_features in features.items()
+    }
     await cluster.start_keydir()
     for index in range(relays):
         await cluster.start(
@@ -42,9 +52,8 @@ async def start_world(cluster: Cluster, *, relays: int = 1, sessions: bool = Tru
             replica=f"relay-{index}",
             **relay_overrides,
         )
-    world = World(cluster)
-    for name, provider_keys in keys.items():
-        world.backends[name] = ProviderBackend(
+    return {
+        name: ProviderBackend(
             name,
             provider_keys.signing_key,
             identity_target=cluster.target("identity"),
@@ -54,6 +63,16 @@ async def start_world(cluster: Cluster, *, relays: int = 1, sessions: bool = Tru
             moderation_target=cluster.target("moderation") if "moderation" in cluster.servers else None,
             sessions=sessions,
         )
+        for name, provider_keys in keys.items()
+    }
+
+
+async def start_world(cluster: Cluster, *, relays: int = 1, sessions: bool = True, **relay_overrides: object) -> World:
+    """Starts identity, key directory and ``relays`` relay replicas, and registers the cast with keys; the
+    providers' backends use sessions unless ``sessions`` is False (per-call assertions)."""
+    features = dict.fromkeys(("gatekeeper", "birdy"), ALL_FEATURES)
+    world = World(cluster)
+    world.backends = await start_providers(cluster, features, relays=relays, sessions=sessions, **relay_overrides)
     cast = [
         ("ana_phone", "gatekeeper", "username:ana", True),
         ("ana_laptop", "gatekeeper", "username:ana", False),

@@ -29,13 +29,12 @@ from libs.crypto.libsignal_peer import (
     running_peer,
     spqr_epoch,
 )
-from support.cluster import Cluster
-from support.relay import text
+from support.cluster import ALL_FEATURES, Cluster
+from support.relay import start_providers, text
 
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.keydir.v1 import keydir_pb2 as kd_pb
 from parley_crypto import CiphertextMessage, MessageType, ProtocolAddress, generate_registration_id
-from parley_relay.app import RelaySettings, build_relay
 from parley_sdk import DeviceClient, ProviderBackend, RelayConnection, bundle_from_proto
 from parley_stanza import Address, Message, Payload, PayloadKind, decode_content, encode, encode_content
 from parley_stanza import MessageType as StanzaType
@@ -292,20 +291,7 @@ class Cast:
 
 
 async def _cast(cluster: Cluster, peer: LibsignalPeer) -> Cast:
-    await cluster.start_identity()
-    keys = {name: await cluster.enlist(name) for name in ("gatekeeper", "birdy")}
-    await cluster.start_keydir()
-    await cluster.start("relay", RelaySettings, build_relay, replica="relay-0")
-    backends = {
-        name: ProviderBackend(
-            name,
-            provider_keys.signing_key,
-            identity_target=cluster.target("identity"),
-            keydir_target=cluster.target("keydir"),
-            relay_target=cluster.target("relay"),
-        )
-        for name, provider_keys in keys.items()
-    }
+    backends = await start_providers(cluster, dict.fromkeys(("gatekeeper", "birdy"), ALL_FEATURES))
     ana = await DeviceClient.register(backends["gatekeeper"], Address.parse("username:ana@gatekeeper"), new_user=True)
     await ana.enable_third_party_chats(["birdy"])
     lee = await LibsignalApp.register(backends["birdy"], peer, Address.parse("username:lee@birdy"))

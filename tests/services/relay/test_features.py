@@ -11,9 +11,9 @@ import asyncio
 import grpc
 import pytest
 from support.cluster import ALL_FEATURES, Cluster
+from support.relay import start_providers
 
 from parley.common.v1.common_pb2 import Feature
-from parley_relay.app import RelaySettings, build_relay
 from parley_sdk import DeviceClient, ProviderBackend, RelayConnection, error_reason
 from parley_stanza import (
     Address,
@@ -42,20 +42,7 @@ _FEATURES = {
 
 async def _devices(cluster: Cluster) -> tuple[dict[str, DeviceClient], list[ProviderBackend]]:
     """Ana (gatekeeper), Ben (birdy) and Quinn (quiet), one device each, all allowing one another."""
-    await cluster.start_identity()
-    keys = {name: await cluster.enlist(name, features=features) for name, features in _FEATURES.items()}
-    await cluster.start_keydir()
-    await cluster.start("relay", RelaySettings, build_relay, replica="relay-0")
-    backends = {
-        name: ProviderBackend(
-            name,
-            provider.signing_key,
-            identity_target=cluster.target("identity"),
-            keydir_target=cluster.target("keydir"),
-            relay_target=cluster.target("relay"),
-        )
-        for name, provider in keys.items()
-    }
+    backends = await start_providers(cluster, _FEATURES)
     devices = {}
     for name, provider in (("ana", "gatekeeper"), ("ben", "birdy"), ("quinn", "quiet")):
         device = await DeviceClient.register(backends[provider], Address.parse(f"username:{name}@{provider}"),

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from support.cluster import ADMIN, Cluster
-from support.relay import text
+from support.cluster import ADMIN, ALL_FEATURES, Cluster
+from support.relay import start_providers, text
 
 from parley.identity.v1 import identity_pb2 as id_pb
-from parley_relay.app import RelaySettings, build_relay
 from parley_sdk import DeviceClient, ProviderBackend, RelayConnection, error_reason
 from parley_stanza import Address, Message
 
@@ -40,20 +39,7 @@ class Cast:
 
 @pytest.fixture
 async def cast(cluster: Cluster) -> Cast:
-    await cluster.start_identity()
-    keys = {name: await cluster.enlist(name) for name in ("gatekeeper", "birdy")}
-    await cluster.start_keydir()
-    await cluster.start("relay", RelaySettings, build_relay, replica="relay-0")
-    backends = {
-        name: ProviderBackend(
-            name,
-            provider_keys.signing_key,
-            identity_target=cluster.target("identity"),
-            keydir_target=cluster.target("keydir"),
-            relay_target=cluster.target("relay"),
-        )
-        for name, provider_keys in keys.items()
-    }
+    backends = await start_providers(cluster, dict.fromkeys(("gatekeeper", "birdy"), ALL_FEATURES))
     gatekeeper, birdy = backends["gatekeeper"], backends["birdy"]
     de = Address.parse("phone:+4915112345678@gatekeeper")
     de_phone = await DeviceClient.register(gatekeeper, de, new_user=True)
