@@ -85,4 +85,5 @@ class OtlpSink:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        await self._server.stop(0)
+        # A grace, so that exports still in flight from a stopping service end cleanly instead of being cancelled.
+        await self._server.stop(1)

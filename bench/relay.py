@@ -27,6 +27,12 @@ moderation's share of the Redis CPU measured by calling it alone with the same c
 message (INFO COMMANDSTATS; EVALSHA's time includes the commands its scripts run, listed again by name); a
 py-spy profile of the relay by layer (RELAY_LAYERS), on the stream and on unary ``Send``; unary ``Send``
 beside the echo floor, at full and at half load; and the relay's resident memory per idle connected device.
+
+Ours (``end_to_end_production_telemetry``): the same stream load through a second relay process running
+telemetry as in production (traces sampled parent-based at 1 %, traces and metrics exported over OTLP to the
+bench's collector, bench/benchtelemetry.py), beside the main relay's rate (telemetry off) in the same run: the
+ratio is what telemetry leaves of the throughput (target: at most 10 % overhead).
+
 Writes bench/results/relay.json.
 """
 
@@ -48,6 +54,7 @@ import _prosody
 import grpc.aio
 import redis.asyncio as aioredis
 from benchlib import Figure, parse_args, profile_layers, write_results
+from benchtelemetry import OtlpSink, production_telemetry
 from benchworld import CREDENTIALS, enlist, service_env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -655,66 +662,93 @@ async def _idle_kib_per_device(target: str, relay_pid: int, idlers: list[Device]
 
 async def main() -> None:
     args = parse_args(__doc__ or "")
-    seconds = 2.5 if args.quick else 8.0
+    seconds = 2.0 if args.quick else 8.0
     rounds = 1 if args.quick else 3
-    idle = 200 if args.quick else 500
-    with RedisServer() as redis_server:
-        env = {
-            **service_env(redis_server.url),
-            "PARLEY_MAX_INFLIGHT_CALLS": "100000",
-        }
-        identity_process = ServiceProcess("parley_identity", env, credentials=CREDENTIALS)
-        moderation_process = None
-        relay_process = None
-        echo_port = free_port()
-        echo = await asyncio.create_subprocess_exec(
-            sys.executable, str(Path(__file__).with_name("_echo_relay.py")), str(echo_port)
-        )
-        try:
-            _progress("starting identity, moderation and relay")
-            identity_process.start()
-            peers = {**env, "PARLEY_IDENTITY_TARGET": identity_process.target}
-            franking_key = base64.b64encode(secrets.token_bytes(32)).decode()
-            moderation_process = ServiceProcess(
-                "parley_moderation",
-                {
-                    **peers,
-                    "PARLEY_FRANKING_KEY": franking_key,
-                    **{f"PARLEY_{name}_BURST": str(UNLIMITED) for name in LIMITS},
-                    **{f"PARLEY_{name}_PER_SECOND": str(UNLIMITED // 10) for name in LIMITS},
-                },
-                credentials=CREDENTIALS,
+    idle = 100 if args.quick else 500
+    async with OtlpSink() as sink:
+        with RedisServer() as redis_server:
+            env = {
+                **service_env(redis_server.url),
+                "PARLEY_MAX_INFLIGHT_CALLS": "100000",
+            }
+            identity_process = ServiceProcess("parley_identity", env, credentials=CREDENTIALS)
+            moderation_process = None
+            relay_process = None
+            traced_process = None
+            echo_port = free_port()
+            echo = await asyncio.create_subprocess_exec(
+                sys.executable, str(Path(__file__).with_name("_echo_relay.py")), str(echo_port)
             )
-            moderation_process.start()
-            relay_process = ServiceProcess(
-                "parley_relay",
-                {**peers, "PARLEY_MODERATION_TARGET": moderation_process.target, "PARLEY_FRANKING_KEY": franking_key},
-                credentials=CREDENTIALS,
-            )
-            relay_process.start()
-            assert relay_process.process is not None
-            assert moderation_process.process is not None
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
-                await asyncio.wait_for(channel.channel_ready(), 10)
-            world = World(
-                redis_url=redis_server.url,
-                identity_target=identity_process.target,
-                moderation_target=moderation_process.target,
-                moderation_pid=moderation_process.process.pid,
-                relay_target=relay_process.target,
-                relay_pid=relay_process.process.pid,
-                echo_target=f"127.0.0.1:{echo_port}",
-                echo_pid=echo.pid,
-            )
-            figures = await _measure(world, seconds=seconds, rounds=rounds, idle=idle)
-        finally:
-            echo.terminate()
-            await echo.wait()
-            if relay_process is not None:
-                relay_process.stop()
-            if moderation_process is not None:
-                moderation_process.stop()
-            identity_process.stop()
+            try:
+                _progress("starting identity, moderation and relay")
+                identity_process.start()
+                peers = {**env, "PARLEY_IDENTITY_TARGET": identity_process.target}
+                franking_key = base64.b64encode(secrets.token_bytes(32)).decode()
+                moderation_process = ServiceProcess(
+                    "parley_moderation",
+                    {
+                        **peers,
+                        "PARLEY_FRANKING_KEY": franking_key,
+                        **{f"PARLEY_{name}_BURST": str(UNLIMITED) for name in LIMITS},
+                        **{f"PARLEY_{name}_PER_SECOND": str(UNLIMITED // 10) for name in LIMITS},
+                    },
+                    credentials=CREDENTIALS,
+                )
+                moderation_process.start()
+                relay_process = ServiceProcess(
+                    "parley_relay",
+                    {
+                        **peers,
+                        "PARLEY_MODERATION_TARGET": moderation_process.target,
+                        "PARLEY_FRANKING_KEY": franking_key,
+                    },
+                    credentials=CREDENTIALS,
+                )
+                relay_process.start()
+                # A second relay with telemetry as in production (the services' default sampler, 1 % parent-based,
+                # overriding the bench's always_off; traces and metrics exported to the bench's collector).
+                traced_process = ServiceProcess(
+                    "parley_relay",
+                    {
+                        **peers,
+                        "PARLEY_MODERATION_TARGET": moderation_process.target,
+                        "PARLEY_FRANKING_KEY": franking_key,
+                        **production_telemetry(sink.port),
+                        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                        "OTEL_TRACES_SAMPLER_ARG": "0.01",
+                    },
+                    credentials=CREDENTIALS,
+                )
+                traced_process.start()
+                assert relay_process.process is not None
+                assert moderation_process.process is not None
+                assert traced_process.process is not None
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
+                    await asyncio.wait_for(channel.channel_ready(), 10)
+                world = World(
+                    redis_url=redis_server.url,
+                    identity_target=identity_process.target,
+                    moderation_target=moderation_process.target,
+                    moderation_pid=moderation_process.process.pid,
+                    relay_target=relay_process.target,
+                    relay_pid=relay_process.process.pid,
+                    echo_target=f"127.0.0.1:{echo_port}",
+                    echo_pid=echo.pid,
+                    traced_relay_target=traced_process.target,
+                    traced_relay_pid=traced_process.process.pid,
+                    sink=sink,
+                )
+                figures = await _measure(world, seconds=seconds, rounds=rounds, idle=idle)
+            finally:
+                echo.terminate()
+                await echo.wait()
+                if traced_process is not None:
+                    traced_process.stop()
+                if relay_process is not None:
+                    relay_process.stop()
+                if moderation_process is not None:
+                    moderation_process.stop()
+                identity_process.stop()
     write_results("relay", figures, quick=args.quick, out=args.out)
 
 
@@ -763,6 +797,9 @@ class World:
     relay_pid: int
     echo_target: str
     echo_pid: int
+    traced_relay_target: str
+    traced_relay_pid: int
+    sink: OtlpSink
 
 
 async def _moderation_redis_us(world: World, pairs: Sequence[tuple[Device, Device]], seconds: float) -> float:
@@ -876,6 +913,40 @@ async def _rounds(
     return load
 
 
+async def _with_production_telemetry(
+    world: World, pairs: Sequence[tuple[Device, Device]], *, seconds: float, rounds: int, ours: float
+) -> Figure:
+    """The stream's rate through the relay with production telemetry, beside the main relay's (``ours``, telemetry
+    off) in the same run: the ratio is what telemetry leaves of the throughput."""
+    _progress("production telemetry: the same load through the traced relay")
+    spans_before, exports_before = world.sink.spans, world.sink.metric_exports
+    traced = await Fleet.connect(world.traced_relay_target, pairs, "t")
+    await traced.drive(seconds=min(1.0, seconds / 4))
+    cpu_before = _cpu_seconds(world.traced_relay_pid)
+    rates, messages = [], 0
+    for round_number in range(1, rounds + 1):
+        result = await traced.drive(seconds=seconds)
+        rates.append(result.rate)
+        messages += result.messages
+        _progress(f"round {round_number}/{rounds}: traced relay {result.rate:,.0f} messages/s")
+    cpu_us = (_cpu_seconds(world.traced_relay_pid) - cpu_before) / max(messages, 1) * 1e6
+    await traced.close()
+    return Figure(
+        unit="messages/s",
+        ours=round(statistics.median(rates), 1),
+        floor=round(ours, 1),
+        target=0.9,
+        extra={
+            "relay_cpu_us_per_message": round(cpu_us, 1),
+            "spans_exported": world.sink.spans - spans_before,
+            "metric_exports": world.sink.metric_exports - exports_before,
+            "floor_desc": "the end_to_end figure's relay (telemetry off), same load, same run",
+            "ours_desc": "a second relay process with traces sampled parent-based at 1 %, traces and metrics "
+            "exported over OTLP to the bench's collector",
+        },
+    )
+
+
 async def _measure(world: World, *, seconds: float, rounds: int, idle: int) -> dict[str, Figure]:
     identity_channel = grpc.aio.insecure_channel(world.identity_target)
     identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
@@ -904,7 +975,7 @@ async def _measure(world: World, *, seconds: float, rounds: int, idle: int) -> d
     prosody = await _prosody_peer(seconds, rounds, len(template))
 
     # Shorter than the rounds: a profile needs a few hundred samples, and --quick must stay under a minute.
-    profile_s = min(seconds, 2.0)
+    profile_s = min(seconds / 2, 2.0)
     _progress("profiling the relay under the same load")
     profile, _ = await asyncio.gather(_profile(world.relay_pid, profile_s), relay.drive(seconds=profile_s))
     moderation_redis_us = await _moderation_redis_us(world, pairs, profile_s)
@@ -920,6 +991,7 @@ async def _measure(world: World, *, seconds: float, rounds: int, idle: int) -> d
     await floor.close()
     await redis_client.aclose()
     offline_figure = await _offline(world.relay_target, world.redis_url, pairs, idlers, seconds)
+    telemetry_figure = await _with_production_telemetry(world, pairs, seconds=seconds, rounds=rounds, ours=ours)
 
     latencies = sorted(paced.latencies)
     floor_latencies = sorted(paced_floor.latencies)
@@ -970,6 +1042,7 @@ async def _measure(world: World, *, seconds: float, rounds: int, idle: int) -> d
         ),
         "unary_send": unary_figure,
         "offline_recipients": offline_figure,
+        "end_to_end_production_telemetry": telemetry_figure,
     }
     if isinstance(prosody, str):
         _progress(f"no Prosody peer: {prosody}")
