@@ -526,14 +526,16 @@ class RelayHandler:
         entries = list(delivered)
         assert device.device is not None
         await self._store.acknowledge(str(device.user), device.device, [e.delivery_id for e in entries])
-        self._parity.delivered(device.provider, [(Address.parse(e.sender).provider, e.ts) for e in entries])
-        wanted: dict[str, list[str]] = {}
+        # An acknowledgement covers many copies from few senders: each sender's address is parsed once.
+        senders = {text: Address.parse(text) for text in {e.sender for e in entries}}
+        self._parity.delivered(device.provider, [(senders[e.sender].provider, e.ts) for e in entries])
+        wanted: dict[Address, list[str]] = {}
         for entry in entries:
+            sender = senders[entry.sender]
             # Copies of the user's own messages (sent from another of its devices) need no receipt.
-            if entry.receipt_requested and Address.parse(entry.sender).user != device.user:
-                wanted.setdefault(entry.sender, []).append(entry.message_id)
-        for sender_text, message_ids in wanted.items():
-            sender = Address.parse(sender_text)
+            if entry.receipt_requested and sender.user != device.user:
+                wanted.setdefault(sender, []).append(entry.message_id)
+        for sender, message_ids in wanted.items():
             receipt = Receipt(
                 id=f"dr{secrets.token_hex(8)}",
                 sender=device,

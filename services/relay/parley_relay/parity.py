@@ -16,6 +16,7 @@ time from acceptance to acknowledgement. Two outputs:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -262,11 +263,9 @@ class ParityReports:
 
 
 def _bucket(latency_ms: float) -> int:
-    """Index of the latency bucket ``latency_ms`` falls in (upper bounds inclusive, as Prometheus's ``le``)."""
-    for index, bound in enumerate(LATENCY_BOUNDS_MS):
-        if latency_ms <= bound:
-            return index
-    return len(LATENCY_BOUNDS_MS)
+    """Index of the latency bucket ``latency_ms`` falls in (upper bounds inclusive, as Prometheus's ``le``; one
+    past the last bound for the overflow)."""
+    return bisect.bisect_left(LATENCY_BOUNDS_MS, latency_ms)
 
 
 def _merge(into: _Minute, other: _Minute) -> None:
