@@ -165,6 +165,8 @@ class RedisServer:
 
 
 _SLOTS = 16384
+_MANUAL_FAILOVER_S = 6.0
+"""A little over Redis's own limit for a manual failover (5 s), after which it gives up."""
 
 
 class RedisClusterServers:
@@ -220,16 +222,25 @@ class RedisClusterServers:
                 client.close()
 
     def stable(self) -> bool:
-        """Whether every running node reports the cluster ok, sees ``masters`` masters with all slots, and every
-        replica's link to its master is up."""
+        """Whether every running node reports the cluster ok, sees ``masters`` masters holding slots, has its
+        cluster-bus links to every other running node up with none of them suspected, and, as a replica, has its
+        replication link up.
+
+        The bus links matter: a node paused past half the node timeout drops them, and until they are back a
+        manual failover is refused or silently lost (its request goes over the bus)."""
+        running = {f"127.0.0.1:{node.port}" for node in self.nodes if node.running}
         for node in self.nodes:
             if node.running:
                 with self._client(node.port) as client:
                     info = _command(client, "CLUSTER", "INFO")
                     if "cluster_state:ok" not in str(info):
                         return False
-                    flags = [line.split()[2] for line in _nodes(client)]
-                    if sum("master" in f and "fail" not in f for f in flags) < self._masters:
+                    # <id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> [<slots>...]
+                    view = [line.split() for line in _nodes(client)]
+                    if sum("master" in f[2] and "fail" not in f[2] and len(f) > 8 for f in view) != self._masters:
+                        return False
+                    peers = [f for f in view if f[1].split("@")[0] in running and "myself" not in f[2]]
+                    if any("fail" in f[2] or f[7] != "connected" for f in peers):
                         return False
                     replication = client.info("replication")
                     if replication["role"] == "slave" and replication.get("master_link_status") != "up":
@@ -266,10 +277,18 @@ class RedisClusterServers:
             The new master.
         """
         replica = self.replica_of(master)
+        deadline = time.monotonic() + timeout
         with self._client(replica.port) as client:
-            _command(client, "CLUSTER", "FAILOVER")
-        self._wait(lambda: self.masters_now(replica, not_master=master), timeout, "fail over")
-        return replica
+            while True:
+                self._wait(self.stable, max(deadline - time.monotonic(), 0.0), "settle before a failover")
+                # A manual failover the replica could not complete (its request to the master goes over the
+                # bus, and a link that dropped just then loses it) times out after 5 s; then ask again.
+                if _failover_started(client) and _within(
+                    lambda: self.masters_now(replica, not_master=master), _MANUAL_FAILOVER_S
+                ):
+                    return replica
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the Redis Cluster did not fail over within {timeout} s")
 
     def flush(self, timeout: float = 30.0) -> None:
         """Empties every master (the replicas follow), once the cluster is :meth:`stable` with ``masters`` masters
@@ -290,11 +309,8 @@ class RedisClusterServers:
 
     @staticmethod
     def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the Redis Cluster did not {what} within {timeout} s")
-            time.sleep(0.05)
+        if not _within(condition, timeout):
+            raise RuntimeError(f"the Redis Cluster did not {what} within {timeout} s")
 
     def __enter__(self) -> RedisClusterServers:
         try:
@@ -313,6 +329,27 @@ class RedisClusterServers:
 def _command(client: redis.Redis, *args: str | int) -> Any:
     """Runs a command redis-py has no typed method for (``CLUSTER ...``)."""
     return client.execute_command(*args)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+
+
+def _within(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``condition`` became true within ``timeout`` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _failover_started(replica: redis.Redis) -> bool:
+    """Asks ``replica`` for a manual failover; False while it answers that its master's link is down."""
+    try:
+        _command(replica, "CLUSTER", "FAILOVER")
+    except redis.ResponseError as error:
+        if "Master is down" not in str(error):
+            raise
+        return False
+    return True
 
 
 def _nodes(client: redis.Redis) -> list[str]:
