@@ -17,7 +17,9 @@ refunded, breaker counts and contact records restored from what the scripts retu
 goes out, and those sends run again: all in the next pipeline. So the batch's decisions and final state are
 those of deciding the sends one by one, and the common case (nothing refunded) stays one round trip. All sends
 of one provider in a pipeline share one ``check_provider`` call, which checks them in order: the provider's
-bucket and quota are read and written once instead of once per send.
+bucket and quota are read and written once instead of once per send. Likewise a run of consecutive sends from one
+sender to one recipient (a relay's frame in one conversation) shares one ``check_sender`` and one
+``check_recipient`` call, so a frame of fifty such sends is three scripts, not a hundred and one.
 """
 
 from __future__ import annotations
@@ -101,15 +103,37 @@ _ProviderKey = tuple[str, SendShape]
 """A provider and the limits its sends meet: the sends one ``check_provider`` call checks together."""
 
 
+def _runs(wave: Sequence[SendAttempt]) -> list[int]:
+    """The lengths of the wave's runs: consecutive sends from one sender to one other user, under one shape.
+
+    A run's user checks are one ``check_sender`` and one ``check_recipient`` call. That keeps each slot's order:
+    a run's sender and recipient scripts touch disjoint keys (the sender's restriction, contacts and buckets; the
+    recipient's blocks and contacts), so running the sender's part of every send before the recipient's part of
+    any is the same as interleaving them. A send to oneself stays a run of its own.
+    """
+    runs: list[int] = []
+    previous: tuple[str, str, SendShape] | None = None
+    for attempt in wave:
+        conversation = (attempt.sender, attempt.recipient, attempt.shape)
+        if conversation == previous and attempt.sender != attempt.recipient:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+        previous = conversation
+    return runs
+
+
 def _wave_replies(
-    wave: Sequence[SendAttempt], results: Sequence[Any], providers: Sequence[_ProviderKey]
+    wave: Sequence[SendAttempt], results: Sequence[Any], providers: Sequence[_ProviderKey], runs: Sequence[int]
 ) -> list[tuple[Any, Any, Any]]:
     """Each send's (sender, recipient, provider) replies from the replies of :meth:`_wave_calls`' scripts."""
     per_provider = {key: iter(reply) for key, reply in zip(providers, results, strict=False)}
     users = results[len(providers) :]
+    senders = [reply for index in range(len(runs)) for reply in users[2 * index]]
+    recipients = [reply for index in range(len(runs)) for reply in users[2 * index + 1]]
     return [
-        (users[2 * index], users[2 * index + 1], next(per_provider[attempt.provider_id, attempt.shape]))
-        for index, attempt in enumerate(wave)
+        (sender, recipient, next(per_provider[attempt.provider_id, attempt.shape]))
+        for attempt, sender, recipient in zip(wave, senders, recipients, strict=True)
     ]
 
 
@@ -153,9 +177,10 @@ class RedisModerationStore:
         while len(found) < len(attempts) or undo or second_stage:
             wave = attempts[len(found) : len(found) + wave_size]
             head = [*undo, *([self._provider_first_contact_call(second_stage[0])] if second_stage else [])]
-            calls, provider_calls = self._wave_calls(wave, now_ms)
+            runs = _runs(wave)
+            calls, provider_calls = self._wave_calls(wave, runs, now_ms)
             results = await self._run(head + calls)
-            replies = _wave_replies(wave, results[len(head) :], provider_calls)
+            replies = _wave_replies(wave, results[len(head) :], provider_calls, runs)
             staged, undo = results[len(undo) : len(head)], []
             if second_stage is not None:
                 attempt, sender, provider = second_stage
@@ -202,19 +227,25 @@ class RedisModerationStore:
                 wave_size *= 2
         return found
 
-    def _wave_calls(self, wave: Sequence[SendAttempt], now_ms: int) -> tuple[list[_ScriptCall], list[_ProviderKey]]:
-        """The scripts of a wave: one ``check_provider`` per provider (its sends in order), then each send's
-        ``check_sender`` and ``check_recipient``; and the providers of the first calls, in order.
+    def _wave_calls(
+        self, wave: Sequence[SendAttempt], runs: Sequence[int], now_ms: int
+    ) -> tuple[list[_ScriptCall], list[_ProviderKey]]:
+        """The scripts of a wave: one ``check_provider`` per provider (its sends in order), then each run's
+        ``check_sender`` and ``check_recipient`` (see :func:`_runs`); and the providers of the first calls, in order.
 
         Scripts in different slots cannot see one another, so only the order within a slot matters: a provider's
         sends keep theirs inside its one call, and each user's keys see the sends in order.
         """
         fan_outs: dict[_ProviderKey, list[int]] = {}
-        calls: list[_ScriptCall] = []
         for attempt in wave:
             fan_outs.setdefault((attempt.provider_id, attempt.shape), []).append(attempt.fan_out)
+        calls: list[_ScriptCall] = []
+        start = 0
+        for length in runs:
+            attempt = wave[start]
+            start += length
             (sender_keys, sender_args), (recipient_keys, recipient_args) = user_check_calls(
-                attempt.sender, attempt.recipient, shape=attempt.shape, now_ms=now_ms
+                attempt.sender, attempt.recipient, shape=attempt.shape, now_ms=now_ms, sends=length
             )
             calls.append((self._check_sender, sender_keys, sender_args))
             calls.append((self._check_recipient, recipient_keys, recipient_args))
@@ -439,9 +470,10 @@ def check_send_calls(
 
 
 def user_check_calls(
-    sender: str, recipient: str, *, shape: SendShape, now_ms: int
+    sender: str, recipient: str, *, shape: SendShape, now_ms: int, sends: int = 1
 ) -> tuple[tuple[list[str], list[Any]], tuple[list[str], list[Any]]]:
-    """KEYS and ARGV of ``check_sender`` and ``check_recipient`` for one send (see :func:`check_send_calls`)."""
+    """KEYS and ARGV of ``check_sender`` and ``check_recipient`` for ``sends`` consecutive sends from ``sender`` to
+    ``recipient`` (see :func:`check_send_calls`)."""
     return (
         (
             [
@@ -450,11 +482,11 @@ def user_check_calls(
                 redis_keys.rate_limit(sender, "send"),
                 redis_keys.rate_limit(sender, "first_contact"),
             ],
-            [recipient, *shape.sender_args, int(sender != recipient)],
+            [recipient, *shape.sender_args, int(sender != recipient), sends],
         ),
         (
             [redis_keys.blocks(recipient), redis_keys.contacts(recipient)],
-            [sender, now_ms, *shape.contact_args],
+            [sender, now_ms, *shape.contact_args, sends],
         ),
     )
 

@@ -234,6 +234,57 @@ async def test_batches_with_provider_first_contact_refusals_decide_as_sends_one_
     assert ("ALLOW", "UNSPECIFIED", "") in {decision[:3] for decision in alone}
 
 
+def _conversations(rng: random.Random, users: Sequence[str], sends: int) -> list[Send]:
+    """Runs of one to eight sends from one sender to one recipient, as a relay's frames bring them."""
+    drawn: list[Send] = []
+    while len(drawn) < sends:
+        sender, recipient = rng.choice(users), rng.choice(users)
+        drawn += [(f"{sender}/{rng.randint(1, 2)}", recipient, rng.randint(0, 3))] * rng.randint(1, 8)
+    return drawn[:sends]
+
+
+@pytest.mark.parametrize("seed", [6, 7, 8])
+async def test_runs_of_sends_to_one_recipient_decide_as_sends_one_by_one(
+    cluster: Cluster, redis_url: str, seed: int
+) -> None:
+    """A run of sends from one sender to one recipient is checked by one sender and one recipient script call; its
+    sends must still decide as alone: buckets running out inside a run, first contacts, blocks, restrictions,
+    refunds and speculation undone in the middle of a run."""
+    rng = random.Random(seed)
+    sends = _conversations(rng, [ALICE, CAROL, ZOE, BOB, DAVE, ERIN], 80)
+    settings = {**_TIGHT, "send_burst": 9, "provider_burst": 45, "provider_quota": 90}
+    alone, batched, alone_state, batched_state = await _both_ways(cluster, redis_url, sends, **settings)
+    assert batched == alone
+    assert batched_state == alone_state
+    kinds = {decision[:3] for decision in alone}
+    assert ("REFUSE", "RATE_LIMITED", "sender") in kinds
+    assert ("ALLOW", "UNSPECIFIED", "") in kinds
+    assert len(kinds) >= 4
+
+
+async def test_a_run_with_a_contact_bound_of_one_decides_as_sends_one_by_one(cluster: Cluster, redis_url: str) -> None:
+    """With room for one contact, a recipient's contacts change with every new sender: each send of a run after
+    another sender's must find what it would alone."""
+    sends = [(f"{ALICE}/1", DAVE, 1)] * 3 + [(f"{CAROL}/1", DAVE, 1)] * 3 + [(f"{DAVE}/1", ALICE, 1)] * 3
+    settings = {**_TIGHT, "send_burst": 9, "first_contact_burst": 9, "max_contacts": 1}
+    alone, batched, alone_state, batched_state = await _both_ways(cluster, redis_url, sends, **settings)
+    assert batched == alone
+    assert batched_state == alone_state
+    assert [decision[0] for decision in alone] == ["ALLOW"] * 9
+
+
+async def test_a_run_of_sends_to_one_recipient_is_three_scripts(cluster: Cluster, spans: InMemorySpanExporter) -> None:
+    """A frame's worth of sends in one conversation costs one provider, one sender and one recipient script."""
+    moderation, _ = await start_with_providers(cluster)
+    await _batch(moderation, [(f"{BOB}/1", ALICE, 1)])  # scripts loaded; Bob wrote to Alice: no first contact
+    spans.clear()
+    decisions = await _batch(moderation, [(f"{ALICE}/1", BOB, 1), (f"{ALICE}/2", BOB, 2)] * 25)
+    assert [decision[0] for decision in decisions] == ["ALLOW"] * 50
+    redis_spans = redis_spans_of(spans, "/CheckSendBatch")
+    assert len(redis_spans) == 1
+    assert (redis_spans[0].attributes or {}).get("db.redis.pipeline_length") == 3
+
+
 async def test_a_contact_forgotten_on_speculation_comes_back(cluster: Cluster, redis_url: str) -> None:
     """A send run on speculation whose record forgot a contact (the bound) must give it back before the rerun."""
     moderation, _ = await start_with_providers(

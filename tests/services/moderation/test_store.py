@@ -64,7 +64,7 @@ async def _check_provider(client: aioredis.Redis) -> list[Any]:
 
 async def _check_recipient(client: aioredis.Redis) -> list[Any]:
     keys, args = check_send_calls(SENDER, RECIPIENT, "birdy", fan_out=1, shape=SHAPE, now_ms=NOW_MS)[1]
-    reply: list[Any] = await _run(client, "check_recipient", keys, args)
+    (reply,) = await _run(client, "check_recipient", keys, args)
     assert int(reply[0]) == 0
     return reply
 

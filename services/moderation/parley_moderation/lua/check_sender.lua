@@ -1,4 +1,4 @@
--- The sender's part of a send decision: restriction, then the sender's token buckets, all or nothing.
+-- The sender's part of send decisions: restriction, then the sender's token buckets, all or nothing per send.
 --
 -- KEYS[1]  the sender's restriction (STRING with TTL), redis_keys.sender_restriction()
 -- KEYS[2]  the sender's contacts (ZSET: users who sent to the sender), redis_keys.contacts()
@@ -10,16 +10,26 @@
 -- ARGV[4]  first-contact bucket capacity
 -- ARGV[5]  first-contact bucket refill rate
 -- ARGV[6]  1 when the first-contact rule applies (the recipient is another user), else 0
+-- ARGV[7]  how many sends to the same recipient this call decides, in order (>= 1): a batch's run of sends from
+--          one sender to one recipient is one call, each send decided exactly as if checked alone after the one
+--          before (at one server time)
 --
--- Returns {outcome, retry_after_ms, first_contact (1|0)}; outcome 0 = allowed (a token taken from the send
--- bucket, and from the first-contact bucket when first_contact), 1 = the sender is restricted, 2 = the send
--- bucket is empty, 3 = the first-contact bucket is empty. A refusal writes nothing, so a refused send costs no
--- tokens. First contact: the recipient never sent to the sender (the sender's contacts lack the recipient).
+-- Returns one reply per send, in order: {outcome, retry_after_ms, first_contact (1|0)}; outcome 0 = allowed (a
+-- token taken from the send bucket, and from the first-contact bucket when first_contact), 1 = the sender is
+-- restricted, 2 = the send bucket is empty, 3 = the first-contact bucket is empty. A refusal takes nothing, so a
+-- refused send costs no tokens. First contact: the recipient never sent to the sender (the sender's contacts lack
+-- the recipient); the sends of one call cannot change that, as only the recipient's sends add to these contacts.
 -- Buckets follow parley_runtime's token_bucket.lua (server time, expiry once full again); they are inlined here
--- so that both are checked before either is taken. When another part of the decision refuses the send,
--- refund_sender.lua gives back what an allowed check took.
+-- so that both are checked before either is taken. Each bucket is read once and written once, after the last
+-- send: every send sees the level the sends before it left (kept here, rounded as a write and re-read would round
+-- it). When another part of the decision refuses a send, refund_sender.lua gives back what it took.
+local count = tonumber(ARGV[7])
+local replies = {}
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {1, 0, 0}
+  for i = 1, count do
+    replies[i] = {1, 0, 0}
+  end
+  return replies
 end
 
 local now_parts = redis.call('TIME')
@@ -41,20 +51,34 @@ local function store(key, tokens, capacity, rate)
 end
 
 local send_capacity, send_rate = tonumber(ARGV[2]), tonumber(ARGV[3])
+local first_capacity, first_rate = tonumber(ARGV[4]), tonumber(ARGV[5])
 local send_tokens = level(KEYS[3], send_capacity, send_rate)
-if send_tokens < 1 then
-  return {2, math.ceil((1 - send_tokens) / send_rate * 1000), 0}
-end
-
 local first_contact = 0
+local first_tokens
 if ARGV[6] == '1' and not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   first_contact = 1
-  local first_capacity, first_rate = tonumber(ARGV[4]), tonumber(ARGV[5])
-  local first_tokens = level(KEYS[4], first_capacity, first_rate)
-  if first_tokens < 1 then
-    return {3, math.ceil((1 - first_tokens) / first_rate * 1000), 1}
-  end
-  store(KEYS[4], first_tokens - 1, first_capacity, first_rate)
+  first_tokens = level(KEYS[4], first_capacity, first_rate)
 end
-store(KEYS[3], send_tokens - 1, send_capacity, send_rate)
-return {0, 0, first_contact}
+
+local taken = 0
+for i = 1, count do
+  if send_tokens < 1 then
+    replies[i] = {2, math.ceil((1 - send_tokens) / send_rate * 1000), 0}
+  elseif first_contact == 1 and first_tokens < 1 then
+    replies[i] = {3, math.ceil((1 - first_tokens) / first_rate * 1000), 1}
+  else
+    send_tokens = tonumber(tostring(send_tokens - 1))
+    if first_contact == 1 then
+      first_tokens = tonumber(tostring(first_tokens - 1))
+    end
+    taken = taken + 1
+    replies[i] = {0, 0, first_contact}
+  end
+end
+if taken > 0 then
+  if first_contact == 1 then
+    store(KEYS[4], first_tokens, first_capacity, first_rate)
+  end
+  store(KEYS[3], send_tokens, send_capacity, send_rate)
+end
+return replies
