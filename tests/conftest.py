@@ -1,10 +1,12 @@
-"""Fixtures shared by every test: telemetry captured in memory, real Redis processes, a local cluster."""
+"""Fixtures shared by every test: telemetry captured in memory, real Redis processes, a local cluster, and the
+real libsignal under Node."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from libs.crypto.libsignal_peer import LibsignalPeer, missing_node_reason, running_peer
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
@@ -35,6 +37,17 @@ def spans(telemetry: Telemetry) -> Iterator[InMemorySpanExporter]:
 def metric_reader(telemetry: Telemetry) -> InMemoryMetricReader:
     """Reads the process's metrics."""
     return _METRICS
+
+
+@pytest.fixture(scope="session")
+def libsignal_peer() -> Iterator[LibsignalPeer]:
+    """The real libsignal under Node (``libs/crypto/libsignal/peer.js``), one process shared by the crypto and SDK
+    interop tests; a skip naming what is missing."""
+    reason = missing_node_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_peer() as peer:
+        yield peer
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from libs.crypto.libsignal_peer import LibsignalDevice, LibsignalPeer
 
 from parley_crypto import (
     IdentityKeyPair,
@@ -19,8 +19,6 @@ from parley_crypto import (
     generate_signed_prekey,
     process_prekey_bundle,
 )
-
-from .libsignal_peer import LibsignalDevice, LibsignalPeer, missing_node_reason, running_peer
 
 
 @dataclass
@@ -87,16 +85,6 @@ def alice() -> Device:
 def bob() -> Device:
     """A fresh device "bob"."""
     return make_device("bob")
-
-
-@pytest.fixture(scope="session")
-def libsignal_peer() -> Iterator[LibsignalPeer]:
-    """The real libsignal under Node (``libsignal/peer.js``), shared by the tests; a skip naming what is missing."""
-    reason = missing_node_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with running_peer() as peer:
-        yield peer
 
 
 @pytest.fixture

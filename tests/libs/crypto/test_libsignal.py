@@ -13,6 +13,7 @@ import hashlib
 import uuid
 
 import pytest
+from libs.crypto.libsignal_peer import LibsignalDevice, LibsignalError, LibsignalPeer
 
 from parley_crypto import (
     Fingerprint,
@@ -33,7 +34,6 @@ from parley_crypto import _lattice as lattice
 from parley_crypto._wire import PreKeySignalMessage
 
 from .conftest import make_device
-from .libsignal_peer import LibsignalDevice, LibsignalError, LibsignalPeer
 
 
 def test_libsignal_reads_our_kyber1024_public_key(libsignal_peer: LibsignalPeer) -> None:

@@ -21,6 +21,7 @@ from functools import partial
 from typing import Literal
 
 import pytest
+from libs.crypto.libsignal_peer import KyberKind, LibsignalDevice, LibsignalError, spqr_epoch
 
 from parley_crypto import (
     BadMacError,
@@ -39,8 +40,6 @@ from parley_crypto import (
     process_prekey_bundle,
 )
 from parley_crypto._wire import PreKeySignalMessage, encode_addresses
-
-from .libsignal_peer import KyberKind, LibsignalDevice, LibsignalError, spqr_epoch
 
 Initiator = Literal["libsignal", "parley"]
 INITIATORS: list[Initiator] = ["libsignal", "parley"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,8 +24,6 @@ from libs.crypto.libsignal_peer import (
     LibsignalDevice,
     LibsignalPeer,
     UploadedKey,
-    missing_node_reason,
-    running_peer,
     spqr_epoch,
 )
 from support.cluster import ALL_FEATURES, Cluster
@@ -67,16 +64,6 @@ def schedule(answering: Side) -> list[tuple[Side, int]]:
 
 _KIND_BY_TYPE = {MessageType.PREKEY: PayloadKind.PREKEY, MessageType.WHISPER: PayloadKind.MESSAGE}
 _TYPE_BY_KIND = {kind: message_type for message_type, kind in _KIND_BY_TYPE.items()}
-
-
-@pytest.fixture(scope="module")
-def libsignal_peer() -> Iterator[LibsignalPeer]:
-    """The real libsignal under Node; a skip naming what is missing."""
-    reason = missing_node_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with running_peer() as peer:
-        yield peer
 
 
 def _signed(key: UploadedKey) -> kd_pb.KemSignedPreKey:
