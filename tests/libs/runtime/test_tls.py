@@ -3,6 +3,9 @@ internal channels verify their peers."""
 
 from __future__ import annotations
 
+import base64
+import secrets
+import time
 from pathlib import Path
 
 import grpc
@@ -17,11 +20,12 @@ from support.tls import Issued, TestAuthority
 
 from parley.common.v1.common_pb2 import ProviderStatus
 from parley.identity.v1.identity_pb2 import Provider
-from parley_runtime.auth import mint_assertion
+from parley_runtime.auth import certificate_sha256, mint_assertion
 from parley_runtime.clients import PeerTls, internal_channel, peer_tls
 from parley_runtime.config import ConfigError, ServiceSettings, load_settings
 from parley_runtime.credentials import peers_line
 from parley_runtime.providers import ProviderCache
+from parley_runtime.sessions import SessionKeys, provider_key_fingerprint
 from parley_runtime.telemetry import Telemetry
 
 
@@ -162,6 +166,50 @@ async def test_under_mtls_a_service_credential_needs_that_services_certificate(
     # The relay's secret with another service's, another domain's or a provider's certificate is refused.
     for certificate in (moderation, foreign, birdy):
         assert await call(certificate, relay_credential) == "PERMISSION_DENIED CLIENT_CERT_MISMATCH"
+
+
+async def test_a_session_made_over_one_client_certificate_is_refused_over_another(
+    start_probe: ProbeFactory, tmp_path: Path
+) -> None:
+    """A session token bound to the certificate it was made over (as identity's CreateSession binds it) works only
+    over that certificate, here over real mTLS: a stolen token is useless from another client, even one the same CA
+    vouches for and the same provider may use."""
+    authority = TestAuthority(tmp_path)
+    server = authority.issue("server", server=True)
+    first, second = authority.issue("birdy-a", server=False), authority.issue("birdy-b", server=False)
+    signing_key = Ed25519PrivateKey.generate()
+    public_key = signing_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    providers = ProviderCache()
+    # No pinned certificate: both are birdy's as far as the directory knows; only the session's binding differs.
+    providers.put(
+        Provider(provider_id="birdy", status=ProviderStatus.PROVIDER_STATUS_APPROVED, signing_public_key=public_key)
+    )
+    session_key = secrets.token_bytes(32)
+    probe = await start_probe(
+        providers=providers,
+        tls_cert_file=str(server.cert_file),
+        tls_key_file=str(server.key_file),
+        tls_client_ca_file=str(authority.ca_file),
+        session_key=base64.b64encode(session_key).decode(),
+    )
+    target = f"localhost:{probe.server.port}"
+    token = SessionKeys(session_key).mint(
+        "birdy", int(time.time()) + 600, provider_key_fingerprint(public_key), certificate_sha256(first.cert_pem)
+    )
+
+    async def call(client_cert: Issued) -> bytes | str:
+        credentials = grpc.ssl_channel_credentials(authority.ca_pem, client_cert.key_pem, client_cert.cert_pem)
+        async with grpc.aio.secure_channel(target, credentials) as channel:
+            try:
+                reply: bytes = await channel.unary_unary(f"/{PROBE_SERVICE}/ForProviders")(
+                    b"hi", metadata=(("authorization", f"Bearer {token}"),), timeout=5
+                )
+            except grpc.aio.AioRpcError as error:
+                return f"{error.code().name} {error_reason(error)}"
+        return reply
+
+    assert await call(first) == b"hi"
+    assert await call(second) == "PERMISSION_DENIED CLIENT_CERT_MISMATCH"
 
 
 def test_peer_tls_settings_go_together(tmp_path: Path) -> None:
