@@ -1,16 +1,21 @@
-"""Moderation in the test cluster: starting it with a known franking key, and stamping as the relay does."""
+"""Moderation in the test cluster: starting it with a known franking key, stamping as the relay does, and reading
+its decisions and Redis state to compare two runs of one scenario."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from typing import Any
 
+import redis.asyncio as aioredis
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from parley.common.v1.common_pb2 import ErrorReason
 from parley.moderation.v1 import moderation_pb2 as pb
 from parley.moderation.v1 import moderation_pb2_grpc
 from parley_crypto import FrankingTag, frank, franking_context, stamp_commitment
 from parley_moderation.app import ModerationSettings, build_moderation
+from parley_moderation.model import Decision
 from support.cluster import INTERNAL, Cluster, ProviderKeys
 from support.telemetry import sums
 
@@ -95,3 +100,52 @@ def verdict_counts(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], i
         for key, value in sums(reader, "moderation.check_send.verdicts").items()
         for attributes in [dict(key)]
     }
+
+
+def decision_summary(decision: pb.CheckSendResponse | Decision) -> tuple[Any, ...]:
+    """A decision (a response or the handler's) as (verdict, reason, limit, wait): what two runs of one scenario
+    must agree on. Quota and breaker waits count down with the clock; whether there is one is what must agree."""
+    clocked = decision.limit in ("provider_quota", "provider_circuit")
+    return (
+        pb.Verdict.Name(decision.verdict).removeprefix("VERDICT_"),
+        ErrorReason.Name(decision.reason).removeprefix("ERROR_REASON_"),
+        decision.limit,
+        decision.retry_after_ms > 0 if clocked else decision.retry_after_ms,
+    )
+
+
+async def moderation_state(client: aioredis.Redis, *, exact: bool) -> dict[str, Any]:
+    """Every moderation key (``mod:*``, ``rl:*``) with its contents.
+
+    Args:
+        exact: everything as stored (for "nothing changed"); otherwise without what only differs by when it was
+            written (token timestamps, contact scores, breaker times), for comparing two runs.
+    """
+    state: dict[str, Any] = {}
+    for pattern in ("mod:*", "rl:*"):
+        async for raw_key in client.scan_iter(match=pattern):
+            key = raw_key.decode()
+            kind = (await client.type(key)).decode()
+            if kind == "hash":
+                fields = {k.decode(): v.decode() for k, v in (await client.hgetall(key)).items()}
+                if not exact:
+                    fields.pop("ts", None)
+                    if "tokens" in fields:
+                        fields["tokens"] = str(round(float(fields["tokens"]), 6))
+                    for clocked in ("since", "open_until"):
+                        if clocked in fields:
+                            fields[clocked] = str(int(fields[clocked]) > 0)
+                state[key] = fields
+            elif kind == "zset":
+                members = await client.zrange(key, 0, -1, withscores=exact)
+                state[key] = members if exact else sorted(members)
+            else:
+                state[key] = await client.get(key)
+    return state
+
+
+async def clear_moderation_state(client: aioredis.Redis) -> None:
+    """Deletes every moderation key (``mod:*``, ``rl:*``), to run a scenario again from nothing."""
+    keys = [key for pattern in ("mod:*", "rl:*") async for key in client.scan_iter(match=pattern)]
+    if keys:
+        await client.delete(*keys)

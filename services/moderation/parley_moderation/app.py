@@ -1,4 +1,5 @@
-"""Wiring of moderation: settings -> Redis, identity channel (provider cache) -> store -> handler -> server."""
+"""Wiring of moderation: settings -> Redis, identity channel (provider cache) -> store -> send-check batcher ->
+handler -> server."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import binascii
 from pydantic import Field, SecretStr, field_validator
 
 from parley.moderation.v1 import moderation_pb2_grpc
+from parley_moderation.batcher import SendCheckBatcher
 from parley_moderation.handler import ModerationHandler, ModerationLimits
 from parley_moderation.servicer import ACCESS, INTERNAL_CALLERS, SERVICE_NAME, ModerationServicer
 from parley_moderation.store import RedisModerationStore
@@ -123,12 +125,15 @@ async def build_moderation(settings: ModerationSettings, telemetry: Telemetry) -
         timeout_s=settings.redis_timeout_s,
     )
     identity, providers = await follow_identity(settings, telemetry)
+    store = RedisModerationStore(client)
+    limits = settings.limits()
     handler = ModerationHandler(
-        RedisModerationStore(client),
+        store,
+        SendCheckBatcher(store, max_batch=limits.max_check_batch),
         providers,
         EventPublisher(client, "moderation"),
         RateLimiter(client),
-        settings.limits(),
+        limits,
         base64.b64decode(settings.franking_key.get_secret_value()),
         telemetry.meter("parley.moderation"),
     )

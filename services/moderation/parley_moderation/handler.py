@@ -20,6 +20,7 @@ from parley.common.v1.common_pb2 import ErrorReason
 from parley.events.v1.events_pb2 import Event, ReportResolved
 from parley.moderation.v1.moderation_pb2 import ReportOutcome, Verdict
 from parley_crypto import FrankingError, franking_context, verify_report
+from parley_moderation.batcher import SendCheckBatcher
 from parley_moderation.model import (
     FIRST_CONTACT_BUCKET_EMPTY,
     PROVIDER_ALLOWED,
@@ -149,6 +150,7 @@ class ModerationHandler:
 
     Args:
         store: moderation storage.
+        checks: runs send checks, concurrent callers' together (over ``store``).
         providers: the provider directory, kept current by identity's stream (the kill switch).
         events: publisher for the ``moderation`` event stream.
         limiter: rate limiter for reports.
@@ -161,6 +163,7 @@ class ModerationHandler:
     def __init__(
         self,
         store: ModerationStore,
+        checks: SendCheckBatcher,
         providers: ProviderDirectory,
         events: EventPublisher,
         limiter: RateLimiter,
@@ -170,6 +173,7 @@ class ModerationHandler:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._checks = checks
         self._providers = providers
         self._events = events
         self._limiter = limiter
@@ -199,6 +203,9 @@ class ModerationHandler:
     async def check_send(self, sender: str, recipient: str, fan_out: int) -> Decision:
         """Decides one send: provider status, sender restriction, limits, then blocks.
 
+        Exactly as if after every send admitted before it, though its checks may share a Redis pipeline with
+        those of concurrent calls (:class:`~parley_moderation.batcher.SendCheckBatcher`).
+
         Args:
             sender: the sending device's (or user's) address.
             recipient: the recipient user's address (a device part is ignored).
@@ -211,7 +218,11 @@ class ModerationHandler:
         Raises:
             ParleyError: INVALID_ARGUMENT / MISSING_FIELD, INVALID_ADDRESS, INVALID_FIELD (fan_out too large).
         """
-        (decision,) = await self._decide_sends([self._send(SendRequest(sender, recipient, fan_out), "")])
+        attempt, decision = self._send(sender, recipient, fan_out, "")
+        if decision is None:
+            (checks,) = await self._checks.check_send_many((attempt,))
+            decision = _decide(checks)
+        self._verdicts.add(1, self._attributes(decision.verdict, decision.reason, decision.limit))
         return decision
 
     async def check_send_batch(self, requests: Sequence[SendRequest]) -> list[Decision]:
@@ -238,41 +249,33 @@ class ModerationHandler:
                 field="checks",
             )
         # Every request is validated before any is decided: one bad entry refuses the batch untouched.
-        sends = [self._send(request, f"checks[{index}].") for index, request in enumerate(requests)]
-        return await self._decide_sends(sends)
+        sends = [
+            self._send(request.sender, request.recipient, request.fan_out, f"checks[{index}].")
+            for index, request in enumerate(requests)
+        ]
+        # Sends the provider cache refuses never reach Redis, as in a single decision; the rest go in one call.
+        checked = iter(await self._checks.check_send_many([attempt for attempt, refusal in sends if refusal is None]))
+        decisions = [refusal or _decide(next(checked)) for _, refusal in sends]
+        # One counter update per kind of decision in the batch, not per decision: each add walks the aggregation.
+        kinds = Counter((decision.verdict, decision.reason, decision.limit) for decision in decisions)
+        for kind, count in kinds.items():
+            self._verdicts.add(count, self._attributes(*kind))
+        return decisions
 
-    def _send(self, request: SendRequest, prefix: str) -> tuple[SendAttempt, Decision | None]:
+    def _send(self, sender: str, recipient: str, fan_out: int, prefix: str) -> tuple[SendAttempt, Decision | None]:
         """A validated send, and its verdict when the provider cache alone decides it (no Redis work)."""
-        sender_user = parse_address(request.sender, f"{prefix}sender").user
-        recipient_user = parse_address(request.recipient, f"{prefix}recipient").user
-        if request.fan_out > self._limits.max_fan_out:
+        sender_user = parse_address(sender, f"{prefix}sender").user
+        recipient_user = parse_address(recipient, f"{prefix}recipient").user
+        if fan_out > self._limits.max_fan_out:
             raise invalid_field(f"{prefix}fan_out", f"at most {self._limits.max_fan_out}")
         attempt = SendAttempt(
             sender=str(sender_user),
             recipient=str(recipient_user),
             provider_id=sender_user.provider,
-            fan_out=max(request.fan_out, 1),
+            fan_out=max(fan_out, 1),
             shape=self._shape(sender_user.provider),
         )
         return attempt, self._provider_refusal(sender_user.provider) or self._provider_refusal(recipient_user.provider)
-
-    async def _decide_sends(self, sends: Sequence[tuple[SendAttempt, Decision | None]]) -> list[Decision]:
-        # Sends the provider cache refuses never reach Redis, as in a single decision; the rest go in one call.
-        checked = iter(
-            await self._store.check_send_many(
-                [attempt for attempt, refusal in sends if refusal is None], now_ms=self._now_ms()
-            )
-        )
-        decisions = [refusal or _decide(next(checked)) for _, refusal in sends]
-        # One counter update per kind of decision in the batch, not per decision: each add walks the aggregation.
-        if len(decisions) == 1:
-            decision = decisions[0]
-            self._verdicts.add(1, self._attributes(decision.verdict, decision.reason, decision.limit))
-        else:
-            kinds = Counter((decision.verdict, decision.reason, decision.limit) for decision in decisions)
-            for kind, count in kinds.items():
-                self._verdicts.add(count, self._attributes(*kind))
-        return decisions
 
     def _attributes(self, verdict: Verdict.ValueType, reason: ErrorReason.ValueType, limit: str) -> dict[str, str]:
         """The verdict counter's attributes for a kind of decision, built once per kind (there are a few dozen)."""

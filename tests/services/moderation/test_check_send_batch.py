@@ -19,10 +19,17 @@ from grpc_status import rpc_status
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.cluster import INTERNAL, Cluster, ProviderKeys
-from support.moderation import NO_REFILL, check, start_with_providers, verdict_counts
+from support.moderation import (
+    NO_REFILL,
+    check,
+    clear_moderation_state,
+    decision_summary,
+    moderation_state,
+    start_with_providers,
+    verdict_counts,
+)
 from support.telemetry import redis_spans_of
 
-from parley.common.v1.common_pb2 import ErrorReason
 from parley.moderation.v1 import moderation_pb2 as pb
 from parley.moderation.v1 import moderation_pb2_grpc
 from parley_runtime import redis_keys
@@ -60,60 +67,13 @@ async def _batch(moderation: moderation_pb2_grpc.ModerationServiceStub, sends: S
         metadata=INTERNAL,
     )
     assert len(response.decisions) == len(sends)
-    return [_decision(decision) for decision in response.decisions]
+    return [decision_summary(decision) for decision in response.decisions]
 
 
 async def _one_by_one(
     moderation: moderation_pb2_grpc.ModerationServiceStub, sends: Sequence[Send]
 ) -> list[tuple[Any, ...]]:
-    return [_decision(await check(moderation, s, r, f)) for s, r, f in sends]
-
-
-def _decision(response: pb.CheckSendResponse) -> tuple[Any, ...]:
-    # Quota and breaker waits count down with the clock; whether there is one is what must agree.
-    clocked = response.limit in ("provider_quota", "provider_circuit")
-    return (
-        pb.Verdict.Name(response.verdict).removeprefix("VERDICT_"),
-        ErrorReason.Name(response.reason).removeprefix("ERROR_REASON_"),
-        response.limit,
-        response.retry_after_ms > 0 if clocked else response.retry_after_ms,
-    )
-
-
-async def _state(client: aioredis.Redis, *, exact: bool) -> dict[str, Any]:
-    """Every moderation key (``mod:*``, ``rl:*``) with its contents.
-
-    Args:
-        exact: everything as stored (for "nothing changed"); otherwise without what only differs by when it was
-            written (token timestamps, contact scores, breaker times), for comparing two runs.
-    """
-    state: dict[str, Any] = {}
-    for pattern in ("mod:*", "rl:*"):
-        async for raw_key in client.scan_iter(match=pattern):
-            key = raw_key.decode()
-            kind = (await client.type(key)).decode()
-            if kind == "hash":
-                fields = {k.decode(): v.decode() for k, v in (await client.hgetall(key)).items()}
-                if not exact:
-                    fields.pop("ts", None)
-                    if "tokens" in fields:
-                        fields["tokens"] = str(round(float(fields["tokens"]), 6))
-                    for clocked in ("since", "open_until"):
-                        if clocked in fields:
-                            fields[clocked] = str(int(fields[clocked]) > 0)
-                state[key] = fields
-            elif kind == "zset":
-                members = await client.zrange(key, 0, -1, withscores=exact)
-                state[key] = members if exact else sorted(members)
-            else:
-                state[key] = await client.get(key)
-    return state
-
-
-async def _reset(client: aioredis.Redis) -> None:
-    keys = [key for pattern in ("mod:*", "rl:*") async for key in client.scan_iter(match=pattern)]
-    if keys:
-        await client.delete(*keys)
+    return [decision_summary(await check(moderation, s, r, f)) for s, r, f in sends]
 
 
 async def _prepare(
@@ -132,11 +92,11 @@ async def _both_ways(
     try:
         await _prepare(client, moderation, gatekeeper)
         alone = await _one_by_one(moderation, sends)
-        alone_state = await _state(client, exact=False)
-        await _reset(client)
+        alone_state = await moderation_state(client, exact=False)
+        await clear_moderation_state(client)
         await _prepare(client, moderation, gatekeeper)
         batched = await _batch(moderation, sends)
-        batched_state = await _state(client, exact=False)
+        batched_state = await moderation_state(client, exact=False)
     finally:
         await client.aclose()
     return alone, batched, alone_state, batched_state
@@ -341,13 +301,13 @@ async def test_a_malformed_entry_refuses_the_whole_batch_and_changes_nothing(
     client = aioredis.Redis.from_url(redis_url)
     # State to leave alone: buckets, quota and contacts exist and have room for the batch's good entries.
     await _one_by_one(moderation, [(f"{ALICE}/1", DAVE, 1), (f"{DAVE}/1", ALICE, 1), (f"{CAROL}/1", BOB, 2)])
-    before = await _state(client, exact=True)
+    before = await moderation_state(client, exact=True)
     good = [(f"{ALICE}/1", DAVE, 1), (f"{CAROL}/1", ERIN, 1)]
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await _batch(moderation, [*good, bad, (f"{BOB}/1", ALICE, 1)])
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _error_info(error.value) == (reason, {"field": field})
-    assert await _state(client, exact=True) == before
+    assert await moderation_state(client, exact=True) == before
     await client.aclose()
 
 
@@ -355,12 +315,12 @@ async def test_an_oversized_batch_is_refused_and_changes_nothing(cluster: Cluste
     moderation, _ = await start_with_providers(cluster, max_check_batch=3, **_TIGHT)
     client = aioredis.Redis.from_url(redis_url)
     await _one_by_one(moderation, [(f"{ALICE}/1", DAVE, 1), (f"{CAROL}/1", BOB, 2)])
-    before = await _state(client, exact=True)
+    before = await moderation_state(client, exact=True)
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await _batch(moderation, [(f"{ALICE}/1", DAVE, 1)] * 4)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert _error_info(error.value) == ("BATCH_TOO_LARGE", {"limit": "3", "field": "checks"})
-    assert await _state(client, exact=True) == before
+    assert await moderation_state(client, exact=True) == before
     await client.aclose()
     # The limit itself is accepted.
     assert len(await _batch(moderation, [(f"{ALICE}/1", DAVE, 1)] * 3)) == 3
