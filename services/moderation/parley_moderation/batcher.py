@@ -5,7 +5,8 @@ Instead, checks asked for while a pipeline is in flight wait and go out together
 store's ``check_send_many``, which decides a sequence of sends exactly as if one by one. The decisions and the state
 left behind are therefore those of the sends one by one in the order they were asked for (a caller's sends stay
 together, in their order). Nothing waits for company: with no pipeline in flight, a check goes out at once, so an
-idle service answers after one round trip as before, and a busy one after at most the one in flight and its own.
+idle service answers after one round trip as before, and a busy one after the pipeline in flight and its own
+(unless more than ``max_batch`` sends are waiting, when the longest-waiting go first).
 """
 
 from __future__ import annotations
