@@ -49,8 +49,6 @@ _SIGNATURE_SIZE = 64
 # Metric attribute sets, built once rather than per fetch.
 _KIND_ATTRIBUTES = {kind: {"kind": kind.value} for kind in PqPreKeyKind}
 _EXHAUSTED_ATTRIBUTES = {flag: {"exhausted": flag} for flag in (False, True)}
-_LIMIT_ATTRIBUTES = {name: {"limit": name} for name in ("keyfetch", "keyfetch_provider")}
-_NO_LIMIT = {"limit": ""}
 
 
 class RecipientResolver(Protocol):
@@ -128,6 +126,9 @@ class KeyDirectoryHandler:
         self._refused = meter.create_counter(
             "keydir.fetches.refused", unit="{fetch}", description="Bundle fetches refused by a rate limit"
         )
+        self._refused_attributes = {
+            limit.name: {"limit": limit.name} for limit in (limits.fetch, limits.provider_fetch)
+        }
 
     @property
     def limits(self) -> KeyDirectoryLimits:
@@ -284,7 +285,8 @@ class KeyDirectoryHandler:
                 [(str(requester.user), limits.fetch), (requester.provider, limits.provider_fetch)],
             )
         except ParleyError as error:
-            self._refused.add(1, _LIMIT_ATTRIBUTES.get(error.metadata.get("limit", ""), _NO_LIMIT))
+            name = error.metadata.get("limit", "")
+            self._refused.add(1, self._refused_attributes.get(name) or {"limit": name})
             raise
         view = await self._recipients.resolve(requester, target.user)
         if (refusal := sender_refusal(view, requester.provider)) is not None:
