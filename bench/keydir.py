@@ -4,7 +4,8 @@ Ours: ``FetchPreKeyBundles`` for one device over real gRPC, with a fresh one-tim
 real key-directory and identity services (separate processes, telemetry off) and a real Redis. Floor: the very same
 ``claim_bundles.lua`` script called straight through redis-py from this process, at the same concurrency. Both
 claim real one-time prekeys from long lists, so neither side measures the cheaper exhausted path. Extras: CPU per
-fetch of each process, and where the key directory's CPU goes (a py-spy profile of one more round, by layer).
+fetch of each process, Redis round trips and commands per fetch, and where the key directory's CPU goes (a py-spy
+profile of one more round, by layer).
 
 Ours (``bundle_fetch_session``): the same fetches authenticated by a provider session (identity's
 ``CreateSession``, one assertion, then an HMAC token and the acting user and device in metadata on every call):
@@ -106,6 +107,51 @@ async def main() -> None:
                 keydir_process.stop()
                 identity_process.stop()
     write_results("keydir", figures, quick=args.quick, out=args.out)
+
+
+class RedisTraffic:
+    """Round trips (reads Redis processed: a pipeline arriving whole is one) and commands Redis ran (a script's
+    inner calls included) over a stretch of the bench, from ``INFO`` on the bench's Redis; other processes' idle
+    traffic (event followers, readiness checks) is counted too, a few a second."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self.reads = 0
+        self.commands = 0
+        self._started = (0, 0)
+
+    async def _read(self) -> tuple[int, int]:
+        stats: dict[str, Any] = await self._client.info("stats")
+        return int(stats["total_reads_processed"]), int(stats["total_commands_processed"])
+
+    async def start(self) -> None:
+        """Begins a stretch."""
+        self._started = await self._read()
+
+    async def stop(self) -> None:
+        """Ends a stretch (its own INFO call not counted)."""
+        reads, commands = await self._read()
+        self.reads += reads - self._started[0] - 1
+        self.commands += commands - self._started[1] - 1
+
+    def per_fetch(self, fetches: int) -> dict[str, float]:
+        """Round trips and commands per fetch."""
+        return {
+            "redis_round_trips_per_fetch": round(self.reads / max(fetches, 1), 3),
+            "redis_commands_per_fetch": round(self.commands / max(fetches, 1), 2),
+        }
+
+
+async def _metered_run(
+    seconds: float, call: Callable[[], Awaitable[None]], meter: CpuMeter, traffic: RedisTraffic
+) -> tuple[int, list[float]]:
+    """:func:`_run_for` with the processes' CPU and the Redis traffic measured over it."""
+    await traffic.start()
+    meter.start()
+    result = await _run_for(seconds, call)
+    meter.stop()
+    await traffic.stop()
+    return result
 
 
 def _pid(process: ServiceProcess) -> int:
@@ -221,6 +267,7 @@ async def _measure(
     traced_cpu = CpuMeter({"keydir": _pid(traced_process)})
     floor_cpu = CpuMeter({"redis": redis_server.pid, "client": os.getpid()})
     session_cpu = CpuMeter({**pids, "client": os.getpid()})
+    traffic = {name: RedisTraffic(client) for name in ("ours", "floor", "traced", "session")}
     assertions.mint(int(seconds * 3000))
     for call in (ours, ours_traced, ours_session, floor):
         await _run_for(0.5, call)  # warm-up: connections, script cache, identity's answers cached
@@ -238,9 +285,7 @@ async def _measure(
             # Assertions are minted before the round, as a provider's backend does on its own machines: the
             # minting is not the gatekeeper's work and must not compete with it for this machine's CPU.
             assertions.mint(int(seconds * 3000))
-            meter.start()
-            count, lat = await _run_for(seconds, call)
-            meter.stop()
+            count, lat = await _metered_run(seconds, call, meter, traffic[name])
             rates[name].append(count / seconds)
             counts[name] += count
             if name == "ours":
@@ -267,6 +312,8 @@ async def _measure(
                 "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
                 "cpu_us_per_fetch": ours_cpu.per_unit_us(counts["ours"]),
                 "floor_cpu_us_per_fetch": floor_cpu.per_unit_us(counts["floor"]),
+                **traffic["ours"].per_fetch(counts["ours"]),
+                "floor_redis": traffic["floor"].per_fetch(counts["floor"]),
                 "keydir_cpu_profile": profile,
                 "floor_desc": "claim_bundles.lua via redis-py, same concurrency, same process as the client",
                 "note": "assertions are minted before each round (a provider's backend mints them on its own machines)",
@@ -280,6 +327,7 @@ async def _measure(
             extra={
                 "concurrency": CONCURRENCY,
                 "cpu_us_per_fetch": session_cpu.per_unit_us(counts["session"]),
+                **traffic["session"].per_fetch(counts["session"]),
                 "assertion_rate": rate["ours"],
                 "floor_desc": "claim_bundles.lua via redis-py, same concurrency, same process as the client",
                 "ours_desc": "one provider session (CreateSession) for every call: an HMAC token plus x-parley-user "

@@ -25,6 +25,7 @@ from parley_runtime.background import cancel_and_wait
 from parley_runtime.clients import internal_channel, peer_tls
 from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.interop_policy import Policy
+from parley_runtime.redis_batching import CommandBatcher
 from parley_runtime.redis_client import Redis
 from parley_runtime.telemetry import Telemetry
 
@@ -169,10 +170,17 @@ async def follow_identity(
 
 
 class RedisReplayGuard:
-    """Marks used assertion ids in Redis until they expire; implements ``parley_runtime.auth.ReplayGuard``."""
+    """Marks used assertion ids in Redis until they expire; implements ``parley_runtime.auth.ReplayGuard``.
 
-    def __init__(self, client: Redis) -> None:
+    Args:
+        client: the Redis client.
+        batcher: when given, each check shares a pipeline with concurrent calls' commands (it is still the call's
+            first Redis step: its caller awaits it before anything else).
+    """
+
+    def __init__(self, client: Redis, batcher: CommandBatcher | None = None) -> None:
         self._client = client
+        self._batcher = batcher
 
     async def first_use(self, provider_id: str, jti: str, expires_at: float) -> bool:
         """True when ``jti`` had not been used before (and records it until ``expires_at``)."""
@@ -181,7 +189,9 @@ class RedisReplayGuard:
         # The client retries a command whose connection dropped, so this SET may run twice for one call; each call
         # writes its own nonce and reads back what was there, and finding its own nonce is still its first use.
         nonce = secrets.token_bytes(8)
-        before = await self._client.set(
-            redis_keys.assertion_id(provider_id, jti), nonce, nx=True, pxat=expire_ms, get=True
-        )
+        key = redis_keys.assertion_id(provider_id, jti)
+        if self._batcher is not None:
+            before = await self._batcher.execute_command("SET", key, nonce, "NX", "PXAT", expire_ms, "GET", get=True)
+        else:
+            before = await self._client.set(key, nonce, nx=True, pxat=expire_ms, get=True)
         return before is None or before == nonce

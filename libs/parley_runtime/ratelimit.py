@@ -10,6 +10,7 @@ from redis.exceptions import NoScriptError
 
 from parley_runtime import redis_keys
 from parley_runtime.errors import rate_limited
+from parley_runtime.redis_batching import CommandBatcher
 from parley_runtime.redis_client import Redis, load_script, load_scripts, queue_script
 
 
@@ -29,11 +30,18 @@ class Limit:
 
 
 class RateLimiter:
-    """Checks token buckets; see ``lua/token_bucket.lua``."""
+    """Checks token buckets; see ``lua/token_bucket.lua`` and ``lua/token_buckets.lua``.
 
-    def __init__(self, client: Redis) -> None:
+    Args:
+        client: the Redis client.
+        batcher: when given, :meth:`take_together` shares its pipelines with concurrent calls.
+    """
+
+    def __init__(self, client: Redis, batcher: CommandBatcher | None = None) -> None:
         self._client = client
+        self._batcher = batcher
         self._script = load_script(client, "parley_runtime", "token_bucket")
+        self._together = load_script(client, "parley_runtime", "token_buckets")
 
     async def try_take(self, subject: str, limit: Limit, cost: float = 1.0) -> int:
         """Takes ``cost`` tokens from ``subject``'s bucket.
@@ -81,6 +89,24 @@ class RateLimiter:
         ]
         if refused:
             raise rate_limited(max(wait for _, wait in refused), refused[0][0].name)
+
+    async def take_together(self, group: str, checks: Sequence[tuple[str, Limit]]) -> None:
+        """Takes one token from each (subject, limit) bucket, or from none when any bucket is short: a call refused
+        by one limit is not charged to the others. The buckets live in ``group``'s slot
+        (:func:`~parley_runtime.redis_keys.grouped_rate_limit`), so one script takes them atomically.
+
+        Raises:
+            ParleyError: RESOURCE_EXHAUSTED / RATE_LIMITED, with ``limit`` = the first refusing bucket's name and
+                the longest ``retry_after_ms`` of the refusals.
+        """
+        keys = [redis_keys.grouped_rate_limit(group, subject, limit.name) for subject, limit in checks]
+        args = [value for _, limit in checks for value in (limit.capacity, limit.per_second)]
+        if self._batcher is not None:
+            refused, retry_after_ms = await self._batcher.run_script(self._together, keys, args)
+        else:
+            refused, retry_after_ms = await self._together(keys=keys, args=args)
+        if refused:
+            raise rate_limited(int(retry_after_ms), checks[int(refused) - 1][1].name)
 
     async def _run(self, calls: Sequence[tuple[list[str], list[float]]]) -> list[Any]:
         """EVALSHAs the bucket script once per call in one pipeline; errors come back in place of the answers."""

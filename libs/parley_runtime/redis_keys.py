@@ -205,6 +205,12 @@ def rate_limit(subject: str, bucket: str) -> str:
     return f"rl:{{{subject}}}:{bucket}"
 
 
+def grouped_rate_limit(group: str, subject: str, bucket: str) -> str:
+    """HASH ``tokens``/``ts`` with TTL: a token bucket for ``subject`` kept in ``group``'s slot (e.g. a provider's),
+    so that buckets of one group can be taken together atomically (``RateLimiter.take_together``)."""
+    return f"rl:{{{group}}}:{bucket}:{subject}"
+
+
 def event_stream(domain: str) -> str:
     """STREAM: events a service emits (``identity``, ``keys``, ``relay``, ``moderation``); capped in length."""
     return f"events:{{{domain}}}"

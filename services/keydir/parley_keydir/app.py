@@ -16,6 +16,7 @@ from parley_runtime.health import service_dependencies
 from parley_runtime.providers import RedisReplayGuard, follow_identity
 from parley_runtime.ratelimit import Limit, RateLimiter
 from parley_runtime.recipients import IdentityRecipients
+from parley_runtime.redis_batching import CommandBatcher
 from parley_runtime.redis_client import connect
 from parley_runtime.server import GrpcServer, ServiceDefinition
 from parley_runtime.telemetry import Telemetry
@@ -69,11 +70,13 @@ async def build_keydir(settings: KeyDirectorySettings, telemetry: Telemetry) -> 
         blocking_reads_s=1.0,
     )
     recipients.follow(events_client)
+    # A fetch's Redis steps (replay guard, rate limits, claim) share pipelines with the calls served beside it.
+    batcher = CommandBatcher(client)
     handler = KeyDirectoryHandler(
-        RedisKeyStore(client),
+        RedisKeyStore(client, batcher),
         recipients,
         EventPublisher(client, "keys"),
-        RateLimiter(client),
+        RateLimiter(client, batcher),
         KeyDirectoryLimits(
             max_one_time_prekeys_per_call=settings.max_one_time_prekeys_per_call,
             max_one_time_prekeys=settings.max_one_time_prekeys,
@@ -98,5 +101,7 @@ async def build_keydir(settings: KeyDirectorySettings, telemetry: Telemetry) -> 
         readiness=service_dependencies(client, identity),
         on_stop=[recipients.stop, providers.stop, identity.close, events_client.aclose, client.aclose],
     )
-    authenticator = Authenticator.from_settings(settings, providers, RedisReplayGuard(client), registration=recipients)
+    authenticator = Authenticator.from_settings(
+        settings, providers, RedisReplayGuard(client, batcher), registration=recipients
+    )
     return GrpcServer(settings, definition, authenticator, telemetry)

@@ -46,6 +46,10 @@ _MAX_PREKEY_ID = 0xFFFFFF  # libsignal's prekey ids are 24-bit
 _MAX_REGISTRATION_ID = 16380
 _SIGNATURE_SIZE = 64
 
+# Metric attribute sets, built once rather than per fetch.
+_KIND_ATTRIBUTES = {kind: {"kind": kind.value} for kind in PqPreKeyKind}
+_EXHAUSTED_ATTRIBUTES = {flag: {"exhausted": flag} for flag in (False, True)}
+
 
 class RecipientResolver(Protocol):
     """Asks identity whether ``sender`` may reach ``recipient`` (``parley_runtime.recipients.IdentityRecipients``)."""
@@ -122,6 +126,9 @@ class KeyDirectoryHandler:
         self._refused = meter.create_counter(
             "keydir.fetches.refused", unit="{fetch}", description="Bundle fetches refused by a rate limit"
         )
+        self._refused_attributes = {
+            limit.name: {"limit": limit.name} for limit in (limits.fetch, limits.provider_fetch)
+        }
 
     @property
     def limits(self) -> KeyDirectoryLimits:
@@ -270,12 +277,16 @@ class KeyDirectoryHandler:
         """
         target = parse_address(address, "address")
         limits = self._limits
+        # Both buckets live in the requesting provider's slot and are taken in one script, together or not at
+        # all: a fetch the provider's limit refuses is not charged to its user's, and the reverse.
         try:
-            await self._limiter.take_all(
-                [(str(requester.user), limits.fetch), (requester.provider, limits.provider_fetch)]
+            await self._limiter.take_together(
+                requester.provider,
+                [(str(requester.user), limits.fetch), (requester.provider, limits.provider_fetch)],
             )
         except ParleyError as error:
-            self._refused.add(1, {"limit": error.metadata.get("limit", "")})
+            name = error.metadata.get("limit", "")
+            self._refused.add(1, self._refused_attributes.get(name) or {"limit": name})
             raise
         view = await self._recipients.resolve(requester, target.user)
         if (refusal := sender_refusal(view, requester.provider)) is not None:
@@ -315,7 +326,7 @@ class KeyDirectoryHandler:
         guard = self._limits.drain
         for bundle in bundles:
             if bundle.pq_prekey_kind is not None:
-                self._pq_claimed.add(1, {"kind": bundle.pq_prekey_kind.value})
+                self._pq_claimed.add(1, _KIND_ATTRIBUTES[bundle.pq_prekey_kind])
             if bundle.claims_in_window > guard.max_claims:
                 self._withheld.add(1)
                 if bundle.claims_in_window == guard.max_claims + 1:
@@ -328,7 +339,7 @@ class KeyDirectoryHandler:
                     await self._events.publish(Event(prekeys_drained=drained))
                 continue
             exhausted = bundle.one_time_prekey is None
-            self._claimed.add(1, {"exhausted": exhausted})
+            self._claimed.add(1, _EXHAUSTED_ATTRIBUTES[exhausted])
             left = bundle.remaining_one_time_prekeys
             pq_left = bundle.remaining_one_time_pq_prekeys
             # Once when a count crosses the watermark, and again when its last key is taken; one event even when

@@ -47,20 +47,19 @@ def _one_time_pq(keys: list[pb.KemSignedPreKey]) -> list[SignedKey]:
     return [_signed(key) for key in keys]
 
 
-def _bundle_pb(user: Address, bundle: Bundle) -> pb.PreKeyBundle:
-    message = pb.PreKeyBundle(
-        address=str(user.with_device(bundle.device_id)),
-        device_id=bundle.device_id,
-        registration_id=bundle.registration_id,
-        identity_key=bundle.identity_key,
-        signed_prekey=pb.SignedPreKey(
-            key_id=bundle.signed_prekey.key_id,
-            public_key=bundle.signed_prekey.public_key,
-            signature=bundle.signed_prekey.signature,
-        ),
-        one_time_prekey_exhausted=bundle.one_time_prekey is None,
-    )
-    if bundle.one_time_prekey is not None:
+def _fill_bundle(message: pb.PreKeyBundle, user: Address, bundle: Bundle) -> None:
+    """Writes ``bundle`` into ``message``, a bundle already in the response (no sub-message built and copied)."""
+    message.address = str(user.with_device(bundle.device_id))
+    message.device_id = bundle.device_id
+    message.registration_id = bundle.registration_id
+    message.identity_key = bundle.identity_key
+    signed = message.signed_prekey
+    signed.key_id = bundle.signed_prekey.key_id
+    signed.public_key = bundle.signed_prekey.public_key
+    signed.signature = bundle.signed_prekey.signature
+    if bundle.one_time_prekey is None:
+        message.one_time_prekey_exhausted = True
+    else:
         message.one_time_prekey.key_id = bundle.one_time_prekey.key_id
         message.one_time_prekey.public_key = bundle.one_time_prekey.public_key
     if bundle.pq_prekey is not None and bundle.pq_prekey_kind is not None:
@@ -68,7 +67,6 @@ def _bundle_pb(user: Address, bundle: Bundle) -> pb.PreKeyBundle:
         message.pq_prekey.public_key = bundle.pq_prekey.public_key
         message.pq_prekey.signature = bundle.pq_prekey.signature
         message.pq_prekey_kind = _PQ_KIND[bundle.pq_prekey_kind]
-    return message
 
 
 class KeyDirectoryServicer(keydir_pb2_grpc.KeyDirectoryServiceServicer):
@@ -146,4 +144,7 @@ class KeyDirectoryServicer(keydir_pb2_grpc.KeyDirectoryServiceServicer):
     ) -> pb.FetchPreKeyBundlesResponse:
         bundles = await self._handler.fetch_bundles(_device(), request.address)
         user = Address.parse(request.address).user
-        return pb.FetchPreKeyBundlesResponse(bundles=[_bundle_pb(user, bundle) for bundle in bundles])
+        response = pb.FetchPreKeyBundlesResponse()
+        for bundle in bundles:
+            _fill_bundle(response.bundles.add(), user, bundle)
+        return response

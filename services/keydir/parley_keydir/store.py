@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from parley_keydir.model import Bundle, DrainGuard, OneTimeKey, PqPreKeyKind, PreKeyCounts, PublishResult, SignedKey
 from parley_runtime import redis_keys
+from parley_runtime.redis_batching import CommandBatcher
 from parley_runtime.redis_client import Redis, load_script
 
 STALE_IDENTITY = -1
@@ -86,10 +87,17 @@ class KeyStore(Protocol):
 
 
 class RedisKeyStore:
-    """:class:`KeyStore` on Redis."""
+    """:class:`KeyStore` on Redis.
 
-    def __init__(self, client: Redis) -> None:
+    Args:
+        client: the Redis client.
+        batcher: when given, claims share pipelines with concurrent calls' commands (each claim is still one
+            atomic script; only the round trip is shared).
+    """
+
+    def __init__(self, client: Redis, batcher: CommandBatcher | None = None) -> None:
         self._client = client
+        self._batcher = batcher
         self._publish = load_script(client, "parley_keydir", "publish_keys")
         self._claim = load_script(client, "parley_keydir", "claim_bundles")
 
@@ -175,7 +183,11 @@ class RedisKeyStore:
                 redis_keys.device_claims(address, device_id),
             ]
         args: list[str | int] = [requester, now_ms, max_requesters, requester_ttl_ms, guard.max_claims, guard.window_ms]
-        raw: list[Any] = await self._claim(keys=keys, args=args)
+        raw: list[Any]
+        if self._batcher is not None:
+            raw = await self._batcher.run_script(self._claim, keys, args)
+        else:
+            raw = await self._claim(keys=keys, args=args)
         bundles = []
         for index, device_id in enumerate(device_ids):
             found, reg, ik, spk_id, spk, spk_sig, pq_otpk, pq_id, pq, pq_sig, otpk, left, pq_left, claims = raw[

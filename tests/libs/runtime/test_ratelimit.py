@@ -65,3 +65,31 @@ async def test_bucket_refills_and_expires(client: Redis) -> None:
     while await limiter.try_take("birdy", fast) != 0:
         assert time.monotonic() < deadline, "the bucket never refilled"
         await asyncio.sleep(0.01)
+
+
+async def test_buckets_taken_together_are_charged_together_or_not_at_all(client: Redis) -> None:
+    limiter = RateLimiter(client)
+    user = Limit("user", capacity=1, per_second=0.01)
+    provider = Limit("provider", capacity=3, per_second=0.01)
+    checks = [("username:ann@birdy", user), ("birdy", provider)]
+    await limiter.take_together("birdy", checks)
+    # Ann's own bucket is empty: her refusals must not use up what her provider's other users may still take.
+    for _ in range(5):
+        with pytest.raises(ParleyError) as error:
+            await limiter.take_together("birdy", checks)
+        assert error.value.metadata["limit"] == "user"
+        assert 0 < int(error.value.metadata["retry_after_ms"]) <= 100_000
+    await limiter.take_together("birdy", [("username:bob@birdy", user), ("birdy", provider)])
+    await limiter.take_together("birdy", [("username:cat@birdy", user), ("birdy", provider)])
+    # Now the provider's bucket is empty, and its refusal does not touch Dan's bucket.
+    with pytest.raises(ParleyError) as error:
+        await limiter.take_together("birdy", [("username:dan@birdy", user), ("birdy", provider)])
+    assert error.value.metadata["limit"] == "provider"
+    assert await client.exists(redis_keys.grouped_rate_limit("birdy", "username:dan@birdy", "user")) == 0
+
+
+async def test_buckets_taken_together_share_their_groups_slot(client: Redis) -> None:
+    limiter = RateLimiter(client)
+    await limiter.take_together("birdy", [("username:ann@birdy", SLOW), ("birdy", SLOW)])
+    keys = sorted(key.decode() for key in await client.keys("rl:*"))
+    assert keys == ["rl:{birdy}:slow:birdy", "rl:{birdy}:slow:username:ann@birdy"]

@@ -38,3 +38,34 @@ async def test_identity_events_drop_cached_answers_long_before_they_expire(clust
     await recipients.stop()
     await events.aclose()
     await channel.close()
+
+
+async def test_callers_missing_the_cache_together_ask_identity_once(cluster: Cluster) -> None:
+    await cluster.start_identity()
+    birdy = await cluster.enlist("birdy")
+    await cluster.register_user(birdy, USER, devices=2)
+    channel = internal_channel(cluster.target("identity"), internal_token=INTERNAL_TOKEN, telemetry=cluster.telemetry)
+    recipients = IdentityRecipients(channel, ttl_s=1.0)
+    asked = 0
+    ask = recipients._stub.ResolveRecipient
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal asked
+        asked += 1
+        return ask(*args, **kwargs)
+
+    recipients._stub.ResolveRecipient = counted
+    user = Address.parse(USER)
+    answers = await asyncio.gather(*(recipients.resolve(user, user) for _ in range(50)))
+    assert {answer.device_ids for answer in answers} == {(1, 2)}
+    assert asked == 1
+    # A question asked before an invalidation is not shared with callers after it: they ask again.
+    recipients.forget(user)
+    first = asyncio.ensure_future(recipients.resolve(user, user))
+    await asyncio.sleep(0)  # identity is asked
+    recipients.forget(user)
+    second = await asyncio.gather(*(recipients.resolve(user, user) for _ in range(5)))
+    await first
+    assert {answer.device_ids for answer in second} == {(1, 2)}
+    assert asked == 3
+    await channel.close()

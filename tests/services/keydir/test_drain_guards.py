@@ -93,3 +93,31 @@ async def test_a_providers_users_together_are_limited(cluster: Cluster) -> None:
     assert int(metadata["retry_after_ms"]) > 0
     # Another provider's users are not held back by birdy's.
     await keydir.FetchPreKeyBundles(request, metadata=gatekeeper.auth("username:pal@gatekeeper", 1))
+
+
+async def test_a_refused_fetch_is_charged_to_no_limit(cluster: Cluster) -> None:
+    """A requester refused by its own limit must not use up its provider's: a user retrying in a loop would
+    otherwise lock every other user of its provider out."""
+    await cluster.start_identity()
+    gatekeeper, birdy = await cluster.enlist("gatekeeper"), await cluster.enlist("birdy")
+    await cluster.register_user(gatekeeper, BOB, allow=["birdy"])
+    await cluster.start_keydir(
+        fetch_burst=1, fetch_per_second=0.01, provider_fetch_burst=3, provider_fetch_per_second=0.01
+    )
+    keydir = cluster.keydir()
+    await keydir.PublishKeys(DeviceKeys().publish_request(10), metadata=gatekeeper.auth(BOB, 1))
+    fans = await _requesters(cluster, birdy, 4)
+    request = pb.FetchPreKeyBundlesRequest(address=BOB)
+    await keydir.FetchPreKeyBundles(request, metadata=birdy.auth(fans[0], 1))
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await keydir.FetchPreKeyBundles(request, metadata=birdy.auth(fans[0], 1))
+        assert error_reason(error.value)[1]["limit"] == "keyfetch"
+    # The provider's bucket still holds the two tokens fans[0]'s refusals did not take.
+    for fan in fans[1:3]:
+        await keydir.FetchPreKeyBundles(request, metadata=birdy.auth(fan, 1))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await keydir.FetchPreKeyBundles(request, metadata=birdy.auth(fans[3], 1))
+    assert error_reason(error.value)[1]["limit"] == "keyfetch_provider"
+    count = await keydir.GetPreKeyCount(pb.GetPreKeyCountRequest(), metadata=gatekeeper.auth(BOB, 1))
+    assert count.one_time_prekey_count == 10 - 3
