@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from redis.exceptions import ResponseError
 
-from parley_notification.model import DeadLetter, Delivery, RoutedEvent, Webhook
+from parley_notification.model import Claim, DeadLetter, Delivery, RoutedEvent, Webhook
 from parley_runtime import redis_keys
 from parley_runtime.redis_client import Redis, load_script
 
@@ -58,6 +58,9 @@ class NotificationStore(Protocol):
     async def push_token(self, user: str, device_id: int) -> str:
         """The device's push token, or "" when none is registered."""
 
+    async def push_tokens(self, devices: Sequence[tuple[str, int]]) -> list[str]:
+        """The push tokens of (user, device id) pairs, in order ("" where none is registered), in one round trip."""
+
     async def forget_push_token(self, user: str, device_id: int) -> None:
         """Drops one device's push token (idempotent)."""
 
@@ -76,11 +79,8 @@ class NotificationStore(Protocol):
             Per event: None when it was taken in before, else per delivery QUEUED_NOW, QUEUED_TRAILING or MERGED.
         """
 
-    async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
-        """Leases up to ``limit`` due deliveries for one attempt each."""
-
-    async def next_due_ms(self) -> int | None:
-        """When the earliest queued delivery is due, or None when the queue is empty."""
+    async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> Claim:
+        """Leases up to ``limit`` due deliveries for one attempt each, and says when the next one is due."""
 
     async def finish(self, delivery_ids: Sequence[str]) -> list[bool]:
         """Ends accepted deliveries; per delivery, False when it was already ended."""
@@ -197,7 +197,9 @@ class RedisNotificationStore:
         if cached is not None and cached[0] > self._clock():
             return cached[1]
         fields: list[Any] = await self._bounded(self._client.hmget(redis_keys.webhook(provider_id), ["url", "secret"]))
-        url, secret = fields
+        return self._remember(provider_id, *fields)
+
+    def _remember(self, provider_id: str, url: Any, secret: Any) -> Webhook | None:
         webhook = None if url is None or secret is None else Webhook(url=_text(url), secret=bytes(secret))
         # Only a webhook found is reused: a provider that has just registered is seen at once by every replica.
         if webhook is not None and self._webhook_cache_s > 0:
@@ -205,7 +207,25 @@ class RedisNotificationStore:
         return webhook
 
     async def providers_with_webhooks(self, provider_ids: Sequence[str]) -> list[str]:
-        return [provider_id for provider_id in provider_ids if await self.webhook(provider_id) is not None]
+        now = self._clock()
+        found: set[str] = set()
+        unknown: list[str] = []
+        for provider_id in dict.fromkeys(provider_ids):
+            cached = self._webhooks.get(provider_id)
+            if cached is not None and cached[0] > now:
+                found.add(provider_id)
+            else:
+                unknown.append(provider_id)
+        if unknown:
+            # One round trip for all of them: a batch of events names the same few providers again and again.
+            async with self._client.pipeline(transaction=False) as pipe:
+                for provider_id in unknown:
+                    pipe.hmget(redis_keys.webhook(provider_id), ["url", "secret"])
+                replies: list[Any] = await self._bounded(pipe.execute())
+            for provider_id, (url, secret) in zip(unknown, replies, strict=True):
+                if self._remember(provider_id, url, secret) is not None:
+                    found.add(provider_id)
+        return [provider_id for provider_id in provider_ids if provider_id in found]
 
     async def set_push_token(self, user: str, device_id: int, token: str) -> None:
         await self._bounded(self._client.hset(redis_keys.push_targets(user), str(device_id), token))
@@ -213,6 +233,15 @@ class RedisNotificationStore:
     async def push_token(self, user: str, device_id: int) -> str:
         token = await self._bounded(self._client.hget(redis_keys.push_targets(user), str(device_id)))
         return "" if token is None else _text(token)
+
+    async def push_tokens(self, devices: Sequence[tuple[str, int]]) -> list[str]:
+        if not devices:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for user, device_id in devices:
+                pipe.hget(redis_keys.push_targets(user), str(device_id))
+            tokens: list[Any] = await self._bounded(pipe.execute())
+        return ["" if token is None else _text(token) for token in tokens]
 
     async def forget_push_token(self, user: str, device_id: int) -> None:
         await self._bounded(self._client.hdel(redis_keys.push_targets(user), str(device_id)))
@@ -266,12 +295,12 @@ class RedisNotificationStore:
                 index += 1 + count
         return outcomes
 
-    async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
+    async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> Claim:
         raw: list[Any] = await self._bounded(
             self._claim_due(keys=[redis_keys.NOTIFY_DUE], args=[now_ms, lease_ms, limit, self._delivery_prefix])
         )
         claimed = []
-        for index in range(0, len(raw), 8):
+        for index in range(1, len(raw), 8):
             delivery_id, provider, kind, data, occurred, attempt, coalesced, created = raw[index : index + 8]
             claimed.append(
                 Delivery(
@@ -285,11 +314,8 @@ class RedisNotificationStore:
                     created_at_ms=int(created),
                 )
             )
-        return claimed
-
-    async def next_due_ms(self) -> int | None:
-        first = await self._bounded(self._client.zrange(redis_keys.NOTIFY_DUE, 0, 0, withscores=True))
-        return int(first[0][1]) if first else None
+        # Scores come back as Redis formats doubles; every score here is a whole number of milliseconds.
+        return Claim(claimed, int(float(raw[0])) if raw[0] else None)
 
     async def finish(self, delivery_ids: Sequence[str]) -> list[bool]:
         keys = [redis_keys.NOTIFY_DUE, redis_keys.NOTIFY_DEPTH, *map(redis_keys.notify_delivery, delivery_ids)]
