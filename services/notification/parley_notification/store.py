@@ -168,6 +168,7 @@ class RedisNotificationStore:
         self._webhook_cache_s = webhook_cache_s
         self._clock = clock
         self._webhooks: dict[str, tuple[float, Webhook]] = {}
+        self._webhook_reads: dict[str, asyncio.Future[Webhook | None]] = {}
         self._slots = asyncio.Semaphore(max_commands)
         self._take_events = load_script(client, "parley_notification", "take_events")
         self._claim_due = load_script(client, "parley_notification", "claim_due")
@@ -196,6 +197,15 @@ class RedisNotificationStore:
         cached = self._webhooks.get(provider_id)
         if cached is not None and cached[0] > self._clock():
             return cached[1]
+        # Every attempt in flight misses the cache in the same instant when it runs out; one read serves them all.
+        reading = self._webhook_reads.get(provider_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_webhook(provider_id))
+            self._webhook_reads[provider_id] = reading
+            reading.add_done_callback(lambda _: self._webhook_reads.pop(provider_id, None))
+        return await asyncio.shield(reading)
+
+    async def _read_webhook(self, provider_id: str) -> Webhook | None:
         fields: list[Any] = await self._bounded(self._client.hmget(redis_keys.webhook(provider_id), ["url", "secret"]))
         return self._remember(provider_id, *fields)
 
@@ -318,8 +328,8 @@ class RedisNotificationStore:
         return Claim(claimed, int(float(raw[0])) if raw[0] else None)
 
     async def finish(self, delivery_ids: Sequence[str]) -> list[bool]:
-        keys = [redis_keys.NOTIFY_DUE, redis_keys.NOTIFY_DEPTH, *map(redis_keys.notify_delivery, delivery_ids)]
-        ended: list[Any] = await self._bounded(self._finish(keys=keys, args=list(delivery_ids)))
+        keys = [redis_keys.NOTIFY_DUE, redis_keys.NOTIFY_DEPTH]
+        ended: list[Any] = await self._bounded(self._finish(keys=keys, args=[self._delivery_prefix, *delivery_ids]))
         return [bool(flag) for flag in ended]
 
     async def retry(self, delivery_id: str, attempt: int, due_ms: int, error: str) -> bool:
