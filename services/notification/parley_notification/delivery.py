@@ -9,6 +9,7 @@ Redis, so it survives restarts.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -46,9 +47,12 @@ class DeliveryPolicy:
         backoff_max_ms: the longest delay between attempts.
         lease_ms: how long an attempt holds its delivery; longer than the HTTP timeout.
         concurrency: attempts in flight at once in this replica.
-        claim_batch: while more deliveries are due than the replica has room for, it waits until this many
-            attempts have ended and claims that many at once (one round trip) rather than one per ended attempt;
-            capped at ``concurrency``.
+        claim_batch: while more deliveries are due than the replica has room for, it claims this many at once
+            (one round trip) rather than one per ended attempt, and keeps up to this many claimed ahead so that an
+            ended attempt is followed by the next at once; capped at ``concurrency``. Claiming ahead needs a lease
+            that outlives a wait for a place plus an attempt (``lease_ms`` >= 2 x ``attempt_timeout_ms`` + 1 s);
+            with a shorter lease the replica claims only for places that are free.
+        attempt_timeout_ms: the longest one webhook call takes (the HTTP client's total timeout).
         poll_interval_ms: the longest idle wait between looks at the schedule.
         dead_letter_maxlen: approximate cap of the dead-letter stream.
     """
@@ -59,8 +63,16 @@ class DeliveryPolicy:
     lease_ms: int = 30_000
     concurrency: int = 64
     claim_batch: int = 16
+    attempt_timeout_ms: int = 5_000
     poll_interval_ms: int = 200
     dead_letter_maxlen: int = 100_000
+
+    @property
+    def claim_ahead(self) -> int:
+        """How many claimed deliveries may wait for a place (see ``claim_batch``)."""
+        if self.lease_ms < 2 * self.attempt_timeout_ms + 1_000:
+            return 0
+        return min(self.claim_batch, self.concurrency)
 
     def backoff_ms(self, attempt: int, rand: float) -> int:
         """The delay after failed attempt ``attempt`` (from 1): exponential, with "equal" jitter.
@@ -126,10 +138,13 @@ class _Finisher:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            self._on_ended([delivery for (delivery, _), flag in zip(batch, ended, strict=True) if flag])
             for _, future in batch:
                 if not future.done():  # its attempt may have been cancelled by a stop meanwhile
                     future.set_result(None)
+            try:
+                self._on_ended([delivery for (delivery, _), flag in zip(batch, ended, strict=True) if flag])
+            except Exception:  # metrics must not stop the batches queued behind this one
+                _log.exception("counting delivered webhooks failed")
 
 
 class DeliveryWorker:
@@ -165,6 +180,9 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        # Claimed, waiting for a place: an attempt that ends starts the next one at once, not a claim's round trip
+        # later. Each waits at most until one of the attempts in flight ends, well within its lease.
+        self._ready: collections.deque[Delivery] = collections.deque()
         # Set when an attempt ends and leaves at least ``_room_wanted`` free places (see _step).
         self._room = asyncio.Event()
         self._room_wanted = 1
@@ -211,8 +229,9 @@ class DeliveryWorker:
         self._wake.set()
 
     async def stop(self, grace_s: float = 2.0) -> None:
-        """Stops claiming, lets attempts in flight end within ``grace_s``, then cancels the rest (their leases run
-        out and another replica makes them again under the same idempotency key)."""
+        """Stops claiming and starting attempts, lets attempts in flight end within ``grace_s``, then cancels the
+        rest (their leases run out and another replica makes them again under the same idempotency key, as it
+        does the deliveries claimed ahead and not started)."""
         self._stopping = True
         self._wake.set()
         self._room.set()
@@ -239,10 +258,12 @@ class DeliveryWorker:
     async def _step(self) -> None:
         if self._clock() - self._depth_at >= _DEPTH_REFRESH_S:
             await self._refresh_depth()
-        free = self._policy.concurrency - len(self._inflight)
+        policy = self._policy
+        free = policy.concurrency + policy.claim_ahead - len(self._inflight) - len(self._ready)
         # While the queue is backed up, claiming each time an attempt ends would cost a round trip per delivery;
-        # waiting for a batch's worth of room keeps at least concurrency - claim_batch attempts in flight.
-        wanted = min(self._policy.claim_batch, self._policy.concurrency) if self._backlog else 1
+        # waiting for a batch's worth of room makes it one per batch, and the deliveries claimed ahead keep every
+        # place busy meanwhile.
+        wanted = min(policy.claim_batch, policy.concurrency) if self._backlog else 1
         if free < wanted:
             self._room_wanted = wanted
             self._room.clear()
@@ -250,23 +271,29 @@ class DeliveryWorker:
             return
         self._wake.clear()
         now_ms = int(self._clock() * 1000)
-        claim = await self._store.claim_due(now_ms, self._policy.lease_ms, free)
-        for delivery in claim.deliveries:
-            task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.delivery_id}")
-            self._inflight.add(task)
-            task.add_done_callback(self._ended)
+        claim = await self._store.claim_due(now_ms, policy.lease_ms, free)
+        self._ready.extend(claim.deliveries)
+        self._start_ready()
         self._backlog = len(claim.deliveries) == free
         if self._backlog:
             return
-        wait_ms = self._policy.poll_interval_ms
+        wait_ms = policy.poll_interval_ms
         if claim.next_due_ms is not None:
             wait_ms = max(0, min(wait_ms, claim.next_due_ms - int(self._clock() * 1000)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), wait_ms / 1000)
 
+    def _start_ready(self) -> None:
+        while self._ready and len(self._inflight) < self._policy.concurrency and not self._stopping:
+            task = asyncio.create_task(self._attempt(self._ready.popleft()))
+            self._inflight.add(task)
+            task.add_done_callback(self._ended)
+
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        if self._policy.concurrency - len(self._inflight) >= self._room_wanted:
+        self._start_ready()
+        free = self._policy.concurrency + self._policy.claim_ahead - len(self._inflight) - len(self._ready)
+        if free >= self._room_wanted:
             self._room.set()
 
     async def _refresh_depth(self) -> None:

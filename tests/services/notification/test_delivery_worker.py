@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import Mapping, Sequence
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry.sdk.metrics import MeterProvider
 from support.notification import eventually
@@ -71,9 +72,18 @@ class _Providers:
         return []
 
 
-async def test_a_backlog_is_claimed_in_batches_within_the_in_flight_cap() -> None:
+@pytest.mark.parametrize(
+    ("lease_ms", "first_claim"),
+    [
+        (30_000, 16 + 8),  # every place and a batch claimed ahead
+        (10_000, 16),  # a lease too short to wait for a place as well: only free places are claimed
+    ],
+)
+async def test_a_backlog_is_claimed_in_batches_within_the_in_flight_cap(lease_ms: int, first_claim: int) -> None:
     queue, endpoint = _Queue(200), _Endpoint()
-    policy = DeliveryPolicy(concurrency=16, claim_batch=8, poll_interval_ms=10)
+    policy = DeliveryPolicy(
+        concurrency=16, claim_batch=8, lease_ms=lease_ms, attempt_timeout_ms=5_000, poll_interval_ms=10
+    )
     worker = DeliveryWorker(queue, endpoint, _Providers(), policy, MeterProvider().get_meter("test"))
     worker.start()
     try:
@@ -87,6 +97,7 @@ async def test_a_backlog_is_claimed_in_batches_within_the_in_flight_cap() -> Non
     assert sorted(queue.finished) == sorted(d.delivery_id for d in map(_delivery, range(200)))
     assert len(endpoint.bodies) == 200
     assert endpoint.most_inflight <= 16
+    assert queue.claims[0] == (first_claim, first_claim)
     # After the first claim fills every place, each claim waits for a batch's worth of room.
     backlogged = [asked for asked, got in queue.claims[1:] if got]
     assert backlogged
