@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 
 from parley_notification.model import Claim, DeadLetter, Delivery, RoutedEvent, Webhook
 from parley_runtime import redis_keys
-from parley_runtime.redis_client import Redis, load_script
+from parley_runtime.redis_client import Redis, is_cluster, load_script
 
 QUEUED_NOW = 1
 """``take_events`` outcome: the delivery is due at once."""
@@ -177,6 +177,8 @@ class RedisNotificationStore:
         self._dead_letter = load_script(client, "parley_notification", "dead_letter")
         self._redrive = load_script(client, "parley_notification", "redrive")
         self._forget_consumers = load_script(client, "parley_notification", "forget_consumers")
+        self._push_tokens = load_script(client, "parley_notification", "push_tokens")
+        self._cluster = is_cluster(client)
         self._delivery_prefix = redis_keys.notify_delivery("")
 
     async def _bounded(self, command: Awaitable[_T]) -> _T:
@@ -247,10 +249,15 @@ class RedisNotificationStore:
     async def push_tokens(self, devices: Sequence[tuple[str, int]]) -> list[str]:
         if not devices:
             return []
-        async with self._client.pipeline(transaction=False) as pipe:
-            for user, device_id in devices:
-                pipe.hget(redis_keys.push_targets(user), str(device_id))
-            tokens: list[Any] = await self._bounded(pipe.execute())
+        tokens: list[Any]
+        if self._cluster:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for user, device_id in devices:
+                    pipe.hget(redis_keys.push_targets(user), str(device_id))
+                tokens = await self._bounded(pipe.execute())
+        else:
+            keys = [redis_keys.push_targets(user) for user, _ in devices]
+            tokens = await self._bounded(self._push_tokens(keys=keys, args=[device_id for _, device_id in devices]))
         return ["" if token is None else _text(token) for token in tokens]
 
     async def forget_push_token(self, user: str, device_id: int) -> None:
