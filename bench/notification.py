@@ -9,7 +9,8 @@ to the same endpoint with the same client library (one aiohttp session) at the s
 delivery cannot avoid. The endpoint runs in its own process for both sides. The service runs with telemetry off.
 Extras: the endpoint's view of latency from event append to arrival, within the bursts (a backlog of a whole
 round) and for single events on an idle queue; CPU per delivery of each process; where notification's CPU goes
-(a py-spy profile of one more round, by layer).
+(a py-spy profile of one more round, by layer); Redis requests per delivery (Redis's count of reads from its
+clients, the bench's own subtracted: one per command, pipeline or script call notification sends).
 
 Ours (``webhook_delivery_production_telemetry``): the same bursts through a second notification process with
 production telemetry (bench/benchtelemetry.py), beside the first one's rate in the same rounds (target: at most
@@ -98,10 +99,8 @@ async def _wait_for_count(session: aiohttp.ClientSession, base: str, target: int
         await asyncio.sleep(0.01)
 
 
-async def _ours(client: aioredis.Redis, session: aiohttp.ClientSession, base: str, events: int, round_: int) -> float:
-    """Appends ``events`` message_waiting events and returns events/s until the endpoint has them all."""
-    already = int((await _stats(session, base))["count"])
-    entries = []
+def _events(events: int, round_: int) -> list[dict[str, bytes | str]]:
+    entries: list[dict[str, bytes | str]] = []
     for n in range(events):
         event = Event(
             event_id=f"{round_:08x}{n:024x}",
@@ -109,16 +108,70 @@ async def _ours(client: aioredis.Redis, session: aiohttp.ClientSession, base: st
             message_waiting=MessageWaiting(address=f"username:u{n}@birdy/1", pending=1),
         )
         entries.append({"type": "message_waiting", "event": event.SerializeToString()})
-    start = time.perf_counter()
+    return entries
+
+
+async def _append(client: aioredis.Redis, stream: str, entries: list[dict[str, bytes | str]]) -> None:
     async with client.pipeline(transaction=False) as pipe:
         for fields in entries:
-            pipe.xadd("events:{relay}", fields)  # type: ignore[arg-type]
+            pipe.xadd(stream, fields)  # type: ignore[arg-type]
         await pipe.execute()
+
+
+class _RedisRequests:
+    """Counts the requests (socket reads: a pipeline is one, or a few when large) Redis served for notification
+    during ``_ours`` rounds: Redis's ``total_reads_processed`` minus the bench's own requests (its appends, as
+    measured by :meth:`calibrate`, its queue polls and these INFO calls)."""
+
+    def __init__(self) -> None:
+        self.notification = 0
+        self.deliveries = 0
+        self.append_cost = 0
+
+    @staticmethod
+    async def reads(client: aioredis.Redis) -> int:
+        return int((await client.info("stats"))["total_reads_processed"])
+
+    async def calibrate(self, client: aioredis.Redis, events: int) -> None:
+        """Measures the appends of a round: the same entries (same sizes) to a stream nobody reads."""
+        before = await self.reads(client)
+        await _append(client, "bench:{calibration}", _events(events, 0))
+        self.append_cost = await self.reads(client) - before - 1
+        await client.delete("bench:{calibration}")
+
+    def per_delivery(self) -> float:
+        return round(self.notification / max(1, self.deliveries), 3)
+
+
+async def _ours(
+    client: aioredis.Redis,
+    session: aiohttp.ClientSession,
+    base: str,
+    events: int,
+    round_: int,
+    requests: _RedisRequests | None = None,
+) -> float:
+    """Appends ``events`` message_waiting events and returns events/s until the endpoint has them all; with
+    ``requests``, adds notification's Redis requests in the meantime to it."""
+    already = int((await _stats(session, base))["count"])
+    entries = _events(events, round_)
+    own = 0
+    if requests is not None:
+        own = requests.append_cost + 1  # the appends, and the INFO call that ends the count
+        reads_before = await requests.reads(client)
+    start = time.perf_counter()
+    await _append(client, "events:{relay}", entries)
     await _wait_for_count(session, base, already + events)
     # Done means recorded too: every delivery ended in Redis, none left to be attempted again.
-    while await client.zcard("notify:{queue}:due"):  # noqa: ASYNC110 -- the queue is in Redis; nothing to await
+    while await client.zcard("notify:{queue}:due"):  # the queue is in Redis; nothing to await
+        own += 1
         await asyncio.sleep(0.005)
-    return events / (time.perf_counter() - start)
+    own += 1
+    elapsed = time.perf_counter() - start
+    if requests is not None:
+        requests.notification += await requests.reads(client) - reads_before - own
+        requests.deliveries += events
+    return events / elapsed
 
 
 async def _floor(session: aiohttp.ClientSession, url: str, body: bytes, requests: int) -> float:
@@ -262,11 +315,13 @@ async def _measure(worlds: dict[str, _World], sink: OtlpSink, base: str, events:
         await _floor(session, f"{base}/hook", body, 200)
         rates: dict[str, list[float]] = {"ours": [], "traced": [], "floor": []}
         p50s, p99s = [], []
+        requests = _RedisRequests()
+        await requests.calibrate(ours.client, events)
         spans_before = sink.spans
         for round_ in range(rounds):
             await _reset(session, base)
             meters["ours"].start()
-            rates["ours"].append(await _ours(ours.client, session, base, events, round_))
+            rates["ours"].append(await _ours(ours.client, session, base, events, round_, requests))
             meters["ours"].stop()
             stats = await _stats(session, base)
             p50s.append(stats["p50_ms"])
@@ -305,6 +360,7 @@ async def _measure(worlds: dict[str, _World], sink: OtlpSink, base: str, events:
                 "idle_event_to_endpoint_p50_ms": round(idle["p50_ms"], 1),
                 "idle_event_to_endpoint_p99_ms": round(idle["p99_ms"], 1),
                 "cpu_us_per_delivery": meters["ours"].per_unit_us(delivered),
+                "redis_requests_per_delivery": requests.per_delivery(),
                 "floor_cpu_us_per_post": meters["floor"].per_unit_us(delivered),
                 "notification_cpu_profile": profile,
                 "floor_desc": "aiohttp POSTs of a same-size body, signed with the same headers, to the same endpoint, "

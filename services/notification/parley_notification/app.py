@@ -127,6 +127,10 @@ async def build_notification(settings: NotificationSettings, telemetry: Telemetr
             backoff_max_ms=settings.backoff_max_ms,
             lease_ms=settings.delivery_lease_ms,
             concurrency=settings.delivery_concurrency,
+            # A quarter of the places: claims stay rare under a backlog, and as many claimed ahead keep every place
+            # busy while the next claim is on its way.
+            claim_batch=max(1, settings.delivery_concurrency // 4),
+            attempt_timeout_ms=int(settings.webhook_timeout_s * 1000),
             poll_interval_ms=settings.poll_interval_ms,
             dead_letter_maxlen=settings.dead_letter_maxlen,
         ),

@@ -9,11 +9,13 @@ Redis, so it survives restarts.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +47,12 @@ class DeliveryPolicy:
         backoff_max_ms: the longest delay between attempts.
         lease_ms: how long an attempt holds its delivery; longer than the HTTP timeout.
         concurrency: attempts in flight at once in this replica.
+        claim_batch: while more deliveries are due than the replica has room for, it claims this many at once
+            (one round trip) rather than one per ended attempt, and keeps up to this many claimed ahead so that an
+            ended attempt is followed by the next at once; capped at ``concurrency``. Claiming ahead needs a lease
+            that outlives a wait for a place plus an attempt (``lease_ms`` >= 2 x ``attempt_timeout_ms`` + 1 s);
+            with a shorter lease the replica claims only for places that are free.
+        attempt_timeout_ms: the longest one webhook call takes (the HTTP client's total timeout).
         poll_interval_ms: the longest idle wait between looks at the schedule.
         dead_letter_maxlen: approximate cap of the dead-letter stream.
     """
@@ -54,8 +62,17 @@ class DeliveryPolicy:
     backoff_max_ms: int = 600_000
     lease_ms: int = 30_000
     concurrency: int = 64
+    claim_batch: int = 16
+    attempt_timeout_ms: int = 5_000
     poll_interval_ms: int = 200
     dead_letter_maxlen: int = 100_000
+
+    @property
+    def claim_ahead(self) -> int:
+        """How many claimed deliveries may wait for a place (see ``claim_batch``)."""
+        if self.lease_ms < 2 * self.attempt_timeout_ms + 1_000:
+            return 0
+        return min(self.claim_batch, self.concurrency)
 
     def backoff_ms(self, attempt: int, rand: float) -> int:
         """The delay after failed attempt ``attempt`` (from 1): exponential, with "equal" jitter.
@@ -72,15 +89,15 @@ class DeliveryPolicy:
 
 
 def body_of(delivery: Delivery) -> bytes:
-    """The JSON body posted for a delivery: the same bytes on every attempt."""
-    document = {
-        "id": delivery.delivery_id,
-        "type": delivery.type,
-        "occurred_at_ms": delivery.occurred_at_ms,
-        "coalesced": delivery.coalesced,
-        "data": json.loads(delivery.data),
-    }
-    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+    """The JSON body posted for a delivery: the same bytes on every attempt.
+
+    Compact JSON with sorted keys. ``data`` is spliced in as stored: routing wrote it in that same form, so
+    decoding and encoding it again would only reproduce it (the keys below are in sorted order too).
+    """
+    return (
+        f'{{"coalesced":{delivery.coalesced:d},"data":{delivery.data},"id":{json.dumps(delivery.delivery_id)},'
+        f'"occurred_at_ms":{delivery.occurred_at_ms:d},"type":{json.dumps(delivery.type)}}}'
+    ).encode()
 
 
 class _Finisher:
@@ -88,40 +105,46 @@ class _Finisher:
 
     Args:
         store: the queue.
+        on_ended: called with each batch's deliveries that were ended by it (not ended before), for the metrics.
         batch: most deliveries per call.
     """
 
-    def __init__(self, store: NotificationStore, batch: int = 256) -> None:
+    def __init__(self, store: NotificationStore, on_ended: Callable[[list[Delivery]], None], batch: int = 256) -> None:
         self._store = store
+        self._on_ended = on_ended
         self._batch = batch
-        self._waiting: list[tuple[str, asyncio.Future[bool]]] = []
+        self._waiting: list[tuple[Delivery, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def finish(self, delivery_id: str) -> bool:
-        """Ends one delivery; False when it was already ended.
+    async def finish(self, delivery: Delivery) -> None:
+        """Ends one delivery (nothing happens when it was already ended).
 
         Raises:
             RedisError: the call failed (the delivery stays queued; its lease runs out).
         """
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((delivery_id, future))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((delivery, future))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._flush(), name="finish-deliveries")
-        return await future
+        await future
 
     async def _flush(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting[: self._batch], self._waiting[self._batch :]
             try:
-                ended = await self._store.finish([delivery_id for delivery_id, _ in batch])
+                ended = await self._store.finish([delivery.delivery_id for delivery, _ in batch])
             except Exception as exc:  # handed to every waiter, each of which handles it
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), flag in zip(batch, ended, strict=True):
+            for _, future in batch:
                 if not future.done():  # its attempt may have been cancelled by a stop meanwhile
-                    future.set_result(flag)
+                    future.set_result(None)
+            try:
+                self._on_ended([delivery for (delivery, _), flag in zip(batch, ended, strict=True) if flag])
+            except Exception:  # metrics must not stop the batches queued behind this one
+                _log.exception("counting delivered webhooks failed")
 
 
 class DeliveryWorker:
@@ -148,7 +171,7 @@ class DeliveryWorker:
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._store = store
-        self._finisher = _Finisher(store)
+        self._finisher = _Finisher(store, self._count_delivered)
         self._client = client
         self._providers = providers
         self._policy = policy
@@ -157,6 +180,13 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        # Claimed, waiting for a place: an attempt that ends starts the next one at once, not a claim's round trip
+        # later. Each waits at most until one of the attempts in flight ends, well within its lease.
+        self._ready: collections.deque[Delivery] = collections.deque()
+        # Set when an attempt ends and leaves at least ``_room_wanted`` free places (see _step).
+        self._room = asyncio.Event()
+        self._room_wanted = 1
+        self._backlog = False  # the last claim took all it asked for: more may be due
         self._stopping = False
         self._depth_providers: set[str] = set()
         self._depth_at = 0.0
@@ -199,10 +229,12 @@ class DeliveryWorker:
         self._wake.set()
 
     async def stop(self, grace_s: float = 2.0) -> None:
-        """Stops claiming, lets attempts in flight end within ``grace_s``, then cancels the rest (their leases run
-        out and another replica makes them again under the same idempotency key)."""
+        """Stops claiming and starting attempts, lets attempts in flight end within ``grace_s``, then cancels the
+        rest (their leases run out and another replica makes them again under the same idempotency key, as it
+        does the deliveries claimed ahead and not started)."""
         self._stopping = True
         self._wake.set()
+        self._room.set()
         if self._task is not None:
             await finish_or_cancel([self._task], self._policy.poll_interval_ms / 1000 + 2.0)
             self._task = None
@@ -226,25 +258,43 @@ class DeliveryWorker:
     async def _step(self) -> None:
         if self._clock() - self._depth_at >= _DEPTH_REFRESH_S:
             await self._refresh_depth()
-        free = self._policy.concurrency - len(self._inflight)
-        if free <= 0:
-            await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+        policy = self._policy
+        free = policy.concurrency + policy.claim_ahead - len(self._inflight) - len(self._ready)
+        # While the queue is backed up, claiming each time an attempt ends would cost a round trip per delivery;
+        # waiting for a batch's worth of room makes it one per batch, and the deliveries claimed ahead keep every
+        # place busy meanwhile.
+        wanted = min(policy.claim_batch, policy.concurrency) if self._backlog else 1
+        if free < wanted:
+            self._room_wanted = wanted
+            self._room.clear()
+            await self._room.wait()
             return
         self._wake.clear()
         now_ms = int(self._clock() * 1000)
-        claimed = await self._store.claim_due(now_ms, self._policy.lease_ms, free)
-        for delivery in claimed:
-            task = asyncio.create_task(self._attempt(delivery), name=f"delivery-{delivery.delivery_id}")
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-        if len(claimed) == free:
+        claim = await self._store.claim_due(now_ms, policy.lease_ms, free)
+        self._ready.extend(claim.deliveries)
+        self._start_ready()
+        self._backlog = len(claim.deliveries) == free
+        if self._backlog:
             return
-        next_due = await self._store.next_due_ms()
-        wait_ms = self._policy.poll_interval_ms
-        if next_due is not None:
-            wait_ms = max(0, min(wait_ms, next_due - int(self._clock() * 1000)))
+        wait_ms = policy.poll_interval_ms
+        if claim.next_due_ms is not None:
+            wait_ms = max(0, min(wait_ms, claim.next_due_ms - int(self._clock() * 1000)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), wait_ms / 1000)
+
+    def _start_ready(self) -> None:
+        while self._ready and len(self._inflight) < self._policy.concurrency and not self._stopping:
+            task = asyncio.create_task(self._attempt(self._ready.popleft()))
+            self._inflight.add(task)
+            task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._start_ready()
+        free = self._policy.concurrency + self._policy.claim_ahead - len(self._inflight) - len(self._ready)
+        if free >= self._room_wanted:
+            self._room.set()
 
     async def _refresh_depth(self) -> None:
         depth = await self._store.queue_depth()
@@ -297,13 +347,21 @@ class DeliveryWorker:
         )
         return result
 
+    def _count_delivered(self, ended: list[Delivery]) -> None:
+        # The counter is added to once per provider and batch, not once per delivery: same totals, less work.
+        now_ms = self._clock() * 1000
+        per_provider: Counter[str] = Counter()
+        for delivery in ended:
+            per_provider[delivery.provider_id] += 1
+            self._latency.record(max(0.0, now_ms - delivery.occurred_at_ms), {_PROVIDER: delivery.provider_id})
+        for provider, count in per_provider.items():
+            self._delivered.add(count, {_PROVIDER: provider})
+
     async def _record(self, delivery: Delivery, result: AttemptResult) -> None:
         attributes = {_PROVIDER: delivery.provider_id}
         now = self._clock()
         if result.outcome is Outcome.DELIVERED:
-            if await self._finisher.finish(delivery.delivery_id):
-                self._delivered.add(1, attributes)
-                self._latency.record(max(0.0, now * 1000 - delivery.occurred_at_ms), attributes)
+            await self._finisher.finish(delivery)
             return
         if result.outcome is Outcome.RETRY and delivery.attempt < self._policy.max_attempts:
             due_ms = int(now * 1000) + self._policy.backoff_ms(delivery.attempt, self._rand())

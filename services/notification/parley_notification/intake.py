@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,12 +22,10 @@ from redis.exceptions import RedisError
 from parley.events.v1.events_pb2 import Event
 from parley_notification.background import finish_or_cancel
 from parley_notification.model import RoutedEvent
-from parley_notification.routing import Router
+from parley_notification.routing import Lookups, Router
 from parley_notification.store import MERGED, NotificationStore, StreamEntry
 
 _log = logging.getLogger(__name__)
-
-_CHUNK = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +154,14 @@ class EventIntake:
                 backoff = min(backoff * 2, 2.0)
 
     async def _take_in(self, stream: str, entries: Sequence[StreamEntry]) -> None:
-        # A chunk's events are routed concurrently (routing only reads) and queued by one script call; events are
-        # independent, and coalescing keeps the newest data whatever the order.
-        for start in range(0, len(entries), _CHUNK):
-            chunk = entries[start : start + _CHUNK]
-            routed = await asyncio.gather(*(self._route(fields) for _, fields in chunk))
+        # A read's events cost a handful of round trips together, not a few each: what routing reads (push tokens,
+        # webhooks) is read for all of them at once, they are queued by one script call and acknowledged by one
+        # XACK. Events are independent, and coalescing keeps the newest data whatever the order.
+        for start in range(0, len(entries), self._policy.read_count):
+            chunk = entries[start : start + self._policy.read_count]
+            events = [_parse(fields) for _, fields in chunk]
+            looked_up = await self._router.look_up([event for event in events if event is not None])
+            routed = [await self._route(event, looked_up) for event in events]
             taken = [item for item in routed if isinstance(item, RoutedEvent)]
             results = iter(
                 await self._store.take_events(
@@ -177,12 +179,14 @@ class EventIntake:
                     await self._store.forget_push_token(*event.forget_push_token)
             # Acknowledged only now: everything the events ask for is in Redis (or they can never be delivered).
             await self._store.ack(stream, self._policy.group, [entry_id for entry_id, _ in chunk])
-            queued = False
+            # Counted once per (type, outcome) of the read rather than once per event: same totals, less work.
+            counts: Counter[tuple[bytes, str]] = Counter()
             for (_, fields), item in zip(chunk, routed, strict=True):
                 outcome = item if isinstance(item, str) else self._outcome(item, next(results))
-                queued = queued or outcome == "queued"
-                self._events.add(1, {"type": fields.get(b"type", b"").decode(errors="replace"), "outcome": outcome})
-            if queued:
+                counts[fields.get(b"type", b""), outcome] += 1
+            for (kind, outcome), count in counts.items():
+                self._events.add(count, {"type": kind.decode(errors="replace"), "outcome": outcome})
+            if any(outcome == "queued" for _, outcome in counts):
                 self._on_queued()
 
     def _outcome(self, event: RoutedEvent, outcomes: list[int] | None) -> str:
@@ -195,21 +199,45 @@ class EventIntake:
             return "queued"
         return "applied" if event.forget_push_token is not None else "ignored"
 
-    async def _route(self, fields: dict[bytes, bytes]) -> RoutedEvent | str:
+    async def _route(self, event: Event | None, looked_up: Lookups) -> RoutedEvent | str:
         """The event's deliveries and notices, or why it has none ("unreadable", "unroutable")."""
-        try:
-            event = Event.FromString(fields[b"event"])
-        except (KeyError, DecodeError):
-            _log.warning("unreadable event entry dropped")
+        if event is None:
             return "unreadable"
-        context = propagate.extract({"traceparent": event.traceparent}) if event.traceparent else None
-        with self._tracer.start_as_current_span("notification take event", context=context) as span:
-            span.set_attribute("parley.event.type", event.WhichOneof("payload") or "")
-            try:
-                if not event.event_id:
-                    raise ValueError("no event_id")
-                routed = await self._router.route(event)
-            except ValueError as exc:
-                _log.warning("event %s cannot be routed: %s", event.event_id, exc)
-                return "unroutable"
+        if _sampled(event.traceparent):
+            context = propagate.extract({"traceparent": event.traceparent})
+            with self._tracer.start_as_current_span("notification take event", context=context) as span:
+                span.set_attribute("parley.event.type", event.WhichOneof("payload") or "")
+                return await self._routed(event, looked_up)
+        return await self._routed(event, looked_up)
+
+    async def _routed(self, event: Event, looked_up: Lookups) -> RoutedEvent | str:
+        try:
+            if not event.event_id:
+                raise ValueError("no event_id")
+            routed = await self._router.route(event, looked_up)
+        except ValueError as exc:
+            _log.warning("event %s cannot be routed: %s", event.event_id, exc)
+            return "unroutable"
         return RoutedEvent(event.event_id, routed.deliveries, routed.notices, routed.forget_push_token)
+
+
+def _parse(fields: dict[bytes, bytes]) -> Event | None:
+    """The entry's event, or None when it cannot be read."""
+    try:
+        return Event.FromString(fields[b"event"])
+    except (KeyError, DecodeError):
+        _log.warning("unreadable event entry dropped")
+        return None
+
+
+def _sampled(traceparent: str) -> bool:
+    """Whether the event's producer sampled its trace (W3C ``traceparent``: flags ``01`` set).
+
+    Only then does taking the event in get a span: the sampler is parent-based, so a span under an unsampled
+    parent would never be recorded, and an event that carries no trace was produced outside any request; making
+    a span for each of those would cost every event a span's work for the few that a root sampler keeps.
+    """
+    try:
+        return len(traceparent) == 55 and int(traceparent[-2:], 16) & 1 == 1
+    except ValueError:
+        return False  # not W3C trace context: no parent to continue

@@ -62,6 +62,20 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """What one look at the schedule leased, and when the next delivery is due.
+
+    Attributes:
+        deliveries: the deliveries leased for one attempt each, earliest due first.
+        next_due_ms: when the schedule's earliest entry is due after this claim (leased ones included), or None
+            when the schedule is empty.
+    """
+
+    deliveries: list[Delivery]
+    next_due_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A delivery that was given up on."""
 

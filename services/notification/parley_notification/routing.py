@@ -53,6 +53,9 @@ class RoutingLookups(Protocol):
     async def push_token(self, user: str, device_id: int) -> str:
         """The device's push token, or ""."""
 
+    async def push_tokens(self, devices: Sequence[tuple[str, int]]) -> list[str]:
+        """The push tokens of (user, device id) pairs, in order ("" where none), in one round trip."""
+
 
 @dataclass(frozen=True, slots=True)
 class Routed:
@@ -62,6 +65,27 @@ class Routed:
     notices: list[Notice]
     forget_push_token: tuple[str, int] | None = None
     """(user, device id) whose push token is to go."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lookups:
+    """What routing a batch of events reads, read for the whole batch at once (see :meth:`Router.look_up`).
+
+    Attributes:
+        push_tokens: (user, device id) -> push token ("" when none) of the devices the batch's events name.
+        reachable: the approved providers with a webhook among those the batch's device events name.
+        asked: the providers whose reachability was looked up (``reachable`` answers only for these).
+    """
+
+    push_tokens: dict[tuple[str, int], str]
+    reachable: frozenset[str]
+    asked: frozenset[str]
+
+
+_NOTHING_LOOKED_UP = Lookups({}, frozenset(), frozenset())
+
+_DEVICE_EVENTS = ("message_waiting", "prekeys_low")
+"""Events whose delivery goes to one device's provider with the device's push token."""
 
 
 def delivery_id(event_id: str, provider_id: str) -> str:
@@ -88,7 +112,7 @@ class Router:
     def __init__(self, providers: Providers, lookups: RoutingLookups) -> None:
         self._providers = providers
         self._lookups = lookups
-        self._handlers: dict[str, Callable[[Event], Awaitable[Routed]]] = {
+        self._handlers: dict[str, Callable[[Event, Lookups], Awaitable[Routed]]] = {
             "message_waiting": self._message_waiting,
             "prekeys_low": self._prekeys_low,
             "identity_key_changed": self._identity_key_changed,
@@ -98,27 +122,58 @@ class Router:
             "device_removed": self._device_removed,
         }
 
-    async def route(self, event: Event) -> Routed:
+    async def look_up(self, events: Sequence[Event]) -> Lookups:
+        """Reads what routing ``events`` needs in two round trips at most, instead of one or two per event: the
+        push tokens of the devices they name and which of those devices' providers have a webhook.
+
+        Events with a malformed address are skipped here; :meth:`route` refuses them.
+        """
+        devices: dict[tuple[str, int], None] = {}
+        providers: dict[str, None] = {}
+        for event in events:
+            kind = event.WhichOneof("payload")
+            if kind not in _DEVICE_EVENTS:
+                continue
+            try:
+                device = _device(getattr(event, kind).address)
+            except ValueError:
+                continue
+            assert device.device is not None
+            devices[str(device.user), device.device] = None
+            providers[device.provider] = None
+        if not devices:
+            return _NOTHING_LOOKED_UP
+        keys = list(devices)
+        tokens = await self._lookups.push_tokens(keys)
+        reachable = await self._reachable(list(providers))
+        return Lookups(dict(zip(keys, tokens, strict=True)), frozenset(reachable), frozenset(providers))
+
+    async def route(self, event: Event, looked_up: Lookups = _NOTHING_LOOKED_UP) -> Routed:
         """The deliveries and notices ``event`` asks for (empty for events nobody is told of).
+
+        Args:
+            event: the event.
+            looked_up: what :meth:`look_up` read for the batch the event is in; anything missing is read now.
 
         Raises:
             ValueError: the event names a malformed address (such an event can never be delivered).
         """
         handler = self._handlers.get(event.WhichOneof("payload") or "")
-        return await handler(event) if handler is not None else Routed([], [])
+        return await handler(event, looked_up) if handler is not None else Routed([], [])
 
-    async def _message_waiting(self, event: Event) -> Routed:
+    async def _message_waiting(self, event: Event, looked_up: Lookups) -> Routed:
         waiting = event.message_waiting
         device = _device(waiting.address)
         alert = not waiting.silent
         data: dict[str, object] = {"address": str(device), "pending": waiting.pending, "alert": alert}
-        data.update(await self._push_token(device))
+        data.update(await self._push_token(device, looked_up))
         # Silent and alerting wake-ups coalesce apart: merged, a muted chat's flood would either swallow an alert
         # or make the trailing wake-up alert for muted messages.
         coalesce = str(device) if alert else f"{device}#silent"
-        return Routed(await self._to(event, [device.provider], "message_waiting", data, coalesce=coalesce), [])
+        providers = await self._device_provider(device, looked_up)
+        return Routed(self._deliveries(event, providers, "message_waiting", data, coalesce=coalesce), [])
 
-    async def _prekeys_low(self, event: Event) -> Routed:
+    async def _prekeys_low(self, event: Event, looked_up: Lookups) -> Routed:
         low = event.prekeys_low
         device = _device(low.address)
         data = {
@@ -127,23 +182,24 @@ class Router:
             "remaining_pq": low.remaining_pq,
             "low_watermark": low.low_watermark,
         }
-        data.update(await self._push_token(device))
+        data.update(await self._push_token(device, looked_up))
         notice = _notice(str(device.user), NoticeKind.NOTICE_KIND_PREKEYS_LOW, str(device), event.occurred_at_ms)
-        return Routed(await self._to(event, [device.provider], "prekeys_low", data), [notice])
+        providers = await self._device_provider(device, looked_up)
+        return Routed(self._deliveries(event, providers, "prekeys_low", data), [notice])
 
-    async def _report_resolved(self, event: Event) -> Routed:
+    async def _report_resolved(self, event: Event, _looked_up: Lookups) -> Routed:
         report = event.report_resolved
         reporter = Address.parse(report.reporter).user
         data = {"report_id": report.report_id, "reporter": str(reporter), "outcome": report.outcome}
         notice = _notice(str(reporter), NoticeKind.NOTICE_KIND_REPORT_RESOLVED, report.report_id, event.occurred_at_ms)
         return Routed(await self._to(event, [reporter.provider], "report_resolved", data), [notice])
 
-    async def _device_removed(self, event: Event) -> Routed:
+    async def _device_removed(self, event: Event, _looked_up: Lookups) -> Routed:
         removed = _device(event.device_removed.address)
         assert removed.device is not None
         return Routed([], [], forget_push_token=(str(removed.user), removed.device))
 
-    async def _identity_key_changed(self, event: Event) -> Routed:
+    async def _identity_key_changed(self, event: Event, _looked_up: Lookups) -> Routed:
         changed = event.identity_key_changed
         device = _device(changed.address)
         by_provider: dict[str, list[str]] = {}
@@ -163,7 +219,7 @@ class Router:
             deliveries += self._deliveries(event, [provider_id], "identity_key_changed", data)
         return Routed(deliveries, notices)
 
-    async def _provider_news(self, event: Event) -> Routed:
+    async def _provider_news(self, event: Event, _looked_up: Lookups) -> Routed:
         kind = event.WhichOneof("payload")
         assert kind is not None
         notices = []
@@ -184,10 +240,23 @@ class Router:
         others = [record.provider_id for record in self._providers.all() if record.provider_id != subject]
         return Routed(await self._to(event, others, kind, data), notices)
 
-    async def _push_token(self, device: Address) -> dict[str, object]:
+    async def _push_token(self, device: Address, looked_up: Lookups) -> dict[str, object]:
         assert device.device is not None
-        token = await self._lookups.push_token(str(device.user), device.device)
+        key = (str(device.user), device.device)
+        token = looked_up.push_tokens.get(key)
+        if token is None:
+            token = await self._lookups.push_token(*key)
         return {"push_token": token} if token else {}
+
+    async def _device_provider(self, device: Address, looked_up: Lookups) -> list[str]:
+        """[the device's provider] when it is approved and has a webhook, else []."""
+        if device.provider in looked_up.asked:
+            # Looked up for the batch a moment ago; the provider directory is read again, so a suspension that
+            # arrived meanwhile still counts (and every attempt checks it once more).
+            record = self._providers.get(device.provider)
+            approved = record is not None and record.status == ProviderStatus.PROVIDER_STATUS_APPROVED
+            return [device.provider] if approved and device.provider in looked_up.reachable else []
+        return await self._reachable([device.provider])
 
     async def _reachable(self, provider_ids: Sequence[str]) -> list[str]:
         """The approved providers among ``provider_ids`` that registered a webhook."""

@@ -15,9 +15,9 @@ from typing import Any, Protocol, TypeVar
 
 from redis.exceptions import ResponseError
 
-from parley_notification.model import DeadLetter, Delivery, RoutedEvent, Webhook
+from parley_notification.model import Claim, DeadLetter, Delivery, RoutedEvent, Webhook
 from parley_runtime import redis_keys
-from parley_runtime.redis_client import Redis, load_script
+from parley_runtime.redis_client import Redis, is_cluster, load_script
 
 QUEUED_NOW = 1
 """``take_events`` outcome: the delivery is due at once."""
@@ -58,6 +58,9 @@ class NotificationStore(Protocol):
     async def push_token(self, user: str, device_id: int) -> str:
         """The device's push token, or "" when none is registered."""
 
+    async def push_tokens(self, devices: Sequence[tuple[str, int]]) -> list[str]:
+        """The push tokens of (user, device id) pairs, in order ("" where none is registered), in one round trip."""
+
     async def forget_push_token(self, user: str, device_id: int) -> None:
         """Drops one device's push token (idempotent)."""
 
@@ -76,11 +79,8 @@ class NotificationStore(Protocol):
             Per event: None when it was taken in before, else per delivery QUEUED_NOW, QUEUED_TRAILING or MERGED.
         """
 
-    async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
-        """Leases up to ``limit`` due deliveries for one attempt each."""
-
-    async def next_due_ms(self) -> int | None:
-        """When the earliest queued delivery is due, or None when the queue is empty."""
+    async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> Claim:
+        """Leases up to ``limit`` due deliveries for one attempt each, and says when the next one is due."""
 
     async def finish(self, delivery_ids: Sequence[str]) -> list[bool]:
         """Ends accepted deliveries; per delivery, False when it was already ended."""
@@ -168,6 +168,7 @@ class RedisNotificationStore:
         self._webhook_cache_s = webhook_cache_s
         self._clock = clock
         self._webhooks: dict[str, tuple[float, Webhook]] = {}
+        self._webhook_reads: dict[str, asyncio.Future[Webhook | None]] = {}
         self._slots = asyncio.Semaphore(max_commands)
         self._take_events = load_script(client, "parley_notification", "take_events")
         self._claim_due = load_script(client, "parley_notification", "claim_due")
@@ -176,6 +177,8 @@ class RedisNotificationStore:
         self._dead_letter = load_script(client, "parley_notification", "dead_letter")
         self._redrive = load_script(client, "parley_notification", "redrive")
         self._forget_consumers = load_script(client, "parley_notification", "forget_consumers")
+        self._push_tokens = load_script(client, "parley_notification", "push_tokens")
+        self._cluster = is_cluster(client)
         self._delivery_prefix = redis_keys.notify_delivery("")
 
     async def _bounded(self, command: Awaitable[_T]) -> _T:
@@ -196,8 +199,19 @@ class RedisNotificationStore:
         cached = self._webhooks.get(provider_id)
         if cached is not None and cached[0] > self._clock():
             return cached[1]
+        # Every attempt in flight misses the cache in the same instant when it runs out; one read serves them all.
+        reading = self._webhook_reads.get(provider_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_webhook(provider_id))
+            self._webhook_reads[provider_id] = reading
+            reading.add_done_callback(lambda _: self._webhook_reads.pop(provider_id, None))
+        return await asyncio.shield(reading)
+
+    async def _read_webhook(self, provider_id: str) -> Webhook | None:
         fields: list[Any] = await self._bounded(self._client.hmget(redis_keys.webhook(provider_id), ["url", "secret"]))
-        url, secret = fields
+        return self._remember(provider_id, *fields)
+
+    def _remember(self, provider_id: str, url: Any, secret: Any) -> Webhook | None:
         webhook = None if url is None or secret is None else Webhook(url=_text(url), secret=bytes(secret))
         # Only a webhook found is reused: a provider that has just registered is seen at once by every replica.
         if webhook is not None and self._webhook_cache_s > 0:
@@ -205,7 +219,25 @@ class RedisNotificationStore:
         return webhook
 
     async def providers_with_webhooks(self, provider_ids: Sequence[str]) -> list[str]:
-        return [provider_id for provider_id in provider_ids if await self.webhook(provider_id) is not None]
+        now = self._clock()
+        found: set[str] = set()
+        unknown: list[str] = []
+        for provider_id in dict.fromkeys(provider_ids):
+            cached = self._webhooks.get(provider_id)
+            if cached is not None and cached[0] > now:
+                found.add(provider_id)
+            else:
+                unknown.append(provider_id)
+        if unknown:
+            # One round trip for all of them: a batch of events names the same few providers again and again.
+            async with self._client.pipeline(transaction=False) as pipe:
+                for provider_id in unknown:
+                    pipe.hmget(redis_keys.webhook(provider_id), ["url", "secret"])
+                replies: list[Any] = await self._bounded(pipe.execute())
+            for provider_id, (url, secret) in zip(unknown, replies, strict=True):
+                if self._remember(provider_id, url, secret) is not None:
+                    found.add(provider_id)
+        return [provider_id for provider_id in provider_ids if provider_id in found]
 
     async def set_push_token(self, user: str, device_id: int, token: str) -> None:
         await self._bounded(self._client.hset(redis_keys.push_targets(user), str(device_id), token))
@@ -213,6 +245,20 @@ class RedisNotificationStore:
     async def push_token(self, user: str, device_id: int) -> str:
         token = await self._bounded(self._client.hget(redis_keys.push_targets(user), str(device_id)))
         return "" if token is None else _text(token)
+
+    async def push_tokens(self, devices: Sequence[tuple[str, int]]) -> list[str]:
+        if not devices:
+            return []
+        tokens: list[Any]
+        if self._cluster:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for user, device_id in devices:
+                    pipe.hget(redis_keys.push_targets(user), str(device_id))
+                tokens = await self._bounded(pipe.execute())
+        else:
+            keys = [redis_keys.push_targets(user) for user, _ in devices]
+            tokens = await self._bounded(self._push_tokens(keys=keys, args=[device_id for _, device_id in devices]))
+        return ["" if token is None else _text(token) for token in tokens]
 
     async def forget_push_token(self, user: str, device_id: int) -> None:
         await self._bounded(self._client.hdel(redis_keys.push_targets(user), str(device_id)))
@@ -266,12 +312,12 @@ class RedisNotificationStore:
                 index += 1 + count
         return outcomes
 
-    async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
+    async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> Claim:
         raw: list[Any] = await self._bounded(
             self._claim_due(keys=[redis_keys.NOTIFY_DUE], args=[now_ms, lease_ms, limit, self._delivery_prefix])
         )
         claimed = []
-        for index in range(0, len(raw), 8):
+        for index in range(1, len(raw), 8):
             delivery_id, provider, kind, data, occurred, attempt, coalesced, created = raw[index : index + 8]
             claimed.append(
                 Delivery(
@@ -285,15 +331,12 @@ class RedisNotificationStore:
                     created_at_ms=int(created),
                 )
             )
-        return claimed
-
-    async def next_due_ms(self) -> int | None:
-        first = await self._bounded(self._client.zrange(redis_keys.NOTIFY_DUE, 0, 0, withscores=True))
-        return int(first[0][1]) if first else None
+        # Scores come back as Redis formats doubles; every score here is a whole number of milliseconds.
+        return Claim(claimed, int(float(raw[0])) if raw[0] else None)
 
     async def finish(self, delivery_ids: Sequence[str]) -> list[bool]:
-        keys = [redis_keys.NOTIFY_DUE, redis_keys.NOTIFY_DEPTH, *map(redis_keys.notify_delivery, delivery_ids)]
-        ended: list[Any] = await self._bounded(self._finish(keys=keys, args=list(delivery_ids)))
+        keys = [redis_keys.NOTIFY_DUE, redis_keys.NOTIFY_DEPTH]
+        ended: list[Any] = await self._bounded(self._finish(keys=keys, args=[self._delivery_prefix, *delivery_ids]))
         return [bool(flag) for flag in ended]
 
     async def retry(self, delivery_id: str, attempt: int, due_ms: int, error: str) -> bool:

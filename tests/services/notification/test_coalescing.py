@@ -59,9 +59,9 @@ async def test_a_burst_becomes_one_wake_up_now_and_one_when_the_window_ends(stor
         assert await _wake(store, n, 10_100 + n) == [MERGED]
     assert await _wake(store, 11, 10_200, device="username:bob@birdy/1") == [QUEUED_NOW]  # devices are independent
 
-    due_now = await store.claim_due(10_500, 5_000, 100)
+    due_now = (await store.claim_due(10_500, 5_000, 100)).deliveries
     assert sorted(d.delivery_id for d in due_now) == ["d1", "d11"]
-    [trailing] = await store.claim_due(11_000, 5_000, 100)
+    [trailing] = (await store.claim_due(11_000, 5_000, 100)).deliveries
     assert trailing.delivery_id == "d2"
     assert trailing.coalesced == 8
     assert json.loads(trailing.data)["pending"] == 10  # the newest event's data
@@ -75,8 +75,8 @@ async def test_a_steady_stream_gets_one_wake_up_per_window(store: RedisNotificat
     # The trailing wake-up is in flight: a new event starts the next trailing one instead of merging into it.
     assert await _wake(store, 3, 11_100) == [QUEUED_TRAILING]
     assert await _wake(store, 4, 11_900) == [MERGED]
-    assert [d.delivery_id for d in await store.claim_due(11_999, 5_000, 100)] == []
-    [third] = await store.claim_due(12_000, 5_000, 100)
+    assert [d.delivery_id for d in (await store.claim_due(11_999, 5_000, 100)).deliveries] == []
+    [third] = (await store.claim_due(12_000, 5_000, 100)).deliveries
     assert (third.delivery_id, third.coalesced) == ("d3", 1)
     # After a quiet window the next event goes out at once.
     assert await _wake(store, 5, 20_000) == [QUEUED_NOW]
@@ -85,7 +85,7 @@ async def test_a_steady_stream_gets_one_wake_up_per_window(store: RedisNotificat
 async def test_an_event_taken_in_twice_queues_once(store: RedisNotificationStore) -> None:
     assert await _wake(store, 1, 10_000) == [QUEUED_NOW]
     assert await _wake(store, 1, 10_001) is None
-    assert len(await store.claim_due(10_002, 5_000, 100)) == 1
+    assert len((await store.claim_due(10_002, 5_000, 100)).deliveries) == 1
     assert await store.queue_depth() == {"birdy": 1}
 
 

@@ -64,7 +64,7 @@ async def test_an_attempt_cut_short_is_made_again_under_the_same_key(cluster: Cl
             [RoutedEvent("e1", [delivery], [])], now_ms=1, seen_ttl_ms=60_000, coalesce_window_ms=0, notices_maxlen=100
         )
         # A worker claims it (a lease until 300 ms from now) and dies mid-attempt.
-        [claimed] = await store.claim_due(_now_ms(), 300, 10)
+        [claimed] = (await store.claim_due(_now_ms(), 300, 10)).deliveries
         assert claimed.attempt == 1
 
         await start_notification(cluster)

@@ -4,13 +4,14 @@
 --
 -- KEYS[1]   the due schedule (ZSET), redis_keys.NOTIFY_DUE
 -- KEYS[2]   queued deliveries per provider (HASH), redis_keys.NOTIFY_DEPTH
--- KEYS[2+k] for each delivery k = 1..n: its hash, redis_keys.notify_delivery()
--- ARGV[k]   the delivery ids, in the same order
+-- ARGV[1]   prefix of delivery hash keys (redis_keys.notify_delivery(""))
+-- ARGV[1+k] for each delivery k = 1..n: its id. Its hash is named from it, in the same slot (as in claim_due.lua):
+--           passing n more key names would cost the caller more than the whole script.
 --
 -- Returns, per delivery, 1 when it was ended now, 0 when it was already gone.
 local result = {}
-for k = 1, #ARGV do
-  local key = KEYS[2 + k]
+for k = 2, #ARGV do
+  local key = ARGV[1] .. ARGV[k]
   local provider = redis.call('HGET', key, 'provider')
   if provider then
     redis.call('DEL', key)
