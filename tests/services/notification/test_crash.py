@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from typing import Any
 
@@ -18,9 +19,9 @@ from support.notification import (
     start_notification,
 )
 
-from parley_notification.model import NewDelivery, RoutedEvent
+from parley_notification.model import NewDelivery, RoutedEvent, Webhook
 from parley_notification.store import RedisNotificationStore
-from parley_runtime.redis_client import connect
+from parley_runtime.redis_client import Redis, connect
 from parley_runtime.testing import RedisServer
 
 DEVICES = [f"username:user{n}@birdy/1" for n in range(12)]
@@ -29,6 +30,12 @@ DEVICES = [f"username:user{n}@birdy/1" for n in range(12)]
 async def _setup(cluster: Cluster) -> ProviderKeys:
     await cluster.start_identity()
     return await cluster.enlist("birdy")
+
+
+async def _set_webhook(client: Redis, keys: ProviderKeys, url: str) -> None:
+    """Stores ``keys``' provider's webhook as RegisterWebhook would, with no notification service running yet."""
+    webhook = Webhook(url=url, secret=secrets.token_bytes(32))
+    await RedisNotificationStore(client).set_webhook(keys.provider_id, webhook, _now_ms())
 
 
 async def test_events_a_dead_consumer_read_are_reclaimed(cluster: Cluster) -> None:
@@ -42,9 +49,11 @@ async def test_events_a_dead_consumer_read_are_reclaimed(cluster: Cluster) -> No
         read = await client.xreadgroup("notification", "crashed", {"events:{relay}": ">"}, count=10)
         assert len(read[0][1]) == 5
 
+        # The webhook is in place before the service starts: it reclaims the events 200 ms after they were read,
+        # and a slow start-up must not let it route them to a provider with no webhook yet.
+        await _set_webhook(client, birdy, await receiver.start())
         await start_notification(cluster, reclaim_idle_ms=200)
         await drained(cluster.redis_url, "identity")
-        await register_webhook(cluster, birdy, await receiver.start())
         await receiver.wait_for(lambda: len(receiver.accepted) == 5)
         assert {r.document["data"]["address"] for r in receiver.accepted} == set(DEVICES[:5])
         await drained(cluster.redis_url, "relay")
@@ -67,8 +76,8 @@ async def test_an_attempt_cut_short_is_made_again_under_the_same_key(cluster: Cl
         [claimed] = (await store.claim_due(_now_ms(), 300, 10)).deliveries
         assert claimed.attempt == 1
 
+        await _set_webhook(client, birdy, await receiver.start())
         await start_notification(cluster)
-        await register_webhook(cluster, birdy, await receiver.start())
         await receiver.wait_for(lambda: len(receiver.accepted) == 1)
         [request] = receiver.accepted
         assert request.key == "k" * 32
