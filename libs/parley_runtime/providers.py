@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import grpc
 import grpc.aio
@@ -22,6 +22,7 @@ from parley.identity.v1.identity_pb2 import Provider
 from parley_runtime import redis_keys
 from parley_runtime.auth import ProviderRecord, certificate_sha256
 from parley_runtime.background import cancel_and_wait
+from parley_runtime.batching import Coalescer
 from parley_runtime.clients import internal_channel, peer_tls
 from parley_runtime.config import IdentityPeerSettings
 from parley_runtime.interop_policy import Policy
@@ -169,19 +170,38 @@ async def follow_identity(
 
 
 class RedisReplayGuard:
-    """Marks used assertion ids in Redis until they expire; implements ``parley_runtime.auth.ReplayGuard``."""
+    """Marks used assertion ids in Redis until they expire; implements ``parley_runtime.auth.ReplayGuard``.
+
+    Every call with an assertion records its id before anything else happens, so under load many calls record at
+    once: the records asked for while one round trip is in flight go together in the next, one pipeline for all
+    (:class:`parley_runtime.batching.Coalescer`); each call still gets its own verdict. A call alone pays one command.
+    """
 
     def __init__(self, client: Redis) -> None:
         self._client = client
+        self._records = Coalescer(self._record_wave, name="replay-guard")
 
     async def first_use(self, provider_id: str, jti: str, expires_at: float) -> bool:
         """True when ``jti`` had not been used before (and records it until ``expires_at``)."""
         # The key outlives the assertion by a minute so clock skew cannot reopen a window for replay.
         expire_ms = int(expires_at * 1000) + 60_000
-        # The client retries a command whose connection dropped, so this SET may run twice for one call; each call
-        # writes its own nonce and reads back what was there, and finding its own nonce is still its first use.
+        # The client retries a command (or a whole pipeline) whose connection dropped, so this SET may run twice for
+        # one call; each call writes its own nonce and reads back what was there, and finding its own nonce is still
+        # its first use.
         nonce = secrets.token_bytes(8)
-        before = await self._client.set(
-            redis_keys.assertion_id(provider_id, jti), nonce, nx=True, pxat=expire_ms, get=True
-        )
+        before = await self._records.submit((redis_keys.assertion_id(provider_id, jti), nonce, expire_ms))
         return before is None or before == nonce
+
+    async def _record_wave(self, records: Sequence[tuple[str, bytes, int]]) -> list[bytes | BaseException | None]:
+        """SET NX GET of each (key, nonce, expiry) in one round trip; per record what was there before, or the error
+        of its command."""
+        if len(records) == 1:
+            key, nonce, expire_ms = records[0]
+            # With get=True, SET answers what the key held before: bytes, or None.
+            before = await self._client.set(key, nonce, nx=True, pxat=expire_ms, get=True)
+            return [before if isinstance(before, bytes) else None]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key, nonce, expire_ms in records:
+                pipe.set(key, nonce, nx=True, pxat=expire_ms, get=True)
+            replies: list[bytes | BaseException | None] = await pipe.execute(raise_on_error=False)
+        return replies
