@@ -9,7 +9,8 @@ involving the provider's users, so a withdrawn consent, a mute, a policy or a re
 milliseconds, and within ``ttl_s`` at worst (an event missed while Redis was away). Registration checks run on
 every call a provider makes for a user, so a provider minting identities that were never registered
 (``sub=username:ghost@A``, or ``dev=42`` of a real user) must not cost identity a call each time either: a
-confirmed absence is remembered for ``ttl_s`` too.
+confirmed absence is remembered for ``ttl_s`` too. When an answer expires, the calls in flight about the same pair
+all miss at once; they share one question to identity (never one asked before an event they have seen).
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ class IdentityRecipients:
         self._generation = 0
         self._follower: asyncio.Task[None] | None = None
         self._absent: OrderedDict[tuple[Address, int | None], tuple[float, ErrorReason.ValueType]] = OrderedDict()
+        self._asking: dict[_Key, tuple[int, asyncio.Future[Recipient]]] = {}
+        """Questions to identity in flight, with the generation they were asked in."""
 
     async def resolve(self, sender: Address, recipient: Address, *, fresh: bool = False) -> Recipient:
         """Reachability and device ids of ``recipient`` as seen by ``sender``'s user.
@@ -130,11 +133,32 @@ class IdentityRecipients:
         """
         # The sender's user by its parts: ``sender.user`` would build and validate a new Address on every send.
         key = (sender.kind, sender.identifier, sender.provider, sender.device, recipient)
+        if fresh:
+            return await self._ask(key, sender, recipient)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        # When an answer expires, every call in flight about the same pair misses at once: they share one question
+        # to identity, unless an event dropped answers since it was asked (it may predate the change).
+        asking = self._asking.get(key)
+        if asking is None or asking[0] != self._generation:
+            task = asyncio.create_task(self._ask(key, sender, recipient), name="identity-resolve")
+            self._asking[key] = asking = (self._generation, task)
+            task.add_done_callback(lambda done: self._asked(key, done))
+        # Shielded: a caller that goes away (its client cancelled) must not cancel the others' answer.
+        return await asyncio.shield(asking[1])
+
+    def _asked(self, key: _Key, done: asyncio.Future[Recipient]) -> None:
+        """Forgets a question once answered (unless a newer one about the same pair took its place)."""
+        asking = self._asking.get(key)
+        if asking is not None and asking[1] is done:
+            del self._asking[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have gone away before the answer came
+
+    async def _ask(self, key: _Key, sender: Address, recipient: Address) -> Recipient:
+        """Identity's answer, cached unless an event dropped answers while it was asked."""
         now = time.monotonic()
-        if not fresh:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] > now:
-                return hit[1]
         generation = self._generation
         response = await self._stub.ResolveRecipient(
             identity_pb2.ResolveRecipientRequest(sender=str(sender), recipient=str(recipient)),
