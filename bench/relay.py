@@ -26,7 +26,10 @@ its recipient at half the maximum sustained rate; relay, moderation and Redis CP
 moderation's share of the Redis CPU measured by calling it alone with the same checks, and Redis's commands per
 message (INFO COMMANDSTATS; EVALSHA's time includes the commands its scripts run, listed again by name); a
 py-spy profile of the relay by layer (RELAY_LAYERS), on the stream and on unary ``Send``; unary ``Send``
-beside the echo floor, at full and at half load; and the relay's resident memory per idle connected device.
+beside the echo floor, at full and at half load, twice: ``unary_send`` with a fresh one-time assertion on every
+call, ``unary_send_session`` with the providers' sessions as the SDK sends them (``CreateSession`` once per
+provider, then the session token and the acting user and device on every call); and the relay's resident memory
+per idle connected device.
 
 Ours (``end_to_end_production_telemetry``): the same stream load through a second relay process running
 telemetry as in production (traces sampled parent-based at 1 %, traces and metrics exported over OTLP to the
@@ -46,7 +49,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +68,7 @@ from parley.moderation.v1 import moderation_pb2, moderation_pb2_grpc
 from parley.relay.v1 import relay_pb2 as pb
 from parley.relay.v1 import relay_pb2_grpc
 from parley_runtime import redis_keys
-from parley_runtime.auth import mint_assertion
+from parley_runtime.auth import DEVICE_METADATA, USER_METADATA, mint_assertion
 from parley_runtime.testing import RedisServer, ServiceProcess, free_port
 from parley_stanza import Address, Message, MessageType, Payload, PayloadKind, encode
 
@@ -94,18 +97,30 @@ def _progress(text: str) -> None:
 
 @dataclass(frozen=True)
 class Device:
-    """One simulated device and the metadata of its ``Connect`` stream."""
+    """One simulated device and the metadata of its calls."""
 
     address: Address
     key: Ed25519PrivateKey
     peer: Address | None = None
+    session: str = ""
+    """Its provider's session token (identity's ``CreateSession``); empty: every call carries a fresh assertion."""
 
     def metadata(self) -> Metadata:
-        """A fresh one-time assertion, plus the routing hints the echo floor reads (the relay ignores them)."""
+        """The call's credentials, plus the routing hints the echo floor reads (the relay ignores them).
+
+        With a session, what the SDK sends: the provider's session token and the acting user and device; else a
+        fresh one-time assertion."""
+        hints = (("x-bench-device", str(self.address)), ("x-bench-peer", str(self.peer or "")))
+        if self.session:
+            return (
+                ("authorization", f"Bearer {self.session}"),
+                (USER_METADATA, str(self.address.user)),
+                (DEVICE_METADATA, str(self.address.device)),
+                *hints,
+            )
         token = mint_assertion(
             self.key, provider_id=self.address.provider, subject=str(self.address.user), device_id=self.address.device
         )
-        hints = (("x-bench-device", str(self.address)), ("x-bench-peer", str(self.peer or "")))
         return (("authorization", f"Bearer {token}"), *hints)
 
 
@@ -302,7 +317,8 @@ class Sender(_Stream):
         await self._call.write(pb.ConnectRequest(send=pb.SendBatch(batch_id=batch_id, stanzas=stanzas)))
 
     async def send_unary(self, tally: Tally) -> None:
-        """Sends one fresh stanza with unary ``Send``, with a fresh one-time assertion as every call needs."""
+        """Sends one fresh stanza with unary ``Send``, with the device's credentials (a fresh one-time assertion, or
+        its provider's session)."""
         message_id = self._next_id()
         stanza = self._template.replace(ID_TEMPLATE.encode(), message_id, 1)
         tally.sent_at[message_id] = time.perf_counter()
@@ -752,10 +768,35 @@ async def main() -> None:
     write_results("relay", figures, quick=args.quick, out=args.out)
 
 
-async def _unary_send(relay: Fleet, floor: Fleet, relay_pid: int, seconds: float, profile_s: float) -> Figure:
+async def _with_sessions(
+    identity: identity_pb2_grpc.IdentityServiceStub,
+    keys: dict[str, Ed25519PrivateKey],
+    pairs: Sequence[tuple[Device, Device]],
+) -> list[tuple[Device, Device]]:
+    """The same pairs, each device calling with its provider's session (one ``CreateSession`` per provider, made
+    with one provider assertion), as the SDK does by default."""
+    sessions = {}
+    for provider, key in keys.items():
+        token = mint_assertion(key, provider_id=provider, subject=provider)
+        response = await identity.CreateSession(
+            id_pb.CreateSessionRequest(), metadata=(("authorization", f"Bearer {token}"),)
+        )
+        sessions[provider] = response.session_token
+    return [
+        (
+            replace(sender, session=sessions[sender.address.provider]),
+            replace(recipient, session=sessions[recipient.address.provider]),
+        )
+        for sender, recipient in pairs
+    ]
+
+
+async def _unary_send(
+    relay: Fleet, floor: Fleet, relay_pid: int, seconds: float, profile_s: float, *, credentials: str
+) -> Figure:
     """Unary ``Send`` through the relay beside the echo floor, same calls in flight; then its latency at half
     that rate, and a profile of the relay at full rate (what share authentication takes)."""
-    _progress("unary Send")
+    _progress(f"unary Send ({credentials})")
     cpu_before = _cpu_seconds(relay_pid)
     unary = await relay.drive(seconds=seconds, unary=True)
     cpu_per_message = (_cpu_seconds(relay_pid) - cpu_before) / unary.messages
@@ -779,10 +820,31 @@ async def _unary_send(relay: Fleet, floor: Fleet, relay_pid: int, seconds: float
             "p99_ms_at_half_load": _percentile_ms(half_latencies, 0.99),
             "relay_profile": profile,
             "floor_desc": "the same calls to bench/_echo_relay.py, which pushes each stanza to the peer's stream",
-            "note": "each call carries a fresh one-time assertion, minted here and verified and recorded by the relay "
-            "(auth and interceptors in the profile); latency from the call's start to the stanza's arrival",
+            "note": f"{credentials}; latency from the call's start to the stanza's arrival",
         },
     )
+
+
+async def _unary_send_session(
+    world: World, session_pairs: Sequence[tuple[Device, Device]], seconds: float, profile_s: float
+) -> Figure:
+    """:func:`_unary_send` with the devices calling over their providers' sessions."""
+    # The same devices as the assertion figure's, whose streams must be closed first: the echo floor routes by
+    # device, so two fleets of the same devices cannot be open at once.
+    relay = await Fleet.connect(world.relay_target, session_pairs, "s")
+    floor = await Fleet.connect(world.echo_target, session_pairs, "f")
+    figure = await _unary_send(
+        relay,
+        floor,
+        world.relay_pid,
+        seconds,
+        profile_s,
+        credentials="each call carries its provider's session token and the acting user and device (the SDK's "
+        "default): one HMAC, checked once per token and cached, no Redis",
+    )
+    await relay.close()
+    await floor.close()
+    return figure
 
 
 @dataclass(frozen=True)
@@ -953,6 +1015,7 @@ async def _measure(world: World, *, seconds: float, rounds: int, idle: int) -> d
     keys = {provider: await enlist(identity, provider) for provider in ("gatekeeper", "birdy")}
     _progress(f"registering {PAIRS} senders, {PAIRS} recipients and {idle} idle devices")
     pairs, idlers = await _register_all(identity, keys, idle)
+    session_pairs = await _with_sessions(identity, keys, pairs)
     await identity_channel.close()
     # The relay hears of the providers through identity's watch; give it a moment before the first stream.
     await asyncio.sleep(0.5)
@@ -980,7 +1043,15 @@ async def _measure(world: World, *, seconds: float, rounds: int, idle: int) -> d
     profile, _ = await asyncio.gather(_profile(world.relay_pid, profile_s), relay.drive(seconds=profile_s))
     moderation_redis_us = await _moderation_redis_us(world, pairs, profile_s)
 
-    unary_figure = await _unary_send(relay, floor, world.relay_pid, seconds, profile_s)
+    unary_figure = await _unary_send(
+        relay,
+        floor,
+        world.relay_pid,
+        seconds,
+        profile_s,
+        credentials="each call carries a fresh one-time assertion, minted here and verified and recorded by the relay "
+        "(auth and interceptors in the profile)",
+    )
 
     ours = statistics.median(load.ours_rates)
     half = ours / 2
@@ -989,6 +1060,7 @@ async def _measure(world: World, *, seconds: float, rounds: int, idle: int) -> d
     paced_floor = await floor.drive(seconds=seconds * 2, rate=half)
     await relay.close()
     await floor.close()
+    session_figure = await _unary_send_session(world, session_pairs, seconds, profile_s)
     await redis_client.aclose()
     offline_figure = await _offline(world.relay_target, world.redis_url, pairs, idlers, seconds)
     telemetry_figure = await _with_production_telemetry(world, pairs, seconds=seconds, rounds=rounds, ours=ours)
@@ -1041,6 +1113,7 @@ async def _measure(world: World, *, seconds: float, rounds: int, idle: int) -> d
             },
         ),
         "unary_send": unary_figure,
+        "unary_send_session": session_figure,
         "offline_recipients": offline_figure,
         "end_to_end_production_telemetry": telemetry_figure,
     }

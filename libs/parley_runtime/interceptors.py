@@ -13,7 +13,7 @@ import contextvars
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from redis.exceptions import RedisError
 
@@ -76,6 +77,30 @@ def _classify(exc: Exception) -> ParleyError:
     return ParleyError(Code.INTERNAL, ErrorReason.ERROR_REASON_INTERNAL, "internal error")
 
 
+_ACTIVE_CALLS: dict[metrics.Meter, dict[str, list[int]]] = {}
+"""Per meter, each method's calls in progress, in one mutable cell per method."""
+
+
+def _active_calls(meter: metrics.Meter) -> dict[str, list[int]]:
+    """The in-progress counts of ``meter``'s ``rpc.server.active_requests``, registering it on first use.
+
+    The counts are kept here and read by the SDK at collection time: an up-down counter's ``add`` walks the SDK's
+    aggregation twice per call, for a figure read once per export interval. Servers sharing a meter (tests run
+    several in one process) share the counts, as they would share an up-down counter's.
+    """
+    calls = _ACTIVE_CALLS.get(meter)
+    if calls is None:
+        calls = _ACTIVE_CALLS[meter] = {}
+
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(active[0], {"rpc.method": name}) for name, active in calls.items()]
+
+        meter.create_observable_up_down_counter(
+            "rpc.server.active_requests", callbacks=[observe], unit="{request}", description="RPCs in progress"
+        )
+    return calls
+
+
 @dataclass(frozen=True, slots=True)
 class _Method:
     """What the interceptor needs to know about one method, worked out once."""
@@ -86,8 +111,9 @@ class _Method:
     callers: Collection[str] | None
     traced: bool
     span_attributes: dict[str, str]
-    active_attributes: dict[str, str]
     duration_attributes: dict[grpc.StatusCode, dict[str, str | int]]
+    active: list[int]
+    """The method's calls in progress (one mutable cell, read by the ``rpc.server.active_requests`` callback)."""
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -145,9 +171,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             description="Duration of inbound RPCs",
             explicit_bucket_boundaries_advisory=RPC_MILLISECONDS_BUCKETS,
         )
-        self._active = meter.create_up_down_counter(
-            "rpc.server.active_requests", unit="{request}", description="RPCs in progress"
-        )
+        self._active_calls = _active_calls(meter)
         self._propagated = frozenset(propagate.get_global_textmap().fields)
         self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
@@ -177,8 +201,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             callers=self._callers.get(name),
             traced=name not in self._untraced,
             span_attributes=base,
-            active_attributes={"rpc.method": name},
             duration_attributes={code: {**base, "rpc.grpc.status_code": code.value[0]} for code in grpc.StatusCode},
+            active=self._active_calls.setdefault(name, [0]),
         )
 
     def _wrap(self, method: _Method, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -206,7 +230,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         counted = False
-        self._active.add(1, method.active_attributes)
+        method.active[0] += 1
         try:
             # Calls this one makes to other services end with it (streams are long-lived and carry none).
             with call_deadline(context.time_remaining()):
@@ -232,7 +256,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         finally:
             if counted:
                 self._inflight -= 1
-            self._active.add(-1, method.active_attributes)
+            method.active[0] -= 1
             self._duration.record((time.perf_counter() - start) * 1000, method.duration_attributes[code])
             self._exit_trace(span, token, code)
 
@@ -246,7 +270,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         span, token = self._enter_trace(method, context) if method.traced else (None, None)
         start = time.perf_counter()
         code = grpc.StatusCode.OK
-        self._active.add(1, method.active_attributes)
+        method.active[0] += 1
         try:
             await self._authenticate(method, context)
             result = behavior(request, context)
@@ -263,7 +287,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             _end_trace_with_error(span, code, details, exc)
             await context.abort(code, details, trailers)
         finally:
-            self._active.add(-1, method.active_attributes)
+            method.active[0] -= 1
             self._duration.record((time.perf_counter() - start) * 1000, method.duration_attributes[code])
             self._exit_trace(span, token, code)
 

@@ -9,8 +9,8 @@ involving the provider's users, so a withdrawn consent, a mute, a policy or a re
 milliseconds, and within ``ttl_s`` at worst (an event missed while Redis was away). Registration checks run on
 every call a provider makes for a user, so a provider minting identities that were never registered
 (``sub=username:ghost@A``, or ``dev=42`` of a real user) must not cost identity a call each time either: a
-confirmed absence is remembered for ``ttl_s`` too. Calls that miss the cache at the same moment (a burst served
-in step) share one question to identity instead of asking once each.
+confirmed absence is remembered for ``ttl_s`` too. When an answer expires, the calls in flight about the same pair
+all miss at once; they share one question to identity (never one asked before an event they have seen).
 """
 
 from __future__ import annotations
@@ -117,8 +117,8 @@ class IdentityRecipients:
         self._generation = 0
         self._follower: asyncio.Task[None] | None = None
         self._absent: OrderedDict[tuple[Address, int | None], tuple[float, ErrorReason.ValueType]] = OrderedDict()
-        # Questions identity is answering now, with the generation they were asked in.
-        self._asking: dict[_Key, tuple[int, asyncio.Task[Recipient]]] = {}
+        self._asking: dict[_Key, tuple[int, asyncio.Future[Recipient]]] = {}
+        """Questions to identity in flight, with the generation they were asked in."""
 
     async def resolve(self, sender: Address, recipient: Address, *, fresh: bool = False) -> Recipient:
         """Reachability and device ids of ``recipient`` as seen by ``sender``'s user.
@@ -133,28 +133,44 @@ class IdentityRecipients:
         """
         # The sender's user by its parts: ``sender.user`` would build and validate a new Address on every send.
         key = (sender.kind, sender.identifier, sender.provider, sender.device, recipient)
+        if fresh:
+            return await self._ask(key, sender, recipient)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        # When an answer expires, every call in flight about the same pair misses at once: they share one question
+        # to identity, unless an event dropped answers since it was asked (it may predate the change).
+        asking = self._asking.get(key)
+        if asking is None or asking[0] != self._generation:
+            task = asyncio.create_task(self._ask(key, sender, recipient), name="identity-resolve")
+            self._asking[key] = asking = (self._generation, task)
+            task.add_done_callback(lambda done: self._asked(key, done))
+        # Shielded: a caller that goes away (its client cancelled) must not cancel the others' answer.
+        return await asyncio.shield(asking[1])
+
+    def _asked(self, key: _Key, done: asyncio.Future[Recipient]) -> None:
+        """Forgets a question once answered (unless a newer one about the same pair took its place)."""
+        asking = self._asking.get(key)
+        if asking is not None and asking[1] is done:
+            del self._asking[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have gone away before the answer came
+
+    async def _ask(self, key: _Key, sender: Address, recipient: Address) -> Recipient:
+        """Identity's answer, cached unless an event dropped answers while it was asked."""
         now = time.monotonic()
-        if not fresh:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] > now:
-                return hit[1]
-            asking = self._asking.get(key)
-            if asking is not None and asking[0] == self._generation:
-                # A burst of calls missing the cache together (calls served in step share their Redis round
-                # trips, then reach this point together) asks identity once, not once each. Only a question
-                # asked since the last invalidation is shared, as only such an answer is cached.
-                return await asyncio.shield(asking[1])
         generation = self._generation
-        task = asyncio.ensure_future(self._ask(sender, recipient))
-        # Retrieved even when every caller gave up waiting, so a failure is not reported as never retrieved.
-        task.add_done_callback(_retrieve)
-        if not fresh:
-            self._asking[key] = (generation, task)
-        try:
-            answer = await asyncio.shield(task)
-        finally:
-            if self._asking.get(key, (0, None))[1] is task:
-                del self._asking[key]
+        response = await self._stub.ResolveRecipient(
+            identity_pb2.ResolveRecipientRequest(sender=str(sender), recipient=str(recipient)),
+            timeout=self._timeout_s,
+        )
+        answer = Recipient(
+            response.reachability,
+            tuple(device.device_id for device in response.devices),
+            muted=response.muted,
+            sender_consent=response.sender_consent,
+            policy_rule=response.policy_rule,
+        )
         if self._ttl_s > 0 and generation == self._generation:
             self._cache[key] = (now + self._ttl_s, answer)
             self._cache.move_to_end(key)
@@ -164,19 +180,6 @@ class IdentityRecipients:
                 oldest, _ = self._cache.popitem(last=False)
                 self._unindex(oldest)
         return answer
-
-    async def _ask(self, sender: Address, recipient: Address) -> Recipient:
-        response = await self._stub.ResolveRecipient(
-            identity_pb2.ResolveRecipientRequest(sender=str(sender), recipient=str(recipient)),
-            timeout=self._timeout_s,
-        )
-        return Recipient(
-            response.reachability,
-            tuple(device.device_id for device in response.devices),
-            muted=response.muted,
-            sender_consent=response.sender_consent,
-            policy_rule=response.policy_rule,
-        )
 
     def forget(self, user: Address) -> None:
         """Drops every cached answer about ``user``, as a recipient and as the asker (its own consent binds its
@@ -264,11 +267,6 @@ class IdentityRecipients:
         if reason == ErrorReason.ERROR_REASON_DEVICE_NOT_FOUND:
             raise not_found(reason, f"device {device_id} of {user} is not registered")
         raise not_found(reason, f"user {user} is not registered")
-
-
-def _retrieve(task: asyncio.Task[Recipient]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 def _event_user(fields: dict[bytes, bytes]) -> Address | None:

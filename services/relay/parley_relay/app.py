@@ -26,6 +26,7 @@ from parley_runtime.events import EventPublisher
 from parley_runtime.health import service_dependencies
 from parley_runtime.providers import RedisReplayGuard, follow_identity
 from parley_runtime.recipients import IdentityRecipients
+from parley_runtime.redis_batching import CommandBatcher
 from parley_runtime.redis_client import connect
 from parley_runtime.server import GrpcServer, ServiceDefinition
 from parley_runtime.telemetry import Telemetry
@@ -180,5 +181,7 @@ async def build_relay(settings: RelaySettings, telemetry: Telemetry) -> GrpcServ
         ],
         untraced_streams=[f"/{SERVICE_NAME}/Connect"],
     )
-    authenticator = Authenticator.from_settings(settings, providers, RedisReplayGuard(client), registration=recipients)
+    # Calls with assertions record them first thing; concurrent calls' records share pipelines.
+    replay_guard = RedisReplayGuard(client, CommandBatcher(client))
+    authenticator = Authenticator.from_settings(settings, providers, replay_guard, registration=recipients)
     return GrpcServer(settings, definition, authenticator, telemetry)

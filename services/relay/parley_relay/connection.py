@@ -100,6 +100,7 @@ class DeviceStream:
     async def _frames(self, listener: Listener) -> AsyncIterator[pb.ConnectResponse]:
         settings = self._settings
         after = "0-0"
+        caught_up = False
         backlog: int | None = 0
         while True:
             listener.wake.clear()
@@ -116,9 +117,14 @@ class DeviceStream:
             for stanza in listener.take_ephemeral():
                 yield pb.ConnectResponse(deliveries=pb.Deliveries(deliveries=[pb.Delivery(stanza=stanza)]))
             free = settings.window - len(self._in_flight)
-            if free > 0:
+            # A read that came back short has read everything: the next one waits for a hint (an ack or a reply
+            # wakes the stream too, and re-reading then found nothing: two reads in three on a busy stream).
+            if free > 0 and (not caught_up or listener.hinted):
+                listener.hinted = False
+                wanted = min(settings.batch, free)
                 with self._span("deliver"):
-                    entries = await self._store.read(self._user, self._device_id, after, min(settings.batch, free))
+                    entries = await self._store.read(self._user, self._device_id, after, wanted)
+                caught_up = len(entries) < wanted
                 if entries:
                     after = entries[-1].delivery_id
                     for entry in entries:
@@ -126,14 +132,20 @@ class DeviceStream:
                     if backlog is not None:
                         backlog += len(entries)
                     yield pb.ConnectResponse(deliveries=_deliveries(entries))
-                    continue
+                    if not caught_up:
+                        continue
                 if backlog is not None:
                     yield pb.ConnectResponse(queue_drained=pb.QueueDrained(delivered=backlog))
                     backlog = None
-            # Hints, replies, acks and provider changes wake the stream; the poll is only a safety net.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(settings.poll_interval_s):
-                    await listener.wake.wait()
+            await self._wait(listener)
+
+    async def _wait(self, listener: Listener) -> None:
+        """Waits for a wake-up: hints, replies, acks and provider changes; the poll is only a safety net."""
+        try:
+            async with asyncio.timeout(self._settings.poll_interval_s):
+                await listener.wake.wait()
+        except TimeoutError:
+            listener.hinted = True  # a hint may have been lost
 
     async def _read(self, requests: AsyncIterator[pb.ConnectRequest], listener: Listener) -> None:
         try:

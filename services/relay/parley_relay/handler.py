@@ -184,7 +184,7 @@ class RelayHandler:
         try:
             stanza = self._checked(device, data)
             if isinstance(stanza, Message):
-                outcome = (await self._send_messages(device, [(stanza, data)]))[0]
+                outcome = (await self._send_messages(device, [(stanza, data)], shared=True))[0]
                 if isinstance(outcome, ParleyError):
                     raise outcome
                 accepted = outcome
@@ -245,9 +245,10 @@ class RelayHandler:
         run.clear()
 
     async def _send_messages(
-        self, device: Address, messages: Sequence[tuple[Message, bytes]]
+        self, device: Address, messages: Sequence[tuple[Message, bytes]], *, shared: bool = False
     ) -> list[Accepted | ParleyError]:
-        """Checks each message, lets moderation decide all that passed in one call, stores them in one round trip."""
+        """Checks each message, lets moderation decide all that passed in one call, stores them in one round trip
+        (``shared``: a round trip shared with other unary calls storing at the same moment)."""
         outcomes: list[Accepted | ParleyError | None] = [None] * len(messages)
         passed: list[tuple[int, _Targets]] = []
         for index, (message, data) in enumerate(messages):
@@ -267,7 +268,7 @@ class RelayHandler:
                     outcomes[index] = decision
                 else:
                     checked.append((index, self._checked_message(device, targets, decision)))
-            stored = await self._store_checked([message for _, message in checked])
+            stored = await self._store_checked([message for _, message in checked], shared=shared)
             for (index, _), accepted in zip(checked, stored, strict=True):
                 outcomes[index] = accepted
         return [outcome for outcome in outcomes if outcome is not None]
@@ -374,9 +375,14 @@ class RelayHandler:
         )
         return _CheckedMessage(message, ts, requests, targets.silent)
 
-    async def _store_checked(self, checked: Sequence[_CheckedMessage]) -> list[Accepted | ParleyError]:
-        """Stores every copy of the checked messages in one round trip; their acceptances or refusals, in order."""
-        results = iter(await self._store.store_many([r for message in checked for r in message.requests]))
+    async def _store_checked(
+        self, checked: Sequence[_CheckedMessage], *, shared: bool = False
+    ) -> list[Accepted | ParleyError]:
+        """Stores every copy of the checked messages in one round trip (``shared``: with other unary calls'); their
+        acceptances or refusals, in order."""
+        requests = [r for message in checked for r in message.requests]
+        store = self._store.store_shared if shared else self._store.store_many
+        results = iter(await store(requests) if requests else ())
         outcomes: list[Accepted | ParleyError] = []
         copies = 0
         waiting: list[Event] = []

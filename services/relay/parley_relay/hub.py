@@ -55,12 +55,16 @@ _WRITE_BATCH = 500
 
 
 class Listener:
-    """What one device stream waits on: a wake-up flag and a bounded backlog of ephemeral stanzas."""
+    """What one device stream waits on: a wake-up flag, whether its mailbox may have grown since the stream last
+    read it (``hinted``), and a bounded backlog of ephemeral stanzas."""
 
-    __slots__ = ("_ephemeral", "wake")
+    __slots__ = ("_ephemeral", "hinted", "wake")
 
     def __init__(self) -> None:
         self.wake = asyncio.Event()
+        # Set by a mailbox hint, and whenever hints may have been lost (a start, a reconnect, the safety-net poll):
+        # a stream that has read everything reads again only then, not on every wake-up (acks, replies).
+        self.hinted = True
         # Created on the first typing state: most streams never see one, and an idle stream should cost little.
         self._ephemeral: deque[bytes] | None = None
 
@@ -71,6 +75,8 @@ class Listener:
                 self._ephemeral = deque(maxlen=_EPHEMERAL_QUEUE)
             # Typing states are best effort: a stream too slow to take them loses the oldest, never blocks.
             self._ephemeral.append(data[len(EPHEMERAL_PREFIX) :])
+        else:
+            self.hinted = True
         self.wake.set()
 
     def take_ephemeral(self) -> list[bytes]:
@@ -207,6 +213,7 @@ class MailboxHub:
         """Wakes every stream: hints may have been lost."""
         for listeners in self._listeners.values():
             for listener in listeners:
+                listener.hinted = True
                 listener.wake.set()
 
     def wake_provider(self, provider_id: str | None) -> None:

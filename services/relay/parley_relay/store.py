@@ -3,7 +3,9 @@
 Every copy of a stanza for one user is written by one atomic script (``lua/store_stanzas.lua``) together with the
 marker that makes a resend store nothing, so a relay dying at any point loses nothing and duplicates nothing. A
 run of stanzas from one device to the same devices of one user (most of a ``SendBatch`` frame) is one script call.
-A device's mailbox entry stays until that device acknowledges it or the retention passes.
+Unary ``Send`` calls each store one stanza; those storing at the same moment share one pipeline (``store_shared``),
+each with its own script calls, so each call's outcome is its own. A device's mailbox entry stays until that device
+acknowledges it or the retention passes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, NamedTuple, Protocol
 from redis.exceptions import NoScriptError
 
 from parley_runtime import redis_keys
+from parley_runtime.batching import Coalescer
 from parley_runtime.redis_client import Redis, is_cluster, load_script, queue_script
 
 _PRESENCE_CHUNK = 1000
@@ -77,6 +80,10 @@ class MailboxStore(Protocol):
     async def store_many(self, requests: Sequence[StoreRequest]) -> list[StoreResult]:
         """Stores each request's stanza for its devices, in order, in one round trip; one result per request."""
 
+    async def store_shared(self, requests: Sequence[StoreRequest]) -> list[StoreResult]:
+        """As :meth:`store_many`, in a round trip shared with the concurrent callers of this method (those asking
+        while one is in flight go together in the next): for unary calls, which each store one stanza."""
+
     async def read(self, user: str, device_id: int, after: str, count: int) -> list[StoredStanza]:
         """Up to ``count`` entries after delivery id ``after`` ("0-0" for the start), oldest first."""
 
@@ -106,39 +113,66 @@ class RedisMailboxStore:
     def __init__(self, client: Redis) -> None:
         self._client = client
         self._store = load_script(client, "parley_relay", "store_stanzas")
+        self._shared = Coalescer(self._store_callers, name="mailbox-stores")
         # On a cluster, a hint goes to the shard of its channel's slot (the user's) instead of to every node.
         self._sharded = is_cluster(client)
 
     async def store_many(self, requests: Sequence[StoreRequest]) -> list[StoreResult]:
-        runs = _runs(requests)
-        calls = [_store_call(run) for run in runs]
-        # A hint only says "read your mailbox", so one per mailbox, after all the copies, serves the whole batch.
-        hints = list(dict.fromkeys(redis_keys.mailbox_channel(r.user, d) for r in requests for d in r.device_ids))
+        outcome = (await self._store_callers([requests]))[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def store_shared(self, requests: Sequence[StoreRequest]) -> list[StoreResult]:
+        return await self._shared.submit(requests)
+
+    async def _store_callers(
+        self, callers: Sequence[Sequence[StoreRequest]]
+    ) -> list[list[StoreResult] | BaseException]:
+        """Stores each caller's requests, in order, all in one pipeline; per caller its results, or the error one of
+        its script calls met (the others' results stand: each caller's stanzas are script calls of its own)."""
+        runs = [_runs(requests) for requests in callers]
+        calls = [[_store_call(run) for run in caller_runs] for caller_runs in runs]
+        # A hint only says "read your mailbox", so one per mailbox, after all the copies, serves the whole pipeline.
+        hints = list(
+            dict.fromkeys(
+                redis_keys.mailbox_channel(r.user, d) for requests in callers for r in requests for d in r.device_ids
+            )
+        )
         # EVALSHA straight on the pipeline: redis-py's script objects would add a SCRIPT EXISTS round trip to
         # every pipeline. After a Redis restart or SCRIPT FLUSH the script is gone and every call failed having
         # done nothing; they are then run again one by one, in order, which loads it, and hinted again.
         async with self._client.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                queue_script(pipe, self._store, keys, args)
+            for caller_calls in calls:
+                for keys, args in caller_calls:
+                    queue_script(pipe, self._store, keys, args)
             for channel in hints:
                 self._hint(pipe, channel, b"")
             raw: list[Any] = await pipe.execute(raise_on_error=False)
-        results = []
+        answers = iter(raw)
+        outcomes: list[list[StoreResult] | BaseException] = []
         reloaded = False
-        for run, (keys, args), answer in zip(runs, calls, raw[: len(calls)], strict=True):
-            replies = answer
-            if isinstance(answer, NoScriptError):
-                replies = await self._store(keys=keys, args=args)
-                reloaded = True
-            elif isinstance(answer, Exception):
-                raise answer
-            results += [_store_result(request, reply) for request, reply in zip(run, replies, strict=True)]
+        for caller_runs, caller_calls in zip(runs, calls, strict=True):
+            results: list[StoreResult] = []
+            failure: BaseException | None = None
+            for run, (keys, args) in zip(caller_runs, caller_calls, strict=True):
+                replies = next(answers)
+                if failure is not None:
+                    continue
+                if isinstance(replies, NoScriptError):
+                    replies = await self._store(keys=keys, args=args)
+                    reloaded = True
+                elif isinstance(replies, Exception):
+                    failure = replies
+                    continue
+                results += [_store_result(request, reply) for request, reply in zip(run, replies, strict=True)]
+            outcomes.append(failure if failure is not None else results)
         if reloaded:
             async with self._client.pipeline(transaction=False) as pipe:
                 for channel in hints:
                     self._hint(pipe, channel, b"")
                 await pipe.execute()
-        return results
+        return outcomes
 
     async def read(self, user: str, device_id: int, after: str, count: int) -> list[StoredStanza]:
         start = "-" if after == "0-0" else f"({after}"

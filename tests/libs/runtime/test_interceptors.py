@@ -118,6 +118,36 @@ async def test_rpc_metrics_record_method_and_status(
     assert after.get(("Fail", not_found), 0) - before.get(("Fail", not_found), 0) == 2
 
 
+def _active(metric_reader: InMemoryMetricReader, method: str) -> int:
+    """``rpc.server.active_requests`` of a probe method now."""
+    data = metric_reader.get_metrics_data()
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != "rpc.server.active_requests":
+                    continue
+                for point in metric.data.data_points:
+                    if dict(point.attributes or {}).get("rpc.method") == f"/{PROBE_SERVICE}/{method}":
+                        return int(point.value)
+    return 0
+
+
+async def test_active_requests_count_calls_in_progress_and_fall_back_when_they_end(
+    start_probe: ProbeFactory, metric_reader: InMemoryMetricReader
+) -> None:
+    probe = await start_probe()
+    before = _active(metric_reader, "Block")
+    blocked = probe.unary("Block")(b"")
+    # Counted before the handler runs, so once it has entered the call is in the figure.
+    await asyncio.wait_for(probe.entered.wait(), 10)
+    assert _active(metric_reader, "Block") == before + 1
+    probe.release.set()
+    assert await blocked == b"done"
+    assert _active(metric_reader, "Block") == before
+    await _fail(probe, b"parley")
+    assert _active(metric_reader, "Fail") == 0
+
+
 async def test_calls_beyond_max_inflight_are_refused_as_overloaded(start_probe: ProbeFactory) -> None:
     probe = await start_probe(max_inflight_calls=1)
     blocked = probe.unary("Block")(b"")  # a grpc.aio call starts when created
