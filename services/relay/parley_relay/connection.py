@@ -54,10 +54,27 @@ class DeviceStream:
         hub: this replica's mailbox hints.
         device: the authenticated device.
         settings: bounds and timings.
-        refusal: re-checks the device's provider (kill switch, interop policy); a ``ParleyError`` ends the stream
-            with it.
-        trace_context: the client's trace context, parent of the frames' spans.
+        refusal: re-checks the device's provider (kill switch, interop policy), given the device; a ``ParleyError``
+            ends the stream with it.
+        trace_context: the client's trace context, parent of the frames' spans (None: the client sent none).
     """
+
+    # Slots: one instance lives per open stream, and an instance dict of these attributes is several times larger.
+    __slots__ = (
+        "_device",
+        "_device_id",
+        "_ended",
+        "_handler",
+        "_hub",
+        "_in_flight",
+        "_refusal",
+        "_replies",
+        "_reply_room",
+        "_settings",
+        "_store",
+        "_trace_context",
+        "_user",
+    )
 
     def __init__(
         self,
@@ -65,7 +82,7 @@ class DeviceStream:
         hub: MailboxHub,
         device: Address,
         settings: StreamSettings,
-        refusal: Callable[[], ParleyError | None],
+        refusal: Callable[[Address], ParleyError | None],
         trace_context: otel_context.Context | None = None,
     ) -> None:
         assert device.device is not None
@@ -88,52 +105,47 @@ class DeviceStream:
 
     async def run(self, requests: AsyncIterator[pb.ConnectRequest]) -> AsyncIterator[pb.ConnectResponse]:
         """Yields the server's frames until the client closes the stream."""
+        # One generator for the whole stream (each lives, with its frame, as long as the stream).
         listener = await self._hub.register(self._user, self._device_id)
         reader = asyncio.create_task(self._read(requests, listener), name="stream-reader")
         try:
-            async for frame in self._frames(listener):
-                yield frame
+            settings = self._settings
+            after = "0-0"
+            backlog: int | None = 0
+            while True:
+                listener.wake.clear()
+                while self._replies:
+                    yield self._replies.pop(0)
+                    if self._reply_room is not None:
+                        self._reply_room.set()
+                if self._ended is not None:
+                    error = self._ended[0]
+                    if error is not None:
+                        raise error
+                    return
+                self._check_allowed()
+                for stanza in listener.take_ephemeral():
+                    yield pb.ConnectResponse(deliveries=pb.Deliveries(deliveries=[pb.Delivery(stanza=stanza)]))
+                free = settings.window - len(self._in_flight)
+                if free > 0:
+                    with self._span("deliver"):
+                        entries = await self._store.read(self._user, self._device_id, after, min(settings.batch, free))
+                    if entries:
+                        after = entries[-1].delivery_id
+                        for entry in entries:
+                            self._in_flight[entry.delivery_id] = entry
+                        if backlog is not None:
+                            backlog += len(entries)
+                        yield pb.ConnectResponse(deliveries=_deliveries(entries))
+                        continue
+                    if backlog is not None:
+                        yield pb.ConnectResponse(queue_drained=pb.QueueDrained(delivered=backlog))
+                        backlog = None
+                # Hints, replies, acks and provider changes wake the stream; the poll is only a safety net.
+                await listener.wake.wait(settings.poll_interval_s)
         finally:
             await cancel_and_wait([reader])
             await self._hub.unregister(self._user, self._device_id, listener)
-
-    async def _frames(self, listener: Listener) -> AsyncIterator[pb.ConnectResponse]:
-        settings = self._settings
-        after = "0-0"
-        backlog: int | None = 0
-        while True:
-            listener.wake.clear()
-            while self._replies:
-                yield self._replies.pop(0)
-                if self._reply_room is not None:
-                    self._reply_room.set()
-            if self._ended is not None:
-                error = self._ended[0]
-                if error is not None:
-                    raise error
-                return
-            self._check_allowed()
-            for stanza in listener.take_ephemeral():
-                yield pb.ConnectResponse(deliveries=pb.Deliveries(deliveries=[pb.Delivery(stanza=stanza)]))
-            free = settings.window - len(self._in_flight)
-            if free > 0:
-                with self._span("deliver"):
-                    entries = await self._store.read(self._user, self._device_id, after, min(settings.batch, free))
-                if entries:
-                    after = entries[-1].delivery_id
-                    for entry in entries:
-                        self._in_flight[entry.delivery_id] = entry
-                    if backlog is not None:
-                        backlog += len(entries)
-                    yield pb.ConnectResponse(deliveries=_deliveries(entries))
-                    continue
-                if backlog is not None:
-                    yield pb.ConnectResponse(queue_drained=pb.QueueDrained(delivered=backlog))
-                    backlog = None
-            # Hints, replies, acks and provider changes wake the stream; the poll is only a safety net.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(settings.poll_interval_s):
-                    await listener.wake.wait()
 
     async def _read(self, requests: AsyncIterator[pb.ConnectRequest], listener: Listener) -> None:
         try:
@@ -166,7 +178,7 @@ class DeviceStream:
         listener.wake.set()
 
     def _check_allowed(self) -> None:
-        if (refusal := self._refusal()) is not None:
+        if (refusal := self._refusal(self._device)) is not None:
             raise refusal
 
     def _span(self, frame: str) -> contextlib.AbstractContextManager[trace.Span]:
