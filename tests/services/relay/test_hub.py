@@ -6,12 +6,13 @@ import asyncio
 import tracemalloc
 from collections.abc import Sequence
 
+import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from parley_relay import hub as hub_module
-from parley_relay.hub import MailboxHub
+from parley_relay.hub import MailboxHub, WakeFlag
 from parley_relay.store import RedisMailboxStore
 from parley_runtime.redis_client import connect
 
@@ -147,6 +148,21 @@ async def test_streams_cancelled_while_leaving_neither_cut_the_others_nor_stay_p
     await hub.stop()
     await admin.aclose()
     await client.aclose()
+
+
+async def test_a_wake_flag_wakes_its_one_waiter_or_lets_it_poll() -> None:
+    flag = WakeFlag()
+    assert await flag.wait(0.01) is False  # the stream's safety-net poll: nothing woke it
+    waiter = asyncio.create_task(flag.wait(60))
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError):
+        await flag.wait()  # a stream is its flag's only waiter
+    flag.set()
+    async with asyncio.timeout(10):
+        assert await waiter is True
+    assert await flag.wait() is True  # still set: returns at once
+    flag.clear()
+    assert not flag.is_set()
 
 
 async def test_an_idle_device_costs_the_hub_under_a_kib(redis_url: str) -> None:
