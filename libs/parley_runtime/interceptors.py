@@ -10,6 +10,7 @@ runs in the same task as the handler (the authenticated principal travels in a c
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import logging
 import time
@@ -208,12 +209,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _wrap(self, method: _Method, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.response_streaming:
             attr = "stream_stream" if handler.request_streaming else "unary_stream"
-            inner_stream = getattr(handler, attr)
-
-            async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async for item in self._around_stream(method, context, inner_stream, request):
-                    yield item
-
+            # A partial rather than a generator wrapping _around_stream: each generator lives, with its frame, as
+            # long as its stream, and grpc still sees an async generator function (it runs others in threads).
+            stream_behavior = functools.partial(self._around_stream, method, getattr(handler, attr))
             return handler._replace(**{attr: stream_behavior})
         attr = "stream_unary" if handler.request_streaming else "unary_unary"
         inner_unary = getattr(handler, attr)
@@ -263,9 +261,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     async def _around_stream(
         self,
         method: _Method,
-        context: grpc.aio.ServicerContext,
         behavior: Callable[..., Any],
         request: Any,
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[Any]:
         span, token = self._enter_trace(method, context) if method.traced else (None, None)
         start = time.perf_counter()

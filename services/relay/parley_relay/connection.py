@@ -54,10 +54,27 @@ class DeviceStream:
         hub: this replica's mailbox hints.
         device: the authenticated device.
         settings: bounds and timings.
-        refusal: re-checks the device's provider (kill switch, interop policy); a ``ParleyError`` ends the stream
-            with it.
-        trace_context: the client's trace context, parent of the frames' spans.
+        refusal: re-checks the device's provider (kill switch, interop policy), given the device; a ``ParleyError``
+            ends the stream with it.
+        trace_context: the client's trace context, parent of the frames' spans (None: the client sent none).
     """
+
+    # Slots: one instance lives per open stream, and an instance dict of these attributes is several times larger.
+    __slots__ = (
+        "_device",
+        "_device_id",
+        "_ended",
+        "_handler",
+        "_hub",
+        "_in_flight",
+        "_refusal",
+        "_replies",
+        "_reply_room",
+        "_settings",
+        "_store",
+        "_trace_context",
+        "_user",
+    )
 
     def __init__(
         self,
@@ -65,7 +82,7 @@ class DeviceStream:
         hub: MailboxHub,
         device: Address,
         settings: StreamSettings,
-        refusal: Callable[[], ParleyError | None],
+        refusal: Callable[[Address], ParleyError | None],
         trace_context: otel_context.Context | None = None,
     ) -> None:
         assert device.device is not None
@@ -88,64 +105,69 @@ class DeviceStream:
 
     async def run(self, requests: AsyncIterator[pb.ConnectRequest]) -> AsyncIterator[pb.ConnectResponse]:
         """Yields the server's frames until the client closes the stream."""
+        # One generator for the whole stream (each lives, with its frame, as long as the stream).
         listener = await self._hub.register(self._user, self._device_id)
         reader = asyncio.create_task(self._read(requests, listener), name="stream-reader")
         try:
-            async for frame in self._frames(listener):
-                yield frame
+            settings = self._settings
+            after = "0-0"
+            caught_up = False
+            backlog: int | None = 0
+            while True:
+                listener.wake.clear()
+                while self._replies:
+                    yield self._replies.pop(0)
+                    if self._reply_room is not None:
+                        self._reply_room.set()
+                if self._ended is not None:
+                    self._raise_what_broke_the_reader()
+                    return
+                self._check_allowed()
+                for stanza in listener.take_ephemeral():
+                    yield pb.ConnectResponse(deliveries=pb.Deliveries(deliveries=[pb.Delivery(stanza=stanza)]))
+                read = await self._read_mailbox(listener, after, caught_up=caught_up)
+                if read is not None:
+                    entries, caught_up = read
+                    if entries:
+                        after = entries[-1].delivery_id
+                        if backlog is not None:
+                            backlog += len(entries)
+                        yield pb.ConnectResponse(deliveries=_deliveries(entries))
+                        if not caught_up:
+                            continue
+                    if backlog is not None:
+                        yield pb.ConnectResponse(queue_drained=pb.QueueDrained(delivered=backlog))
+                        backlog = None
+                # Hints, replies, acks and provider changes wake the stream; the poll is only a safety net.
+                if not await listener.wake.wait(settings.poll_interval_s):
+                    listener.hinted = True  # a hint may have been lost
         finally:
             await cancel_and_wait([reader])
             await self._hub.unregister(self._user, self._device_id, listener)
 
-    async def _frames(self, listener: Listener) -> AsyncIterator[pb.ConnectResponse]:
-        settings = self._settings
-        after = "0-0"
-        caught_up = False
-        backlog: int | None = 0
-        while True:
-            listener.wake.clear()
-            while self._replies:
-                yield self._replies.pop(0)
-                if self._reply_room is not None:
-                    self._reply_room.set()
-            if self._ended is not None:
-                error = self._ended[0]
-                if error is not None:
-                    raise error
-                return
-            self._check_allowed()
-            for stanza in listener.take_ephemeral():
-                yield pb.ConnectResponse(deliveries=pb.Deliveries(deliveries=[pb.Delivery(stanza=stanza)]))
-            free = settings.window - len(self._in_flight)
-            # A read that came back short has read everything: the next one waits for a hint (an ack or a reply
-            # wakes the stream too, and re-reading then found nothing: two reads in three on a busy stream).
-            if free > 0 and (not caught_up or listener.hinted):
-                listener.hinted = False
-                wanted = min(settings.batch, free)
-                with self._span("deliver"):
-                    entries = await self._store.read(self._user, self._device_id, after, wanted)
-                caught_up = len(entries) < wanted
-                if entries:
-                    after = entries[-1].delivery_id
-                    for entry in entries:
-                        self._in_flight[entry.delivery_id] = entry
-                    if backlog is not None:
-                        backlog += len(entries)
-                    yield pb.ConnectResponse(deliveries=_deliveries(entries))
-                    if not caught_up:
-                        continue
-                if backlog is not None:
-                    yield pb.ConnectResponse(queue_drained=pb.QueueDrained(delivered=backlog))
-                    backlog = None
-            await self._wait(listener)
+    async def _read_mailbox(
+        self, listener: Listener, after: str, *, caught_up: bool
+    ) -> tuple[list[StoredStanza], bool] | None:
+        """The mailbox's next entries after ``after`` (now in flight) and whether they are all there is, or None
+        when the window is full or the stream read everything and no hint came since."""
+        free = self._settings.window - len(self._in_flight)
+        # A read that came back short has read everything: the next one waits for a hint (an ack or a reply wakes
+        # the stream too, and re-reading then found nothing: two reads in three on a busy stream).
+        if free <= 0 or (caught_up and not listener.hinted):
+            return None
+        listener.hinted = False
+        wanted = min(self._settings.batch, free)
+        with self._span("deliver"):
+            entries = await self._store.read(self._user, self._device_id, after, wanted)
+        for entry in entries:
+            self._in_flight[entry.delivery_id] = entry
+        return entries, len(entries) < wanted
 
-    async def _wait(self, listener: Listener) -> None:
-        """Waits for a wake-up: hints, replies, acks and provider changes; the poll is only a safety net."""
-        try:
-            async with asyncio.timeout(self._settings.poll_interval_s):
-                await listener.wake.wait()
-        except TimeoutError:
-            listener.hinted = True  # a hint may have been lost
+    def _raise_what_broke_the_reader(self) -> None:
+        """Raises what ended the client's side of the stream, unless it was a clean half-close."""
+        assert self._ended is not None
+        if self._ended[0] is not None:
+            raise self._ended[0]
 
     async def _read(self, requests: AsyncIterator[pb.ConnectRequest], listener: Listener) -> None:
         try:
@@ -178,7 +200,7 @@ class DeviceStream:
         listener.wake.set()
 
     def _check_allowed(self) -> None:
-        if (refusal := self._refusal()) is not None:
+        if (refusal := self._refusal(self._device)) is not None:
             raise refusal
 
     def _span(self, frame: str) -> contextlib.AbstractContextManager[trace.Span]:

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
@@ -54,6 +54,60 @@ _WRITE_BATCH = 500
 """Most channels one SUBSCRIBE or UNSUBSCRIBE names (a burst of streams opening at once is one command)."""
 
 
+class WakeFlag:
+    """``asyncio.Event``'s ``set``/``clear``/``is_set``/``wait`` for a single waiter, the stream it belongs to.
+
+    An Event holds a deque for any number of waiters (about 0.7 KiB, kept for as long as the stream is open); one
+    waiter needs only a future while it waits.
+    """
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        """Whether the flag is set."""
+        return self._set
+
+    def set(self) -> None:
+        """Sets the flag and wakes the waiter."""
+        self._set = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def clear(self) -> None:
+        """Clears the flag."""
+        self._set = False
+
+    async def wait(self, timeout_s: float | None = None) -> bool:
+        """Waits until the flag is set or ``timeout_s`` passed; returns whether it is set.
+
+        Raises:
+            RuntimeError: another task is already waiting.
+        """
+        if self._set:
+            return True
+        if self._waiter is not None:
+            raise RuntimeError("a wake flag has one waiter")
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None if timeout_s is None else loop.call_later(timeout_s, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+        return self._set
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Listener:
     """What one device stream waits on: a wake-up flag, whether its mailbox may have grown since the stream last
     read it (``hinted``), and a bounded backlog of ephemeral stanzas."""
@@ -61,7 +115,7 @@ class Listener:
     __slots__ = ("_ephemeral", "hinted", "wake")
 
     def __init__(self) -> None:
-        self.wake = asyncio.Event()
+        self.wake = WakeFlag()
         # Set by a mailbox hint, and whenever hints may have been lost (a start, a reconnect, the safety-net poll):
         # a stream that has read everything reads again only then, not on every wake-up (acks, replies).
         self.hinted = True
@@ -86,16 +140,6 @@ class Listener:
         taken = list(self._ephemeral)
         self._ephemeral.clear()
         return taken
-
-
-class _Registration:
-    """The outcome of subscribing one device's channel, awaited by its other streams opening meanwhile."""
-
-    __slots__ = ("done", "failed")
-
-    def __init__(self) -> None:
-        self.done = asyncio.Event()
-        self.failed = False
 
 
 class _Subscription(PubSub):
@@ -134,10 +178,12 @@ class MailboxHub:
             if isinstance(client, RedisCluster)
             else _Subscription(client, self.wake_all)
         )
-        self._listeners: dict[bytes, set[Listener]] = defaultdict(set)
+        # A list rather than a set: a device has one stream or a few, and an empty set alone takes 0.2 KiB.
+        self._listeners: dict[bytes, list[Listener]] = {}
         self._devices: dict[bytes, tuple[str, int]] = {}
-        # Per device channel being subscribed: set once its first stream's registration finished (either way).
-        self._ready: dict[bytes, _Registration] = {}
+        # Device channels whose first stream is subscribing them: the outcome (True once subscribed and marked
+        # present), awaited by the device's other streams opening meanwhile. A failure stays until the last leaves.
+        self._subscribing: dict[bytes, asyncio.Future[bool]] = {}
         self._writes: asyncio.Queue[tuple[str, bytes, asyncio.Future[None] | None]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -167,43 +213,51 @@ class MailboxHub:
         """
         channel = redis_keys.mailbox_channel(user, device_id).encode()
         listener = Listener()
-        self._listeners[channel].add(listener)
+        listeners = self._listeners.get(channel)
         try:
-            registration = self._ready.get(channel)
-            if registration is None:
-                registration = self._ready[channel] = _Registration()
-                self._devices[channel] = (user, device_id)
-                try:
-                    subscribed = asyncio.get_running_loop().create_future()
-                    self._writes.put_nowait(("subscribe", channel, subscribed))
-                    await asyncio.shield(subscribed)
-                    await self._store.mark_present([(user, device_id)], self._replica, self._presence_ttl_ms)
-                except BaseException:
-                    registration.failed = True
-                    raise
-                finally:
-                    registration.done.set()
+            if listeners is None:
+                self._listeners[channel] = [listener]
+                await self._subscribe(channel, user, device_id)
             else:
-                # Another stream of the device is subscribing it; this one stands or falls with it.
-                await registration.done.wait()
-                if registration.failed:
+                listeners.append(listener)
+                # Another stream of the device may still be subscribing it; this one stands or falls with it.
+                subscribing = self._subscribing.get(channel)
+                if subscribing is not None and not await asyncio.shield(subscribing):
                     raise RedisError("the device's subscription failed")
         except BaseException:
             await self.unregister(user, device_id, listener)
             raise
         return listener
 
+    async def _subscribe(self, channel: bytes, user: str, device_id: int) -> None:
+        """Subscribes the device's channel and marks the device present, for its first stream."""
+        loop = asyncio.get_running_loop()
+        subscribing = self._subscribing[channel] = loop.create_future()
+        self._devices[channel] = (user, device_id)
+        try:
+            subscribed = loop.create_future()
+            self._writes.put_nowait(("subscribe", channel, subscribed))
+            await asyncio.shield(subscribed)
+            await self._store.mark_present([(user, device_id)], self._replica, self._presence_ttl_ms)
+        except BaseException:
+            # Kept until the device's last stream has left, so that streams opening meanwhile fail too.
+            subscribing.set_result(False)
+            raise
+        subscribing.set_result(True)
+        # Done: later streams of the device find no entry and go on at once; the device costs no entry of its own.
+        del self._subscribing[channel]
+
     async def unregister(self, user: str, device_id: int, listener: Listener) -> None:
         """Forgets a closed stream of the device; the last one clears the device's presence."""
         channel = redis_keys.mailbox_channel(user, device_id).encode()
         listeners = self._listeners.get(channel)
-        if listeners is None:
+        if listeners is None or listener not in listeners:
             return
-        listeners.discard(listener)
+        listeners.remove(listener)
         if not listeners:
             del self._listeners[channel]
             self._devices.pop(channel, None)
-            self._ready.pop(channel, None)
+            self._subscribing.pop(channel, None)
             self._writes.put_nowait(("unsubscribe", channel, None))
             with contextlib.suppress(RedisError, OSError):
                 # Shielded: a stream closing because its client left is cancelled, and the mark must still go.

@@ -122,13 +122,10 @@ class RelayServicer(relay_pb2_grpc.RelayServiceServicer):
                 f"provider {provider} holds the maximum of {self._max_streams} streams on this relay",
                 limit=self._max_streams,
             )
+        # Kept for the stream's life only when the client sent one (an empty context is an object per stream).
+        trace_context = propagate.extract(dict(context.invocation_metadata() or ())) or None
         stream = DeviceStream(
-            self._handler,
-            self._hub,
-            device,
-            self._streams,
-            refusal=lambda: self._stream_refusal(device),
-            trace_context=propagate.extract(dict(context.invocation_metadata() or ())),
+            self._handler, self._hub, device, self._streams, self._stream_refusal, trace_context=trace_context
         )
         self._open_streams[provider] += 1
         try:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from collections.abc import Sequence
 
+import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from parley_relay.hub import MailboxHub
+from parley_relay import hub as hub_module
+from parley_relay.hub import MailboxHub, WakeFlag
 from parley_relay.store import RedisMailboxStore
 from parley_runtime.redis_client import connect
 
@@ -144,4 +147,40 @@ async def test_streams_cancelled_while_leaving_neither_cut_the_others_nor_stay_p
     assert [c["id"] for c in await admin.client_list(_type="pubsub")] == [c["id"] for c in before]
     await hub.stop()
     await admin.aclose()
+    await client.aclose()
+
+
+async def test_a_wake_flag_wakes_its_one_waiter_or_lets_it_poll() -> None:
+    flag = WakeFlag()
+    assert await flag.wait(0.01) is False  # the stream's safety-net poll: nothing woke it
+    waiter = asyncio.create_task(flag.wait(60))
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError):
+        await flag.wait()  # a stream is its flag's only waiter
+    flag.set()
+    async with asyncio.timeout(10):
+        assert await waiter is True
+    assert await flag.wait() is True  # still set: returns at once
+    flag.clear()
+    assert not flag.is_set()
+
+
+async def test_an_idle_device_costs_the_hub_under_a_kib(redis_url: str) -> None:
+    """What the hub keeps per device streamed to is paid for every connected device, most of them idle (issue 14:
+    an idle device within 10 % of the bare transport's memory). It used to keep two ``asyncio.Event`` per device,
+    each with a deque of waiters (2.3 KiB a device in all)."""
+    client = connect(redis_url)
+    hub = MailboxHub(client, RedisMailboxStore(client), replica="r1")
+    await hub.start()
+    devices = 1000
+    tracemalloc.start(4)
+    try:
+        await asyncio.gather(*(hub.register(f"username:u{index}@birdy", 1) for index in range(devices)))
+        snapshot = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    held = snapshot.filter_traces([tracemalloc.Filter(True, hub_module.__file__, all_frames=True)])
+    per_device = sum(trace.size for trace in held.traces) / devices
+    assert per_device < 1024
+    await hub.stop()
     await client.aclose()
