@@ -172,6 +172,7 @@ class IdentityRecipients:
             policy_rule=response.policy_rule,
         )
         if self._ttl_s > 0 and generation == self._generation:
+            self._drop_expired(now)
             self._cache[key] = (now + self._ttl_s, answer)
             self._cache.move_to_end(key)
             self._keys_by_recipient.setdefault(recipient, set()).add(key)
@@ -198,6 +199,19 @@ class IdentityRecipients:
         for key in [key for key in self._cache if key[2] == provider_id or key[4].provider == provider_id]:
             del self._cache[key]
             self._unindex(key)
+
+    def _drop_expired(self, now: float) -> None:
+        """Drops the answers expired by ``now`` from the front of the cache.
+
+        One ttl for all, so answers expire about in the order they were cached: without this a replica would keep an
+        answer per pair it ever served (about 1 KiB each, a device's stream asks one) until the entry bound.
+        """
+        while self._cache:
+            oldest, (expires_at, _) = next(iter(self._cache.items()))
+            if expires_at > now:
+                return
+            del self._cache[oldest]
+            self._unindex(oldest)
 
     def _unindex(self, key: _Key) -> None:
         _discard(self._keys_by_recipient, key[4], key)

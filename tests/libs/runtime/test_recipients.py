@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import grpc.aio
+import pytest
 from support.cluster import INTERNAL_TOKEN, Cluster
 
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1.identity_pb2 import Reachability
+from parley_runtime import recipients as recipients_module
 from parley_runtime.clients import internal_channel
 from parley_runtime.recipients import IdentityRecipients
 from parley_runtime.redis_client import connect
@@ -147,3 +149,23 @@ async def test_a_fresh_question_never_shares_one_in_flight() -> None:
     identity.release.set()
     assert {(await cached).device_ids, (await fresh).device_ids} == {(1,), (2,)}
     assert identity.asked == 2
+
+
+async def test_expired_answers_are_dropped_not_kept_until_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer past its ttl goes when a newer one is cached, with its index entries: a replica keeps no answer
+    per device it ever served."""
+    identity = _SlowIdentity()
+    identity.release.set()
+    recipients = _with_identity(identity)
+    clock = [1000.0]
+    monkeypatch.setattr(recipients_module.time, "monotonic", lambda: clock[0])
+    user, other = Address.parse(USER), Address.parse("username:other@birdy")
+    await recipients.resolve(user.with_device(1), user)
+    await recipients.resolve(user.with_device(2), user)
+    clock[0] += 0.5
+    await recipients.resolve(user.with_device(3), other)
+    assert len(recipients._cache) == 3
+    clock[0] += 0.6  # the first two expired, the third not
+    await recipients.resolve(user.with_device(4), other)
+    assert [key[3] for key in recipients._cache] == [3, 4]
+    assert set(recipients._keys_by_recipient) == {other}
