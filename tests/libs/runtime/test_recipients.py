@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc.aio
 import pytest
@@ -10,7 +11,6 @@ from support.cluster import INTERNAL_TOKEN, Cluster
 
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1.identity_pb2 import Reachability
-from parley_runtime import recipients as recipients_module
 from parley_runtime.clients import internal_channel
 from parley_runtime.recipients import IdentityRecipients
 from parley_runtime.redis_client import connect
@@ -158,7 +158,7 @@ async def test_expired_answers_are_dropped_not_kept_until_the_bound(monkeypatch:
     identity.release.set()
     recipients = _with_identity(identity)
     clock = [1000.0]
-    monkeypatch.setattr(recipients_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     user, other = Address.parse(USER), Address.parse("username:other@birdy")
     await recipients.resolve(user.with_device(1), user)
     await recipients.resolve(user.with_device(2), user)
