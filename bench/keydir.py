@@ -5,7 +5,8 @@ real key-directory and identity services (separate processes, telemetry off) and
 ``claim_bundles.lua`` script called straight through redis-py from this process, at the same concurrency. Both
 claim real one-time prekeys from long lists, so neither side measures the cheaper exhausted path. Extras: CPU per
 fetch of each process, Redis round trips and commands per fetch, and where the key directory's CPU goes (a py-spy
-profile of one more round, by layer).
+profile of one more round, by layer), and the rate and CPU of gRPC health checks on the same server at the same
+concurrency: what a call that does nothing reaches beside the same floor.
 
 Ours (``bundle_fetch_session``): the same fetches authenticated by a provider session (identity's
 ``CreateSession``, one assertion, then an HMAC token and the acting user and device in metadata on every call):
@@ -33,6 +34,7 @@ from benchlib import CpuMeter, Figure, parse_args, profile_layers, write_results
 from benchtelemetry import TELEMETRY_OFF, OtlpSink, production_telemetry
 from benchworld import CREDENTIALS, Assertions, auth, enlist, service_env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from parley.identity.v1 import identity_pb2 as id_pb
 from parley.identity.v1 import identity_pb2_grpc
@@ -220,6 +222,16 @@ async def _world_and_session(
     return birdy, call
 
 
+def _health_checks(channel: grpc.aio.Channel) -> Callable[[], Awaitable[None]]:
+    """gRPC health checks on ``channel``'s server: a call that does nothing."""
+    health = health_pb2_grpc.HealthStub(channel)
+
+    async def check() -> None:
+        await health.Check(health_pb2.HealthCheckRequest())
+
+    return check
+
+
 async def _measure(
     redis_server: RedisServer,
     identity_process: ServiceProcess,
@@ -264,14 +276,14 @@ async def _measure(
 
     pids = {"keydir": _pid(keydir_process), "identity": _pid(identity_process), "redis": redis_server.pid}
     ours_cpu = CpuMeter({**pids, "client": os.getpid()})
-    traced_cpu = CpuMeter({"keydir": _pid(traced_process)})
+    traced_cpu, health_cpu = CpuMeter({"keydir": _pid(traced_process)}), CpuMeter({"keydir": pids["keydir"]})
     floor_cpu = CpuMeter({"redis": redis_server.pid, "client": os.getpid()})
     session_cpu = CpuMeter({**pids, "client": os.getpid()})
-    traffic = {name: RedisTraffic(client) for name in ("ours", "floor", "traced", "session")}
+    traffic = {name: RedisTraffic(client) for name in ("ours", "floor", "traced", "session", "health")}
     assertions.mint(int(seconds * 3000))
     for call in (ours, ours_traced, ours_session, floor):
         await _run_for(0.5, call)  # warm-up: connections, script cache, identity's answers cached
-    rates: dict[str, list[float]] = {"ours": [], "traced": [], "session": [], "floor": []}
+    rates: dict[str, list[float]] = {"ours": [], "traced": [], "session": [], "floor": [], "health": []}
     counts = dict.fromkeys(rates, 0)
     latencies: list[float] = []
     spans_before = sink.spans
@@ -281,6 +293,7 @@ async def _measure(
             ("floor", floor, floor_cpu),
             ("traced", ours_traced, traced_cpu),
             ("session", ours_session, session_cpu),
+            ("health", _health_checks(keydir_channel), health_cpu),
         ):
             # Assertions are minted before the round, as a provider's backend does on its own machines: the
             # minting is not the gatekeeper's work and must not compete with it for this machine's CPU.
@@ -315,6 +328,11 @@ async def _measure(
                 **traffic["ours"].per_fetch(counts["ours"]),
                 "floor_redis": traffic["floor"].per_fetch(counts["floor"]),
                 "keydir_cpu_profile": profile,
+                # What a do-nothing call reaches on the same server: the part of the floor no gRPC service here
+                # can beat, whatever it does per call.
+                "health_checks_per_s": round(rate["health"], 1),
+                "health_check_ratio": round(rate["health"] / rate["floor"], 4),
+                "health_check_keydir_cpu_us": health_cpu.per_unit_us(counts["health"])["keydir_cpu_us"],
                 "floor_desc": "claim_bundles.lua via redis-py, same concurrency, same process as the client",
                 "note": "assertions are minted before each round (a provider's backend mints them on its own machines)",
             },
