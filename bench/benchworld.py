@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -60,6 +61,10 @@ def auth(key: Ed25519PrivateKey, provider_id: str, subject: str, device_id: int 
     return (("authorization", f"Bearer {token}"),)
 
 
+_ASSERTION_SHELF_S = 20.0
+"""How long a minted assertion (60 s to live) stays ready for the next round."""
+
+
 class Assertions:
     """One-time assertions for ``subject``, minted ahead in batches so that minting stays out of timed rounds."""
 
@@ -68,13 +73,19 @@ class Assertions:
         self._provider_id = provider_id
         self._subject = subject
         self._device_id = device_id
-        self._ready: list[Metadata] = []
+        self._ready: list[tuple[float, Metadata]] = []
 
     def mint(self, count: int) -> None:
-        """Mints until ``count`` assertions are ready."""
+        """Mints until ``count`` assertions are ready, first dropping those too old to outlast another round."""
+        # Assertions live 60 s, and the newest are used first: unused old ones would sit at the bottom until a
+        # round that uses more than the last reached them, expired.
+        fresh_after = time.monotonic() - _ASSERTION_SHELF_S
+        self._ready = [(minted, metadata) for minted, metadata in self._ready if minted > fresh_after]
         while len(self._ready) < count:
-            self._ready.append(auth(self._key, self._provider_id, self._subject, self._device_id))
+            self._ready.append((time.monotonic(), auth(self._key, self._provider_id, self._subject, self._device_id)))
 
     def next(self) -> Metadata:
         """Call metadata with an unused assertion (minted now if none is ready)."""
-        return self._ready.pop() if self._ready else auth(self._key, self._provider_id, self._subject, self._device_id)
+        if self._ready:
+            return self._ready.pop()[1]
+        return auth(self._key, self._provider_id, self._subject, self._device_id)
