@@ -11,6 +11,7 @@ instead of one per caller. Each caller still gets its own answer, or its own fai
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -28,7 +29,9 @@ class Coalescer(Generic[_T, _R]):
             request, in the same order: its answer, or the exception that caller is to get. An exception raised by
             ``run`` itself (a lost connection) fails every request of the wave with it.
         name: the name of the task running the waves (for debugging).
-        max_wave: at most this many requests per wave; more wait for the next.
+        max_wave: at most this much weight per wave (a request weighs one unless ``weight`` says otherwise); more
+            waits for the next. A request heavier than that goes in a wave of its own: requests are never split.
+        weight: a request's weight (e.g. how many sends it carries).
     """
 
     def __init__(
@@ -37,10 +40,12 @@ class Coalescer(Generic[_T, _R]):
         *,
         name: str,
         max_wave: int = 1000,
+        weight: Callable[[_T], int] | None = None,
     ) -> None:
         self._run = run
         self._name = name
         self._max_wave = max_wave
+        self._weight = weight
         self._waiting: list[tuple[_T, asyncio.Future[_R]]] = []
         self._runner: asyncio.Task[None] | None = None
 
@@ -55,17 +60,16 @@ class Coalescer(Generic[_T, _R]):
         self._waiting.append((request, future))
         if self._runner is None:
             # A task of its own rather than the first caller's: a caller cancelled (its client went away) must not
-            # cancel the others' wave with it.
-            self._runner = asyncio.create_task(self._run_waves(), name=self._name)
+            # cancel the others' wave with it. An empty context: the runner outlives that caller, so it must not
+            # keep the caller's span, deadline or principal as its own.
+            self._runner = asyncio.create_task(self._run_waves(), name=self._name, context=contextvars.Context())
         return await future
 
     async def _run_waves(self) -> None:
         wave: list[tuple[_T, asyncio.Future[_R]]] = []
         try:
             while self._waiting:
-                wave, self._waiting = self._waiting[: self._max_wave], self._waiting[self._max_wave :]
-                # A caller gone before its wave started (cancelled, its deadline passed) needs nothing done.
-                wave = [(request, future) for request, future in wave if not future.done()]
+                wave = self._next_wave()
                 if not wave:
                     continue
                 try:
@@ -92,3 +96,21 @@ class Coalescer(Generic[_T, _R]):
             raise
         finally:
             self._runner = None
+
+    def _next_wave(self) -> list[tuple[_T, asyncio.Future[_R]]]:
+        """The longest-waiting requests up to ``max_wave`` weight (at least one), without those whose caller is
+        gone (cancelled, its deadline passed): they need nothing done."""
+        wave: list[tuple[_T, asyncio.Future[_R]]] = []
+        taken = total = 0
+        for request, future in self._waiting:
+            weight = 1 if self._weight is None else self._weight(request)
+            if future.done():
+                taken += 1
+                continue
+            if wave and total + weight > self._max_wave:
+                break
+            wave.append((request, future))
+            total += weight
+            taken += 1
+        del self._waiting[:taken]
+        return wave

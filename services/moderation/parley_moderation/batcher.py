@@ -11,18 +11,14 @@ idle service answers after one round trip as before, and a busy one after the pi
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from opentelemetry import context as otel_context
 
 from parley_moderation.model import SendAttempt, SendChecks
-from parley_runtime.errors import dependency_unavailable
+from parley_runtime.batching import Coalescer
 
 
 class SendCheckStore(Protocol):
@@ -32,12 +28,10 @@ class SendCheckStore(Protocol):
         """Runs the checks of each send, in order, as if each were checked alone after the one before."""
 
 
-@dataclass(slots=True)
-class _Waiting:
-    """One caller's sends, where their checks go, and the caller's trace (for the pipeline's Redis span)."""
+class _Asked(NamedTuple):
+    """One caller's sends and the caller's trace (for the pipeline's Redis span)."""
 
     attempts: Sequence[SendAttempt]
-    found: asyncio.Future[list[SendChecks]]
     trace: otel_context.Context
 
 
@@ -53,10 +47,10 @@ class SendCheckBatcher:
 
     def __init__(self, store: SendCheckStore, *, max_batch: int, clock: Callable[[], float] = time.time) -> None:
         self._store = store
-        self._max_batch = max_batch
         self._clock = clock
-        self._waiting: deque[_Waiting] = deque()
-        self._runner: asyncio.Task[None] | None = None
+        self._waves = Coalescer(
+            self._run, name="moderation-send-checks", max_wave=max_batch, weight=lambda asked: len(asked.attempts)
+        )
 
     async def check_send_many(self, attempts: Sequence[SendAttempt]) -> list[SendChecks]:
         """Checks ``attempts`` as the store's ``check_send_many`` would, after every check asked for before.
@@ -73,68 +67,20 @@ class SendCheckBatcher:
         """
         if not attempts:
             return []
-        found: asyncio.Future[list[SendChecks]] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(attempts, found, otel_context.get_current()))
-        if self._runner is None:
-            # A task of its own, not the first caller's: a caller cancelled (its deadline passed) must not cancel
-            # the checks of the others it would have carried. An empty context: the runner outlives that caller, so
-            # it must not keep the caller's span, deadline or principal as its own.
-            self._runner = asyncio.create_task(
-                self._run_while_waiting(), name="moderation-send-checks", context=contextvars.Context()
-            )
-        return await found
+        return await self._waves.submit(_Asked(attempts, otel_context.get_current()))
 
-    async def _run_while_waiting(self) -> None:
-        wave: list[_Waiting] = []
-        try:
-            while self._waiting:
-                wave = self._next_wave()
-                if wave:
-                    await self._run(wave)
-                wave = []
-        except asyncio.CancelledError:
-            # The service is stopping: nobody may wait forever for a decision.
-            _fail([*wave, *self._waiting], dependency_unavailable("moderation is stopping; retry"))
-            self._waiting.clear()
-            raise
-        finally:
-            self._runner = None
-
-    def _next_wave(self) -> list[_Waiting]:
-        """The callers whose checks go in the next pipeline: the longest-waiting ones, up to ``max_batch`` sends."""
-        wave: list[_Waiting] = []
-        size = 0
-        while self._waiting:
-            waiting = self._waiting[0]
-            if waiting.found.done():  # cancelled before its checks went out: they never will
-                self._waiting.popleft()
-                continue
-            if wave and size + len(waiting.attempts) > self._max_batch:
-                break
-            wave.append(self._waiting.popleft())
-            size += len(waiting.attempts)
-        return wave
-
-    async def _run(self, wave: Sequence[_Waiting]) -> None:
-        attempts = wave[0].attempts if len(wave) == 1 else [attempt for waiting in wave for attempt in waiting.attempts]
+    async def _run(self, wave: Sequence[_Asked]) -> list[list[SendChecks]]:
+        """One pipeline for the wave's callers, in order; each caller's share of the results."""
+        attempts = wave[0].attempts if len(wave) == 1 else [attempt for asked in wave for attempt in asked.attempts]
         # The pipeline's Redis span (where traced) joins the trace of the caller that waited longest.
         token = otel_context.attach(wave[0].trace)
         try:
             found = await self._store.check_send_many(attempts, now_ms=int(self._clock() * 1000))
-        except Exception as error:  # every caller of the pipeline gets what it met
-            _fail(wave, error)
-            return
         finally:
             otel_context.detach(token)
+        shares: list[list[SendChecks]] = []
         start = 0
-        for waiting in wave:
-            end = start + len(waiting.attempts)
-            if not waiting.found.done():
-                waiting.found.set_result(found[start:end])
-            start = end
-
-
-def _fail(waiting: Sequence[_Waiting], error: Exception) -> None:
-    for each in waiting:
-        if not each.found.done():
-            each.found.set_exception(error)
+        for asked in wave:
+            shares.append(found[start : start + len(asked.attempts)])
+            start += len(asked.attempts)
+        return shares

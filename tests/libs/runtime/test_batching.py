@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Sequence
 
 import pytest
@@ -136,3 +137,34 @@ async def test_callers_waiting_when_the_service_stops_are_told_to_retry() -> Non
         assert outcome.reason_name == "DEPENDENCY_UNAVAILABLE"
     with pytest.raises(asyncio.CancelledError):
         await runner
+
+
+async def test_waves_are_bounded_by_weight_and_never_split_a_request() -> None:
+    run = Doubler()
+    run.release = asyncio.Event()
+    coalescer = Coalescer(run, name="test", max_wave=10, weight=lambda n: n)
+    first = asyncio.create_task(coalescer.submit(1))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(coalescer.submit(n)) for n in (4, 5, 3, 12, 2)]
+    await asyncio.sleep(0)
+    run.release.set()
+    assert await asyncio.gather(first, *waiting) == [2, 8, 10, 6, 24, 4]
+    # 4 + 5 fit in 10, 3 does not; 3 alone, then 12 (heavier than the bound) alone, then 2.
+    assert run.waves == [[1], [4, 5], [3], [12], [2]]
+
+
+_CALLER = contextvars.ContextVar("caller", default="none")
+
+
+async def test_the_waves_do_not_run_in_the_first_callers_context() -> None:
+    """The runner outlives the caller that started it: it must not carry that caller's span or deadline."""
+    seen: list[str] = []
+
+    async def run(requests: Sequence[int]) -> list[int]:
+        seen.append(_CALLER.get())
+        return list(requests)
+
+    coalescer = Coalescer(run, name="test")
+    _CALLER.set("first caller")
+    assert await coalescer.submit(1) == 1
+    assert seen == ["none"]
