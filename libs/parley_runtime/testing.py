@@ -283,9 +283,9 @@ class RedisClusterServers:
                 self._wait(self.stable, max(deadline - time.monotonic(), 0.0), "settle before a failover")
                 # A manual failover the replica could not complete (its request to the master goes over the
                 # bus, and a link that dropped just then loses it) times out after 5 s; then ask again.
-                if _failover_started(client) and _within(
-                    lambda: self.masters_now(replica, not_master=master), _MANUAL_FAILOVER_S
-                ):
+                if not _failover_started(client):
+                    time.sleep(0.05)  # the refusal comes at once: do not hammer the replica until the link is back
+                elif _within(lambda: self.masters_now(replica, not_master=master), _MANUAL_FAILOVER_S):
                     return replica
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the Redis Cluster did not fail over within {timeout} s")
