@@ -32,6 +32,18 @@ _UNLIMITED = {
 NO_REFILL = 1e-9
 """A refill rate at which no token comes back during a test (tests never depend on the clock)."""
 
+# The users of the send-decision scenarios: birdy's, the gatekeeper's, and one of a provider nobody enlisted.
+ALICE = "username:alice@birdy"
+CAROL = "username:carol@birdy"
+ZOE = "username:zoe@birdy"
+BOB = "phone:+4915112345678@gatekeeper"
+DAVE = "username:dave@gatekeeper"
+ERIN = "username:erin@gatekeeper"
+GHOST = "username:ghost@nowhere"
+
+Send = tuple[str, str, int]
+"""(sender device or user, recipient, fan_out)."""
+
 
 async def start_moderation(cluster: Cluster, **overrides: object) -> moderation_pb2_grpc.ModerationServiceStub:
     """Starts moderation (after identity) with the test franking key; returns a client stub."""

@@ -72,6 +72,13 @@ class _HeldStore:
         self._answers[number].set_result(error)
 
 
+async def _in_flight(batcher: SendCheckBatcher, store: _HeldStore) -> asyncio.Task[list[SendChecks]]:
+    """A caller checking ``_attempt(0)``, once its pipeline (the store's first) is out and held."""
+    call = asyncio.create_task(batcher.check_send_many([_attempt(0)]))
+    await store.pipeline(0)
+    return call
+
+
 async def _settle() -> None:
     """Lets every ready task run up to its next wait."""
     for _ in range(5):
@@ -97,8 +104,7 @@ async def test_a_check_with_nothing_in_flight_goes_out_at_once_alone() -> None:
 async def test_checks_asked_for_during_a_pipeline_share_the_next_in_the_order_asked() -> None:
     store = _HeldStore()
     batcher = SendCheckBatcher(store, max_batch=100)
-    first = asyncio.create_task(batcher.check_send_many([_attempt(0)]))
-    await store.pipeline(0)
+    first = await _in_flight(batcher, store)
     # Three callers while the first pipeline is in flight, one of them with two sends.
     asked = [[_attempt(3)], [_attempt(1), _attempt(4)], [_attempt(2)]]
     calls = [asyncio.create_task(batcher.check_send_many(attempts)) for attempts in asked]
@@ -116,8 +122,7 @@ async def test_checks_asked_for_during_a_pipeline_share_the_next_in_the_order_as
 async def test_a_pipeline_takes_whole_callers_up_to_the_bound() -> None:
     store = _HeldStore()
     batcher = SendCheckBatcher(store, max_batch=3)
-    first = asyncio.create_task(batcher.check_send_many([_attempt(0)]))
-    await store.pipeline(0)
+    first = await _in_flight(batcher, store)
     asked = [[_attempt(1), _attempt(2)], [_attempt(3), _attempt(4)], [_attempt(index) for index in range(5, 9)]]
     calls = [asyncio.create_task(batcher.check_send_many(attempts)) for attempts in asked]
     await _settle()
@@ -135,8 +140,7 @@ async def test_a_pipeline_takes_whole_callers_up_to_the_bound() -> None:
 async def test_a_failed_pipeline_fails_each_of_its_callers_and_the_next_one_still_runs() -> None:
     store = _HeldStore()
     batcher = SendCheckBatcher(store, max_batch=100)
-    first = asyncio.create_task(batcher.check_send_many([_attempt(0)]))
-    await store.pipeline(0)
+    first = await _in_flight(batcher, store)
     shared = [asyncio.create_task(batcher.check_send_many([_attempt(index)])) for index in (1, 2, 3)]
     await _settle()
     store.finish(0)
@@ -159,8 +163,7 @@ async def test_a_failed_pipeline_fails_each_of_its_callers_and_the_next_one_stil
 async def test_a_caller_cancelled_before_its_pipeline_goes_out_is_never_checked() -> None:
     store = _HeldStore()
     batcher = SendCheckBatcher(store, max_batch=100)
-    first = asyncio.create_task(batcher.check_send_many([_attempt(0)]))
-    await store.pipeline(0)
+    first = await _in_flight(batcher, store)
     gone = asyncio.create_task(batcher.check_send_many([_attempt(1)]))
     kept = asyncio.create_task(batcher.check_send_many([_attempt(2)]))
     await _settle()
@@ -178,8 +181,7 @@ async def test_a_caller_cancelled_before_its_pipeline_goes_out_is_never_checked(
 async def test_a_caller_cancelled_while_its_pipeline_runs_leaves_the_others_their_answers() -> None:
     store = _HeldStore()
     batcher = SendCheckBatcher(store, max_batch=100)
-    first = asyncio.create_task(batcher.check_send_many([_attempt(0)]))
-    await store.pipeline(0)
+    first = await _in_flight(batcher, store)
     gone = asyncio.create_task(batcher.check_send_many([_attempt(1)]))
     kept = asyncio.create_task(batcher.check_send_many([_attempt(2)]))
     await _settle()
@@ -196,8 +198,7 @@ async def test_a_caller_cancelled_while_its_pipeline_runs_leaves_the_others_thei
 async def test_stopping_fails_every_waiting_caller_instead_of_leaving_it_waiting() -> None:
     store = _HeldStore()
     batcher = SendCheckBatcher(store, max_batch=100)
-    in_flight = asyncio.create_task(batcher.check_send_many([_attempt(0)]))
-    await store.pipeline(0)
+    in_flight = await _in_flight(batcher, store)
     waiting = asyncio.create_task(batcher.check_send_many([_attempt(1)]))
     await _settle()
     runner = next(task for task in asyncio.all_tasks() if task.get_name() == "moderation-send-checks")

@@ -20,7 +20,15 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.cluster import INTERNAL, Cluster, ProviderKeys
 from support.moderation import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE,
+    ERIN,
+    GHOST,
     NO_REFILL,
+    ZOE,
+    Send,
     check,
     clear_moderation_state,
     decision_summary,
@@ -33,17 +41,6 @@ from support.telemetry import redis_spans_of
 from parley.moderation.v1 import moderation_pb2 as pb
 from parley.moderation.v1 import moderation_pb2_grpc
 from parley_runtime import redis_keys
-
-ALICE = "username:alice@birdy"
-CAROL = "username:carol@birdy"
-ZOE = "username:zoe@birdy"
-BOB = "phone:+4915112345678@gatekeeper"
-DAVE = "username:dave@gatekeeper"
-ERIN = "username:erin@gatekeeper"
-GHOST = "username:ghost@nowhere"
-
-Send = tuple[str, str, int]
-"""(sender device or user, recipient, fan_out)."""
 
 # Tight limits, so that one scenario meets every one of them; no refill while a test runs.
 _TIGHT = {

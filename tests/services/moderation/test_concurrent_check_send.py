@@ -18,7 +18,15 @@ import pytest
 import redis.asyncio as aioredis
 from support.cluster import Cluster, ProviderKeys, error_reason
 from support.moderation import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE,
+    ERIN,
+    GHOST,
     NO_REFILL,
+    ZOE,
+    Send,
     check,
     clear_moderation_state,
     decision_summary,
@@ -34,17 +42,6 @@ from parley_moderation.model import Decision, SendAttempt, SendChecks
 from parley_moderation.store import RedisModerationStore
 from parley_runtime import redis_keys
 from parley_runtime.testing import RedisServer
-
-ALICE = "username:alice@birdy"
-CAROL = "username:carol@birdy"
-ZOE = "username:zoe@birdy"
-BOB = "phone:+4915112345678@gatekeeper"
-DAVE = "username:dave@gatekeeper"
-ERIN = "username:erin@gatekeeper"
-GHOST = "username:ghost@nowhere"
-
-Send = tuple[str, str, int]
-"""(sender device or user, recipient, fan_out)."""
 
 _TIGHT = {
     "send_burst": 8,
