@@ -58,7 +58,14 @@ class RedisServer:
         args: more ``redis-server`` arguments (e.g. ``("--cluster-enabled", "yes")``).
     """
 
-    def __init__(self, *, appendonly: bool = False, binary: str | None = None, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        appendonly: bool = False,
+        binary: str | None = None,
+        args: Sequence[str] = (),
+        cluster_bus: bool = False,
+    ) -> None:
         found = binary or shutil.which("redis-server")
         if found is None:
             raise RuntimeError("redis-server not found on PATH; run `make setup` (it installs it)")
@@ -67,6 +74,9 @@ class RedisServer:
         self._args = tuple(args)
         self._dir = Path(tempfile.mkdtemp(prefix="parley-redis-"))
         self.port = free_port()
+        # The bus port defaults to the port + 10000, which may fall in the kernel's range for outgoing connections.
+        self.bus_port = free_port() if cluster_bus else None
+        self._started = False
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -85,7 +95,25 @@ class RedisServer:
         return self._process.pid if self._process is not None else 0
 
     def start(self, timeout: float = 10.0) -> None:
-        """Starts the server and waits until it answers PING."""
+        """Starts the server and waits until it answers PING.
+
+        A free port can be taken by someone else between choosing it and binding it; a first start that fails
+        tries again on new ports (a restart keeps its ports: a cluster knows its nodes by them).
+        """
+        for attempt in range(3):
+            try:
+                self._start_once(timeout)
+            except _PortTaken:
+                if self._started or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.bus_port = free_port() if self.bus_port is not None else None
+            else:
+                self._started = True
+                return
+
+    def _start_once(self, timeout: float) -> None:
+        bus = ("--cluster-port", str(self.bus_port)) if self.bus_port is not None else ()
         args = [
             self._binary,
             "--port", str(self.port),
@@ -96,22 +124,23 @@ class RedisServer:
             "--appendfsync", "always",
             "--protected-mode", "yes",
             *self._args,
+            *bus,
         ]  # fmt: skip
         # The arguments are built above from a resolved binary path and integers, not from outside input.
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
         try:
             while True:
                 try:
                     if client.ping():
                         return
-                except redis.ConnectionError:
-                    if self._process.poll() is not None or time.monotonic() > deadline:
+                except (redis.ConnectionError, redis.TimeoutError):
+                    exited = self._process.poll() is not None
+                    if exited or time.monotonic() > deadline:
                         self.stop()
-                        raise RuntimeError(
-                            f"redis-server did not start on port {self.port}: {' '.join(args)}"
-                        ) from None
+                        error = _PortTaken if exited else RuntimeError
+                        raise error(f"redis-server did not start on port {self.port}: {' '.join(args)}") from None
                     time.sleep(0.02)
         finally:
             client.close()
@@ -164,6 +193,10 @@ class RedisServer:
         self.close()
 
 
+class _PortTaken(RuntimeError):
+    """redis-server exited at start-up: most often a port it was given is in use."""
+
+
 _SLOTS = 16384
 _MANUAL_FAILOVER_S = 6.0
 """A little over Redis's own limit for a manual failover (5 s), after which it gives up."""
@@ -191,9 +224,7 @@ class RedisClusterServers:
         )  # fmt: skip
         self._masters = masters
         self._replicas = replicas
-        # The bus port defaults to the port + 10000, which may fall in the kernel's range for outgoing connections.
-        self._bus_ports = [free_port() for _ in range(masters * (1 + replicas))]
-        self.nodes = [RedisServer(args=(*args, "--cluster-port", str(bus))) for bus in self._bus_ports]
+        self.nodes = [RedisServer(args=args, cluster_bus=True) for _ in range(masters * (1 + replicas))]
 
     @property
     def url(self) -> str:
@@ -212,7 +243,7 @@ class RedisClusterServers:
                 first, last = index * _SLOTS // self._masters, (index + 1) * _SLOTS // self._masters - 1
                 _command(clients[index], "CLUSTER", "ADDSLOTSRANGE", first, last)
             for client in clients[1:]:
-                _command(client, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self._bus_ports[0])
+                _command(client, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port, self.nodes[0].bus_port or 0)
             self._wait(lambda: all(len(_nodes(client)) == len(self.nodes) for client in clients), timeout, "join")
             for offset, client in enumerate(clients[self._masters :]):
                 _command(client, "CLUSTER", "REPLICATE", ids[offset % self._masters])
